@@ -1,0 +1,324 @@
+"""Run folders: everything a training run produced, in safetensors and JSON only (no pickle).
+
+    runs/<run_id>/
+      model.safetensors    FM weights and feature rows (torch state dict)
+      serving.safetensors  the serving form (q_i, b_i for every movie; p_u, b_u for every user),
+                           vocabulary arrays: what publish needs, readable without torch
+      seen.safetensors     each user's training movies (CSR), to exclude already seen movies
+      movies.json          catalog rows of every movie (title, year, genres, counts, links)
+      history.csv          per-epoch metrics
+      manifest.json        config, metrics, dataset fingerprint, versions, sha256 of every file
+
+A run is written into a temporary sibling folder and renamed into place, so a crash never leaves
+a half run. Loading checks every file's sha256 against the manifest and refuses a mismatch.
+Importing this module does not import torch (publish and query stay NumPy-only).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import platform
+import secrets
+import shutil
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from fmstore import __version__
+from fmstore.errors import DataError, NotFoundError
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ServingArtifact:
+    """The published form of a run, as NumPy arrays (see model.ServingForm)."""
+
+    run_id: str
+    movie_ids: np.ndarray  # int64 [n_movies] every movie of movies.csv
+    item_vectors: np.ndarray  # float32 [n_movies, k]
+    item_bias: np.ndarray  # float32 [n_movies]
+    user_ids: np.ndarray  # int64 [n_users] users with training ratings
+    user_vectors: np.ndarray  # float32 [n_users, k]
+    user_bias: np.ndarray  # float32 [n_users]
+    w0: float
+    link: str
+    rating_range: tuple[float, float]
+    reg: float  # the training regularisation, reused by fold-in
+
+    @property
+    def factors(self) -> int:
+        return self.item_vectors.shape[1]
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_run(result, dataset, config, runs_dir: Path, run_id: str | None = None) -> Path:
+    """Write a TrainResult as a run folder; returns its path."""
+    import torch  # training side only
+
+    run_id = run_id or new_run_id()
+    final = runs_dir / run_id
+    tmp = runs_dir / f".tmp-{run_id}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        state = {k: t.detach().cpu().contiguous() for k, t in result.model.state_dict().items()}
+        torch_save_safetensors(state, tmp / "model.safetensors")
+        form = result.model.serving_form()
+        save_file(
+            {
+                "movie_ids": dataset.movies.movie_id.astype(np.int64),
+                "item_vectors": form.item_vectors,
+                "item_bias": form.item_bias,
+                "user_ids": result.vocab.user_ids.astype(np.int64),
+                "user_vectors": form.user_vectors,
+                "user_bias": form.user_bias,
+                **result.vocab.arrays(),
+            },
+            str(tmp / "serving.safetensors"),
+        )
+        _save_seen(result.train_ratings, result.vocab.user_ids, tmp / "seen.safetensors")
+        _write_json(tmp / "movies.json", movie_rows(dataset))
+        _write_history(tmp / "history.csv", result.history)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "run_id": run_id,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "dataset": {
+                "name": dataset.name,
+                "source": dataset.source,
+                "fingerprint": dataset.fingerprint,
+                "n_ratings": len(dataset.ratings),
+                "n_users": int(len(np.unique(dataset.ratings.user_id))),
+                "n_movies": len(dataset.movies),
+            },
+            "config": config.to_dict(),
+            "metrics": result.metrics,
+            "device": result.device,
+            "vocabulary": result.vocab.to_json(),
+            "serving": {
+                "factors": int(form.item_vectors.shape[1]),
+                "w0": form.w0,
+                "link": config.link,
+                "rating_range": [config.rating_min, config.rating_max],
+                "reg": config.weight_decay,
+            },
+            "versions": _versions(),
+            "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},
+        }
+        _write_json(tmp / MANIFEST, manifest)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def torch_save_safetensors(state: dict, path: Path) -> None:
+    from safetensors.torch import save_file as save_torch
+
+    save_torch(state, str(path))
+
+
+def movie_rows(dataset) -> list[dict]:
+    """Catalog rows for every movie: metadata plus rating counts over the whole dataset."""
+    movies, ratings = dataset.movies, dataset.ratings
+    order = np.argsort(movies.movie_id)
+    pos = order[np.searchsorted(movies.movie_id[order], ratings.movie_id)]
+    counts = np.bincount(pos, minlength=len(movies))
+    sums = np.bincount(pos, weights=ratings.rating.astype(np.float64), minlength=len(movies))
+    rows = []
+    for m in range(len(movies)):
+        year = int(movies.year[m])
+        rows.append(
+            {
+                "movie_id": int(movies.movie_id[m]),
+                "title": movies.title[m],
+                "year": year or None,
+                "genres": list(movies.genres[m]),
+                "n_ratings": int(counts[m]),
+                "mean_rating": round(float(sums[m] / counts[m]), 4) if counts[m] else None,
+                "imdb_id": movies.imdb_id[m],
+                "tmdb_id": movies.tmdb_id[m],
+            }
+        )
+    return rows
+
+
+def _save_seen(train_ratings, user_ids: np.ndarray, path: Path) -> None:
+    """CSR of each vocabulary user's training movies (raw ids) and ratings."""
+    order = np.lexsort((train_ratings.movie_id, train_ratings.user_id))
+    users = train_ratings.user_id[order]
+    indptr = np.searchsorted(users, user_ids, side="left")
+    indptr = np.append(indptr, len(users)).astype(np.int64)
+    save_file(
+        {
+            "user_ids": user_ids.astype(np.int64),
+            "indptr": indptr,
+            "movie_ids": train_ratings.movie_id[order].astype(np.int64),
+            "ratings": train_ratings.rating[order].astype(np.float32),
+        },
+        str(path),
+    )
+
+
+def _write_json(path: Path, obj) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, ensure_ascii=False, default=_json_default)
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _write_history(path: Path, history) -> None:
+    with open(path, "w", newline="") as f:
+        rows = [asdict(h) for h in history]
+        writer = csv.DictWriter(f, fieldnames=["epoch", "train_rmse", "valid_rmse", "seconds", "lr"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _versions() -> dict:
+    import torch
+
+    return {
+        "fmstore": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+# ---- reading -----------------------------------------------------------------------------------
+
+
+def load_manifest(run_dir: Path, verify: bool = True) -> dict:
+    """The run's manifest; with `verify`, every listed file's sha256 must match."""
+    path = Path(run_dir) / MANIFEST
+    if not path.is_file():
+        raise NotFoundError(f"{run_dir}: no {MANIFEST}; not a run folder (see `fmstore runs`)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: unreadable manifest ({exc}); the run folder is corrupt, retrain") from None
+    if verify:
+        for name, expected in manifest.get("files", {}).items():
+            file = Path(run_dir) / name
+            if not file.is_file() or sha256_file(file) != expected:
+                raise DataError(
+                    f"{file}: missing or its sha256 does not match manifest.json; "
+                    "the run folder is corrupt or was edited, retrain or restore it"
+                )
+    return manifest
+
+
+def load_serving(run_dir: Path, manifest: dict | None = None) -> ServingArtifact:
+    manifest = manifest or load_manifest(run_dir)
+    arrays = load_file(str(Path(run_dir) / "serving.safetensors"))
+    serving = manifest["serving"]
+    return ServingArtifact(
+        run_id=manifest["run_id"],
+        movie_ids=arrays["movie_ids"],
+        item_vectors=arrays["item_vectors"],
+        item_bias=arrays["item_bias"],
+        user_ids=arrays["user_ids"],
+        user_vectors=arrays["user_vectors"],
+        user_bias=arrays["user_bias"],
+        w0=float(serving["w0"]),
+        link=serving["link"],
+        rating_range=tuple(serving["rating_range"]),
+        reg=float(serving["reg"]),
+    )
+
+
+def load_movie_rows(run_dir: Path) -> list[dict]:
+    return json.loads((Path(run_dir) / "movies.json").read_text(encoding="utf-8"))
+
+
+def seen_movies(run_dir: Path, user_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """(movie ids, ratings) the user rated in the run's training data; empty if unknown.
+
+    Reads only that user's slice of the CSR, so it stays fast for ml-latest-sized runs."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(run_dir) / "seen.safetensors"), framework="numpy") as f:
+        user_ids = f.get_tensor("user_ids")
+        row = np.searchsorted(user_ids, user_id)
+        if row >= len(user_ids) or user_ids[row] != user_id:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        start, end = (int(x) for x in f.get_slice("indptr")[row : row + 2])
+        return f.get_slice("movie_ids")[start:end], f.get_slice("ratings")[start:end]
+
+
+def load_model(run_dir: Path, manifest: dict | None = None):
+    """The trained FactorizationMachine (torch), weights loaded without unpickling."""
+    from safetensors.torch import load_file as load_torch
+
+    from fmstore.features import FeatureRows
+    from fmstore.model import FactorizationMachine
+
+    manifest = manifest or load_manifest(run_dir)
+    state = load_torch(str(Path(run_dir) / "model.safetensors"))
+    config = manifest["config"]
+    model = FactorizationMachine(
+        state["v"].shape[0],
+        state["v"].shape[1],
+        FeatureRows(state["user_index"].numpy(), state["user_weight"].numpy()),
+        FeatureRows(state["item_index"].numpy(), state["item_weight"].numpy()),
+        link=config["link"],
+        rating_range=(config["rating_min"], config["rating_max"]),
+    )
+    model.load_state_dict(state)
+    return model
+
+
+def list_runs(runs_dir: Path) -> list[dict]:
+    """Manifests of all runs (unverified, for listing), oldest first."""
+    if not Path(runs_dir).is_dir():
+        return []
+    manifests = []
+    for path in sorted(Path(runs_dir).iterdir()):
+        if path.name.startswith(".") or not (path / MANIFEST).is_file():
+            continue
+        try:
+            manifests.append(load_manifest(path, verify=False) | {"path": str(path)})
+        except DataError:
+            continue
+    return sorted(manifests, key=lambda m: (m.get("created_at", ""), m["run_id"]))
+
+
+def resolve_run(runs_dir: Path, run_id: str | None) -> Path:
+    """Folder of `run_id`, or of the latest run when None."""
+    if run_id:
+        path = Path(runs_dir) / run_id
+        if not (path / MANIFEST).is_file():
+            raise NotFoundError(f"no run {run_id!r} in {runs_dir}; `fmstore runs` lists them")
+        return path
+    runs = list_runs(runs_dir)
+    if not runs:
+        raise NotFoundError(f"no runs in {runs_dir}; train one first with `fmstore train --data PATH`")
+    return Path(runs[-1]["path"])

@@ -1,0 +1,231 @@
+"""The `fmstore` command line: the only module that prints or reads Settings from the environment.
+
+Heavy modules (torch, qdrant, sqlalchemy) are imported inside the commands that need them, so
+`fmstore query` starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fmstore.config import Settings, TrainConfig
+from fmstore.errors import FmstoreError
+
+# Tracebacks with locals could show secrets: never let typer print them.
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  help="Train a Factorization Machine on movie ratings and serve it from Qdrant.")
+data_app = typer.Typer(no_args_is_help=True, help="Get or make datasets in the MovieLens layout.")
+db_app = typer.Typer(no_args_is_help=True, help="The SQL catalog.")
+app.add_typer(data_app, name="data")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def settings(home: Optional[Path] = None, database_url: Optional[str] = None, qdrant_url: Optional[str] = None) -> Settings:
+    base = Settings.from_env()
+    return Settings(
+        home=home or base.home,
+        database_url=database_url or base.database_url,
+        qdrant_url=qdrant_url or base.qdrant_url,
+        qdrant_api_key=base.qdrant_api_key,
+        movies_collection=base.movies_collection,
+        users_collection=base.users_collection,
+    )
+
+
+HomeOpt = typer.Option(None, "--home", help="Folder for runs, catalog and embedded store [env FMSTORE_HOME, default ./.fmstore].")
+DbOpt = typer.Option(None, "--database-url", help="SQLAlchemy URL of the catalog [env FMSTORE_DATABASE_URL, default SQLite in home].")
+QdrantOpt = typer.Option(None, "--qdrant-url", help="Qdrant server URL [env FMSTORE_QDRANT_URL, default embedded Qdrant Edge].")
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
+
+
+def print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=1, default=str) + "\n")
+
+
+# ---- train -------------------------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(..., "--data", help="Dataset folder or GroupLens .zip in the ml-latest layout."),
+    epochs: int = typer.Option(TrainConfig.epochs, help="Most epochs (early stopping may end sooner)."),
+    factors: int = typer.Option(TrainConfig.factors, help="Embedding width k."),
+    lr: float = typer.Option(TrainConfig.lr, help="Adam learning rate."),
+    batch_size: int = typer.Option(TrainConfig.batch_size, help="Ratings per step."),
+    weight_decay: float = typer.Option(TrainConfig.weight_decay, help="L2 per occurrence of each weight."),
+    seed: int = typer.Option(TrainConfig.seed, help="Seed of the split, the initialisation and the order."),
+    device: str = typer.Option(TrainConfig.device, help="auto | cpu | cuda."),
+    link: str = typer.Option(TrainConfig.link, help="identity | sigmoid (the notebook's sigmoid(y)*5.5)."),
+    valid_fraction: float = typer.Option(TrainConfig.valid_fraction, help="Share of ratings held out for validation."),
+    patience: int = typer.Option(TrainConfig.patience, help="Epochs without improvement before stopping."),
+    lr_milestones: Optional[List[int]] = typer.Option(None, "--lr-milestone", help="Epoch at which lr is multiplied by --lr-gamma (repeatable)."),
+    lr_gamma: float = typer.Option(TrainConfig.lr_gamma),
+    test_ratings: Optional[Path] = typer.Option(None, "--test-ratings", help="Ratings CSV to report test RMSE on (a predefined split)."),
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+):
+    """Train an FM on a dataset and save it as a run."""
+    from fmstore import artifact, datasets
+    from fmstore.train import train as run_training
+
+    s = settings(home)
+    config = TrainConfig(
+        epochs=epochs, factors=factors, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+        seed=seed, device=device, link=link, valid_fraction=valid_fraction, patience=patience,
+        lr_milestones=tuple(lr_milestones or ()), lr_gamma=lr_gamma,
+    )
+    with err.status(f"reading {data}"):
+        dataset = datasets.load_dataset(data, cache_dir=s.home / "cache")
+        test = datasets.load_ratings_file(test_ratings, dataset.movies) if test_ratings else None
+    err.print(f"{dataset.name}: {len(dataset.ratings):,} ratings, {len(dataset.movies):,} movies")
+
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("training", total=config.epochs)
+
+        def report(message: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, description=message)
+            if not as_json:
+                err.print(message)
+
+        result = run_training(dataset, config, test_ratings=test, progress=report)
+    run_dir = artifact.save_run(result, dataset, config, s.runs_dir)
+    summary = {"run_id": run_dir.name, "path": str(run_dir), **result.metrics}
+    if as_json:
+        print_json(summary)
+    else:
+        m = result.metrics
+        test_part = f", test RMSE {m['test_rmse']:.4f}" if "test_rmse" in m else ""
+        out.print(
+            f"run {run_dir.name}: valid RMSE {m['valid_rmse']:.4f} (best epoch {m['best_epoch']}/{m['epochs_run']})"
+            f"{test_part}, {m['train_seconds']:.1f}s on {result.device}"
+        )
+
+
+@app.command()
+def runs(home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt):
+    """List training runs with their metrics."""
+    from fmstore import artifact
+
+    manifests = artifact.list_runs(settings(home).runs_dir)
+    rows = [
+        {
+            "run_id": m["run_id"],
+            "created_at": m["created_at"],
+            "dataset": m["dataset"]["name"],
+            "factors": m["config"]["factors"],
+            "valid_rmse": m["metrics"].get("valid_rmse"),
+            "test_rmse": m["metrics"].get("test_rmse"),
+            "epochs": m["metrics"].get("epochs_run"),
+            "seconds": m["metrics"].get("train_seconds"),
+        }
+        for m in manifests
+    ]
+    if as_json:
+        return print_json(rows)
+    if not rows:
+        out.print("no runs yet: `fmstore train --data PATH`")
+        return
+    table = Table("run", "created", "dataset", "k", "valid RMSE", "test RMSE", "epochs", "seconds")
+    for r in rows:
+        table.add_row(
+            r["run_id"], r["created_at"], r["dataset"], str(r["factors"]), _fmt(r["valid_rmse"]),
+            _fmt(r["test_rmse"]), str(r["epochs"]), _fmt(r["seconds"], 1),
+        )
+    out.print(table)
+
+
+def _fmt(x, digits: int = 4) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
+
+
+# ---- data --------------------------------------------------------------------------------------
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: str = typer.Argument(..., help="ml-latest-small | ml-latest | ml-25m | ml-32m"),
+    dest: Optional[Path] = typer.Option(None, help="Folder to unpack into [default: FMSTORE_HOME/data]."),
+    url: Optional[str] = typer.Option(None, help="Download from this URL instead of GroupLens (file:// works)."),
+    home: Optional[Path] = HomeOpt,
+):
+    """Download a MovieLens dataset, verify its published checksum and unpack it."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from fmstore import datasets
+
+    dest = dest or settings(home).home / "data"
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(), console=err, transient=True) as progress:
+        task = progress.add_task(f"fetching {name}", total=None)
+        folder = datasets.fetch_dataset(name, dest, url=url, progress=lambda done, total: progress.update(task, completed=done, total=total))
+    out.print(str(folder))
+
+
+@data_app.command("synth")
+def data_synth(
+    out_dir: Path = typer.Argument(..., help="Folder to write ratings.csv and movies.csv into."),
+    ratings: int = typer.Option(27_753_444, help="Number of ratings."),
+    users: int = typer.Option(283_228, help="Number of users."),
+    movies: int = typer.Option(53_889, help="Number of movies."),
+    seed: int = typer.Option(0),
+):
+    """Write an ml-latest-shaped synthetic dataset (for benchmarks)."""
+    from fmstore import datasets
+
+    with err.status(f"writing {ratings:,} synthetic ratings"):
+        folder = datasets.synthesize(out_dir, n_ratings=ratings, n_users=users, n_movies=movies, seed=seed)
+    out.print(str(folder))
+
+
+# ---- db ----------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(home: Optional[Path] = HomeOpt, database_url: Optional[str] = DbOpt):
+    """Create or migrate the catalog schema to the latest revision."""
+    from fmstore import catalog
+
+    s = settings(home, database_url)
+    engine = catalog.make_engine(s.catalog_url)
+    catalog.upgrade(engine)
+    out.print(f"catalog at revision {catalog.current_revision(engine)}")
+
+
+# ---- entry point -------------------------------------------------------------------------------
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        result = app(standalone_mode=False)
+        sys.exit(result if isinstance(result, int) else 0)
+    except FmstoreError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug: keep it to one line unless asked for the traceback
+        if os.environ.get("FMSTORE_DEBUG"):
+            raise
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        err.print(f"internal error: {type(exc).__name__}: {exc} (set FMSTORE_DEBUG=1 for the traceback)", markup=False)
+        sys.exit(1)

@@ -1,0 +1,201 @@
+"""Feature vocabulary and encoding.
+
+Every feature of every field gets one index in a single table, LightFM-style: raw id <-> index per
+field, with each field at its own offset. Index 0 is reserved for padding (weight 0), so ragged
+feature lists become fixed-width index/weight matrices that the model gathers in one go.
+
+User-side fields: `user` (the user id). Item-side fields: `movie` (the movie id, only for movies
+with training ratings: a movie nobody rated keeps no id feature, so its vector comes from its
+genres and year alone), `genre` (multi-hot, weights 1/n so a movie's genres sum to 1) and
+`year` (release year in 5-year buckets, plus an "unknown" bucket).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fmstore.datasets import Movies, Ratings
+
+PAD = 0
+YEAR_BUCKET = 5
+USER_FIELDS = ("user",)
+ITEM_FIELDS = ("movie", "genre", "year")
+
+
+def year_bucket(year: np.ndarray) -> np.ndarray:
+    """Start of the 5-year bucket; 0 stays 0 (unknown year)."""
+    year = np.asarray(year, dtype=np.int64)
+    return np.where(year > 0, year // YEAR_BUCKET * YEAR_BUCKET, 0)
+
+
+@dataclass
+class Vocabulary:
+    """Raw ids of each field, in index order, and where each field starts in the feature table."""
+
+    user_ids: np.ndarray  # int64, sorted: users with training ratings
+    movie_ids: np.ndarray  # int64, sorted: movies with training ratings (have an id feature)
+    genres: list[str]
+    year_buckets: np.ndarray  # int64, sorted; 0 = unknown year
+    fields: tuple[str, ...]
+
+    @classmethod
+    def build(cls, ratings: Ratings, movies: Movies, fields: tuple[str, ...]) -> "Vocabulary":
+        unknown = set(fields) - set(USER_FIELDS + ITEM_FIELDS)
+        if unknown:
+            from fmstore.errors import ConfigError
+
+            raise ConfigError(f"unknown feature field(s) {sorted(unknown)}; known: {USER_FIELDS + ITEM_FIELDS}")
+        genres = sorted({g for gs in movies.genres for g in gs})
+        buckets = np.unique(np.concatenate([[0], year_bucket(movies.year)]))
+        return cls(
+            user_ids=np.unique(ratings.user_id),
+            movie_ids=np.unique(ratings.movie_id),
+            genres=genres,
+            year_buckets=buckets,
+            fields=tuple(fields),
+        )
+
+    # Offsets: padding, then each field in a fixed order; absent fields take no room.
+    def sizes(self) -> dict[str, int]:
+        all_sizes = {
+            "user": len(self.user_ids),
+            "movie": len(self.movie_ids),
+            "genre": len(self.genres),
+            "year": len(self.year_buckets),
+        }
+        return {f: all_sizes[f] for f in USER_FIELDS + ITEM_FIELDS if f in self.fields}
+
+    def offsets(self) -> dict[str, int]:
+        offsets, start = {}, 1  # 0 is padding
+        for name, size in self.sizes().items():
+            offsets[name] = start
+            start += size
+        return offsets
+
+    @property
+    def n_features(self) -> int:
+        return 1 + sum(self.sizes().values())
+
+    def user_index(self, raw_ids: np.ndarray) -> np.ndarray:
+        """Row of each raw user id in `user_ids`, -1 where unknown."""
+        return _lookup(self.user_ids, raw_ids)
+
+    def movie_index(self, raw_ids: np.ndarray) -> np.ndarray:
+        """Row of each raw movie id in `movie_ids`, -1 where the movie has no id feature."""
+        return _lookup(self.movie_ids, raw_ids)
+
+    def to_json(self) -> dict:
+        return {"genres": self.genres, "fields": list(self.fields)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> "Vocabulary":
+        return cls(
+            user_ids=arrays["vocab.user_ids"],
+            movie_ids=arrays["vocab.movie_ids"],
+            genres=list(meta["genres"]),
+            year_buckets=arrays["vocab.year_buckets"],
+            fields=tuple(meta["fields"]),
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "vocab.user_ids": self.user_ids,
+            "vocab.movie_ids": self.movie_ids,
+            "vocab.year_buckets": self.year_buckets,
+        }
+
+
+def _lookup(sorted_ids: np.ndarray, raw_ids: np.ndarray) -> np.ndarray:
+    raw_ids = np.asarray(raw_ids, dtype=np.int64)
+    if len(sorted_ids) == 0:
+        return np.full(len(raw_ids), -1, dtype=np.int64)
+    pos = np.searchsorted(sorted_ids, raw_ids).clip(0, len(sorted_ids) - 1)
+    return np.where(sorted_ids[pos] == raw_ids, pos, -1)
+
+
+@dataclass
+class FeatureRows:
+    """One fixed-width row of (feature index, weight) per entity; padding is (0, 0.0)."""
+
+    index: np.ndarray  # int64 [n, width]
+    weight: np.ndarray  # float32 [n, width]
+
+
+def user_rows(vocab: Vocabulary) -> FeatureRows:
+    """Feature rows of the vocabulary's users, in `vocab.user_ids` order, plus one last all-padding
+    row that stands for any user unseen at training (see `encode`)."""
+    n = len(vocab.user_ids)
+    index = np.zeros((n + 1, 1), np.int64)
+    weight = np.zeros((n + 1, 1), np.float32)
+    if "user" in vocab.fields:
+        index[:n, 0] = vocab.offsets()["user"] + np.arange(n)
+        weight[:n, 0] = 1.0
+    return FeatureRows(index, weight)
+
+
+def item_rows(vocab: Vocabulary, movies: Movies) -> FeatureRows:
+    """Feature rows of every movie of `movies` (in its order), rated or not."""
+    offsets, n = vocab.offsets(), len(movies)
+    columns: list[tuple[np.ndarray, np.ndarray]] = []  # (index [n], weight [n]) per column
+
+    if "movie" in vocab.fields:
+        row = vocab.movie_index(movies.movie_id)
+        known = row >= 0
+        columns.append((np.where(known, offsets["movie"] + row, PAD), known.astype(np.float32)))
+
+    if "genre" in vocab.fields:
+        genre_pos = {g: i for i, g in enumerate(vocab.genres)}
+        width = max((len(gs) for gs in movies.genres), default=0)
+        g_index = np.zeros((n, width), np.int64)
+        g_weight = np.zeros((n, width), np.float32)
+        for m, gs in enumerate(movies.genres):
+            known_genres = [genre_pos[g] for g in gs if g in genre_pos]
+            for slot, pos in enumerate(known_genres):
+                g_index[m, slot] = offsets["genre"] + pos
+                g_weight[m, slot] = 1.0 / len(known_genres)
+        columns.extend((g_index[:, j], g_weight[:, j]) for j in range(width))
+
+    if "year" in vocab.fields:
+        bucket = _lookup(vocab.year_buckets, year_bucket(movies.year))
+        bucket = np.where(bucket >= 0, bucket, 0)  # a bucket unseen at training -> unknown
+        columns.append((offsets["year"] + bucket, np.ones(n, np.float32)))
+
+    if not columns:
+        return FeatureRows(np.zeros((n, 1), np.int64), np.zeros((n, 1), np.float32))
+    return FeatureRows(
+        np.stack([c[0] for c in columns], axis=1).astype(np.int64),
+        np.stack([c[1] for c in columns], axis=1).astype(np.float32),
+    )
+
+
+@dataclass
+class EncodedRatings:
+    """Ratings as rows into the user and item feature tables."""
+
+    user: np.ndarray  # int64 row in user_rows; len(vocab.user_ids) (the padding row) if unseen
+    item: np.ndarray  # int64 row in item_rows (movies.csv order)
+    rating: np.ndarray  # float32
+
+
+def encode(ratings: Ratings, vocab: Vocabulary, movies: Movies) -> EncodedRatings:
+    movie_row = _movie_rows(movies)
+    user = vocab.user_index(ratings.user_id)
+    return EncodedRatings(
+        user=np.where(user >= 0, user, len(vocab.user_ids)),
+        item=movie_row(ratings.movie_id),
+        rating=ratings.rating.astype(np.float32),
+    )
+
+
+def _movie_rows(movies: Movies):
+    order = np.argsort(movies.movie_id, kind="stable")
+    sorted_ids = movies.movie_id[order]
+
+    def rows(raw_ids: np.ndarray) -> np.ndarray:
+        found = _lookup(sorted_ids, raw_ids)
+        # datasets validation guarantees every rated movie is in movies.csv
+        return order[found]
+
+    return rows

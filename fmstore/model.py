@@ -1,0 +1,119 @@
+"""The multi-field Factorization Machine and its exact serving form.
+
+    y = w0 + sum_j w_j x_j + 1/2 sum_f [(sum_j v_jf x_j)^2 - sum_j v_jf^2 x_j^2]
+
+Each rating's features are its user's feature row plus its movie's feature row (features.py), so
+the model keeps those rows as buffers and a batch is just (user row, item row) indices. Because
+every feature is user-side or item-side, the score splits exactly (DESIGN.md):
+
+    y = w0 + b_u + b_i + <p_u, q_i>,   p_u = sum_{j in U} v_j x_j,  q_i = sum_{j in I} v_j x_j
+
+and b_u, b_i hold the linear terms plus the pairwise terms inside each side. `side()` computes
+(p, b) for a batch of rows; `forward` and `serving_form` both use it, so they agree by construction
+and a test checks both against the textbook double loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fmstore.features import FeatureRows
+
+SIGMOID_SCALE = 5.5  # the original notebook's output link: sigmoid(y) * 5.5
+
+
+@dataclass
+class ServingForm:
+    """Biased matrix factorisation equal to the FM: rating = link(w0 + b_u + b_i + <p_u, q_i>)."""
+
+    item_vectors: np.ndarray  # float32 [n_items, k]  (q_i, movies.csv order)
+    item_bias: np.ndarray  # float32 [n_items]     (b_i)
+    user_vectors: np.ndarray  # float32 [n_users, k]  (p_u, vocabulary order)
+    user_bias: np.ndarray  # float32 [n_users]     (b_u)
+    w0: float
+
+
+class FactorizationMachine(nn.Module):
+    def __init__(
+        self,
+        n_features: int,
+        factors: int,
+        users: FeatureRows,
+        items: FeatureRows,
+        *,
+        link: str = "identity",
+        rating_range: tuple[float, float] = (0.5, 5.0),
+        init_std: float = 0.01,
+    ):
+        super().__init__()
+        if link not in ("identity", "sigmoid"):
+            raise ValueError(f"unknown link {link!r}")
+        self.link, self.rating_range = link, rating_range
+        self.w0 = nn.Parameter(torch.zeros(()))
+        self.w = nn.Parameter(torch.zeros(n_features))
+        self.v = nn.Parameter(torch.randn(n_features, factors) * init_std)
+        self.register_buffer("user_index", torch.as_tensor(users.index))
+        self.register_buffer("user_weight", torch.as_tensor(users.weight))
+        self.register_buffer("item_index", torch.as_tensor(items.index))
+        self.register_buffer("item_weight", torch.as_tensor(items.weight))
+
+    @property
+    def factors(self) -> int:
+        return self.v.shape[1]
+
+    def side(self, index: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sum_j v_j x_j, sum_j w_j x_j + pairwise terms among these features) for each row."""
+        vector, bias, _ = self.side_terms(index, weight)
+        return vector, bias
+
+    def side_terms(self, index: torch.Tensor, weight: torch.Tensor):
+        """`side` plus the rows' squared weights sum_j (|x_j v_j|^2 + (x_j w_j)^2), which training
+        uses as its L2 penalty so that the gathered rows are not gathered a second time."""
+        vx = F.embedding(index, self.v) * weight.unsqueeze(-1)  # [n, F, k]
+        wx = F.embedding(index, self.w.unsqueeze(-1)).squeeze(-1) * weight  # [n, F]
+        vector = vx.sum(1)
+        vx_sq = vx.square().sum((1, 2))
+        if index.shape[1] == 1:  # one feature: no pairs (the common user side)
+            bias = wx.sum(1)
+        else:
+            bias = wx.sum(1) + 0.5 * (vector.square().sum(-1) - vx_sq)
+        return vector, bias, vx_sq + wx.square().sum(1)
+
+    def raw_score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """w0 + b_u + b_i + <p_u, q_i>, before the output link."""
+        p, b_u = self.side(self.user_index[users], self.user_weight[users])
+        q, b_i = self.side(self.item_index[items], self.item_weight[items])
+        return self.w0 + b_u + b_i + (p * q).sum(-1)
+
+    def apply_link(self, y: torch.Tensor) -> torch.Tensor:
+        if self.link == "sigmoid":
+            return torch.sigmoid(y) * SIGMOID_SCALE
+        return y
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Training output: the linked score, not clamped (clamping would stop the gradient)."""
+        return self.apply_link(self.raw_score(users, items))
+
+    @torch.no_grad()
+    def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Rating prediction: linked score clamped to the rating scale."""
+        return self.forward(users, items).clamp(*self.rating_range)
+
+    @torch.no_grad()
+    def serving_form(self, chunk: int = 65536) -> ServingForm:
+        """(q_i, b_i) for every movie and (p_u, b_u) for every known user (padding row dropped)."""
+
+        def all_rows(index: torch.Tensor, weight: torch.Tensor):
+            parts = [self.side(index[s : s + chunk], weight[s : s + chunk]) for s in range(0, len(index), chunk)]
+            vectors = torch.cat([p[0] for p in parts]) if parts else torch.zeros(0, self.factors)
+            biases = torch.cat([torch.as_tensor(p[1]).expand(len(p[0])) for p in parts]) if parts else torch.zeros(0)
+            return vectors.float().cpu().numpy(), biases.float().cpu().numpy()
+
+        q, b_i = all_rows(self.item_index, self.item_weight)
+        p, b_u = all_rows(self.user_index[:-1], self.user_weight[:-1])
+        return ServingForm(q, b_i, p, b_u, float(self.w0))

@@ -1,0 +1,178 @@
+"""Shared fixtures.
+
+Postgres: a throwaway server started once per test session from the initdb/pg_ctl found on
+PATH or under /usr/lib/postgresql/*/bin. Without them the Postgres tests are skipped, except
+under CI (env CI set), where they fail: CI must provide Postgres.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+# A role that must log in with a password (everyone else is trusted), so tests can see a real
+# "wrong password" error: see postgres_password_url.
+PG_PASSWORD_ROLE = ("fmstore_pw", "right-password")
+
+
+def _pg_bindir() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found and shutil.which("initdb"):
+        return Path(found).resolve().parent
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
+    return candidates[-1].parent if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pg_run(bindir: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [str(bindir / args[0]), *args[1:]]
+    # Postgres refuses to run as root: drop to the postgres user.
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def _maintenance(url: str):
+    """An autocommit psycopg connection to the server's 'postgres' database."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return psycopg.connect(host=u.host, port=u.port, user=u.username, dbname="postgres", autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """URL of a database `fmstore_test` on a throwaway Postgres server (trust auth, localhost)."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        reason = "Postgres binaries (initdb, pg_ctl) not found on PATH or in /usr/lib/postgresql/*/bin"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must provide Postgres")
+        pytest.skip(reason)
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.fail("running as root but there is no 'postgres' user to run Postgres as")
+
+    started = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="fmstore-pg-"))
+    if os.geteuid() == 0:
+        os.chown(tmp, owner.pw_uid, owner.pw_gid)
+    data = tmp / "data"
+    stopped = False
+    try:
+        res = _pg_run(bindir, "initdb", "-D", str(data), "--auth=trust", "-U", "postgres",
+                      "-E", "UTF8", "--no-sync", "--no-instructions")
+        if res.returncode:
+            pytest.fail(f"initdb failed: {res.stderr.strip()[-2000:]}")
+        hba = data / "pg_hba.conf"
+        first_line = f"host all {PG_PASSWORD_ROLE[0]} 127.0.0.1/32 scram-sha-256\n"
+        hba.write_text(first_line + hba.read_text())  # first match wins
+        port = _free_port()
+        # Durability is worthless for a throwaway test server: fsync off makes it quick.
+        opts = (f"-k {tmp} -c listen_addresses=127.0.0.1 -p {port} "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+        res = _pg_run(bindir, "pg_ctl", "-D", str(data), "-l", str(tmp / "log"), "-w", "-t", "60",
+                      "-o", opts, "start")
+        if res.returncode:
+            log = (tmp / "log").read_text() if (tmp / "log").exists() else ""
+            pytest.fail(f"pg_ctl start failed: {res.stdout.strip()} {res.stderr.strip()}\n{log[-2000:]}")
+        base = f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+        with _maintenance(f"{base}/postgres") as conn:
+            conn.execute("CREATE DATABASE fmstore_test")
+            role, password = PG_PASSWORD_ROLE
+            conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        print(f"\nthrowaway Postgres on port {port} ready in {time.perf_counter() - started:.2f} s")
+        yield f"{base}/fmstore_test"
+        _pg_run(bindir, "pg_ctl", "-D", str(data), "-m", "immediate", "stop")
+        stopped = True
+    finally:
+        if not stopped and (data / "postmaster.pid").exists():
+            _pg_run(bindir, "pg_ctl", "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_password_url(postgres_url):
+    """Like postgres_url, but for a role that needs its password (which this URL contains)."""
+    from sqlalchemy.engine import make_url
+
+    role, password = PG_PASSWORD_ROLE
+    return make_url(postgres_url).set(username=role, password=password).render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def catalog_url(request, tmp_path):
+    """URL of a fresh, empty catalog database, on SQLite and on Postgres."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'catalog.db'}"
+        return
+    # Looked up lazily so that a run with only SQLite tests never starts Postgres.
+    server = request.getfixturevalue("postgres_url")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with _maintenance(server) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield server.rsplit("/", 1)[0] + f"/{name}"
+    with _maintenance(server) as conn:
+        # FORCE: an engine a test forgot to dispose still holds connections.
+        conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+# ---- trained runs shared by the publish and query tests ----------------------------------------
+
+PLANTED_TRAIN = dict(epochs=40, factors=8, lr=0.03, batch_size=256, weight_decay=0.02, patience=40)
+
+
+def _train_and_save(dataset, runs_dir: Path, seed: int) -> Path:
+    from fmstore import artifact
+    from fmstore.config import TrainConfig
+    from fmstore.train import train
+
+    config = TrainConfig(**PLANTED_TRAIN, seed=seed)
+    return artifact.save_run(train(dataset, config), dataset, config, runs_dir)
+
+
+@pytest.fixture(scope="session")
+def planted_dataset(tmp_path_factory):
+    from fmstore import datasets
+    from planted import write_planted
+
+    return datasets.load_dataset(write_planted(tmp_path_factory.mktemp("planted")))
+
+
+@pytest.fixture(scope="session")
+def planted_runs(planted_dataset, tmp_path_factory) -> tuple[Path, Path]:
+    """Two runs of the planted data (seeds 0 and 1), to publish one after the other."""
+    runs_dir = tmp_path_factory.mktemp("runs")
+    return _train_and_save(planted_dataset, runs_dir, 0), _train_and_save(planted_dataset, runs_dir, 1)
+
+
+@pytest.fixture(params=["edge", "server"])
+def vector_store(request, tmp_path):
+    """An empty store of each engine: Qdrant Edge in a folder, qdrant-client's local mode."""
+    from qdrant_client import QdrantClient
+
+    from fmstore.vectors import EdgeStore, ServerStore
+
+    store = EdgeStore(tmp_path / "qdrant") if request.param == "edge" else ServerStore(QdrantClient(":memory:"))
+    yield store
+    store.close()

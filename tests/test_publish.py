@@ -1,0 +1,110 @@
+"""Publish: complete collections, atomic alias switch, catalog records; on both engines and both
+SQL backends (one test body each)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sqlalchemy.orm import Session
+
+from fmstore import artifact, catalog
+from fmstore.errors import NotFoundError
+from fmstore.publish import physical_name, prune, publish, rollback
+from planted import GROUPS, MOVIES_PER_GROUP, UNRATED_PER_GROUP, USERS_PER_GROUP
+
+N_MOVIES = len(GROUPS) * (MOVIES_PER_GROUP + UNRATED_PER_GROUP)
+N_USERS = len(GROUPS) * USERS_PER_GROUP
+
+
+@pytest.fixture
+def engine(catalog_url):
+    engine = catalog.make_engine(catalog_url)
+    yield engine
+    engine.dispose()
+
+
+class FailingStore:
+    """Wraps a store and raises on the n-th upsert: a publish that dies half-way."""
+
+    def __init__(self, store, fail_at: int):
+        self._store, self._left = store, fail_at
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def upsert(self, *args, **kwargs):
+        self._left -= 1
+        if self._left == 0:
+            raise RuntimeError("injected failure")
+        return self._store.upsert(*args, **kwargs)
+
+
+def test_publish_writes_everything_and_switches_aliases(vector_store, engine, planted_runs):
+    run_dir = planted_runs[0]
+    result = publish(run_dir, vector_store, engine, batch_size=16)
+    run_id = run_dir.name
+    assert (result.movies, result.users, result.skipped) == (N_MOVIES, N_USERS, False)
+    assert vector_store.resolve_alias("movies") == physical_name("movies", run_id)
+    assert vector_store.resolve_alias("users") == physical_name("users", run_id)
+    assert vector_store.count("movies") == N_MOVIES and vector_store.count("users") == N_USERS
+
+    # the stored score vector is [q_i, b_i] exactly, unrated movies included
+    serving = artifact.load_serving(run_dir)
+    unrated = int(serving.movie_ids[-1])
+    got = vector_store.retrieve("movies", [unrated], vectors=["score", "item"])[unrated]
+    row = int(np.flatnonzero(serving.movie_ids == unrated)[0])
+    np.testing.assert_allclose(got[0]["score"], np.append(serving.item_vectors[row], serving.item_bias[row]), rtol=1e-6)
+    assert got[1]["n_ratings"] == 0 and got[1]["run_id"] == run_id and got[1]["genres"] == ["Drama"]
+
+    with Session(engine) as s:
+        assert catalog.movie_count(s) == N_MOVIES
+        pubs = catalog.publications(s)
+        assert {(p.alias, p.status, p.points) for p in pubs} == {("movies", "succeeded", N_MOVIES), ("users", "succeeded", N_USERS)}
+        assert catalog.get_run(s, run_id).metrics["valid_rmse"] > 0
+
+
+def test_republish_same_run_is_idempotent(vector_store, engine, planted_runs):
+    first = publish(planted_runs[0], vector_store, engine)
+    again = publish(planted_runs[0], vector_store, engine)
+    assert again.skipped and again.movies == first.movies
+    assert vector_store.count("movies") == N_MOVIES
+
+
+def test_failure_half_way_keeps_previous_publication(vector_store, engine, planted_runs):
+    old, new = planted_runs
+    publish(old, vector_store, engine, batch_size=8)
+    with pytest.raises(RuntimeError, match="injected"):
+        publish(new, FailingStore(vector_store, fail_at=3), engine, batch_size=8)
+    assert vector_store.resolve_alias("movies") == physical_name("movies", old.name)
+    assert vector_store.resolve_alias("users") == physical_name("users", old.name)
+    with Session(engine) as s:
+        failed = catalog.publications(s, status="failed")
+        assert {p.run_id for p in failed} == {new.name} and all(p.error for p in failed)
+
+    publish(new, vector_store, engine, batch_size=8)  # the next attempt succeeds
+    assert vector_store.resolve_alias("movies") == physical_name("movies", new.name)
+    assert vector_store.count("movies") == N_MOVIES
+
+
+def test_rollback_and_prune(vector_store, engine, planted_runs):
+    old, new = planted_runs
+    publish(old, vector_store, engine)
+    publish(new, vector_store, engine)
+    assert rollback(vector_store, engine) == old.name
+    assert vector_store.resolve_alias("movies") == physical_name("movies", old.name)
+    assert vector_store.resolve_alias("users") == physical_name("users", old.name)
+    with pytest.raises(NotFoundError):
+        rollback(vector_store, engine)  # nothing older than `old`
+
+
+
+def test_prune_keeps_the_newest_and_the_live(vector_store, engine, planted_runs):
+    old, new = planted_runs
+    publish(old, vector_store, engine)
+    publish(new, vector_store, engine)
+    assert prune(vector_store, keep=2) == []
+    deleted = prune(vector_store, keep=1)
+    assert set(deleted) == {physical_name("movies", old.name), physical_name("users", old.name)}
+    assert vector_store.count("movies") == N_MOVIES
+    with pytest.raises(NotFoundError):
+        rollback(vector_store, engine)  # the earlier publication is gone
