@@ -592,7 +592,7 @@ def _parse_int(value: str, label: str, line_no: int, name: str) -> int:
     return int(value)
 
 
-def _parse_movies(data: bytes, label: str) -> tuple[Movies, dict[int, int]]:
+def _parse_movies(data: bytes, label: str) -> Movies:
     ids: list[int] = []
     titles: list[str] = []
     genres: list[tuple[str, ...]] = []
@@ -612,7 +612,7 @@ def _parse_movies(data: bytes, label: str) -> tuple[Movies, dict[int, int]]:
         genres.append(_split_genres(row["genres"]))
     if not ids:
         raise DataError(f"{label} has a header line but no movies; it needs at least one row")
-    movies = Movies(
+    return Movies(
         movie_id=np.asarray(ids, dtype=np.int64),
         title=titles,
         genres=genres,
@@ -620,7 +620,6 @@ def _parse_movies(data: bytes, label: str) -> tuple[Movies, dict[int, int]]:
         imdb_id=[None] * len(ids),
         tmdb_id=[None] * len(ids),
     )
-    return movies, first_line
 
 
 def _split_genres(text: str) -> tuple[str, ...]:
@@ -674,7 +673,7 @@ def load_dataset(path: str | Path, cache_dir: Path | None = None) -> Dataset:
     # Hashing ~1 GB and parsing it both release the GIL: overlap them.
     with ThreadPoolExecutor(max_workers=1) as pool:
         fingerprint_job = pool.submit(_fingerprint, ratings_bytes, movies_bytes)
-        movies, _ = _parse_movies(movies_bytes, source.label(MOVIES_FILE))
+        movies = _parse_movies(movies_bytes, source.label(MOVIES_FILE))
         if links_bytes is not None:
             _apply_links(movies, links_bytes, source.label(LINKS_FILE))
         ratings = _parse_ratings(ratings_bytes, source.label(RATINGS_FILE), movies,

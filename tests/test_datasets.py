@@ -7,7 +7,6 @@ Bad inputs are small CSVs written into tmp_path; the real ml-latest-small is rea
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -17,8 +16,6 @@ import pytest
 
 from fmstore import datasets
 from fmstore.datasets import (
-    DataError,
-    Movies,
     Ratings,
     fetch_dataset,
     load_dataset,
@@ -26,6 +23,7 @@ from fmstore.datasets import (
     parse_year,
     synthesize,
 )
+from fmstore.errors import DataError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL_FOLDER = DATA / "ml-latest-small"
@@ -194,7 +192,8 @@ def test_ratings_take():
     r = Ratings(np.arange(4, dtype=np.int64), np.arange(4, dtype=np.int64) + 10,
                 np.array([1, 2, 3, 4], np.float32), np.arange(4, dtype=np.int64) * 100)
     sub = r.take(np.array([3, 1]))
-    assert len(sub) == 2 and sub.movie_id.tolist() == [13, 11] and sub.timestamp.tolist() == [300, 100]
+    assert len(sub) == 2 and sub.movie_id.tolist() == [13, 11]
+    assert sub.timestamp.tolist() == [300, 100]
     masked = r.take(r.rating > 2)
     assert masked.user_id.tolist() == [2, 3]
 
