@@ -78,6 +78,7 @@ def train(
 ):
     """Train an FM on a dataset and save it as a run."""
     from fmstore import artifact, datasets
+    from fmstore.train import check_config, resolve_device
     from fmstore.train import train as run_training
 
     s = settings(home)
@@ -86,6 +87,8 @@ def train(
         seed=seed, device=device, link=link, valid_fraction=valid_fraction, patience=patience,
         lr_milestones=tuple(lr_milestones or ()), lr_gamma=lr_gamma,
     )
+    check_config(config)  # refuse bad flags before spending time on the data
+    resolve_device(config.device)
     with err.status(f"reading {data}"):
         dataset = datasets.load_dataset(data, cache_dir=s.home / "cache")
         test = datasets.load_ratings_file(test_ratings, dataset.movies) if test_ratings else None
@@ -279,8 +282,7 @@ def main() -> None:
         result = app(standalone_mode=False)
         sys.exit(result if isinstance(result, int) else 0)
     except FmstoreError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        sys.exit(exc.exit_code)
+        _fail(f"error: {exc}", exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
@@ -294,5 +296,14 @@ def main() -> None:
             sys.exit(exc.exit_code)
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(130)
-        err.print(f"internal error: {type(exc).__name__}: {exc} (set FMSTORE_DEBUG=1 for the traceback)", markup=False)
-        sys.exit(1)
+        if type(exc).__module__.split(".")[0] in ("sqlalchemy", "psycopg", "qdrant_client", "httpx", "grpc"):
+            # The database or Qdrant server failed under us: say so in one line, no traceback.
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            _fail(f"error: storage backend failed: {first_line}", 2)
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set FMSTORE_DEBUG=1 for the traceback)", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    # Plain write, not rich: rich would wrap a long message over several lines.
+    sys.stderr.write(" ".join(message.split()) + "\n")
+    sys.exit(code)

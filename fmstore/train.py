@@ -96,7 +96,7 @@ def train(
     test_ratings: Ratings | None = None,
     progress: ProgressFn | None = None,
 ) -> TrainResult:
-    _check_config(config)
+    check_config(config)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     started = time.perf_counter()
@@ -203,7 +203,7 @@ def _inverse_link(rating: float, link: str) -> float:
     return rating
 
 
-def _check_config(config: TrainConfig) -> None:
+def check_config(config: TrainConfig) -> None:
     checks = [
         (config.epochs >= 1, f"--epochs {config.epochs} must be at least 1"),
         (config.factors >= 1, f"--factors {config.factors} must be at least 1"),

@@ -1,0 +1,5 @@
+"""`python -m fmstore` = the `fmstore` command."""
+
+from fmstore.cli import main
+
+main()
