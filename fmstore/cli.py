@@ -273,6 +273,148 @@ def publish(
         out.print("pruned " + ", ".join(summary["pruned"]))
 
 
+# ---- evaluate ----------------------------------------------------------------------------------
+
+
+@app.command()
+def evaluate(
+    run: Optional[str] = typer.Argument(None, help="Run id or run folder [default: the latest run]."),
+    test_ratings: Optional[Path] = typer.Option(None, "--test-ratings", help="Ratings CSV to evaluate on instead of the run's held-out split."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The run's dataset, if it moved since training [default: the path in the manifest]."),
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+):
+    """RMSE, MAE, Recall@10/20 and NDCG@10 of a run on held-out ratings, beside two baselines."""
+    from fmstore import artifact, datasets
+    from fmstore import evaluate as evaluation
+
+    s = settings(home)
+    folder = Path(run) if run and (Path(run) / artifact.MANIFEST).is_file() else artifact.resolve_run(s.runs_dir, run)
+    with err.status(f"evaluating run {folder.name}"):
+        dataset = datasets.load_dataset(data, cache_dir=s.home / "cache") if data else None
+        report = evaluation.evaluate_run(folder, dataset=dataset, test_ratings=test_ratings, cache_dir=s.home / "cache")
+    if as_json:
+        return print_json(report.to_json())
+    table = Table("", "RMSE", "MAE", "Recall@10", "Recall@20", "NDCG@10", title=f"run {report.run_id}")
+    for name, m in report.rows.items():
+        table.add_row(name, _fmt(m["rmse"]), _fmt(m["mae"]), _fmt(m["recall@10"]), _fmt(m["recall@20"]), _fmt(m["ndcg@10"]))
+    out.print(table)
+    ranked = report.rows[evaluation.MODEL]["users_ranked"]
+    out.print(
+        f"{report.n_test:,} held-out ratings ({report.test_source}); ranking: {ranked:,} users with a held-out "
+        f"rating >= {evaluation.RELEVANT_MIN:g}, over all movies they did not rate in training"
+    )
+
+
+# ---- query -------------------------------------------------------------------------------------
+
+
+@app.command()
+def query(
+    movie: Optional[str] = typer.Option(None, "--movie", help="Movies similar to this title (exact, any case/article, year optional, fuzzy)."),
+    movie_id: Optional[int] = typer.Option(None, "--movie-id", help="Movies similar to this MovieLens movieId."),
+    user: Optional[int] = typer.Option(None, "--user", help="Recommendations for a known user (userId in the published run)."),
+    rated: Optional[List[str]] = typer.Option(None, "--rated", help='A new user\'s rating, "TITLE=RATING" (repeatable).'),
+    ratings_file: Optional[Path] = typer.Option(None, "--ratings-file", help="A new user's ratings: CSV with columns title or movieId, and rating."),
+    method: str = typer.Option("fold-in", "--method", help="New user's vector: fold-in (ridge on the published q_i, b_i) | weighted (the notebook's mean)."),
+    n: int = typer.Option(10, "-n", "--n", min=1, max=1000, help="Number of results."),
+    genre: Optional[List[str]] = typer.Option(None, "--genre", help="Only movies of any of these genres (repeatable)."),
+    year_min: Optional[int] = typer.Option(None, "--year-min", help="Only movies from this year on."),
+    year_max: Optional[int] = typer.Option(None, "--year-max", help="Only movies up to this year."),
+    min_ratings: Optional[int] = typer.Option(None, "--min-ratings", help="Only movies with at least this many ratings."),
+    include_rated: bool = typer.Option(False, "--include-rated", help="Known user: keep the movies they rated in training."),
+    home: Optional[Path] = HomeOpt,
+    database_url: Optional[str] = DbOpt,
+    qdrant_url: Optional[str] = QdrantOpt,
+    as_json: bool = JsonOpt,
+):
+    """Similar movies (--movie), or recommendations for a known (--user) or new user (--rated)."""
+    from fmstore.errors import ConfigError, DataError
+    from fmstore.recommend import METHODS, Recommender, check_rating, parse_rated, read_ratings_file, with_excluded
+    from fmstore.vectors import QueryFilter, open_store
+
+    given = [name for name, on in (("--movie", movie is not None), ("--movie-id", movie_id is not None),
+                                   ("--user", user is not None), ("--rated/--ratings-file", bool(rated) or ratings_file is not None)) if on]
+    if len(given) != 1:
+        raise ConfigError("give exactly one of --movie, --movie-id, --user, --rated/--ratings-file"
+                          + (f" (got {' and '.join(given)})" if given else ""))
+    if method not in METHODS:
+        raise ConfigError(f"--method {method!r}: use one of {', '.join(METHODS)}")
+    inputs = parse_rated(rated or []) + (read_ratings_file(ratings_file) if ratings_file is not None else [])
+
+    s = settings(home, database_url, qdrant_url)
+    store = open_store(s)
+    rec = None
+    try:
+        # From the URL: a SQLite catalog is read with sqlite3, read-only (SQLAlchemy's import alone
+        # is a quarter of the time budget of a query).
+        rec = Recommender(store, s.catalog_url, s.movies_collection, s.users_collection)
+        flt = QueryFilter(genres=rec.canonical_genres(genre or []), year_min=year_min, year_max=year_max, min_ratings=min_ratings)
+        b_u = None
+        if movie is not None or movie_id is not None:
+            target = rec.resolve_title(movie) if movie is not None else movie_id
+            ids, scores = rec.similar_items(target, n, flt)
+            title = rec.movie_info([target])[target].get("title")
+            question = {"type": "similar", "movie_id": target, "title": title}
+            heading = f"Movies like {title} [id {target}]"
+        elif user is not None:
+            ids, scores = rec.recommend(user, n, filter_already_liked_items=not include_rated, filter=flt)
+            _, b_u = rec.user_vector(user)
+            question = {"type": "user", "user_id": user, "exclude_rated": not include_rated}
+            heading = f"For user {user}"
+        else:
+            ratings: dict = {}
+            for key, value, where in inputs:
+                target = key if isinstance(key, int) else rec.resolve_title(key)
+                check_rating(value, rec.rating_range, where)
+                if target in ratings:
+                    raise DataError(f"{where}: movie id {target} is rated twice")
+                ratings[target] = value
+            p_u, b_u = rec.recalculate_user(ratings, method)
+            ids, scores = rec.rank_for_vector(p_u, n, filter=with_excluded(flt, ratings))
+            titles = rec.movie_info(ratings)
+            question = {"type": "new_user", "method": method,
+                        "ratings": [{"movie_id": m, "title": titles.get(m, {}).get("title"), "rating": r} for m, r in ratings.items()]}
+            heading = "For someone who rated " + ", ".join(f"{titles.get(m, {}).get('title', m)}={r:g}" for m, r in ratings.items()) + f" ({method})"
+        if not flt.is_empty():
+            question["filter"] = {k: v for k, v in vars(flt).items() if v not in (None, ())}
+        info = rec.movie_info(ids)
+        notes = list(rec.notes)
+    finally:
+        if rec is not None:
+            rec.close()
+        store.close()
+
+    results = []
+    for movie_key, score in zip(ids.tolist(), scores.tolist()):
+        p = info.get(movie_key, {})
+        results.append({
+            "movie_id": movie_key, "title": p.get("title"), "year": p.get("year"), "genres": p.get("genres") or [],
+            "score": round(score, 5), "predicted_rating": None if b_u is None else round(rec.predict_rating(b_u, score), 3),
+        })
+    for note in notes:
+        err.print(f"note: {note}", markup=False, highlight=False)
+    if as_json:
+        return print_json({"run_id": rec.run_id, "query": question, "results": results, "notes": notes})
+    from rich.markup import escape
+
+    out.print(f"[bold]{escape(heading)}[/bold]  (run {rec.run_id})", highlight=False)
+    if not results:
+        out.print("no movies match")
+        return
+    columns = ["#", "title", "year", "genres", "score"] + (["rating"] if b_u is not None else [])
+    table = Table(*columns)
+    for rank, r in enumerate(results, 1):
+        shown = r["title"] or ""
+        if r["year"] and shown.endswith(f"({r['year']})"):
+            shown = shown[: -len(f"({r['year']})")].rstrip()
+        row = [str(rank), escape(shown), str(r["year"] or ""), escape("|".join(r["genres"])), f"{r['score']:.3f}"]
+        if b_u is not None:
+            row.append(f"{r['predicted_rating']:.2f}")
+        table.add_row(*row)
+    out.print(table)
+
+
 # ---- entry point -------------------------------------------------------------------------------
 
 
