@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fmstore.config import Settings, TrainConfig
+from fmstore.config import POPULARITY_WEIGHT, Settings, TrainConfig
 from fmstore.errors import FmstoreError
 
 # Tracebacks with locals could show secrets: never let typer print them.
@@ -219,6 +219,8 @@ def publish(
     shards: Optional[int] = typer.Option(None, help="Server only: shards per collection."),
     replicas: Optional[int] = typer.Option(None, help="Server only: replication factor."),
     write_consistency: Optional[int] = typer.Option(None, help="Server only: write consistency factor."),
+    popularity_weight: float = typer.Option(
+        POPULARITY_WEIGHT, help="Ranking prior: the score bias is b_i + weight*log1p(n_ratings); 0 = pure FM ranking."),
     home: Optional[Path] = HomeOpt,
     database_url: Optional[str] = DbOpt,
     qdrant_url: Optional[str] = QdrantOpt,
@@ -251,11 +253,11 @@ def publish(
 
                 result = publishing.publish(
                     run_dir, store, engine, batch_size=batch_size, shards=shards, replicas=replicas,
-                    write_consistency=write_consistency, progress=report, **aliases,
+                    write_consistency=write_consistency, popularity_weight=popularity_weight, progress=report, **aliases,
                 )
             summary.update(vars(result))
         if prune is not None:
-            summary["pruned"] = publishing.prune(store, prune, aliases=tuple(aliases.values()))
+            summary["pruned"] = publishing.prune(store, engine, prune, aliases=tuple(aliases.values()))
     finally:
         store.close()
         engine.dispose()
@@ -390,7 +392,8 @@ def query(
         p = info.get(movie_key, {})
         results.append({
             "movie_id": movie_key, "title": p.get("title"), "year": p.get("year"), "genres": p.get("genres") or [],
-            "score": round(score, 5), "predicted_rating": None if b_u is None else round(rec.predict_rating(b_u, score), 3),
+            "score": round(score, 5),
+            "predicted_rating": None if b_u is None else round(rec.predict_rating(b_u, score, p.get("popularity_boost", 0.0)), 3),
         })
     for note in notes:
         err.print(f"note: {note}", markup=False, highlight=False)

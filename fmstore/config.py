@@ -11,6 +11,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Mapping
 
+# The ranking prior baked into the published `score` bias: b_i + weight * log1p(n_ratings_i).
+# A model fitted to ratings predicts how much you would like a movie, not whether you would
+# watch it; ranked on that alone, movies with one or two enthusiastic ratings fill every top 10
+# (Recall@10 far below plain popularity). The prior is a documented, per-point payload field
+# (`popularity_boost`), so a rating is still exact: w0 + b_u + score - popularity_boost.
+# 0 publishes the pure FM ranking. Chosen on ml-latest-small: see benchmarks/quality.py.
+POPULARITY_WEIGHT = 1.0
+
 
 @dataclass(frozen=True)
 class Settings:

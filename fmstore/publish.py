@@ -21,10 +21,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from fmstore import artifact, catalog
+from fmstore.config import POPULARITY_WEIGHT
 from fmstore.errors import NotFoundError, StoreError
 from fmstore.vectors import VectorStore, movies_spec, users_spec
 
 ProgressFn = Callable[[str, int, int], None]  # (what, done, total)
+
 
 
 @dataclass
@@ -57,6 +59,7 @@ def publish(
     shards: int | None = None,
     replicas: int | None = None,
     write_consistency: int | None = None,
+    popularity_weight: float = POPULARITY_WEIGHT,
     progress: ProgressFn | None = None,
 ) -> PublishResult:
     manifest = artifact.load_manifest(run_dir)  # refuses a corrupt run before anything is written
@@ -80,8 +83,13 @@ def publish(
         catalog.upsert_movies(session, movie_rows)
 
     expected = {movies_coll: len(serving.movie_ids), users_coll: len(serving.user_ids)}
-    if _already_live(store, {movies_alias: movies_coll, users_alias: users_coll}, expected):
-        _record_noop(engine, run_id, store.backend, {movies_alias: movies_coll, users_alias: users_coll}, expected)
+    if popularity_weight < 0:
+        from fmstore.errors import ConfigError
+
+        raise ConfigError(f"--popularity-weight {popularity_weight}: use 0 (pure FM ranking) or more")
+    targets = {movies_alias: movies_coll, users_alias: users_coll}
+    if _already_live(store, targets, expected, serving.movie_ids[0], popularity_weight):
+        _record_noop(engine, run_id, store.backend, targets, expected)
         return PublishResult(run_id, movies_coll, users_coll, expected[movies_coll], expected[users_coll], True)
 
     pubs = {}
@@ -93,7 +101,7 @@ def publish(
     try:
         k = serving.factors
         store.create_collection(movies_coll, movies_spec(k), **options)
-        _write_movies(store, movies_coll, serving, movie_rows, batch_size, progress)
+        _write_movies(store, movies_coll, serving, movie_rows, popularity_weight, batch_size, progress)
         store.create_collection(users_coll, users_spec(k), **options)
         _write_users(store, users_coll, serving, run_dir, batch_size, progress)
         for coll, n in expected.items():
@@ -109,9 +117,14 @@ def publish(
     return PublishResult(run_id, movies_coll, users_coll, expected[movies_coll], expected[users_coll], False)
 
 
-def _already_live(store: VectorStore, targets: dict[str, str], expected: dict[str, int]) -> bool:
-    """Re-publishing the live run changes nothing: its collections are complete and aliased."""
-    return all(store.resolve_alias(a) == c and store.count(c) == expected[c] for a, c in targets.items())
+def _already_live(store: VectorStore, targets: dict[str, str], expected: dict[str, int], probe_id, weight) -> bool:
+    """Re-publishing the live run with the same options changes nothing: its collections are
+    complete, aliased, and were written with the same popularity weight."""
+    if not all(store.resolve_alias(a) == c and store.count(c) == expected[c] for a, c in targets.items()):
+        return False
+    movies_coll = next(iter(targets.values()))
+    payload = store.retrieve(movies_coll, [int(probe_id)]).get(int(probe_id), ({}, {}))[1]
+    return payload.get("popularity_weight") == weight
 
 
 def _record_noop(engine, run_id, backend, targets, expected) -> None:
@@ -127,9 +140,13 @@ def _finish(engine, pubs: dict[str, int], status: str, *, points: dict | None = 
             catalog.finish_publication(session, pub, status=status, points=(points or {}).get(alias), error=error)
 
 
-def _write_movies(store, coll, serving: artifact.ServingArtifact, movie_rows: list[dict], batch_size, progress) -> None:
-    # `score` = [q_i, b_i]: a Dot product with [p_u, 1] gives b_i + <p_u, q_i>, the FM ranking.
-    score = np.hstack([serving.item_vectors, serving.item_bias[:, None]]).astype(np.float32)
+def _write_movies(store, coll, serving: artifact.ServingArtifact, movie_rows: list[dict], popularity_weight,
+                  batch_size, progress) -> None:
+    # `score` = [q_i, b_i + boost_i]: a Dot product with [p_u, 1] gives b_i + <p_u, q_i> + boost_i,
+    # the FM ranking with the popularity prior (exactly the FM ranking when the weight is 0).
+    n_ratings = np.array([row["n_ratings"] for row in movie_rows], dtype=np.float64)
+    boost = (popularity_weight * np.log1p(n_ratings)).astype(np.float32)
+    score = np.hstack([serving.item_vectors, (serving.item_bias + boost)[:, None]]).astype(np.float32)
     payloads = [
         {
             "movie_id": row["movie_id"],
@@ -137,6 +154,8 @@ def _write_movies(store, coll, serving: artifact.ServingArtifact, movie_rows: li
             "year": row["year"],
             "genres": row["genres"],
             "bias": float(serving.item_bias[m]),
+            "popularity_boost": float(boost[m]),
+            "popularity_weight": popularity_weight,
             "n_ratings": row["n_ratings"],
             "mean_rating": row["mean_rating"],
             "run_id": serving.run_id,
@@ -207,8 +226,10 @@ def rollback(store: VectorStore, engine: Engine, *, movies_alias: str = "movies"
         return target_run
 
 
-def prune(store: VectorStore, keep: int, *, aliases: tuple[str, ...] = ("movies", "users")) -> list[str]:
-    """Delete all but the `keep` newest physical collections of each alias; never the live one."""
+def prune(store: VectorStore, engine: Engine, keep: int, *, aliases: tuple[str, ...] = ("movies", "users")) -> list[str]:
+    """Delete all but the `keep` most recently published physical collections of each alias,
+    never the live one. Order comes from the catalog's publications; collections it does not
+    know (left by a failed publish) count as the oldest."""
     if keep < 1:
         from fmstore.errors import ConfigError
 
@@ -216,8 +237,11 @@ def prune(store: VectorStore, keep: int, *, aliases: tuple[str, ...] = ("movies"
     deleted = []
     for alias in aliases:
         live = store.resolve_alias(alias)
-        # run ids start with a UTC timestamp, so name order is publication order of the runs
-        physical = sorted((c for c in store.list_collections() if c.startswith(f"{alias}__")), reverse=True)
+        with Session(engine) as session:
+            newest_first = [p.collection for p in catalog.publications(session, alias=alias)]
+        order = {coll: rank for rank, coll in enumerate(dict.fromkeys(newest_first))}
+        physical = [c for c in store.list_collections() if c.startswith(f"{alias}__")]
+        physical.sort(key=lambda c: order.get(c, len(order)))
         for coll in physical[keep:]:
             if coll != live:
                 store.delete_collection(coll)

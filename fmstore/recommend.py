@@ -8,8 +8,9 @@ NumPy + the vectors interface + the catalog: importing this module must not impo
     ids, scores = rec.recommend_for_ratings({589: 5, 165: 4.5})   # a brand-new user (fold-in)
 
 Every ranking is a pair of NumPy arrays `(ids, scores)`, best first, like `implicit`. Scores are
-what Qdrant returns: cosine of `item` vectors for similar movies; `b_i + <p_u, q_i>` (the `score`
-vector's dot product) for users, which `predict_rating(b_u, score)` turns into a rating.
+what Qdrant returns: cosine of `item` vectors for similar movies; `b_i + <p_u, q_i> + boost_i` (the
+`score` vector's dot product, with the publish-time popularity prior) for users, which
+`predict_rating(b_u, score, boost_i)` turns into a rating.
 """
 
 from __future__ import annotations
@@ -648,7 +649,7 @@ class Recommender:
         filter_already_liked_items: bool = True,
         filter: QueryFilter | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top movies for a known user by b_i + <p_u, q_i>; their training movies excluded."""
+        """Top movies for a known user by b_i + <p_u, q_i> (+ popularity boost); training movies excluded."""
         self.notes = []
         p_u, _ = self.user_vector(user_id)
         if filter_already_liked_items:
@@ -658,7 +659,8 @@ class Recommender:
         return self.rank_for_vector(p_u, N, filter=filter)
 
     def rank_for_vector(self, p_u: np.ndarray, N: int = 10, filter: QueryFilter | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top movies for any user vector: query [p_u, 1] on `score`, i.e. by b_i + <p_u, q_i>."""
+        """Top movies for any user vector: query [p_u, 1] on `score`, i.e. by b_i + <p_u, q_i> plus the
+        published popularity boost (see config.POPULARITY_WEIGHT)."""
         p_u = np.asarray(p_u, dtype=np.float32).reshape(-1)
         if p_u.shape[0] != self.factors:
             raise ConfigError(f"user vector has {p_u.shape[0]} dimensions; run {self.run_id} has {self.factors}")
@@ -677,7 +679,9 @@ class Recommender:
         ids = [int(i) for i in ratings]
         values = np.array([check_rating(float(ratings[i]), self.rating_range, f"movie id {i}") for i in ids])
         score = np.stack([v for v in self.movie_vectors(ids, "score").values()]).astype(np.float64)
-        q, b = score[:, :-1], score[:, -1]
+        # The stored bias coordinate includes the ranking prior; fold-in needs the FM's own b_i.
+        boost = np.array([self._payloads[i].get("popularity_boost", 0.0) for i in ids])
+        q, b = score[:, :-1], score[:, -1] - boost
         if method == "weighted":
             return weighted_user(q, values)
         return fold_in(q, b, link_inverse(values, self.link), w0=self.w0, reg=self.reg)
@@ -693,9 +697,10 @@ class Recommender:
         p_u, _ = self.recalculate_user(ratings, method)
         return self.rank_for_vector(p_u, N, filter=with_excluded(filter, ratings))
 
-    def predict_rating(self, b_u: float, score: float | np.ndarray) -> float | np.ndarray:
-        """A `score` hit (b_i + <p_u, q_i>) -> rating: w0 + b_u + score, the run's link, clamped."""
-        y = self.w0 + float(b_u) + np.asarray(score, np.float64)
+    def predict_rating(self, b_u: float, score: float | np.ndarray, popularity_boost: float | np.ndarray = 0.0) -> float | np.ndarray:
+        """A `score` hit (b_i + <p_u, q_i> + the movie's popularity_boost payload) -> rating:
+        w0 + b_u + score - popularity_boost, through the run's link, clamped."""
+        y = self.w0 + float(b_u) + np.asarray(score, np.float64) - np.asarray(popularity_boost, np.float64)
         out = predict(y, self.link, self.rating_range)
         return float(out) if np.ndim(out) == 0 else out
 

@@ -102,9 +102,37 @@ def test_prune_keeps_the_newest_and_the_live(vector_store, engine, planted_runs)
     old, new = planted_runs
     publish(old, vector_store, engine)
     publish(new, vector_store, engine)
-    assert prune(vector_store, keep=2) == []
-    deleted = prune(vector_store, keep=1)
+    assert prune(vector_store, engine, keep=2) == []
+    deleted = prune(vector_store, engine, keep=1)
     assert set(deleted) == {physical_name("movies", old.name), physical_name("users", old.name)}
     assert vector_store.count("movies") == N_MOVIES
     with pytest.raises(NotFoundError):
         rollback(vector_store, engine)  # the earlier publication is gone
+
+
+def test_popularity_prior_is_in_the_score_and_ratings_stay_exact(vector_store, engine, planted_runs):
+    from fmstore.recommend import Recommender
+
+    run_dir = planted_runs[0]
+    publish(run_dir, vector_store, engine, popularity_weight=0.5)
+    serving = artifact.load_serving(run_dir)
+    rows = {r["movie_id"]: r for r in artifact.load_movie_rows(run_dir)}
+    movie = int(serving.movie_ids[0])
+    vectors, payload = vector_store.retrieve("movies", [movie], vectors=["score"])[movie]
+    boost = 0.5 * np.log1p(rows[movie]["n_ratings"])
+    assert payload["popularity_boost"] == pytest.approx(boost, rel=1e-6) and boost > 0
+    assert vectors["score"][-1] == pytest.approx(serving.item_bias[0] + boost, rel=1e-5)
+
+    # a rating predicted from a hit is still the FM's own: w0 + b_u + b_i + <p_u, q_i>
+    rec = Recommender(vector_store, engine)
+    p_u, b_u = serving.user_vectors[0], float(serving.user_bias[0])
+    ids, scores = rec.rank_for_vector(p_u, N=5)
+    for movie_id, score in zip(ids.tolist(), scores.tolist()):
+        i = int(np.flatnonzero(serving.movie_ids == movie_id)[0])
+        fm = serving.w0 + b_u + serving.item_bias[i] + serving.item_vectors[i] @ p_u
+        boost_i = rec.movie_info([movie_id])[movie_id]["popularity_boost"]
+        assert rec.predict_rating(b_u, score, boost_i) == pytest.approx(min(max(fm, 0.5), 5.0), abs=1e-4)
+    rec.close()
+
+    # re-publishing with another weight rewrites the collection instead of skipping it
+    assert not publish(run_dir, vector_store, engine, popularity_weight=0.0).skipped

@@ -160,8 +160,9 @@ def engine(catalog_url):
 
 @pytest.fixture
 def rec(vector_store, engine, planted_runs):
-    """A Recommender on planted run 0, published to each engine and each SQL backend."""
-    publish(planted_runs[0], vector_store, engine)
+    """A Recommender on planted run 0, published to each engine and each SQL backend with the pure
+    FM ranking (no popularity prior): the planted answers are about what the model learnt."""
+    publish(planted_runs[0], vector_store, engine, popularity_weight=0.0)
     return Recommender(vector_store, engine)
 
 
