@@ -121,6 +121,7 @@ def save_run(result, dataset, config, runs_dir: Path, run_id: str | None = None)
                 "link": config.link,
                 "rating_range": [config.rating_min, config.rating_max],
                 "reg": config.weight_decay,
+                "prior_reg": config.prior_reg,
             },
             "versions": _versions(),
             "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},

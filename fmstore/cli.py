@@ -50,6 +50,12 @@ QdrantOpt = typer.Option(None, "--qdrant-url", help="Qdrant server URL [env FMST
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
 
 
+# Cosine neighbours with a handful of ratings are echoes of their genres and year (their id vector
+# is held near zero by the prior), so "movies like X" looks among movies with some support by
+# default; --min-ratings 0 lifts the floor.
+SIMILAR_MIN_RATINGS = 20
+
+
 def print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, indent=1, default=str) + "\n")
 
@@ -65,6 +71,7 @@ def train(
     lr: float = typer.Option(TrainConfig.lr, help="Adam learning rate."),
     batch_size: int = typer.Option(TrainConfig.batch_size, help="Ratings per step."),
     weight_decay: float = typer.Option(TrainConfig.weight_decay, help="L2 per occurrence of each weight."),
+    prior_reg: float = typer.Option(TrainConfig.prior_reg, help="L2 per weight and epoch (a Gaussian prior): holds rarely seen movies and users near zero."),
     seed: int = typer.Option(TrainConfig.seed, help="Seed of the split, the initialisation and the order."),
     device: str = typer.Option(TrainConfig.device, help="auto | cpu | cuda."),
     link: str = typer.Option(TrainConfig.link, help="identity | sigmoid (the notebook's sigmoid(y)*5.5)."),
@@ -83,7 +90,7 @@ def train(
 
     s = settings(home)
     config = TrainConfig(
-        epochs=epochs, factors=factors, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+        epochs=epochs, factors=factors, lr=lr, batch_size=batch_size, weight_decay=weight_decay, prior_reg=prior_reg,
         seed=seed, device=device, link=link, valid_fraction=valid_fraction, patience=patience,
         lr_milestones=tuple(lr_milestones or ()), lr_gamma=lr_gamma,
     )
@@ -323,7 +330,10 @@ def query(
     genre: Optional[List[str]] = typer.Option(None, "--genre", help="Only movies of any of these genres (repeatable)."),
     year_min: Optional[int] = typer.Option(None, "--year-min", help="Only movies from this year on."),
     year_max: Optional[int] = typer.Option(None, "--year-max", help="Only movies up to this year."),
-    min_ratings: Optional[int] = typer.Option(None, "--min-ratings", help="Only movies with at least this many ratings."),
+    min_ratings: Optional[int] = typer.Option(
+        None, "--min-ratings",
+        help=f"Only movies with at least this many ratings [default: {SIMILAR_MIN_RATINGS} for --movie/--movie-id, else 0].",
+    ),
     include_rated: bool = typer.Option(False, "--include-rated", help="Known user: keep the movies they rated in training."),
     home: Optional[Path] = HomeOpt,
     database_url: Optional[str] = DbOpt,
@@ -351,9 +361,13 @@ def query(
         # From the URL: a SQLite catalog is read with sqlite3, read-only (SQLAlchemy's import alone
         # is a quarter of the time budget of a query).
         rec = Recommender(store, s.catalog_url, s.movies_collection, s.users_collection)
-        flt = QueryFilter(genres=rec.canonical_genres(genre or []), year_min=year_min, year_max=year_max, min_ratings=min_ratings)
+        similar = movie is not None or movie_id is not None
+        if min_ratings is None and similar:
+            min_ratings = SIMILAR_MIN_RATINGS
+        flt = QueryFilter(genres=rec.canonical_genres(genre or []), year_min=year_min, year_max=year_max,
+                          min_ratings=min_ratings or None)
         b_u = None
-        if movie is not None or movie_id is not None:
+        if similar:
             target = rec.resolve_title(movie) if movie is not None else movie_id
             ids, scores = rec.similar_items(target, n, flt)
             title = rec.movie_info([target])[target].get("title")

@@ -68,7 +68,8 @@ class TrainConfig:
     factors: int = 64
     lr: float = 0.003
     batch_size: int = 1024
-    weight_decay: float = 0.1
+    weight_decay: float = 0.03  # L2 per occurrence of a feature
+    prior_reg: float = 5.0  # L2 per feature and epoch, spread over its occurrences (train.feature_reg)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     link: str = "identity"  # identity | sigmoid

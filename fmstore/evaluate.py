@@ -541,6 +541,7 @@ def evaluate_cold_users(
     w0: float,
     reg: float,
     *,
+    prior: float = 0.0,
     movies: Movies,
     train: Ratings,
     cold: Ratings,
@@ -590,7 +591,7 @@ def evaluate_cold_users(
             ctx = slice(start, start + n)
             rest = slice(start + n, start + count)
             items = c_item[ctx]
-            p_fold[row], b_fold[row] = fold_in(q[items], b_i[items], fold_target[ctx], w0=w0, reg=reg)
+            p_fold[row], b_fold[row] = fold_in(q[items], b_i[items], fold_target[ctx], w0=w0, reg=reg, prior=prior)
             p_w[row], _ = weighted_user(q[items], c_rating[ctx])
             b_base[row] = np.sum(c_rating[ctx] - base.w0 - base.item_bias[items]) / (BASELINE_REG_USER + n)
             ctx_u.append(np.full(n, row)), ctx_i.append(items)
@@ -705,7 +706,7 @@ def run_cold_start(
     form = result.model.serving_form()
     rating_range = (config.rating_min, config.rating_max)
     users = evaluate_cold_users(
-        form.item_vectors, form.item_bias, form.w0, config.weight_decay, movies=dataset.movies,
+        form.item_vectors, form.item_bias, form.w0, config.weight_decay, prior=config.prior_reg, movies=dataset.movies,
         train=result.train_ratings, cold=split.cold_users, sizes=sizes,
         blocked_movie_ids=split.movie_ids, link=config.link, rating_range=rating_range,
     )

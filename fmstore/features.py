@@ -50,8 +50,8 @@ class Vocabulary:
         genres = sorted({g for gs in movies.genres for g in gs})
         buckets = np.unique(np.concatenate([[0], year_bucket(movies.year)]))
         return cls(
-            user_ids=np.unique(ratings.user_id),
-            movie_ids=np.unique(ratings.movie_id),
+            user_ids=_unique(ratings.user_id),
+            movie_ids=_unique(ratings.movie_id),
             genres=genres,
             year_buckets=buckets,
             fields=tuple(fields),
@@ -107,12 +107,32 @@ class Vocabulary:
         }
 
 
-def _lookup(sorted_ids: np.ndarray, raw_ids: np.ndarray) -> np.ndarray:
+def _dense_range(ids: np.ndarray) -> bool:
+    """Whether ids are small non-negative integers (MovieLens ids are), so that a table indexed by
+    id is cheaper than sorting or binary search (ml-latest: 25M ratings in ~0.1 s, not seconds)."""
+    return len(ids) > 0 and int(ids.min()) >= 0 and int(ids.max()) <= 8 * len(ids) + (1 << 20)
+
+
+def _unique(ids: np.ndarray) -> np.ndarray:
+    """np.unique for integer ids (sorted, int64)."""
+    ids = np.asarray(ids)
+    if _dense_range(ids):
+        return np.flatnonzero(np.bincount(ids)).astype(np.int64)
+    return np.unique(ids).astype(np.int64)
+
+
+def _lookup(sorted_ids: np.ndarray, raw_ids: np.ndarray, dtype=np.int64) -> np.ndarray:
+    """Position of each raw id in sorted_ids (unique, sorted), -1 where absent."""
     raw_ids = np.asarray(raw_ids, dtype=np.int64)
     if len(sorted_ids) == 0:
-        return np.full(len(raw_ids), -1, dtype=np.int64)
+        return np.full(len(raw_ids), -1, dtype=dtype)
+    if _dense_range(sorted_ids) and int(sorted_ids[0]) >= 0:
+        top = int(sorted_ids[-1])
+        table = np.full(top + 2, -1, dtype=dtype)  # the last slot answers every id out of range
+        table[sorted_ids] = np.arange(len(sorted_ids), dtype=dtype)
+        return table[np.where((raw_ids >= 0) & (raw_ids <= top), raw_ids, top + 1)]
     pos = np.searchsorted(sorted_ids, raw_ids).clip(0, len(sorted_ids) - 1)
-    return np.where(sorted_ids[pos] == raw_ids, pos, -1)
+    return np.where(sorted_ids[pos] == raw_ids, pos, -1).astype(dtype)
 
 
 @dataclass
@@ -172,29 +192,29 @@ def item_rows(vocab: Vocabulary, movies: Movies) -> FeatureRows:
 
 @dataclass
 class EncodedRatings:
-    """Ratings as rows into the user and item feature tables."""
+    """Ratings as rows into the user and item feature tables (int32: half the memory at scale)."""
 
-    user: np.ndarray  # int64 row in user_rows; len(vocab.user_ids) (the padding row) if unseen
-    item: np.ndarray  # int64 row in item_rows (movies.csv order)
+    user: np.ndarray  # int32 row in user_rows; len(vocab.user_ids) (the padding row) if unseen
+    item: np.ndarray  # int32 row in item_rows (movies.csv order)
     rating: np.ndarray  # float32
 
 
 def encode(ratings: Ratings, vocab: Vocabulary, movies: Movies) -> EncodedRatings:
-    movie_row = _movie_rows(movies)
-    user = vocab.user_index(ratings.user_id)
+    user = _lookup(vocab.user_ids, ratings.user_id, np.int32)
+    user[user < 0] = len(vocab.user_ids)
     return EncodedRatings(
-        user=np.where(user >= 0, user, len(vocab.user_ids)),
-        item=movie_row(ratings.movie_id),
+        user=user,
+        item=_movie_rows(movies)(ratings.movie_id),
         rating=ratings.rating.astype(np.float32),
     )
 
 
 def _movie_rows(movies: Movies):
-    order = np.argsort(movies.movie_id, kind="stable")
+    order = np.argsort(movies.movie_id, kind="stable").astype(np.int32)
     sorted_ids = movies.movie_id[order]
 
     def rows(raw_ids: np.ndarray) -> np.ndarray:
-        found = _lookup(sorted_ids, raw_ids)
+        found = _lookup(sorted_ids, raw_ids, np.int32)
         # datasets validation guarantees every rated movie is in movies.csv
         return order[found]
 

@@ -105,15 +105,23 @@ class FactorizationMachine(nn.Module):
         return self.forward(users, items).clamp(*self.rating_range)
 
     @torch.no_grad()
-    def serving_form(self, chunk: int = 65536) -> ServingForm:
+    def sides(self, which: str, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+        """(vector, bias) of every user row ("user", the unseen-user padding row included, last)
+        or every movie ("item"), computed a chunk of rows at a time."""
+        index, weight = (self.user_index, self.user_weight) if which == "user" else (self.item_index, self.item_weight)
+        vectors = torch.empty(len(index), self.factors, dtype=self.v.dtype, device=self.v.device)
+        biases = torch.empty(len(index), dtype=self.v.dtype, device=self.v.device)
+        for s in range(0, len(index), chunk):
+            vectors[s : s + chunk], biases[s : s + chunk] = self.side(index[s : s + chunk], weight[s : s + chunk])
+        return vectors, biases
+
+    @torch.no_grad()
+    def serving_form(self, chunk: int = 8192) -> ServingForm:
         """(q_i, b_i) for every movie and (p_u, b_u) for every known user (padding row dropped)."""
+        q, b_i = self.sides("item", chunk)
+        p, b_u = self.sides("user", chunk)
 
-        def all_rows(index: torch.Tensor, weight: torch.Tensor):
-            parts = [self.side(index[s : s + chunk], weight[s : s + chunk]) for s in range(0, len(index), chunk)]
-            vectors = torch.cat([p[0] for p in parts]) if parts else torch.zeros(0, self.factors)
-            biases = torch.cat([torch.as_tensor(p[1]).expand(len(p[0])) for p in parts]) if parts else torch.zeros(0)
-            return vectors.float().cpu().numpy(), biases.float().cpu().numpy()
+        def host(t: torch.Tensor) -> np.ndarray:
+            return t.float().cpu().numpy()
 
-        q, b_i = all_rows(self.item_index, self.item_weight)
-        p, b_u = all_rows(self.user_index[:-1], self.user_weight[:-1])
-        return ServingForm(q, b_i, p, b_u, float(self.w0))
+        return ServingForm(host(q), host(b_i), host(p[:-1]), host(b_u[:-1]), float(self.w0.detach()))

@@ -43,13 +43,15 @@ def fold_in(
     *,
     w0: float,
     reg: float,
+    prior: float = 0.0,
 ) -> tuple[np.ndarray, float]:
     """A user's (p_u, b_u) from their ratings of movies with fixed (q_i, b_i): ridge regression.
 
-    Minimises sum_i (r_i - w0 - b_i - b_u - <p_u, q_i>)^2 + reg * n * (|p_u|^2 + b_u^2), which is
-    exactly the training objective restricted to this user (training penalises a user's weights
-    once per rating, hence reg * n), so for a known user it recovers their published vector up to
-    how far training converged. Like implicit's `recalculate_user`.
+    Minimises sum_i (r_i - w0 - b_i - b_u - <p_u, q_i>)^2 + (reg * n + prior) * (|p_u|^2 + b_u^2),
+    which is exactly the training objective restricted to this user (training penalises a user's
+    weights `reg` once per rating plus `prior` (TrainConfig.prior_reg) once per epoch), so for a
+    known user it recovers their published vector up to how far training converged. Like
+    implicit's `recalculate_user`.
     """
     q = np.asarray(item_vectors, dtype=np.float64)
     n, k = q.shape
@@ -57,7 +59,7 @@ def fold_in(
         return np.zeros(k, np.float32), 0.0
     x = np.hstack([q, np.ones((n, 1))])  # [q_i, 1]: the last coordinate carries b_u
     target = np.asarray(ratings, np.float64) - w0 - np.asarray(item_bias, np.float64)
-    gram = x.T @ x + reg * n * np.eye(k + 1)
+    gram = x.T @ x + (reg * n + prior) * np.eye(k + 1)
     theta = np.linalg.solve(gram, x.T @ target)
     return theta[:k].astype(np.float32), float(theta[k])
 
@@ -525,6 +527,7 @@ class Recommender:
                 self.link = str(serving.get("link", "identity"))
                 self.rating_range = (float(serving["rating_range"][0]), float(serving["rating_range"][1]))
                 self.reg = float(serving["reg"])
+                self.prior_reg = float(serving.get("prior_reg", 0.0))
                 self.factors = int(serving["factors"])
             except (KeyError, TypeError, ValueError, IndexError):
                 raise StoreError(f"run {self.run_id} in the catalog has no usable serving config; publish it again") from None
@@ -684,7 +687,7 @@ class Recommender:
         q, b = score[:, :-1], score[:, -1] - boost
         if method == "weighted":
             return weighted_user(q, values)
-        return fold_in(q, b, link_inverse(values, self.link), w0=self.w0, reg=self.reg)
+        return fold_in(q, b, link_inverse(values, self.link), w0=self.w0, reg=self.reg, prior=self.prior_reg)
 
     def recommend_for_ratings(
         self,

@@ -61,7 +61,7 @@ def test_examples_give_fmstore_rankings(published, capsys):
     assert config["run_id"] == rec.run_id
     assert (config["w0"], config["reg"]) == pytest.approx((rec.w0, rec.reg))
     assert (config["rating_min"], config["rating_max"]) == rec.rating_range
-    shared = {k: config[k] for k in ("w0", "reg", "rating_min", "rating_max")}
+    shared = {k: config[k] for k in ("w0", "reg", "prior_reg", "rating_min", "rating_max")}
 
     for movie_id in (1, rated_movie_ids(2)[3]):
         ns = run_example("similar", client=client, movie_id=movie_id)

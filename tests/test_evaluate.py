@@ -247,7 +247,7 @@ def test_fold_in_gets_the_group_right(planted_dataset, cold_planted):
         checked += 1
         items = rows.items(mine.movie_id[first])
         p, b_u = fold_in(form.item_vectors[items], form.item_bias[items], mine.rating[first],
-                         w0=form.w0, reg=config.weight_decay)
+                         w0=form.w0, reg=config.weight_decay, prior=config.prior_reg)
         scores = form.item_bias + form.item_vectors @ p
         top = planted_dataset.movies.movie_id[rated][np.argsort(-scores[rated])][:5]
         assert all(group_of_movie(int(m)) == group_of_user(int(user)) for m in top), (user, top)
@@ -258,7 +258,7 @@ def test_cold_users_fold_in_beats_weighted_and_popularity(planted_dataset, cold_
     split, result, config = cold_planted
     form = result.model.serving_form()
     rows = ev.evaluate_cold_users(
-        form.item_vectors, form.item_bias, form.w0, config.weight_decay, movies=planted_dataset.movies,
+        form.item_vectors, form.item_bias, form.w0, config.weight_decay, prior=config.prior_reg, movies=planted_dataset.movies,
         train=result.train_ratings, cold=split.cold_users, sizes=(3, 5, 10), blocked_movie_ids=split.movie_ids,
     )
     by = {(r["method"], r["n"]): r for r in rows}

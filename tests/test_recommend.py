@@ -277,7 +277,7 @@ def test_fold_in_reproduces_published_users(rec, planted_runs):
 
         def objective(p_u, b_u):
             err = stars - rec.w0 - score[:, -1] - b_u - score[:, :-1] @ p_u
-            return (err**2).sum() + rec.reg * len(stars) * (p_u @ p_u + b_u**2)
+            return (err**2).sum() + (rec.reg * len(stars) + rec.prior_reg) * (p_u @ p_u + b_u**2)
 
         assert objective(p.astype(np.float64), b) <= objective(published.astype(np.float64), b_pub) + 1e-6
         if user % 6 == 0:

@@ -1,0 +1,167 @@
+"""The fast trainer learns what dense Adam on the autograd loss learns.
+
+- the torch engine (closed-form gradients + row-wise Adam with catch-up) follows torch.optim.Adam
+  on the autograd loss, step by step, over more steps than the catch-up table holds;
+- the numba engine follows the torch engine;
+- evaluation through per-row sides equals model.predict;
+- the speed benchmark runs end to end on a tiny synthetic set, and refuses --device cuda cleanly
+  when there is no GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fmstore import kernels
+from fmstore.features import FeatureRows
+from fmstore.model import FactorizationMachine
+from fmstore.train import CATCH_UP_EVERY, _LazyAdam, _TorchEngine, evaluate_rmse_mae, feature_reg
+
+REPO = Path(__file__).resolve().parent.parent
+needs_numba = pytest.mark.skipif(kernels.numba is None, reason="numba is not installed")
+
+
+def small_problem(link: str, seed: int = 0, k: int = 6):
+    """An FM over 12 users and 15 movies with shared genre/year features, and 400 ratings."""
+    rng = np.random.default_rng(seed)
+    n_users, n_movies, n_genres = 12, 15, 4
+    user_off, movie_off, genre_off = 1, 1 + n_users, 1 + n_users + n_movies
+    year_off = genre_off + n_genres
+    n_features = year_off + 3
+    users = FeatureRows(
+        np.concatenate([user_off + np.arange(n_users), [0]])[:, None].astype(np.int64),
+        np.concatenate([np.ones(n_users), [0.0]])[:, None].astype(np.float32),
+    )
+    index = np.zeros((n_movies, 4), np.int64)
+    weight = np.zeros((n_movies, 4), np.float32)
+    for m in range(n_movies):
+        genres = rng.choice(n_genres, rng.integers(0, 3), replace=False)
+        index[m, 0], weight[m, 0] = movie_off + m, 1.0
+        for j, g in enumerate(genres):
+            index[m, 1 + j], weight[m, 1 + j] = genre_off + g, 1.0 / len(genres)
+        index[m, 3], weight[m, 3] = year_off + rng.integers(3), 1.0
+    items = FeatureRows(index, weight)
+    torch.manual_seed(seed)
+    model = FactorizationMachine(n_features, k, users, items, link=link, init_std=0.1)
+    with torch.no_grad():
+        model.w0.fill_(0.2 if link == "sigmoid" else 3.0)
+    n = 400
+    u = torch.as_tensor(rng.integers(0, n_users, n), dtype=torch.int32)
+    i = torch.as_tensor((rng.random(n) ** 2 * n_movies).astype(np.int32))  # popular movies repeat
+    r = torch.as_tensor(rng.integers(1, 11, n) * 0.5, dtype=torch.float32)
+    return model, u, i, r
+
+
+def reference_loss(model, u, i, r, reg_scale):
+    """The loss the trainer minimises, by autograd: mean squared error + per-occurrence L2 with
+    each feature's own coefficient (train.feature_reg)."""
+    u, i = u.long(), i.long()
+    p, b_u, _ = model.side_terms(model.user_index[u], model.user_weight[u])
+    q, b_i, _ = model.side_terms(model.item_index[i], model.item_weight[i])
+    err = model.apply_link(model.w0 + b_u + b_i + (p * q).sum(-1)) - r
+    penalty = 0.0
+    for index, weight in ((model.user_index[u], model.user_weight[u]), (model.item_index[i], model.item_weight[i])):
+        vx, wx = model.v[index] * weight[..., None], model.w[index] * weight
+        penalty = penalty + (reg_scale[index] * (vx.square().sum(-1) + wx.square())).sum()
+    return (err.square().sum() + penalty) / len(r)
+
+
+def batches(n, batch_size, steps, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    while len(out) < steps:
+        order = torch.randperm(n, generator=g)
+        out += [order[s : s + batch_size] for s in range(0, n - batch_size + 1, batch_size)]
+    return out[:steps]
+
+
+@pytest.mark.parametrize("link", ["identity", "sigmoid"])
+def test_torch_engine_is_dense_adam(link):
+    lr, batch_size = 0.01, 16
+    steps = CATCH_UP_EVERY + 60  # past one table-bounding catch-up of every row
+    model, u, i, r = small_problem(link)
+    reg = feature_reg(model, u, i, weight_decay=0.05, prior_reg=0.5)
+    reference = copy.deepcopy(model)
+    optimizer = torch.optim.Adam(reference.parameters(), lr=lr)
+    model.requires_grad_(False)
+    lazy = _LazyAdam(model, lr)
+    engine = _TorchEngine(model, lazy, reg, batch_size, u, i, r)
+    for b in batches(len(r), batch_size, steps):
+        loss = reference_loss(reference, u[b], i[b], r[b], reg)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        engine.step(u[b], i[b], r[b])
+        if lazy.t % CATCH_UP_EVERY == 0:
+            engine.catch_up_all()
+    engine.catch_up_all()
+    # the padding row 0 is never used (weight 0): leave it out
+    torch.testing.assert_close(model.v[1:], reference.v.detach()[1:], rtol=2e-3, atol=2e-4)
+    torch.testing.assert_close(model.w[1:], reference.w.detach()[1:], rtol=2e-3, atol=2e-4)
+    torch.testing.assert_close(model.w0, reference.w0.detach(), rtol=1e-4, atol=1e-5)
+
+
+@needs_numba
+@pytest.mark.parametrize("link", ["identity", "sigmoid"])
+def test_numba_engine_matches_torch_engine(link):
+    lr, batch_size = 0.01, 32
+    model_t, u, i, r = small_problem(link, seed=3)
+    reg = feature_reg(model_t, u, i, weight_decay=0.05, prior_reg=0.5)
+    model_n = copy.deepcopy(model_t)
+    for m in (model_t, model_n):
+        m.requires_grad_(False)
+    torch_engine = _TorchEngine(model_t, _LazyAdam(model_t, lr), reg, batch_size, u, i, r)
+    assert kernels.unavailable(model_n) is None
+    numba_engine = kernels.NumbaEngine(model_n, _LazyAdam(model_n, lr), reg, batch_size, u, i, r)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for _ in range(3):  # 3 epochs of 12 steps
+        sse_t = torch_engine.epoch(torch.randperm(len(r), generator=g1), CATCH_UP_EVERY)
+        sse_n = numba_engine.epoch(torch.randperm(len(r), generator=g2), CATCH_UP_EVERY)
+        torch_engine.catch_up_all()
+        numba_engine.catch_up_all()
+        assert sse_n == pytest.approx(sse_t, rel=1e-4)
+    for name in ("v", "w", "w0"):
+        torch.testing.assert_close(getattr(model_n, name), getattr(model_t, name), rtol=1e-4, atol=1e-5)
+
+
+@needs_numba
+def test_numba_engine_refuses_shared_user_features():
+    model, *_ = small_problem("identity")
+    model.user_index[1, 0] = model.user_index[0, 0]  # two user rows share one feature
+    assert "shared" in kernels.unavailable(model)
+
+
+@pytest.mark.parametrize("use_numba", [True, False])
+def test_evaluation_equals_predict(use_numba, monkeypatch):
+    if use_numba and kernels.numba is None:
+        pytest.skip("numba is not installed")
+    if not use_numba:
+        monkeypatch.setattr(kernels, "numba", None)
+    model, u, i, r = small_problem("sigmoid")
+    rmse, mae = evaluate_rmse_mae(model, u, i, r, chunk=64)
+    err = (model.predict(u.long(), i.long()) - r).double()
+    assert rmse == pytest.approx(float(err.square().mean().sqrt()), rel=1e-5)
+    assert mae == pytest.approx(float(err.abs().mean()), rel=1e-5)
+
+
+def test_benchmark_runs_on_a_tiny_synthetic_set(tmp_path):
+    cmd = [sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--work", str(tmp_path),
+           "--ratings", "20000", "--users", "300", "--movies", "200", "--batch-size", "4096",
+           "--epochs", "2", "--notebook-steps", "2", "--factors", "8"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ratio fmstore / notebook" in proc.stdout and "| cached |" in proc.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_benchmark_without_cuda_says_so(tmp_path):
+    cmd = [sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--device", "cuda", "--work", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr
