@@ -13,13 +13,11 @@ Data: --data PATH, else $FMSTORE_DATA, else ../shared/data/ml-latest-small besid
 The notebook's recipe, re-expressed in fmstore: k=120, Adam lr 1e-3, batch 1024, 10 epochs,
 sigmoid(y)*5.5 link, lr x0.1 at epoch 7, no early stop (the best epoch is kept, as for any run).
 Its regulariser was Adam's weight_decay=1e-5: the gradient of every parameter gets + wd * theta at
-every step, i.e. (wd/2)|theta|^2 added to the batch's mean loss. fmstore's weight_decay is per
-occurrence: a batch adds reg * |theta_j|^2 for each rating that touches feature j, so the
-expected penalty gradient per step is 2 * reg * f_j * theta_j, f_j = the feature's share of the
-ratings. Equal for reg_j = wd / (2 f_j); at the average movie (f = 1 / rated movies) that is
-reg = wd * (rated movies) / 2 ~= 0.049 on ml-latest-small, which is what we use (the coupling
-through Adam's normalisation is not reproduced; users, seen ~15x more often than a movie, get
-more decay than the notebook gave them).
+every step, i.e. (wd/2)|theta|^2 added to each batch's mean loss, N (wd/2) |theta|^2 per epoch in
+sum-of-squared-errors units (N training ratings), whatever the feature's frequency. That is exactly
+fmstore's `prior_reg` (L2 per feature and epoch, spread over its occurrences): prior_reg =
+N * wd / 2 ~= 0.45 on ml-latest-small, with the per-occurrence weight_decay 0. (Adam's coupling of
+the decay through its normalisation is not reproduced: fmstore's penalty is part of the loss.)
 """
 
 from __future__ import annotations
@@ -38,7 +36,7 @@ import torch
 
 from fmstore import datasets
 from fmstore import evaluate as ev
-from fmstore.config import TrainConfig
+from fmstore.config import POPULARITY_WEIGHT, TrainConfig
 from fmstore.train import split_indices, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,10 +52,10 @@ def default_data() -> Path:
 def notebook_config(dataset, seed: int = 0) -> TrainConfig:
     """The notebook's recipe; its weight decay mapped to fmstore's per-occurrence L2 (see above)."""
     train_idx, _ = split_indices(len(dataset.ratings), TrainConfig.valid_fraction, seed)
-    rated_movies = len(np.unique(dataset.ratings.movie_id[train_idx]))
+    n_train = len(train_idx)
     return TrainConfig(
         epochs=10, factors=120, lr=1e-3, batch_size=1024, link="sigmoid", lr_milestones=(7,),
-        lr_gamma=0.1, patience=10, weight_decay=round(NOTEBOOK_WEIGHT_DECAY * rated_movies / 2, 4),
+        lr_gamma=0.1, patience=10, weight_decay=0.0, prior_reg=round(NOTEBOOK_WEIGHT_DECAY * n_train / 2, 4),
         seed=seed,
     )
 
@@ -81,7 +79,7 @@ def parse_candidate(text: str) -> TrainConfig:
 
 def describe(config: TrainConfig) -> str:
     d = config
-    text = f"k={d.factors} lr={d.lr:g} batch={d.batch_size} wd={d.weight_decay:g} epochs<={d.epochs}"
+    text = f"k={d.factors} lr={d.lr:g} batch={d.batch_size} wd={d.weight_decay:g} prior={d.prior_reg:g} epochs<={d.epochs}"
     if d.link != "identity":
         text += f" {d.link}"
     if d.lr_milestones:
@@ -159,12 +157,13 @@ def main(argv=None) -> int:
                         (ev.BIASES, "ALS biases, reg_i 10, reg_u 15, 10 sweeps")):
         out["rows"].append(metrics_row(name, label, default_report.rows[name], fit_seconds))
 
-    # What a serving-time re-ranking would change (diagnostic, not what publish does).
+    # The ranking fmstore publishes (the popularity prior in the score bias, config.POPULARITY_WEIGHT)
+    # and a support floor, against popularity.
     model = ev.BiasedMF.from_serving(*_form(default_result))
     counts = fitted[ev.POPULARITY].counts
     variants = {
         "default, movies with >= 20 ratings only": ev.Reranked(model, counts, min_count=20),
-        "default + 1.0 * log1p(n_ratings)": ev.Reranked(model, counts, beta=1.0),
+        f"published ranking: default + {POPULARITY_WEIGHT:g} * log1p(n_ratings)": ev.Reranked(model, counts, beta=POPULARITY_WEIGHT),
         "popularity": fitted[ev.POPULARITY],
     }
     out["rerank"] = ev.evaluate_predictors(variants, default_result.train_ratings,

@@ -39,6 +39,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
+from fmstore.config import POPULARITY_WEIGHT
 from fmstore.datasets import Dataset, Movies, Ratings
 from fmstore.errors import ConfigError, DataError
 from fmstore.recommend import fold_in, weighted_user
@@ -548,6 +549,7 @@ def evaluate_cold_users(
     sizes: Sequence[int] = COLD_SIZES,
     k: int = NDCG_K,
     blocked_movie_ids: np.ndarray | None = None,
+    popularity_weight: float = POPULARITY_WEIGHT,
     link: str = "identity",
     rating_range=(0.5, 5.0),
 ) -> list[dict]:
@@ -605,6 +607,9 @@ def evaluate_cold_users(
             POPULARITY: pop,
             BIASES: BiasedMF(base.w0, b_base, base.item_bias, rating_range=tuple(rating_range)),
         }
+        if popularity_weight:  # the ranking that publish serves: + weight * log1p(n_ratings)
+            for name in (FOLD_IN, WEIGHTED):
+                predictors[f"{name} + popularity prior"] = Reranked(predictors[name], pop.counts, beta=popularity_weight)
         exclude = CSR.build(ctx_u, ctx_i, n_users)
         good = te_r >= RELEVANT_MIN
         relevant = CSR.build(te_u[good], te_i[good], n_users)
