@@ -213,7 +213,7 @@ def print_tables(out: dict) -> None:
         [[r["name"], r["config"], r["rmse"], r["mae"], r["recall@10"], r["recall@20"], r["ndcg@10"],
           f"{r['train_seconds']:.1f}", r["best_epoch"]] for r in out["rows"]],
     ))
-    print("\n### Ranking diagnostics: serving-time re-ranking of the default model (not what publish does)\n")
+    print("\n### Ranking: the default model as published (score bias + popularity prior), with a support floor, and popularity\n")
     print(markdown(["ranking", "Recall@10", "Recall@20", "NDCG@10"],
                    [[k, v["recall@10"], v["recall@20"], v["ndcg@10"]] for k, v in out["rerank"].items()]))
     if "seeds" in out:

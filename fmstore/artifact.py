@@ -73,8 +73,6 @@ def sha256_file(path: Path) -> str:
 
 def save_run(result, dataset, config, runs_dir: Path, run_id: str | None = None) -> Path:
     """Write a TrainResult as a run folder; returns its path."""
-    import torch  # training side only
-
     run_id = run_id or new_run_id()
     final = runs_dir / run_id
     tmp = runs_dir / f".tmp-{run_id}"

@@ -60,7 +60,7 @@ def csr(index: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
 class NumbaEngine:
     """Trains `model` in place on (users, items, ratings); see train._TorchEngine for the math."""
 
-    def __init__(self, model, optimizer, reg_scale: torch.Tensor, batch_size: int, users, items, ratings):
+    def __init__(self, model, optimizer, reg_scale, batch_size: int, users, items, ratings):
         # reg_scale[j]: feature j's L2 coefficient per occurrence (train.feature_reg)
         self.model, self.opt, self.batch_size = model, optimizer, batch_size
         self.reg_scale = reg_scale.numpy().astype(np.float32)

@@ -3,10 +3,11 @@
 All ratings live on the training device as int32/float32 tensors; an epoch is one random
 permutation and a loop over slices of it, so there is no DataLoader and no per-sample Python work.
 
-Loss: mean squared error of the linked score, plus an L2 penalty per occurrence, as in SGD matrix
-factorisation: each rating of a batch penalises the squared (x-weighted) parameters of the
-features it touches, so a parameter's penalty grows with how often it is seen and a rarely seen
-one is not crushed.
+Loss: mean squared error of the linked score, plus an L2 penalty on the (x-weighted) parameters of
+the features each rating touches, with feature j's coefficient weight_decay + prior_reg / n_j
+(`feature_reg`): weight_decay per occurrence, as in SGD matrix factorisation, and prior_reg per
+epoch whatever the feature's frequency, a Gaussian prior that keeps a movie with one enthusiastic
+rating from looking like the best movie there is.
 
 The step does not use autograd. FM gradients have closed forms (see `_TorchEngine.step`), and the
 optimizer is Adam applied row by row: only the rows of the features a batch touches are read and
@@ -495,4 +496,3 @@ def check_config(config: TrainConfig) -> None:
             raise ConfigError(message)
 
 
-_check_config = check_config  # the old private name

@@ -137,6 +137,16 @@ def catalog_url(request, tmp_path):
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
+@pytest.fixture
+def engine(catalog_url):
+    """A SQLAlchemy engine on a fresh catalog database of each backend (sqlite, postgres)."""
+    from fmstore import catalog
+
+    engine = catalog.make_engine(catalog_url)
+    yield engine
+    engine.dispose()
+
+
 # ---- trained runs shared by the publish and query tests ----------------------------------------
 
 PLANTED_TRAIN = dict(epochs=40, factors=8, lr=0.03, batch_size=256, weight_decay=0.02, patience=40)

@@ -14,17 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fmstore import catalog
-from fmstore.catalog import Base, Movie
+from fmstore.catalog import Base
 from fmstore.errors import NotFoundError, StoreError
 
 CREATED = datetime(2026, 11, 29, 10, 55, tzinfo=timezone(timedelta(hours=1)))
-
-
-@pytest.fixture
-def engine(catalog_url):
-    engine = catalog.make_engine(catalog_url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -16,13 +16,6 @@ N_MOVIES = len(GROUPS) * (MOVIES_PER_GROUP + UNRATED_PER_GROUP)
 N_USERS = len(GROUPS) * USERS_PER_GROUP
 
 
-@pytest.fixture
-def engine(catalog_url):
-    engine = catalog.make_engine(catalog_url)
-    yield engine
-    engine.dispose()
-
-
 class FailingStore:
     """Wraps a store and raises on the n-th upsert: a publish that dies half-way."""
 

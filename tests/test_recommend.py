@@ -152,13 +152,6 @@ def test_read_ratings_file(tmp_path):
 
 
 @pytest.fixture
-def engine(catalog_url):
-    engine = catalog.make_engine(catalog_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
 def rec(vector_store, engine, planted_runs):
     """A Recommender on planted run 0, published to each engine and each SQL backend with the pure
     FM ranking (no popularity prior): the planted answers are about what the model learnt."""
