@@ -245,6 +245,7 @@ def publish(
     try:
         summary: dict = {}
         if rollback:
+            catalog.ensure_schema(engine)
             summary["rolled_back_to"] = publishing.rollback(store, engine, **aliases)
         else:
             run_dir = artifact.resolve_run(s.runs_dir, run_id)
@@ -448,13 +449,10 @@ def main() -> None:
     except Exception as exc:  # a bug: keep it to one line unless asked for the traceback
         if os.environ.get("FMSTORE_DEBUG"):
             raise
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, typer.Abort):  # Ctrl-C inside a prompt
             sys.exit(130)
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # a usage error (bad flag)
+            _fail(f"error: {exc.format_message()} (see --help)", exc.exit_code)
         if type(exc).__module__.split(".")[0] in ("sqlalchemy", "psycopg", "qdrant_client", "httpx", "grpc"):
             # The database or Qdrant server failed under us: say so in one line, no traceback.
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -83,3 +83,12 @@ def test_database_password_is_never_printed(trained_home):
     result = fmstore(trained_home, "publish", env={"FMSTORE_DATABASE_URL": url})
     assert result.returncode == 2 and "s3cret-pw" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_usage_errors_are_one_line(tmp_path):
+    assert_one_line_error(fmstore(tmp_path, "train"), "--data")
+    assert_one_line_error(fmstore(tmp_path, "query", "--no-such-flag"), "--no-such-flag")
+
+
+def test_rollback_on_an_empty_home_is_one_line(tmp_path):
+    assert_one_line_error(fmstore(tmp_path, "publish", "--rollback"), "roll back")
