@@ -57,7 +57,7 @@ SIMILAR_MIN_RATINGS = 20
 
 
 def print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=1, default=str) + "\n")
+    sys.stdout.write(json.dumps(obj, indent=1, default=str, ensure_ascii=False) + "\n")
 
 
 # ---- train -------------------------------------------------------------------------------------
