@@ -49,7 +49,7 @@ def test_forward_equals_double_loop():
     for u in range(4):  # including the padding row (an unseen user)
         for i in range(4):
             expected = textbook(fm, dense_x(users, items, u, i, 12))
-            got = float(fm.raw_score(torch.tensor([u]), torch.tensor([i])))
+            got = fm.raw_score(torch.tensor([u]), torch.tensor([i])).item()
             assert abs(got - expected) < 1e-4, (u, i, got, expected)
 
 
