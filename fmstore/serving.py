@@ -1,0 +1,114 @@
+"""The serving math, in NumPy only: the one copy that training, evaluation, publishing and the
+query layer share.
+
+A trained FM serves as biased matrix factorisation, rating(u, i) = link(w0 + b_u + b_i + <p_u, q_i>)
+clamped to the rating scale (DESIGN.md). This module holds that link and its inverse, the two ways
+of building a user vector from a handful of ratings (fold-in and the notebook's weighted average),
+the rule that names physical collections, and the year suffix of a MovieLens title. It imports
+nothing of ours and nothing heavier than NumPy, so the query path can use it without torch.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import numpy as np
+
+SIGMOID_SCALE = 5.5  # the original notebook's output link: sigmoid(y) * 5.5
+LINKS = ("identity", "sigmoid")
+# How far inside (0, 1) a rating is kept before the logit: 5.0 stars / 5.5 = 0.909, so the clip
+# only touches ratings outside the scale, and it keeps log() finite for 0 and 5.5.
+_LOGIT_CLIP = 1e-3
+
+
+# ---- the link -----------------------------------------------------------------------------------
+
+
+def apply_link(y: np.ndarray | float, link: str) -> np.ndarray | float:
+    """Raw FM score -> rating before clamping: identity, or the notebook's sigmoid(y) * 5.5."""
+    if link == "sigmoid":
+        return SIGMOID_SCALE / (1.0 + np.exp(-np.asarray(y, np.float64)))
+    return y
+
+
+def predict(y: np.ndarray | float, link: str, rating_range: Sequence[float]) -> np.ndarray | float:
+    """Raw FM score y = w0 + b_u + b_i + <p_u, q_i> -> rating: the link, then the rating scale."""
+    return np.clip(apply_link(y, link), rating_range[0], rating_range[1])
+
+
+def link_inverse(ratings: np.ndarray, link: str) -> np.ndarray:
+    """Ratings -> the raw scores that would produce them (identity: the ratings themselves)."""
+    r = np.asarray(ratings, np.float64)
+    if link != "sigmoid":
+        return r
+    p = np.clip(r / SIGMOID_SCALE, _LOGIT_CLIP, 1 - _LOGIT_CLIP)
+    return np.log(p / (1 - p))
+
+
+# ---- user vectors from a few ratings ------------------------------------------------------------
+
+
+def fold_in(
+    item_vectors: np.ndarray,
+    item_bias: np.ndarray,
+    ratings: np.ndarray,
+    *,
+    w0: float,
+    weight_decay: float,
+    prior: float = 0.0,
+) -> tuple[np.ndarray, float]:
+    """A user's (p_u, b_u) from their ratings of movies with fixed (q_i, b_i): ridge regression.
+
+    Minimises sum_i (r_i - w0 - b_i - b_u - <p_u, q_i>)^2 + (weight_decay * n + prior) *
+    (|p_u|^2 + b_u^2), which is the training objective restricted to this user (training penalises
+    a user's weights `weight_decay` once per rating plus `prior` (TrainConfig.prior_reg) once per
+    epoch), so for a known user it recovers their published vector up to how far training
+    converged. Like implicit's `recalculate_user`. `ratings` are raw scores (see link_inverse).
+    """
+    q = np.asarray(item_vectors, dtype=np.float64)
+    n, k = q.shape
+    if n == 0:
+        return np.zeros(k, np.float32), 0.0
+    x = np.hstack([q, np.ones((n, 1))])  # [q_i, 1]: the last coordinate carries b_u
+    target = np.asarray(ratings, np.float64) - w0 - np.asarray(item_bias, np.float64)
+    gram = x.T @ x + (weight_decay * n + prior) * np.eye(k + 1)
+    theta = np.linalg.solve(gram, x.T @ target)
+    return theta[:k].astype(np.float32), float(theta[k])
+
+
+def weighted_user(item_vectors: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, float]:
+    """The original notebook's user vector: the rated movies' q_i averaged with the ratings as
+    weights. It has no bias (b_u = 0) and only its direction is meaningful for ranking."""
+    q = np.asarray(item_vectors, dtype=np.float64)
+    w = np.asarray(ratings, dtype=np.float64)
+    if len(w) == 0 or w.sum() == 0:
+        return np.zeros(q.shape[1], np.float32), 0.0
+    return (w @ q / w.sum()).astype(np.float32), 0.0
+
+
+# ---- collection names ---------------------------------------------------------------------------
+
+
+def physical_name(alias: str, run_id: str) -> str:
+    """The physical collection an alias points at: `movies__<run_id>`."""
+    return f"{alias}__{run_id}"
+
+
+def run_id_of(collection: str) -> str:
+    """The run id a physical collection was published from (`movies__<run_id>` -> run_id)."""
+    return collection.split("__", 1)[1] if "__" in collection else collection
+
+
+# ---- titles -------------------------------------------------------------------------------------
+
+# "(1995)" or a series' "(2006–2007)" / "(2006-)" at the very end of a title.
+YEAR_SUFFIX = re.compile(r"\s*\((\d{4})(?:\s*[-\u2013\u2014]\s*(?:\d{4})?\s*)?\)\s*$")
+
+
+def split_year(title: str) -> tuple[str, int | None]:
+    """'Toy Story (1995)' -> ('Toy Story', 1995); no year -> (title, None)."""
+    match = YEAR_SUFFIX.search(title)
+    if not match:
+        return title.strip(), None
+    return title[: match.start()].strip(), int(match.group(1))
