@@ -37,7 +37,8 @@ import torch
 from fmstore import datasets
 from fmstore import evaluate as ev
 from fmstore.config import POPULARITY_WEIGHT, TrainConfig
-from fmstore.train import split_indices, train
+from fmstore.datasets.splits import split_indices
+from fmstore.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK_WEIGHT_DECAY = 1e-5

@@ -191,8 +191,8 @@ def child_notebook(args) -> dict:
 
     from fmstore import datasets
     from fmstore.config import TrainConfig
+    from fmstore.datasets.splits import split_indices
     from fmstore.features import Vocabulary, encode, item_rows, user_rows
-    from fmstore.train import split_indices
 
     device = torch.device(args.device)
     ds = datasets.load_dataset(args.data, cache_dir=args.cache)

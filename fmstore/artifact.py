@@ -51,11 +51,16 @@ class ServingArtifact:
     w0: float
     link: str
     rating_range: tuple[float, float]
-    reg: float  # the training regularisation, reused by fold-in
+    weight_decay: float  # the training's L2 per rating, reused by fold-in
 
     @property
     def factors(self) -> int:
         return self.item_vectors.shape[1]
+
+    @property
+    def reg(self) -> float:
+        """The old name of `weight_decay`."""
+        return self.weight_decay
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -118,7 +123,9 @@ def save_run(result, dataset, config, runs_dir: Path, run_id: str | None = None)
                 "w0": form.w0,
                 "link": config.link,
                 "rating_range": [config.rating_min, config.rating_max],
+                # "reg" is the old name of weight_decay, kept for older readers
                 "reg": config.weight_decay,
+                "weight_decay": config.weight_decay,
                 "prior_reg": config.prior_reg,
             },
             "versions": _versions(),
@@ -250,7 +257,7 @@ def load_serving(run_dir: Path, manifest: dict | None = None) -> ServingArtifact
         w0=float(serving["w0"]),
         link=serving["link"],
         rating_range=tuple(serving["rating_range"]),
-        reg=float(serving["reg"]),
+        weight_decay=float(serving.get("weight_decay", serving["reg"])),
     )
 
 

@@ -6,18 +6,29 @@ Heavy modules (torch, qdrant, sqlalchemy) are imported inside the commands that 
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
+import re
 import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from fmstore.config import POPULARITY_WEIGHT, Settings, TrainConfig
-from fmstore.errors import FmstoreError
+from fmstore.errors import ConfigError, DataError, FmstoreError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from fmstore.recommend import Recommender
+    from fmstore.vectors import QueryFilter
 
 # Tracebacks with locals could show secrets: never let typer print them.
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
@@ -316,7 +327,129 @@ def evaluate(
     )
 
 
+# ---- query: a new user's ratings as typed ------------------------------------------------------
+
+# One rating as the flags or a ratings file gave it: (title or movie id, rating, where it was
+# given, for messages: '--rated "Toy Story=5"' or 'me.csv, line 3').
+RatingInput = tuple[str | int, float, str]
+
+
+def parse_rating(text: str, where: str) -> float:
+    """A rating value as typed -> float; one-line DataError naming the value when it is not one."""
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise DataError(f"{where}: rating {str(text).strip()!r} is not a number")
+    return value
+
+
+def parse_rated(items: Sequence[str]) -> list[RatingInput]:
+    """`--rated "Title=4.5"` values -> [(title, rating, where)]; the last '=' is the separator."""
+    parsed: list[RatingInput] = []
+    for item in items:
+        title, sep, rating = str(item).rpartition("=")
+        where = f'--rated "{item}"'
+        if not sep or not title.strip():
+            raise ConfigError(
+                f'{where}: expected TITLE=RATING, e.g. --rated "Toy Story (1995)=4.5"'
+            )
+        parsed.append((title.strip(), parse_rating(rating, where), where))
+    return parsed
+
+
+def read_ratings_file(path: Path) -> list[RatingInput]:
+    """A CSV with a header: `movieId` (or `movie_id`) or `title`, and `rating`.
+
+    Returns [(movie id or title, rating, where)] where `where` names file and line for messages."""
+    path = Path(path)
+    try:
+        f = open(path, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the ratings file ({exc.strerror or exc})") from None
+    with f:
+        reader = csv.DictReader(f)
+        columns = _ratings_file_columns(path, reader.fieldnames or [])
+        rows = [
+            _ratings_file_row(record, columns, f"{path}, line {line}")
+            for line, record in enumerate(reader, start=2)
+        ]
+    ratings = [row for row in rows if row is not None]
+    if not ratings:
+        raise DataError(f"{path}: no ratings in the file")
+    return ratings
+
+
+def _ratings_file_columns(path: Path, header: Sequence[str]) -> tuple[str | None, ...]:
+    """The header's (movie id, title, rating) column names, each as spelt in the file."""
+    fields = {(name or "").strip().lower(): name for name in header}
+    id_col = fields.get("movieid") or fields.get("movie_id")
+    title_col, rating_col = fields.get("title"), fields.get("rating")
+    if rating_col is None or (id_col is None and title_col is None):
+        raise DataError(
+            f"{path}: needs a header with columns 'rating' and 'movieId' or 'title'; "
+            f"found {list(header)}"
+        )
+    return id_col, title_col, rating_col
+
+
+def _ratings_file_row(
+    record: dict, columns: tuple[str | None, ...], where: str
+) -> RatingInput | None:
+    """One line of a ratings file -> (movie id or title, rating, where); None for a blank line."""
+    id_col, title_col, rating_col = columns
+    movie_id = (record.get(id_col) or "").strip() if id_col else ""
+    title = (record.get(title_col) or "").strip() if title_col else ""
+    if not movie_id and not title:
+        if not any((v or "").strip() for v in record.values() if isinstance(v, str)):
+            return None
+        raise DataError(f"{where}: no movieId or title")
+    rating = parse_rating(record.get(rating_col) or "", where)
+    if not movie_id:
+        return title, rating, where
+    try:
+        return int(movie_id), rating, where
+    except ValueError:
+        raise DataError(f"{where}: movieId {movie_id!r} is not an integer") from None
+
+
 # ---- query -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _in_flag_words() -> Iterator[None]:
+    """Re-raise a query library error with its argument names and hints worded as this command's
+    flags: the library says `method 'x'` and "use the movie id", a user here types --method and
+    --movie-id."""
+    from fmstore.recommend.recommender import USE_THEIR_RATINGS
+    from fmstore.recommend.titles import USE_MOVIE_ID
+
+    flag_words = (
+        (r"^method ", "--method "),
+        (re.escape(USE_MOVIE_ID), "use --movie-id"),
+        (re.escape(USE_THEIR_RATINGS), "use --rated or --ratings-file"),
+    )
+    try:
+        yield
+    except FmstoreError as exc:
+        message = str(exc)
+        for words, flags in flag_words:
+            message = re.sub(words, flags, message)
+        if message == str(exc):
+            raise
+        raise type(exc)(message) from None
+
+
+@dataclass
+class _Answer:
+    """What a query found, before it is printed: the ranking and how to describe it."""
+
+    ids: np.ndarray
+    scores: np.ndarray
+    question: dict
+    heading: str
+    b_u: float | None = None  # set for users: the results then carry a predicted rating
 
 
 @app.command()
@@ -342,92 +475,142 @@ def query(
     as_json: bool = JsonOpt,
 ):
     """Similar movies (--movie), or recommendations for a known (--user) or new user (--rated)."""
-    from fmstore.errors import ConfigError, DataError
-    from fmstore.recommend import METHODS, Recommender, check_rating, parse_rated, read_ratings_file, with_excluded
+    from fmstore.recommend import Recommender, check_method
     from fmstore.vectors import QueryFilter, open_store
 
-    given = [name for name, on in (("--movie", movie is not None), ("--movie-id", movie_id is not None),
-                                   ("--user", user is not None), ("--rated/--ratings-file", bool(rated) or ratings_file is not None)) if on]
-    if len(given) != 1:
-        raise ConfigError("give exactly one of --movie, --movie-id, --user, --rated/--ratings-file"
-                          + (f" (got {' and '.join(given)})" if given else ""))
-    if method not in METHODS:
-        raise ConfigError(f"--method {method!r}: use one of {', '.join(METHODS)}")
-    inputs = parse_rated(rated or []) + (read_ratings_file(ratings_file) if ratings_file is not None else [])
+    new_user = bool(rated) or ratings_file is not None
+    _check_one_question(movie is not None, movie_id is not None, user is not None, new_user)
+    with _in_flag_words():
+        check_method(method)
+    inputs = parse_rated(rated or [])
+    if ratings_file is not None:
+        inputs += read_ratings_file(ratings_file)
+    similar = movie is not None or movie_id is not None
+    if min_ratings is None and similar:
+        min_ratings = SIMILAR_MIN_RATINGS
 
     s = settings(home, database_url, qdrant_url)
     store = open_store(s)
-    rec = None
     try:
         # From the URL: a SQLite catalog is read with sqlite3, read-only (SQLAlchemy's import alone
         # is a quarter of the time budget of a query).
-        rec = Recommender(store, s.catalog_url, s.movies_collection, s.users_collection)
-        similar = movie is not None or movie_id is not None
-        if min_ratings is None and similar:
-            min_ratings = SIMILAR_MIN_RATINGS
-        flt = QueryFilter(genres=rec.canonical_genres(genre or []), year_min=year_min, year_max=year_max,
-                          min_ratings=min_ratings or None)
-        b_u = None
-        if similar:
-            target = rec.resolve_title(movie) if movie is not None else movie_id
-            ids, scores = rec.similar_items(target, n, flt)
-            title = rec.movie_info([target])[target].get("title")
-            question = {"type": "similar", "movie_id": target, "title": title}
-            heading = f"Movies like {title} [id {target}]"
-        elif user is not None:
-            ids, scores = rec.recommend(user, n, filter_already_liked_items=not include_rated, filter=flt)
-            _, b_u = rec.user_vector(user)
-            question = {"type": "user", "user_id": user, "exclude_rated": not include_rated}
-            heading = f"For user {user}"
-        else:
-            ratings: dict = {}
-            for key, value, where in inputs:
-                target = key if isinstance(key, int) else rec.resolve_title(key)
-                check_rating(value, rec.rating_range, where)
-                if target in ratings:
-                    raise DataError(f"{where}: movie id {target} is rated twice")
-                ratings[target] = value
-            p_u, b_u = rec.recalculate_user(ratings, method)
-            ids, scores = rec.rank_for_vector(p_u, n, filter=with_excluded(flt, ratings))
-            titles = rec.movie_info(ratings)
-            question = {"type": "new_user", "method": method,
-                        "ratings": [{"movie_id": m, "title": titles.get(m, {}).get("title"), "rating": r} for m, r in ratings.items()]}
-            heading = "For someone who rated " + ", ".join(f"{titles.get(m, {}).get('title', m)}={r:g}" for m, r in ratings.items()) + f" ({method})"
-        if not flt.is_empty():
-            question["filter"] = {k: v for k, v in vars(flt).items() if v not in (None, ())}
-        info = rec.movie_info(ids)
-        notes = list(rec.notes)
+        catalog = s.catalog_url
+        aliases = (s.movies_collection, s.users_collection)
+        with _in_flag_words(), Recommender(store, catalog, *aliases) as rec:
+            genres = rec.canonical_genres(genre or [])
+            flt = QueryFilter(genres=genres, year_min=year_min, year_max=year_max,
+                              min_ratings=min_ratings or None)
+            if similar:
+                target = rec.resolve_title(movie) if movie is not None else movie_id
+                answer = _ask_similar(rec, target, n, flt)
+            elif user is not None:
+                answer = _ask_known_user(rec, user, n, not include_rated, flt)
+            else:
+                answer = _ask_new_user(rec, inputs, method, n, flt)
+            if not flt.is_empty():
+                used = {k: v for k, v in vars(flt).items() if v not in (None, ())}
+                answer.question["filter"] = used
+            info = rec.movie_info(answer.ids)
     finally:
-        if rec is not None:
-            rec.close()
         store.close()
 
-    results = []
-    for movie_key, score in zip(ids.tolist(), scores.tolist()):
-        p = info.get(movie_key, {})
-        results.append({
-            "movie_id": movie_key, "title": p.get("title"), "year": p.get("year"), "genres": p.get("genres") or [],
-            "score": round(score, 5),
-            "predicted_rating": None if b_u is None else round(rec.predict_rating(b_u, score, p.get("popularity_boost", 0.0)), 3),
-        })
-    for note in notes:
+    results = _results(rec, answer, info)
+    for note in rec.notes:
         err.print(f"note: {note}", markup=False, highlight=False)
     if as_json:
-        return print_json({"run_id": rec.run_id, "query": question, "results": results, "notes": notes})
+        return print_json(
+            {"run_id": rec.run_id, "query": answer.question, "results": results, "notes": rec.notes}
+        )
+    _print_results(answer.heading, rec.run_id, results, with_rating=answer.b_u is not None)
+
+
+def _check_one_question(movie: bool, movie_id: bool, user: bool, new_user: bool) -> None:
+    """Exactly one kind of question: a movie by title or by id, a known user, or a new one."""
+    asked = {"--movie": movie, "--movie-id": movie_id, "--user": user,
+             "--rated/--ratings-file": new_user}
+    given = [flag for flag, on in asked.items() if on]
+    if len(given) != 1:
+        got = f" (got {' and '.join(given)})" if given else ""
+        raise ConfigError(f"give exactly one of {', '.join(asked)}{got}")
+
+
+def _ask_similar(rec: Recommender, movie_id: int, n: int, flt: QueryFilter) -> _Answer:
+    ids, scores = rec.similar_items(movie_id, n, flt)
+    title = rec.movie_info([movie_id])[movie_id].get("title")
+    question = {"type": "similar", "movie_id": movie_id, "title": title}
+    return _Answer(ids, scores, question, f"Movies like {title} [id {movie_id}]")
+
+
+def _ask_known_user(
+    rec: Recommender, user: int, n: int, exclude_rated: bool, flt: QueryFilter
+) -> _Answer:
+    ids, scores = rec.recommend(user, n, filter_already_liked_items=exclude_rated, filter=flt)
+    _, b_u = rec.user_vector(user)
+    question = {"type": "user", "user_id": user, "exclude_rated": exclude_rated}
+    return _Answer(ids, scores, question, f"For user {user}", b_u)
+
+
+def _ask_new_user(
+    rec: Recommender, inputs: Sequence[RatingInput], method: str, n: int, flt: QueryFilter
+) -> _Answer:
+    ratings = _resolve_ratings(rec, inputs)
+    ids, scores = rec.recommend_for_ratings(ratings, n, method, flt)
+    _, b_u = rec.recalculate_user(ratings, method)
+    info = rec.movie_info(ratings)
+    rated = [
+        {"movie_id": m, "title": info.get(m, {}).get("title"), "rating": r}
+        for m, r in ratings.items()
+    ]
+    listed = ", ".join(f"{info.get(m, {}).get('title', m)}={r:g}" for m, r in ratings.items())
+    question = {"type": "new_user", "method": method, "ratings": rated}
+    return _Answer(ids, scores, question, f"For someone who rated {listed} ({method})", b_u)
+
+
+def _resolve_ratings(rec: Recommender, inputs: Sequence[RatingInput]) -> dict[int, float]:
+    """[(title or movie id, rating, where)] -> {movie_id: rating}, each checked against the run."""
+    from fmstore.recommend import check_rating
+
+    ratings: dict[int, float] = {}
+    for key, value, where in inputs:
+        movie_id = key if isinstance(key, int) else rec.resolve_title(key)
+        check_rating(value, rec.rating_range, where)
+        if movie_id in ratings:
+            raise DataError(f"{where}: movie id {movie_id} is rated twice")
+        ratings[movie_id] = value
+    return ratings
+
+
+def _results(rec: Recommender, answer: _Answer, info: dict[int, dict]) -> list[dict]:
+    """The ranking as rows: the movie's payload, its score and, for users, a predicted rating."""
+    results = []
+    for movie_id, score in zip(answer.ids.tolist(), answer.scores.tolist(), strict=True):
+        p = info.get(movie_id, {})
+        rating = None
+        if answer.b_u is not None:
+            boost = p.get("popularity_boost", 0.0)
+            rating = round(rec.predict_rating(answer.b_u, score, boost), 3)
+        results.append({
+            "movie_id": movie_id, "title": p.get("title"), "year": p.get("year"),
+            "genres": p.get("genres") or [], "score": round(score, 5), "predicted_rating": rating,
+        })
+    return results
+
+
+def _print_results(heading: str, run_id: str, results: list[dict], with_rating: bool) -> None:
     from rich.markup import escape
 
-    out.print(f"[bold]{escape(heading)}[/bold]  (run {rec.run_id})", highlight=False)
+    out.print(f"[bold]{escape(heading)}[/bold]  (run {run_id})", highlight=False)
     if not results:
         out.print("no movies match")
         return
-    columns = ["#", "title", "year", "genres", "score"] + (["rating"] if b_u is not None else [])
-    table = Table(*columns)
+    table = Table("#", "title", "year", "genres", "score", *(["rating"] if with_rating else []))
     for rank, r in enumerate(results, 1):
         shown = r["title"] or ""
         if r["year"] and shown.endswith(f"({r['year']})"):
             shown = shown[: -len(f"({r['year']})")].rstrip()
-        row = [str(rank), escape(shown), str(r["year"] or ""), escape("|".join(r["genres"])), f"{r['score']:.3f}"]
-        if b_u is not None:
+        genres = escape("|".join(r["genres"]))
+        row = [str(rank), escape(shown), str(r["year"] or ""), genres, f"{r['score']:.3f}"]
+        if with_rating:
             row.append(f"{r['predicted_rating']:.2f}")
         table.add_row(*row)
     out.print(table)

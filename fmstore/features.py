@@ -80,11 +80,11 @@ class Vocabulary:
 
     def user_index(self, raw_ids: np.ndarray) -> np.ndarray:
         """Row of each raw user id in `user_ids`, -1 where unknown."""
-        return _lookup(self.user_ids, raw_ids)
+        return lookup_ids(self.user_ids, raw_ids)
 
     def movie_index(self, raw_ids: np.ndarray) -> np.ndarray:
         """Row of each raw movie id in `movie_ids`, -1 where the movie has no id feature."""
-        return _lookup(self.movie_ids, raw_ids)
+        return lookup_ids(self.movie_ids, raw_ids)
 
     def to_json(self) -> dict:
         return {"genres": self.genres, "fields": list(self.fields)}
@@ -121,7 +121,7 @@ def _unique(ids: np.ndarray) -> np.ndarray:
     return np.unique(ids).astype(np.int64)
 
 
-def _lookup(sorted_ids: np.ndarray, raw_ids: np.ndarray, dtype=np.int64) -> np.ndarray:
+def lookup_ids(sorted_ids: np.ndarray, raw_ids: np.ndarray, dtype=np.int64) -> np.ndarray:
     """Position of each raw id in sorted_ids (unique, sorted), -1 where absent."""
     raw_ids = np.asarray(raw_ids, dtype=np.int64)
     if len(sorted_ids) == 0:
@@ -178,7 +178,7 @@ def item_rows(vocab: Vocabulary, movies: Movies) -> FeatureRows:
         columns.extend((g_index[:, j], g_weight[:, j]) for j in range(width))
 
     if "year" in vocab.fields:
-        bucket = _lookup(vocab.year_buckets, year_bucket(movies.year))
+        bucket = lookup_ids(vocab.year_buckets, year_bucket(movies.year))
         bucket = np.where(bucket >= 0, bucket, 0)  # a bucket unseen at training -> unknown
         columns.append((offsets["year"] + bucket, np.ones(n, np.float32)))
 
@@ -200,7 +200,7 @@ class EncodedRatings:
 
 
 def encode(ratings: Ratings, vocab: Vocabulary, movies: Movies) -> EncodedRatings:
-    user = _lookup(vocab.user_ids, ratings.user_id, np.int32)
+    user = lookup_ids(vocab.user_ids, ratings.user_id, np.int32)
     user[user < 0] = len(vocab.user_ids)
     return EncodedRatings(
         user=user,
@@ -214,7 +214,7 @@ def _movie_rows(movies: Movies):
     sorted_ids = movies.movie_id[order]
 
     def rows(raw_ids: np.ndarray) -> np.ndarray:
-        found = _lookup(sorted_ids, raw_ids, np.int32)
+        found = lookup_ids(sorted_ids, raw_ids, np.int32)
         # datasets validation guarantees every rated movie is in movies.csv
         return order[found]
 

@@ -23,8 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fmstore.features import FeatureRows
-
-SIGMOID_SCALE = 5.5  # the original notebook's output link: sigmoid(y) * 5.5
+from fmstore.serving import SIGMOID_SCALE  # the notebook's link, sigmoid(y) * 5.5; re-exported
 
 
 @dataclass

@@ -23,10 +23,10 @@ from sqlalchemy.orm import Session
 from fmstore import artifact, catalog
 from fmstore.config import POPULARITY_WEIGHT
 from fmstore.errors import NotFoundError, StoreError
+from fmstore.serving import physical_name, run_id_of  # callers import these from here too
 from fmstore.vectors import VectorStore, movies_spec, users_spec
 
 ProgressFn = Callable[[str, int, int], None]  # (what, done, total)
-
 
 
 @dataclass
@@ -37,15 +37,6 @@ class PublishResult:
     movies: int
     users: int
     skipped: bool  # True when the run was already live and complete: nothing was rewritten
-
-
-def physical_name(alias: str, run_id: str) -> str:
-    return f"{alias}__{run_id}"
-
-
-def run_id_of(collection: str) -> str:
-    """The run id a physical collection was published from (`movies__<run_id>`)."""
-    return collection.split("__", 1)[1] if "__" in collection else collection
 
 
 def publish(
@@ -171,7 +162,7 @@ def _write_users(store, coll, serving: artifact.ServingArtifact, run_dir, batch_
     score = np.hstack([serving.user_vectors, np.ones((len(serving.user_ids), 1), np.float32)])
     payloads = [
         {"user_id": int(u), "bias": float(b), "n_ratings": int(n), "run_id": serving.run_id}
-        for u, b, n in zip(serving.user_ids, serving.user_bias, n_ratings)
+        for u, b, n in zip(serving.user_ids, serving.user_bias, n_ratings, strict=False)
     ]
     _batched_upsert(store, coll, serving.user_ids, {"score": score}, payloads, batch_size, progress, "users")
 
@@ -219,10 +210,7 @@ def rollback(store: VectorStore, engine: Engine, *, movies_alias: str = "movies"
             raise NotFoundError(f"{users_target} was pruned; cannot roll back to run {target_run}")
         store.switch_alias(movies_alias, older[0].collection)
         store.switch_alias(users_alias, users_target)
-        for alias in (movies_alias, users_alias):
-            for p in catalog.publications(session, alias=alias, status="succeeded"):
-                if p.run_id == run_id_of(live):
-                    p.status = "rolled_back"
+        catalog.mark_rolled_back(session, run_id=run_id_of(live), aliases=(movies_alias, users_alias))
         return target_run
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -14,7 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from fmstore import catalog
-from fmstore.catalog import Base
+from fmstore.catalog import Base, writes
+from fmstore.catalog.readers import SqlAlchemyReader, SqliteReader, open_reader
 from fmstore.errors import NotFoundError, StoreError
 
 CREATED = datetime(2026, 11, 29, 10, 55, tzinfo=timezone(timedelta(hours=1)))
@@ -102,7 +105,7 @@ def _movies(n, suffix=""):
 
 
 def test_upsert_movies_inserts_then_updates(db, monkeypatch):
-    monkeypatch.setattr(catalog, "_CHUNK", 300)  # several chunks, some mixing old and new rows
+    monkeypatch.setattr(writes, "_CHUNK", 300)  # several chunks, some mixing old and new rows
     with Session(db) as s, s.begin():
         assert catalog.upsert_movies(s, _movies(1500)) == 1500
     with Session(db) as s, s.begin():
@@ -174,6 +177,46 @@ def test_publication_errors(db):
             catalog.finish_publication(s, 12345, status="succeeded")
         with pytest.raises(ValueError):
             catalog.finish_publication(s, 1, status="done")
+
+
+def test_readers_read_what_the_orm_reads(db, catalog_url):
+    with Session(db) as s, s.begin():
+        _record(s)
+        catalog.upsert_movies(s, _movies(12))
+    with Session(db) as s:
+        run = catalog.get_run(s, "20261129-105500-ab12cd")
+        expected_run = (run.config, run.artifact_path)
+        titles = catalog.movie_titles(s)
+    sqlite = catalog_url.startswith("sqlite")
+    # The caller's Engine, and the URL (SQLite: read with sqlite3, without SQLAlchemy).
+    for reader, kind in ((open_reader(db), SqlAlchemyReader),
+                         (open_reader(catalog_url), SqliteReader if sqlite else SqlAlchemyReader)):
+        try:
+            assert isinstance(reader, kind)
+            assert reader.run("20261129-105500-ab12cd") == expected_run
+            assert reader.run("nope") is None
+            assert reader.movie_titles() == titles
+            assert sorted(reader.genres()) == ["", "Action", "Action|Comedy"]
+        finally:
+            reader.close()
+
+
+def test_reading_a_sqlite_catalog_imports_no_sqlalchemy(tmp_path):
+    engine = catalog.make_engine(f"sqlite:///{tmp_path}/catalog.db")
+    catalog.ensure_schema(engine)
+    with Session(engine) as s, s.begin():
+        catalog.upsert_movies(s, _movies(3))
+    engine.dispose()
+    script = (
+        "import sys\n"
+        "from fmstore.catalog.readers import open_reader\n"
+        f"reader = open_reader('sqlite:///{tmp_path}/catalog.db')\n"
+        "assert len(reader.movie_titles()) == 3 and reader.run('nope') is None\n"
+        "reader.close()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'alembic')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_foreign_keys_are_enforced(db):

@@ -59,7 +59,7 @@ def test_examples_give_fmstore_rankings(published, capsys):
     client, rec, catalog_url = published
     config = run_example("serving-config", client=client, catalog_url=catalog_url)
     assert config["run_id"] == rec.run_id
-    assert (config["w0"], config["reg"]) == pytest.approx((rec.w0, rec.reg))
+    assert (config["w0"], config["reg"]) == pytest.approx((rec.w0, rec.weight_decay))
     assert (config["rating_min"], config["rating_max"]) == rec.rating_range
     shared = {k: config[k] for k in ("w0", "reg", "prior_reg", "rating_min", "rating_max")}
 

@@ -23,6 +23,7 @@ from fmstore.datasets import (
     parse_year,
     synthesize,
 )
+from fmstore.datasets import load as dataset_loading
 from fmstore.errors import DataError
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -428,8 +429,8 @@ def assert_same(a: datasets.Dataset, b: datasets.Dataset) -> None:
 def forbid_parsing(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("parsed although the cache should have answered")
-    monkeypatch.setattr(datasets, "_parse_ratings", refuse)
-    monkeypatch.setattr(datasets, "_fingerprint", refuse)
+    monkeypatch.setattr(dataset_loading, "parse_ratings", refuse)
+    monkeypatch.setattr(dataset_loading, "_fingerprint", refuse)
 
 
 def test_cache_round_trip(tmp_path, monkeypatch):

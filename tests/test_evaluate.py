@@ -15,7 +15,7 @@ from fmstore import evaluate as ev
 from fmstore.config import TrainConfig
 from fmstore.datasets import Dataset, Ratings
 from fmstore.errors import ConfigError, DataError
-from fmstore.recommend import fold_in
+from fmstore.serving import fold_in
 from fmstore.train import train
 
 from conftest import PLANTED_TRAIN
@@ -247,7 +247,7 @@ def test_fold_in_gets_the_group_right(planted_dataset, cold_planted):
         checked += 1
         items = rows.items(mine.movie_id[first])
         p, b_u = fold_in(form.item_vectors[items], form.item_bias[items], mine.rating[first],
-                         w0=form.w0, reg=config.weight_decay, prior=config.prior_reg)
+                         w0=form.w0, weight_decay=config.weight_decay, prior=config.prior_reg)
         scores = form.item_bias + form.item_vectors @ p
         top = planted_dataset.movies.movie_id[rated][np.argsort(-scores[rated])][:5]
         assert all(group_of_movie(int(m)) == group_of_user(int(user)) for m in top), (user, top)

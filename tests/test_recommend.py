@@ -1,4 +1,4 @@
-"""recommend.py and `fmstore query`: title resolution on a hand-made list; rankings on the planted
+"""fmstore.recommend and `fmstore query`: title resolution on a hand-made list; rankings on the planted
 dataset (users in group g love movies of group g), on both engines and both SQL backends; the CLI
 end to end in a subprocess (exit codes and one-line errors are what users see)."""
 
@@ -14,16 +14,10 @@ import numpy as np
 import pytest
 
 from fmstore import artifact, catalog
+from fmstore.cli import parse_rated, read_ratings_file
 from fmstore.errors import AmbiguousError, ConfigError, DataError, NotFoundError
 from fmstore.publish import publish
-from fmstore.recommend import (
-    Recommender,
-    fold_in,
-    TitleIndex,
-    parse_rated,
-    read_ratings_file,
-    title_keys,
-)
+from fmstore.recommend import Recommender, TitleIndex, fold_in, title_keys
 from fmstore.vectors import QueryFilter
 from planted import GROUPS, group_of_movie, group_of_user, rated_movie_ids, unrated_movie_ids
 
@@ -95,7 +89,7 @@ def test_ambiguous_title_lists_candidates(titles, text, ids):
     with pytest.raises(AmbiguousError) as info:
         titles.resolve(text)
     message = str(info.value)
-    assert "\n" not in message and f"matches {len(ids)} movies" in message and "--movie-id" in message
+    assert "\n" not in message and f"matches {len(ids)} movies" in message and "use the movie id" in message
     for movie_id in ids:
         assert f"[id {movie_id}]" in message
 
@@ -246,7 +240,7 @@ def test_recalculate_user_validates(rec):
         rec.recalculate_user({1: 7.0})
     with pytest.raises(NotFoundError, match="999999"):
         rec.recalculate_user({1: 5.0, 999_999: 4.0})
-    with pytest.raises(ConfigError, match="--method 'mean'"):
+    with pytest.raises(ConfigError, match="^method 'mean': use one of fold-in, weighted"):
         rec.recalculate_user({1: 5.0}, method="mean")
 
 
@@ -270,7 +264,7 @@ def test_fold_in_reproduces_published_users(rec, planted_runs):
 
         def objective(p_u, b_u):
             err = stars - rec.w0 - score[:, -1] - b_u - score[:, :-1] @ p_u
-            return (err**2).sum() + (rec.reg * len(stars) + rec.prior_reg) * (p_u @ p_u + b_u**2)
+            return (err**2).sum() + (rec.weight_decay * len(stars) + rec.prior_reg) * (p_u @ p_u + b_u**2)
 
         assert objective(p.astype(np.float64), b) <= objective(published.astype(np.float64), b_pub) + 1e-6
         if user % 6 == 0:
@@ -286,10 +280,10 @@ def test_fold_in_is_exact_on_noiseless_ratings():
     q, b = rng.normal(size=(40, 6)), rng.normal(size=40)
     p_true, b_true, w0 = rng.normal(size=6), 0.4, 3.0
     ratings = w0 + b + b_true + q @ p_true
-    p, b_u = fold_in(q, b, ratings, w0=w0, reg=0.0)
+    p, b_u = fold_in(q, b, ratings, w0=w0, weight_decay=0.0)
     np.testing.assert_allclose(p, p_true, atol=1e-4)
     assert b_u == pytest.approx(b_true, abs=1e-5)
-    p_reg, _ = fold_in(q, b, ratings, w0=w0, reg=1.0)
+    p_reg, _ = fold_in(q, b, ratings, w0=w0, weight_decay=1.0)
     assert np.linalg.norm(p_reg) < np.linalg.norm(p)  # regularisation shrinks
 
 
@@ -311,7 +305,7 @@ def test_recommender_from_a_catalog_url(vector_store, catalog_url, planted_runs)
         publish(planted_runs[0], vector_store, engine)
         by_engine = Recommender(vector_store, engine)
         with Recommender(vector_store, catalog_url) as by_url:
-            for attr in ("run_id", "w0", "reg", "link", "rating_range", "factors", "artifact_path"):
+            for attr in ("run_id", "w0", "weight_decay", "link", "rating_range", "factors", "artifact_path"):
                 assert getattr(by_url, attr) == getattr(by_engine, attr), attr
             assert by_url.genres() == by_engine.genres() == list(GROUPS)
             assert by_url.titles().movies == by_engine.titles().movies
@@ -402,12 +396,14 @@ def test_cli_ratings_file_and_known_user(cli_home, tmp_path):
     "args, message",
     [
         (["--movie", "Action Movie"], 'matches 14 movies'),  # ambiguous: the start of 14 titles
+        (["--movie", "Action Movie"], "add the year or use --movie-id"),  # the library's hint as a flag
         (["--movie", "Zebra Quest"], 'no movie matches "Zebra Quest"'),
         (["--movie-id", "999999"], "movie id(s) 999999 not in the published run"),
         (["--rated", "Action Movie 1"], 'expected TITLE=RATING'),
         (["--rated", "Action Movie 1=7"], "rating 7 is outside the rating scale 0.5-5"),
         (["--rated", "Action Movie 1=great"], "rating 'great' is not a number"),
         (["--user", "4242"], "user 4242 is not in the published run"),
+        (["--user", "4242"], "for someone new use --rated or --ratings-file"),
         (["--movie", "x", "--user", "1"], "give exactly one of"),
         (["--movie-id", "1", "--genre", "Western"], "unknown genre 'Western'"),
         (["--rated", "Action Movie 1=5", "--method", "mean"], "--method 'mean'"),

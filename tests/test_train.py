@@ -8,8 +8,9 @@ import torch
 
 from fmstore import artifact, datasets
 from fmstore.config import TrainConfig
+from fmstore.datasets.splits import split_indices
 from fmstore.errors import ConfigError, DataError
-from fmstore.train import split_indices, train
+from fmstore.train import train
 
 from planted import GROUPS, group_of_movie, group_of_user, rated_movie_ids, unrated_movie_ids, write_planted
 

@@ -1,4 +1,4 @@
-"""vectors.py: one behaviour test run on both engines, plus engine-specific checks.
+"""fmstore.vectors: one behaviour test run on both engines, plus engine-specific checks.
 
 Synthetic data with known answers: random q_i, b_i, so the right ranking for a query [p, 1] on
 `score` is numpy's argsort of q @ p + b, and the nearest `item` of a movie is the movie itself.
@@ -189,7 +189,7 @@ def test_edge_alias_file_survives_reopen_and_store_is_locked(tmp_path):
         with pytest.raises(StoreError, match="another fmstore process holds the store"):
             EdgeStore(tmp_path).count("movies")
     assert (tmp_path / "aliases.json").is_file()
-    assert not list(tmp_path.glob(".aliases.*.tmp"))
+    assert not list(tmp_path.glob(".tmp-*"))  # the atomic write left no temp file
 
     with EdgeStore(tmp_path) as store:
         assert store.resolve_alias("movies") == "movies__a"

@@ -1,9 +1,15 @@
-"""The CPU training step as numba kernels: the same math as train._TorchEngine, fused.
+"""The CPU training step as fused numba kernels: the same math as torch_engine.TorchEngine.
+
+How the engine is chosen (`loop.make_engine`): on CPU this one when numba is installed and
+`unavailable(model)` is None, else the torch engine (much slower on CPU, same result); never on a
+GPU. Both engines have the same shape: `Engine(model, optimizer, reg_scale, batch_size, users,
+items, ratings)`, then `epoch(order, catch_up_every) -> sum of squared errors`, `step(users,
+items, ratings)` for one minibatch and `catch_up_all()`.
 
 One step does a whole minibatch: gather its ratings from the epoch's order, find its distinct
 users, movies and item features (stamp arrays, no sorting), bring the item features up to date
-(the catch-up of train._LazyAdam) and compute each distinct movie's (q_i, b_i) once; then walk the
-ratings grouped by user, in parallel over threads: each user's row (v, Adam's m and s) is read
+(the catch-up of lazy_adam.LazyAdam) and compute each distinct movie's (q_i, b_i) once; then walk
+the ratings grouped by user, in parallel over threads: each user's row (v, Adam's m and s) is read
 once, caught up, scored against the user's movies, given its gradient and its Adam update, and
 written once, while the movies' gradients gather in one buffer per thread. A last parallel pass
 sums those per item feature and updates the item features. Nothing of batch size x k is
@@ -14,9 +20,7 @@ against 4,400/s for the original notebook's DataLoader + dense Adam recipe
 (benchmarks/train_speed.py).
 
 The user side must be exclusive (each user feature in at most one user row, as the user-id field
-is); `unavailable` says when it is not, and training then uses the torch engine.
-
-numba is optional: without it, train.py uses the torch engine (much slower on CPU, same result).
+is); `unavailable` says when it is not.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ import math
 
 import numpy as np
 
+# SIGMOID_SCALE: a module-level float, so numba compiles it into the kernels as a constant.
+from fmstore.serving import SIGMOID_SCALE
+
 try:  # pragma: no cover - exercised by whether numba is installed
     import numba
     from numba import njit, prange
 except ImportError:  # pragma: no cover
     numba = None
 
-SIGMOID_SCALE = 5.5
 # Everything but "no NaNs / no infs": lets LLVM vectorise the k-wide loops and reductions.
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -58,10 +64,10 @@ def csr(index: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
 
 
 class NumbaEngine:
-    """Trains `model` in place on (users, items, ratings); see train._TorchEngine for the math."""
+    """Trains `model` in place on (users, items, ratings); see TorchEngine for the math."""
 
     def __init__(self, model, optimizer, reg_scale, batch_size: int, users, items, ratings):
-        # reg_scale[j]: feature j's L2 coefficient per occurrence (train.feature_reg)
+        # reg_scale[j]: feature j's L2 coefficient per occurrence (loop.feature_reg)
         self.model, self.opt, self.batch_size = model, optimizer, batch_size
         self.reg_scale = reg_scale.numpy().astype(np.float32)
         self.users, self.items, self.ratings = users.numpy(), items.numpy(), ratings.numpy()

@@ -1,4 +1,4 @@
-"""The fast trainer learns what dense Adam on the autograd loss learns.
+"""The training engines learn what dense Adam on the autograd loss learns, and agree.
 
 - the torch engine (closed-form gradients + row-wise Adam with catch-up) follows torch.optim.Adam
   on the autograd loss, step by step, over more steps than the catch-up table holds;
@@ -19,13 +19,19 @@ import numpy as np
 import pytest
 import torch
 
-from fmstore import kernels
 from fmstore.features import FeatureRows
 from fmstore.model import FactorizationMachine
-from fmstore.train import CATCH_UP_EVERY, _LazyAdam, _TorchEngine, evaluate_rmse_mae, feature_reg
+from fmstore.train import (
+    CATCH_UP_EVERY,
+    LazyAdam,
+    TorchEngine,
+    evaluate_rmse_mae,
+    feature_reg,
+    numba_engine,
+)
 
 REPO = Path(__file__).resolve().parent.parent
-needs_numba = pytest.mark.skipif(kernels.numba is None, reason="numba is not installed")
+needs_numba = pytest.mark.skipif(numba_engine.numba is None, reason="numba is not installed")
 
 
 def small_problem(link: str, seed: int = 0, k: int = 6):
@@ -61,7 +67,7 @@ def small_problem(link: str, seed: int = 0, k: int = 6):
 
 def reference_loss(model, u, i, r, reg_scale):
     """The loss the trainer minimises, by autograd: mean squared error + per-occurrence L2 with
-    each feature's own coefficient (train.feature_reg)."""
+    each feature's own coefficient (fmstore.train.feature_reg)."""
     u, i = u.long(), i.long()
     p, b_u, _ = model.side_terms(model.user_index[u], model.user_weight[u])
     q, b_i, _ = model.side_terms(model.item_index[i], model.item_weight[i])
@@ -91,8 +97,8 @@ def test_torch_engine_is_dense_adam(link):
     reference = copy.deepcopy(model)
     optimizer = torch.optim.Adam(reference.parameters(), lr=lr)
     model.requires_grad_(False)
-    lazy = _LazyAdam(model, lr)
-    engine = _TorchEngine(model, lazy, reg, batch_size, u, i, r)
+    lazy = LazyAdam(model, lr)
+    engine = TorchEngine(model, lazy, reg, batch_size, u, i, r)
     for b in batches(len(r), batch_size, steps):
         loss = reference_loss(reference, u[b], i[b], r[b], reg)
         optimizer.zero_grad()
@@ -117,15 +123,15 @@ def test_numba_engine_matches_torch_engine(link):
     model_n = copy.deepcopy(model_t)
     for m in (model_t, model_n):
         m.requires_grad_(False)
-    torch_engine = _TorchEngine(model_t, _LazyAdam(model_t, lr), reg, batch_size, u, i, r)
-    assert kernels.unavailable(model_n) is None
-    numba_engine = kernels.NumbaEngine(model_n, _LazyAdam(model_n, lr), reg, batch_size, u, i, r)
+    torch_run = TorchEngine(model_t, LazyAdam(model_t, lr), reg, batch_size, u, i, r)
+    assert numba_engine.unavailable(model_n) is None
+    numba_run = numba_engine.NumbaEngine(model_n, LazyAdam(model_n, lr), reg, batch_size, u, i, r)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     for _ in range(3):  # 3 epochs of 12 steps
-        sse_t = torch_engine.epoch(torch.randperm(len(r), generator=g1), CATCH_UP_EVERY)
-        sse_n = numba_engine.epoch(torch.randperm(len(r), generator=g2), CATCH_UP_EVERY)
-        torch_engine.catch_up_all()
-        numba_engine.catch_up_all()
+        sse_t = torch_run.epoch(torch.randperm(len(r), generator=g1), CATCH_UP_EVERY)
+        sse_n = numba_run.epoch(torch.randperm(len(r), generator=g2), CATCH_UP_EVERY)
+        torch_run.catch_up_all()
+        numba_run.catch_up_all()
         assert sse_n == pytest.approx(sse_t, rel=1e-4)
     for name in ("v", "w", "w0"):
         torch.testing.assert_close(getattr(model_n, name), getattr(model_t, name), rtol=1e-4, atol=1e-5)
@@ -135,15 +141,15 @@ def test_numba_engine_matches_torch_engine(link):
 def test_numba_engine_refuses_shared_user_features():
     model, *_ = small_problem("identity")
     model.user_index[1, 0] = model.user_index[0, 0]  # two user rows share one feature
-    assert "shared" in kernels.unavailable(model)
+    assert "shared" in numba_engine.unavailable(model)
 
 
 @pytest.mark.parametrize("use_numba", [True, False])
 def test_evaluation_equals_predict(use_numba, monkeypatch):
-    if use_numba and kernels.numba is None:
+    if use_numba and numba_engine.numba is None:
         pytest.skip("numba is not installed")
     if not use_numba:
-        monkeypatch.setattr(kernels, "numba", None)
+        monkeypatch.setattr(numba_engine, "numba", None)
     model, u, i, r = small_problem("sigmoid")
     rmse, mae = evaluate_rmse_mae(model, u, i, r, chunk=64)
     err = (model.predict(u.long(), i.long()) - r).double()

@@ -1,0 +1,64 @@
+"""Reading catalog rows through a Session: runs, movies and publications (the ORM side).
+
+The query path does not use these: it reads through fmstore.catalog.readers, without the ORM.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from fmstore.catalog.tables import Movie, Publication, Run
+
+# Ids per IN (...) list: each id is one bound parameter, and SQLite allows 32766 of them.
+_IDS_PER_QUERY = 5000
+
+
+def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Lists of `size` items (the last may be shorter), without materialising `items`."""
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def get_run(session: Session, run_id: str) -> Run | None:
+    return session.get(Run, run_id)
+
+
+def movie_count(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Movie)) or 0
+
+
+def movie_titles(session: Session) -> list[tuple[int, str, int | None]]:
+    """(movie_id, title, year) of every movie, by movie_id: what title resolution needs."""
+    rows = session.execute(select(Movie.movie_id, Movie.title, Movie.year).order_by(Movie.movie_id))
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def get_movies(session: Session, movie_ids: Iterable[int]) -> dict[int, Movie]:
+    """Movies by id; ids not in the catalog are simply absent from the result."""
+    ids = sorted({int(i) for i in movie_ids})
+    found: dict[int, Movie] = {}
+    for chunk in chunks(ids, _IDS_PER_QUERY):
+        for movie in session.scalars(select(Movie).where(Movie.movie_id.in_(chunk))):
+            found[movie.movie_id] = movie
+    return found
+
+
+def publications(
+    session: Session, alias: str | None = None, status: str | None = None
+) -> list[Publication]:
+    """Publications, newest first, optionally only one alias and/or status."""
+    query = select(Publication).order_by(Publication.id.desc())
+    if alias is not None:
+        query = query.where(Publication.alias == alias)
+    if status is not None:
+        query = query.where(Publication.status == status)
+    return list(session.scalars(query))

@@ -1,0 +1,130 @@
+"""The catalog's tables as SQLAlchemy 2.0 models: movies, training runs and publications.
+
+Migrations (migrations/versions) must produce exactly this schema; a test compares the two.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+BACKENDS = ("edge", "server")
+STATUSES = ("running", "succeeded", "failed", "rolled_back")
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware datetime, stored in UTC.
+
+    SQLite has no timezone type and would hand back naive datetimes; storing UTC and attaching
+    UTC on the way out gives the same aware values on both backends.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"datetime {value!r} must be timezone-aware")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    # Named constraints: Alembic's batch mode on SQLite can only alter constraints it can name.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Movie(Base):
+    __tablename__ = "movies"
+
+    movie_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    title: Mapped[str] = mapped_column(String)
+    year: Mapped[int | None] = mapped_column(Integer)
+    genres: Mapped[str] = mapped_column(String, default="")  # 'Action|Comedy'; '' for none
+    n_ratings: Mapped[int] = mapped_column(Integer, default=0)
+    mean_rating: Mapped[float | None] = mapped_column(Double)
+    imdb_id: Mapped[str | None] = mapped_column(String)  # kept as text: '0114709' has a zero
+    tmdb_id: Mapped[int | None] = mapped_column(Integer)
+
+    @property
+    def genre_list(self) -> list[str]:
+        return self.genres.split("|") if self.genres else []
+
+    def __repr__(self) -> str:
+        return f"Movie({self.movie_id}, {self.title!r}, {self.year})"
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String, primary_key=True)  # '20261129-105500-ab12cd'
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    dataset_name: Mapped[str] = mapped_column(String)
+    dataset_fingerprint: Mapped[str] = mapped_column(String)
+    config: Mapped[dict] = mapped_column(JSON)
+    metrics: Mapped[dict] = mapped_column(JSON)
+    artifact_path: Mapped[str] = mapped_column(String)
+
+    def __repr__(self) -> str:
+        return f"Run({self.id!r}, {self.dataset_name!r})"
+
+
+class Publication(Base):
+    __tablename__ = "publications"
+    __table_args__ = (
+        # "Which collection does alias X point to now, and what was before it": the query
+        # behind status and rollback.
+        Index(None, "alias", "status"),
+        Index(None, "run_id"),
+        CheckConstraint(f"backend IN {BACKENDS!r}", name="backend"),
+        CheckConstraint(f"status IN {STATUSES!r}", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    backend: Mapped[str] = mapped_column(String(16))  # edge | server
+    alias: Mapped[str] = mapped_column(String)  # 'movies'
+    collection: Mapped[str] = mapped_column(String)  # 'movies__<run_id>'
+    points: Mapped[int | None] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    error: Mapped[str | None] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return f"Publication({self.id}, {self.alias!r} -> {self.collection!r}, {self.status})"

@@ -1,0 +1,62 @@
+"""MovieLens datasets: read a folder or a GroupLens .zip, validate, fingerprint, cache, download
+with a checksum, synthesize ml-latest-shaped data for benchmarks, and split ratings for training.
+
+One file per job:
+  types      the files, columns and rating scale of MovieLens; Ratings, Movies, Dataset
+  sources    a folder or a .zip, read as raw bytes
+  csvtext    the header check and the row -> line-number map behind every one-line error
+  validate   ratings.csv, movies.csv and links.csv parsed and checked
+  load       load_dataset and load_ratings_file (the public readers)
+  cache      the binary cache that lets a second load skip parsing and hashing
+  download   fetch_dataset: download, verify the md5, unpack
+  synth      synthesize: planted-model data shaped like ml-latest
+  splits     split_indices: the deterministic train/validation split
+"""
+
+from fmstore.datasets.cache import CACHE_FORMAT
+from fmstore.datasets.download import DATASET_NAMES, DEFAULT_URL, KNOWN_MD5, fetch_dataset
+from fmstore.datasets.load import load_dataset, load_ratings_file
+from fmstore.datasets.splits import split_indices
+from fmstore.datasets.synth import synthesize
+from fmstore.datasets.types import (
+    GENRES,
+    LINKS_COLUMNS,
+    LINKS_FILE,
+    MOVIES_COLUMNS,
+    MOVIES_FILE,
+    NO_GENRES,
+    RATING_MAX,
+    RATING_MIN,
+    RATINGS_COLUMNS,
+    RATINGS_FILE,
+    Dataset,
+    Movies,
+    Ratings,
+    parse_year,
+)
+
+__all__ = [
+    "CACHE_FORMAT",
+    "DATASET_NAMES",
+    "DEFAULT_URL",
+    "GENRES",
+    "KNOWN_MD5",
+    "LINKS_COLUMNS",
+    "LINKS_FILE",
+    "MOVIES_COLUMNS",
+    "MOVIES_FILE",
+    "NO_GENRES",
+    "RATING_MAX",
+    "RATING_MIN",
+    "RATINGS_COLUMNS",
+    "RATINGS_FILE",
+    "Dataset",
+    "Movies",
+    "Ratings",
+    "fetch_dataset",
+    "load_dataset",
+    "load_ratings_file",
+    "parse_year",
+    "split_indices",
+    "synthesize",
+]

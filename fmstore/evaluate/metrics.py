@@ -1,0 +1,160 @@
+"""The metrics: rating error of predicted ratings, and ranking quality of each user's top K.
+
+- RMSE and MAE of the predicted rating on held-out ratings.
+- Recall@K = |relevant in top K| / |relevant| and NDCG@K (binary gains, 1/log2(rank + 1),
+  normalised by the ideal ordering of min(K, |relevant|) hits), averaged over users. "Relevant" is a
+  held-out rating >= 4 stars. Each user's ranking is over every movie they did not rate in
+  training (movies without any training rating included: the model scores them from their
+  features). Users with no relevant held-out movie are skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from fmstore.evaluate.baselines import Predictor
+from fmstore.evaluate.indexing import CSR
+
+RELEVANT_MIN = 4.0  # a held-out rating at or above this is a relevant item
+RECALL_KS = (10, 20)
+NDCG_K = 10
+
+
+# ---- rating error -------------------------------------------------------------------------------
+
+
+def rmse(predicted: np.ndarray, actual: np.ndarray) -> float:
+    err = np.asarray(predicted, np.float64) - np.asarray(actual, np.float64)
+    return float(np.sqrt(np.mean(err * err))) if len(err) else float("nan")
+
+
+def mae(predicted: np.ndarray, actual: np.ndarray) -> float:
+    err = np.asarray(predicted, np.float64) - np.asarray(actual, np.float64)
+    return float(np.mean(np.abs(err))) if len(err) else float("nan")
+
+
+# ---- ranking ------------------------------------------------------------------------------------
+
+
+def recall_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
+    """Per user: relevant items in the top k / all relevant items.
+
+    `hits[u, r]` says whether user u's item at rank r (0-based) is relevant; `n_relevant[u] > 0`.
+    """
+    hits = np.asarray(hits, bool)
+    return hits[:, :k].sum(1) / np.asarray(n_relevant, np.float64)
+
+
+def ndcg_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
+    """Per user: DCG of the top k (gain 1 per hit, discount 1/log2(rank + 1), rank from 1) over
+    the DCG of the ideal top k, which holds min(k, n_relevant) hits."""
+    hits = np.asarray(hits, bool)[:, :k]
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = hits @ discount[: hits.shape[1]]
+    ideal = np.concatenate([[0.0], np.cumsum(discount)])
+    return dcg / ideal[np.minimum(np.asarray(n_relevant), k)]
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of each row's k highest scores, best first."""
+    k = min(k, scores.shape[1])
+    if k < scores.shape[1]:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy()
+    order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, 1)
+
+
+def ranking_metrics(
+    predictor: Predictor,
+    exclude: CSR,
+    relevant: CSR,
+    users: np.ndarray,
+    n_items: int,
+    *,
+    recall_ks: Sequence[int] = RECALL_KS,
+    ndcg_k: int = NDCG_K,
+    blocked: np.ndarray | None = None,
+    chunk: int = 1024,
+) -> dict:
+    """Mean Recall@k (each k of `recall_ks`) and NDCG@ndcg_k over `users` (rows of `exclude` and
+    `relevant`, which are also the predictor's user rows) that have a relevant item.
+
+    Each user ranks every item except their `exclude` items and the `blocked` items (a bool mask
+    over items, e.g. movies held out of a cold-start evaluation)."""
+    depth = max(max(recall_ks), ndcg_k)
+    sums = {f"recall@{k}": 0.0 for k in recall_ks} | {f"ndcg@{ndcg_k}": 0.0}
+    n_ranked = 0
+    for s in range(0, len(users), chunk):
+        rows = np.asarray(users[s : s + chunk])
+        scores = np.array(predictor.scores(rows), dtype=np.float32)  # a writable copy
+        rel = np.zeros(scores.shape, bool)
+        rel[relevant.block(rows)] = True
+        seen = exclude.block(rows)
+        scores[seen] = -np.inf
+        rel[seen] = False
+        if blocked is not None:
+            scores[:, blocked] = -np.inf
+            rel[:, blocked] = False
+        n_rel = rel.sum(1)
+        keep = n_rel > 0
+        if not keep.any():
+            continue
+        top = top_k(scores[keep], depth)
+        hits = np.take_along_axis(rel[keep], top, 1)
+        for k in recall_ks:
+            sums[f"recall@{k}"] += float(recall_at_k(hits, n_rel[keep], k).sum())
+        sums[f"ndcg@{ndcg_k}"] += float(ndcg_at_k(hits, n_rel[keep], ndcg_k).sum())
+        n_ranked += int(keep.sum())
+    means = {name: (total / n_ranked if n_ranked else float("nan")) for name, total in sums.items()}
+    return means | {"users_ranked": n_ranked}
+
+
+# ---- both, on one held-out set ------------------------------------------------------------------
+
+
+@dataclass
+class HeldOut:
+    """Held-out ratings in a user-row space, with what each user's ranking leaves out (their
+    training items) and counts as a hit (their relevant held-out items)."""
+
+    users: np.ndarray  # user row of each held-out rating
+    items: np.ndarray
+    ratings: np.ndarray  # float64
+    exclude: CSR
+    relevant: CSR
+    ranked_users: np.ndarray  # the rows with a relevant item, the only ones ranked
+
+    @classmethod
+    def build(
+        cls,
+        seen: tuple[np.ndarray, np.ndarray],
+        users: np.ndarray,
+        items: np.ndarray,
+        ratings: np.ndarray,
+        n_rows: int,
+        relevant_min: float = RELEVANT_MIN,
+    ) -> HeldOut:
+        """`seen`: (user row, item) of the training ratings; the rest is the held-out set."""
+        good = ratings >= relevant_min
+        return cls(
+            users,
+            items,
+            ratings,
+            CSR.build(seen[0], seen[1], n_rows),
+            CSR.build(users[good], items[good], n_rows),
+            np.unique(users[good]),
+        )
+
+    def metrics(self, predictor: Predictor, n_items: int, **ranking) -> dict:
+        """RMSE and MAE of the predictor's ratings, then `ranking_metrics` (`ranking`: its
+        keyword arguments)."""
+        predicted = predictor.predict(self.users, self.items)
+        error = {"rmse": rmse(predicted, self.ratings), "mae": mae(predicted, self.ratings)}
+        return error | ranking_metrics(
+            predictor, self.exclude, self.relevant, self.ranked_users, n_items, **ranking
+        )

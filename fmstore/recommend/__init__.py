@@ -1,0 +1,53 @@
+"""Query layer: title resolution, user vectors for new users, similar movies, recommendations.
+
+NumPy + the vectors interface + the catalog readers: importing this package must not import torch,
+and a query on a SQLite catalog must not import SQLAlchemy.
+
+    rec = Recommender(store, catalog)             # the live run: alias -> movies__<run_id>
+    ids, scores = rec.similar_items(rec.resolve_title("toy story"), N=10)
+    ids, scores = rec.recommend(42, N=10)         # a known user, their training movies excluded
+    ids, scores = rec.recommend_for_ratings({589: 5, 165: 4.5})   # a brand-new user (fold-in)
+
+Every ranking is a pair of NumPy arrays `(ids, scores)`, best first, like `implicit`. Scores are
+what Qdrant returns: cosine of `item` vectors for similar movies; `b_i + <p_u, q_i> + boost_i` (the
+`score` vector's dot product, with the publish-time popularity prior) for users, which
+`predict_rating(b_u, score, boost_i)` turns into a rating.
+
+Files: titles.py (what a person typed -> a movie id), recommender.py (Recommender and the checks
+it shares with the CLI). The serving math is fmstore.serving's, re-exported here for callers of
+the former module; reading `--rated` flags and ratings files is the CLI's (fmstore.cli).
+"""
+
+from fmstore.recommend.recommender import (
+    METHODS,
+    Recommender,
+    check_method,
+    check_rating,
+    with_excluded,
+)
+from fmstore.recommend.titles import TitleIndex, query_key, title_keys
+from fmstore.serving import (
+    SIGMOID_SCALE,
+    fold_in,
+    link_inverse,
+    predict,
+    split_year,
+    weighted_user,
+)
+
+__all__ = [
+    "METHODS",
+    "SIGMOID_SCALE",
+    "Recommender",
+    "TitleIndex",
+    "check_method",
+    "check_rating",
+    "fold_in",
+    "link_inverse",
+    "predict",
+    "query_key",
+    "split_year",
+    "title_keys",
+    "weighted_user",
+    "with_excluded",
+]

@@ -1,0 +1,332 @@
+"""`Recommender`: queries against the live publication, with implicit's API.
+
+It joins the three things a query needs: the vector store (rankings, stored vectors, payloads),
+the catalog (the run's serving config, titles, genres; read through fmstore.catalog.readers) and
+the serving math (fmstore.serving: fold-in, the link). It imports neither torch nor SQLAlchemy, so
+`fmstore query` on SQLite + Qdrant Edge starts in a fraction of a second. Errors name this API's
+arguments (`method 'mean'`, `use the movie id`); the CLI words them as its flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from fmstore.catalog.readers import CatalogReader, open_reader
+from fmstore.errors import ConfigError, DataError, NotFoundError, StoreError
+from fmstore.recommend.titles import TitleIndex
+from fmstore.serving import fold_in, link_inverse, physical_name, predict, run_id_of, weighted_user
+from fmstore.vectors import QueryFilter, VectorStore
+
+METHODS = ("fold-in", "weighted")
+# How user_vector's error for an unknown user ends; the CLI words it as its flags.
+USE_THEIR_RATINGS = "use their ratings (recommend_for_ratings)"
+
+
+def check_method(method: str) -> str:
+    """`method` if it is one of METHODS; ConfigError naming the argument otherwise."""
+    if method not in METHODS:
+        raise ConfigError(f"method {method!r}: use one of {', '.join(METHODS)}")
+    return method
+
+
+def check_rating(value: float, rating_range: Sequence[float], where: str) -> float:
+    """`value` if it is on the rating scale; DataError naming `where` it came from otherwise."""
+    lo, hi = float(rating_range[0]), float(rating_range[1])
+    if not lo <= value <= hi:
+        raise DataError(f"{where}: rating {value:g} is outside the rating scale {lo:g}-{hi:g}")
+    return value
+
+
+def with_excluded(filter: QueryFilter | None, ids: Iterable[int]) -> QueryFilter:
+    """`filter` plus must_not has_id(ids)."""
+    base = filter or QueryFilter()
+    extra = tuple(int(i) for i in ids)
+    return dataclasses.replace(base, exclude_ids=tuple(dict.fromkeys(base.exclude_ids + extra)))
+
+
+def _ranking(hits: list) -> tuple[np.ndarray, np.ndarray]:
+    """Store hits -> (ids, scores), best first, as implicit returns them."""
+    ids = np.array([h.id for h in hits], dtype=np.int64)
+    return ids, np.array([h.score for h in hits], dtype=np.float32)
+
+
+def _is_reader(catalog: Any) -> bool:
+    return all(hasattr(catalog, name) for name in ("run", "movie_titles", "genres", "close"))
+
+
+class Recommender:
+    """Queries against the live publication, mirroring implicit's API.
+
+    `store` is any VectorStore (EdgeStore or ServerStore). `catalog` is a SQLAlchemy Engine or
+    Session factory, or a catalog reader (fmstore.catalog.readers), all of them yours: close()
+    leaves them open; or a catalog URL or SQLite path, which the Recommender opens and close()
+    closes (SQLite is read with the standard library's sqlite3, read-only, which keeps
+    `fmstore query` fast). The live run is read once, from the movies alias, and its physical
+    collections are used from then on, so every answer of one Recommender comes from one run even
+    if a publish switches the alias meanwhile (make a new one to follow it).
+    """
+
+    def __init__(
+        self,
+        store: VectorStore,
+        catalog: Any,
+        movies_alias: str = "movies",
+        users_alias: str = "users",
+    ):
+        self.store = store
+        collection = store.resolve_alias(movies_alias)
+        if collection is None:
+            raise NotFoundError(
+                f"nothing is published as '{movies_alias}' yet: run `fmstore publish` first"
+            )
+        self.run_id = run_id_of(collection)
+        self.movies_collection = collection
+        self.users_collection = physical_name(users_alias, self.run_id)
+        borrowed = _is_reader(catalog)
+        self._catalog: CatalogReader = catalog if borrowed else open_reader(catalog)
+        self._owns_catalog = not borrowed
+        try:
+            config, artifact_path = self._read_run()
+            self._read_serving(config.get("serving") or {})
+        except BaseException:
+            self.close()
+            raise
+        self.artifact_path = Path(artifact_path) if artifact_path else None
+        self.notes: list[str] = []  # what the last call could not do, for the user to read
+        self._titles: TitleIndex | None = None
+        self._payloads: dict[int, dict] = {}
+        self._users: dict[int, tuple[np.ndarray, float]] = {}
+
+    def _read_run(self) -> tuple[dict, str | None]:
+        found = self._catalog.run(self.run_id)
+        if found is None:
+            raise NotFoundError(
+                f"run {self.run_id} is live in the vector store but not in the catalog; "
+                "publish it again with this catalog (FMSTORE_DATABASE_URL)"
+            )
+        return found
+
+    def _read_serving(self, serving: Mapping[str, Any]) -> None:
+        """The run's serving config -> w0, link, rating_range, weight_decay, prior_reg, factors."""
+        try:
+            self.w0 = float(serving["w0"])
+            self.link = str(serving.get("link", "identity"))
+            self.rating_range = (float(serving["rating_range"][0]),
+                                 float(serving["rating_range"][1]))
+            # Runs published so far call weight_decay "reg".
+            self.weight_decay = float(serving.get("weight_decay", serving.get("reg")))
+            self.prior_reg = float(serving.get("prior_reg", 0.0))
+            self.factors = int(serving["factors"])
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise StoreError(
+                f"run {self.run_id} in the catalog has no usable serving config; publish it again"
+            ) from None
+
+    @property
+    def reg(self) -> float:
+        """The run's weight_decay under its former name."""
+        return self.weight_decay
+
+    def close(self) -> None:
+        """Close the catalog if this Recommender opened it (from a URL or path); the store and a
+        caller's Engine or reader stay open."""
+        if self._owns_catalog:
+            self._catalog.close()
+
+    def __enter__(self) -> "Recommender":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- catalog ---------------------------------------------------------------------------------
+
+    def titles(self) -> TitleIndex:
+        if self._titles is None:
+            self._titles = TitleIndex(self._catalog.movie_titles())
+        return self._titles
+
+    def resolve_title(self, text: str) -> int:
+        """What a person typed -> one movie id (see TitleIndex); AmbiguousError / NotFoundError."""
+        return self.titles().resolve(text)
+
+    def genres(self) -> list[str]:
+        """Every genre in the catalog, sorted."""
+        return sorted({g for v in self._catalog.genres() if v for g in v.split("|")})
+
+    def canonical_genres(self, names: Iterable[str]) -> tuple[str, ...]:
+        """Genre names as typed (any case) -> the catalog's spelling; ConfigError for unknown
+        ones."""
+        names = [n.strip() for n in names if n and n.strip()]
+        if not names:
+            return ()
+        known = {g.casefold(): g for g in self.genres()}
+        out = []
+        for name in names:
+            if name.casefold() not in known:
+                listed = ", ".join(sorted(known.values()))
+                raise ConfigError(f"unknown genre {name!r}; known genres: {listed}")
+            out.append(known[name.casefold()])
+        return tuple(dict.fromkeys(out))
+
+    # -- store -----------------------------------------------------------------------------------
+
+    def _search(
+        self, collection: str, vector: np.ndarray, using: str, N: int, filter: QueryFilter | None
+    ) -> list:
+        if N < 1:
+            raise ConfigError(f"N must be at least 1, not {N}")
+        hits = self.store.search(collection, vector, using=using, limit=int(N), filter=filter)
+        for h in hits:
+            self._payloads[h.id] = h.payload
+        return hits
+
+    def movie_vectors(
+        self, movie_ids: Sequence[int], vector: str = "score"
+    ) -> dict[int, np.ndarray]:
+        """Stored vectors of movies of the live run; NotFoundError names ids that are not there."""
+        ids = [int(i) for i in movie_ids]
+        found = self.store.retrieve(self.movies_collection, ids, vectors=[vector])
+        missing = [i for i in ids if i not in found]
+        if missing:
+            shown = ", ".join(str(i) for i in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            raise NotFoundError(f"movie id(s) {shown} not in the published run {self.run_id}")
+        for movie_id, (_, payload) in found.items():
+            self._payloads[movie_id] = payload
+        return {i: found[i][0][vector] for i in ids}
+
+    def movie_info(self, movie_ids: Iterable[int]) -> dict[int, dict]:
+        """Payloads (title, year, genres, n_ratings, ...) of movies, from the last searches or the
+        store."""
+        ids = [int(i) for i in movie_ids]
+        missing = [i for i in ids if i not in self._payloads]
+        if missing:
+            found = self.store.retrieve(self.movies_collection, missing)
+            for movie_id, (_, payload) in found.items():
+                self._payloads[movie_id] = payload
+        return {i: self._payloads[i] for i in ids if i in self._payloads}
+
+    # -- users -----------------------------------------------------------------------------------
+
+    def user_vector(self, user_id: int) -> tuple[np.ndarray, float]:
+        """A known user's published (p_u, b_u)."""
+        user_id = int(user_id)
+        if user_id not in self._users:
+            found = self.store.retrieve(self.users_collection, [user_id], vectors=["score"])
+            if user_id not in found:
+                raise NotFoundError(
+                    f"user {user_id} is not in the published run {self.run_id} (only users with "
+                    f"training ratings are); for someone new {USE_THEIR_RATINGS}"
+                )
+            vectors, payload = found[user_id]
+            self._users[user_id] = (vectors["score"][:-1].copy(), float(payload.get("bias", 0.0)))
+        return self._users[user_id]
+
+    def seen_items(self, user_id: int) -> np.ndarray | None:
+        """Movies the user rated in the run's training data; None (and a note) when the run folder
+        is not on this machine."""
+        from fmstore import artifact
+
+        folder = self.artifact_path
+        if folder is None or not (folder / "seen.safetensors").is_file():
+            self.notes.append(
+                f"the run folder {folder} is not on this machine: movies user {user_id} "
+                "already rated are not excluded"
+            )
+            return None
+        return np.asarray(artifact.seen_movies(folder, int(user_id))[0], dtype=np.int64)
+
+    def recalculate_user(
+        self, ratings: Mapping[int, float], method: str = "fold-in"
+    ) -> tuple[np.ndarray, float]:
+        """(p_u, b_u) of someone new from {movie_id: rating}, against the published q_i, b_i.
+
+        fold-in: ridge regression with the run's w0 and regularisation (serving.fold_in);
+        weighted: the notebook's rating-weighted mean of q_i (serving.weighted_user, b_u = 0)."""
+        check_method(method)
+        if not ratings:
+            raise ConfigError("no ratings given: rate at least one movie")
+        ids = [int(i) for i in ratings]
+        values = np.array(
+            [check_rating(float(ratings[i]), self.rating_range, f"movie id {i}") for i in ids]
+        )
+        score = np.stack(list(self.movie_vectors(ids, "score").values())).astype(np.float64)
+        # The stored bias coordinate includes the ranking prior; fold-in needs the FM's own b_i.
+        boost = np.array([self._payloads[i].get("popularity_boost", 0.0) for i in ids])
+        q, b = score[:, :-1], score[:, -1] - boost
+        if method == "weighted":
+            return weighted_user(q, values)
+        raw = link_inverse(values, self.link)
+        return fold_in(q, b, raw, w0=self.w0, weight_decay=self.weight_decay, prior=self.prior_reg)
+
+    # -- rankings --------------------------------------------------------------------------------
+
+    def similar_items(
+        self, movie_id: int, N: int = 10, filter: QueryFilter | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Movies whose `item` vector is closest (cosine) to this movie's; the movie itself
+        excluded."""
+        item = self.movie_vectors([movie_id], "item")[int(movie_id)]
+        excluded = with_excluded(filter, [movie_id])
+        return _ranking(self._search(self.movies_collection, item, "item", N, excluded))
+
+    def recommend(
+        self,
+        user_id: int,
+        N: int = 10,
+        filter_already_liked_items: bool = True,
+        filter: QueryFilter | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top movies for a known user by b_i + <p_u, q_i> (+ popularity boost); training movies
+        excluded."""
+        self.notes = []
+        p_u, _ = self.user_vector(user_id)
+        if filter_already_liked_items:
+            seen = self.seen_items(user_id)
+            if seen is not None and len(seen):
+                filter = with_excluded(filter, seen)
+        return self.rank_for_vector(p_u, N, filter=filter)
+
+    def recommend_for_ratings(
+        self,
+        ratings: Mapping[int, float],
+        N: int = 10,
+        method: str = "fold-in",
+        filter: QueryFilter | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top movies for someone new, the movies they rated excluded."""
+        p_u, _ = self.recalculate_user(ratings, method)
+        return self.rank_for_vector(p_u, N, filter=with_excluded(filter, ratings))
+
+    def rank_for_vector(
+        self, p_u: np.ndarray, N: int = 10, filter: QueryFilter | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top movies for any user vector: query [p_u, 1] on `score`, i.e. by b_i + <p_u, q_i>
+        plus the published popularity boost (see config.POPULARITY_WEIGHT)."""
+        p_u = np.asarray(p_u, dtype=np.float32).reshape(-1)
+        if p_u.shape[0] != self.factors:
+            raise ConfigError(
+                f"user vector has {p_u.shape[0]} dimensions; run {self.run_id} has {self.factors}"
+            )
+        query = np.append(p_u, np.float32(1.0))
+        return _ranking(self._search(self.movies_collection, query, "score", N, filter))
+
+    def predict_rating(
+        self,
+        b_u: float,
+        score: float | np.ndarray,
+        popularity_boost: float | np.ndarray = 0.0,
+    ) -> float | np.ndarray:
+        """A `score` hit (b_i + <p_u, q_i> + the movie's popularity_boost payload) -> rating:
+        w0 + b_u + score - popularity_boost, through the run's link, clamped."""
+        boost = np.asarray(popularity_boost, np.float64)
+        y = self.w0 + float(b_u) + np.asarray(score, np.float64) - boost
+        out = predict(y, self.link, self.rating_range)
+        return float(out) if np.ndim(out) == 0 else out
+
+    def __repr__(self) -> str:
+        return f"Recommender(run {self.run_id}, {self.store!r})"

@@ -1,0 +1,54 @@
+"""Training: the loop (loop.py), the row-wise Adam it uses (lazy_adam.py) and the two engines
+that run its step, torch index ops on any device (torch_engine.py) and fused numba kernels on CPU
+(numba_engine.py, imported only when used: numba is optional and slow to import).
+
+`from fmstore.train import train, split_indices, ...` keeps working for the callers of the old
+single module.
+"""
+
+from fmstore.datasets.splits import split_indices
+from fmstore.train.lazy_adam import ADAM_BETAS, ADAM_EPS, CATCH_UP_EVERY, LazyAdam
+from fmstore.train.loop import (
+    ENGINES,
+    EpochStats,
+    ProgressFn,
+    TrainingEngine,
+    TrainResult,
+    check_config,
+    evaluate_rmse_mae,
+    feature_reg,
+    make_engine,
+    resolve_device,
+    train,
+)
+from fmstore.train.torch_engine import TorchEngine
+
+__all__ = [
+    "ADAM_BETAS",
+    "ADAM_EPS",
+    "CATCH_UP_EVERY",
+    "ENGINES",
+    "EpochStats",
+    "LazyAdam",
+    "NumbaEngine",
+    "ProgressFn",
+    "TorchEngine",
+    "TrainResult",
+    "TrainingEngine",
+    "check_config",
+    "evaluate_rmse_mae",
+    "feature_reg",
+    "make_engine",
+    "resolve_device",
+    "split_indices",
+    "train",
+]
+
+
+def __getattr__(name: str):
+    """`NumbaEngine` on first use, so that importing fmstore.train does not import numba."""
+    if name == "NumbaEngine":
+        from fmstore.train.numba_engine import NumbaEngine
+
+        return NumbaEngine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

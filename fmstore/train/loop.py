@@ -1,0 +1,351 @@
+"""The training loop: deterministic split, one epoch after another on device-resident tensors,
+validation after each, early stopping on the best validation RMSE.
+
+All ratings live on the training device as int32/float32 tensors; an epoch is one random
+permutation and a loop over slices of it, so there is no DataLoader and no per-sample Python work.
+
+Loss: mean squared error of the linked score, plus an L2 penalty on the (x-weighted) parameters of
+the features each rating touches, with feature j's coefficient weight_decay + prior_reg / n_j
+(`feature_reg`): weight_decay per occurrence, as in SGD matrix factorisation, and prior_reg per
+epoch whatever the feature's frequency, a Gaussian prior that keeps a movie with one enthusiastic
+rating from looking like the best movie there is.
+
+The step does not use autograd: FM gradients have closed forms and the optimizer is Adam applied
+row by row (lazy_adam.py), which is dense Adam computed sparsely. Two engines run that step
+(`make_engine` chooses): fused numba kernels on CPU (numba_engine.py) and plain torch index ops on
+any device (torch_engine.py; the reference, and the GPU path).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from fmstore.config import TrainConfig
+from fmstore.datasets import Dataset, Ratings
+from fmstore.datasets.splits import split_indices
+from fmstore.errors import ConfigError
+from fmstore.features import EncodedRatings, Vocabulary, encode, item_rows, user_rows
+from fmstore.model import FactorizationMachine
+from fmstore.serving import LINKS, link_inverse
+from fmstore.train.lazy_adam import CATCH_UP_EVERY, LazyAdam
+from fmstore.train.torch_engine import TorchEngine
+
+ENGINES = ("auto", "numba", "torch")
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    train_rmse: float
+    valid_rmse: float
+    seconds: float  # the whole epoch: shuffle, training pass, catch-up, validation
+    lr: float
+
+
+@dataclass
+class TrainResult:
+    model: FactorizationMachine
+    vocab: Vocabulary
+    history: list[EpochStats]
+    best_epoch: int
+    metrics: dict  # valid_rmse, valid_mae, (test_rmse, test_mae), n_train, n_valid, seconds
+    train_ratings: Ratings  # the ratings the model saw (needed to exclude seen movies later)
+    valid_ratings: Ratings
+    device: str
+
+
+ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+class TrainingEngine(Protocol):
+    """What TorchEngine and NumbaEngine both are (constructed with the arguments of make_engine)."""
+
+    def epoch(self, order: torch.Tensor, catch_up_every: int) -> float:
+        """One pass over the training ratings in `order`; the sum of squared errors."""
+
+    def catch_up_all(self) -> None:
+        """Bring every row's lazy Adam state up to the current step."""
+
+
+def train(
+    dataset: Dataset,
+    config: TrainConfig,
+    *,
+    test_ratings: Ratings | None = None,
+    progress: ProgressFn | None = None,
+    engine: str = "auto",
+) -> TrainResult:
+    """Train on `dataset`. `engine`: auto (numba on CPU when installed, else torch), numba or
+    torch (see make_engine)."""
+    check_config(config)
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    started = time.perf_counter()
+    _release_parser_memory()
+
+    train_idx, valid_idx = split_indices(len(dataset.ratings), config.valid_fraction, config.seed)
+    train_ratings, valid_ratings = dataset.ratings.take(train_idx), dataset.ratings.take(valid_idx)
+    del train_idx, valid_idx
+    vocab = Vocabulary.build(train_ratings, dataset.movies, config.fields)
+    model = _new_model(vocab, dataset, config, float(train_ratings.rating.mean()), device)
+    train_rows = _tensors(encode(train_ratings, vocab, dataset.movies), device)
+    valid_rows = _tensors(encode(valid_ratings, vocab, dataset.movies), device)
+
+    history, pass_seconds, best_epoch = _fit(
+        model, config, device, engine, train_rows, valid_rows, progress
+    )
+
+    valid_rmse, valid_mae = evaluate_rmse_mae(model, *valid_rows)
+    metrics = {
+        "valid_rmse": valid_rmse,
+        "valid_mae": valid_mae,
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "n_train": len(train_ratings),
+        "n_valid": len(valid_ratings),
+        "epoch_train_seconds": [round(x, 3) for x in pass_seconds],
+    }
+    if test_ratings is not None:
+        test_rows = _tensors(encode(test_ratings, vocab, dataset.movies), device)
+        metrics["test_rmse"], metrics["test_mae"] = evaluate_rmse_mae(model, *test_rows)
+        metrics["n_test"] = len(test_ratings)
+    metrics["train_seconds"] = time.perf_counter() - started
+    return TrainResult(
+        model.cpu(), vocab, history, best_epoch, metrics, train_ratings, valid_ratings, str(device)
+    )
+
+
+def _new_model(
+    vocab: Vocabulary, dataset: Dataset, config: TrainConfig, mean_rating: float, device
+) -> FactorizationMachine:
+    """A freshly initialised FM on `device`, its w0 at the mean rating so that early epochs
+    learn structure, not the offset."""
+    model = FactorizationMachine(
+        vocab.n_features,
+        config.factors,
+        user_rows(vocab),
+        item_rows(vocab, dataset.movies),
+        link=config.link,
+        rating_range=(config.rating_min, config.rating_max),
+        init_std=config.init_std,
+    ).to(device)
+    model.requires_grad_(False)  # gradients are computed in closed form, not by autograd
+    with torch.no_grad():
+        model.w0.fill_(float(link_inverse(mean_rating, config.link)))
+    return model
+
+
+def _fit(model, config: TrainConfig, device, engine: str, train_rows, valid_rows, progress):
+    """The epochs, stopped early after `patience` epochs without a better valid RMSE; leaves
+    `model` with the best epoch's weights. Returns (history, seconds of each training pass,
+    best epoch)."""
+    optimizer = LazyAdam(model, config.lr)
+    runner = make_engine(engine, model, optimizer, config, device, *train_rows)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    n_train, n_valid = len(train_rows[2]), len(valid_rows[2])
+
+    history: list[EpochStats] = []
+    pass_seconds: list[float] = []  # per epoch: shuffle + training pass, without validation
+    best = _BestEpoch(config.patience)
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        optimizer.lr = lr = _lr_at(config, epoch)
+        # (int32 draws the same permutation as int64, in less memory)
+        index_type = torch.int32 if n_train < 2**31 else torch.int64
+        order = torch.randperm(n_train, generator=generator, device=device, dtype=index_type)
+        train_rmse = math.sqrt(runner.epoch(order, CATCH_UP_EVERY) / max(n_train, 1))
+        del order
+        runner.catch_up_all()  # every row as dense Adam would have it now
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        pass_seconds.append(time.perf_counter() - t0)
+        valid_rmse, _ = evaluate_rmse_mae(model, *valid_rows)
+        history.append(EpochStats(epoch, train_rmse, valid_rmse, time.perf_counter() - t0, lr))
+        if progress:
+            message = f"epoch {epoch}: train {train_rmse:.4f} valid {valid_rmse:.4f}"
+            progress(message, epoch, config.epochs)
+        if best.stop_after(epoch, valid_rmse, model, always_keep=n_valid == 0):
+            break
+    del optimizer, runner  # the Adam state: free it before the best weights come back
+    model.load_state_dict(best.state)
+    return history, pass_seconds, best.epoch
+
+
+class _BestEpoch:
+    """Early stopping: keeps a copy of the weights of the epoch with the lowest valid RMSE and
+    says when `patience` epochs in a row have not beaten it."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.rmse, self.epoch, self.state, self.stale = float("inf"), 0, None, 0
+
+    def stop_after(self, epoch: int, valid_rmse: float, model, always_keep: bool) -> bool:
+        """Record `epoch`; True when training should stop. `always_keep`: no validation set,
+        so the latest epoch is the best one."""
+        if always_keep or valid_rmse < self.rmse:
+            self.rmse, self.epoch, self.stale = valid_rmse, epoch, 0
+            self.state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
+
+
+# ---- the engine -------------------------------------------------------------------------------
+
+
+def make_engine(
+    name: str, model, optimizer, config: TrainConfig, device: torch.device, users, items, ratings
+) -> TrainingEngine:
+    """The training engine `name` asks for: "numba" (CPU only), "torch", or "auto": numba on CPU
+    when it is installed and can train this model, torch otherwise (and always on a GPU)."""
+    reg_scale = feature_reg(model, users, items, config.weight_decay, config.prior_reg)
+    if name not in ENGINES:
+        raise ConfigError(f"engine {name!r}: use one of {', '.join(ENGINES)}")
+    if name in ("auto", "numba") and device.type == "cpu":
+        from fmstore.train import numba_engine  # imports numba: only when it can be used
+
+        reason = numba_engine.unavailable(model)
+        if reason is None:
+            return numba_engine.NumbaEngine(
+                model, optimizer, reg_scale, config.batch_size, users, items, ratings
+            )
+        if name == "numba":
+            raise ConfigError(f"the numba engine cannot run: {reason}")
+    elif name == "numba":
+        raise ConfigError("the numba engine runs on CPU only; use --device cpu or engine torch")
+    return TorchEngine(model, optimizer, reg_scale, config.batch_size, users, items, ratings)
+
+
+def feature_reg(
+    model: FactorizationMachine, users, items, weight_decay: float, prior_reg: float
+) -> torch.Tensor:
+    """Each feature's L2 coefficient per occurrence: weight_decay + prior_reg / n_j.
+
+    n_j is how many training ratings feature j takes part in. Penalising weight_decay per
+    occurrence is the SGD-matrix-factorisation habit (a feature seen often is held back often);
+    prior_reg / n_j per occurrence adds up to prior_reg |theta_j|^2 per epoch whatever n_j is: a
+    Gaussian prior, which holds the id features of rarely rated movies and rarely rating users
+    near zero instead of letting one enthusiastic rating make a movie "the best" (their genres and
+    year still speak for them)."""
+    n_features = model.v.shape[0]
+    counts = torch.zeros(n_features, dtype=torch.float64)
+    sides = (
+        (model.user_index, model.user_weight, users),
+        (model.item_index, model.item_weight, items),
+    )
+    for index, weight, rows in sides:
+        # ratings per row
+        per_row = torch.bincount(rows.long().cpu(), minlength=len(index)).double()
+        present = (weight.cpu() != 0).double() * per_row[:, None]
+        counts.index_add_(0, index.cpu().reshape(-1).long(), present.reshape(-1))
+    scale = weight_decay + prior_reg / counts.clamp(min=1.0)
+    return scale.to(dtype=model.v.dtype, device=model.v.device)
+
+
+# ---- validation -------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate_rmse_mae(
+    model: FactorizationMachine, users, items, ratings, chunk: int = 1 << 16
+) -> tuple[float, float]:
+    """RMSE and MAE of `model.predict` on (user row, item row, rating) tensors. Each user's and
+    movie's (vector, bias) is computed once, so a rating costs one dot product."""
+    if len(ratings) == 0:
+        return float("nan"), float("nan")
+    p, b_u = model.sides("user")
+    q, b_i = model.sides("item")
+    lo, hi = model.rating_range
+    if p.device.type == "cpu":
+        from fmstore.train import numba_engine
+
+        if numba_engine.numba is not None:
+            f32 = np.float32
+            rows = (users, items, ratings, p, b_u, q, b_i)
+            sq, ab = numba_engine.errors(
+                *(t.numpy() for t in rows),
+                f32(model.w0.detach()),
+                model.link == "sigmoid",
+                f32(lo),
+                f32(hi),
+                numba_engine.numba.get_num_threads(),
+            )
+            return math.sqrt(sq / len(ratings)), ab / len(ratings)
+    sq, ab = 0.0, 0.0
+    for s in range(0, len(ratings), chunk):
+        u, i = users[s : s + chunk].long(), items[s : s + chunk].long()
+        y = model.w0 + b_u[u] + b_i[i] + (p[u] * q[i]).sum(-1)
+        err = (model.apply_link(y).clamp(lo, hi) - ratings[s : s + chunk]).double()
+        sq += float(err.square().sum())
+        ab += float(err.abs().sum())
+    return math.sqrt(sq / len(ratings)), ab / len(ratings)
+
+
+# ---- checks and small helpers -----------------------------------------------------------------
+
+
+def check_config(config: TrainConfig) -> None:
+    """Refuse a config that cannot work, with a message naming the flag."""
+    checks = [
+        (config.epochs >= 1, f"--epochs {config.epochs} must be at least 1"),
+        (config.factors >= 1, f"--factors {config.factors} must be at least 1"),
+        (config.lr > 0, f"--lr {config.lr} must be positive"),
+        (config.batch_size >= 1, f"--batch-size {config.batch_size} must be at least 1"),
+        (config.weight_decay >= 0, f"--weight-decay {config.weight_decay} must not be negative"),
+        (config.prior_reg >= 0, f"--prior-reg {config.prior_reg} must not be negative"),
+        (config.link in LINKS, f"--link {config.link!r}: use identity or sigmoid"),
+        (
+            0.0 <= config.valid_fraction < 1.0,
+            f"--valid-fraction {config.valid_fraction} must be in [0, 1)",
+        ),
+        (
+            config.device in ("auto", "cpu", "cuda"),
+            f"--device {config.device!r}: use auto, cpu or cuda",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto"
+        )
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r}: use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def _tensors(enc: EncodedRatings, device: torch.device):
+    return (
+        torch.as_tensor(enc.user, device=device),
+        torch.as_tensor(enc.item, device=device),
+        torch.as_tensor(enc.rating, device=device),
+    )
+
+
+def _release_parser_memory() -> None:
+    """pyarrow's allocator keeps what the CSV parser freed (about 1.3 GB after reading ml-latest);
+    hand it back to the OS before training allocates its own, so the two do not add up."""
+    try:
+        import pyarrow
+
+        pyarrow.default_memory_pool().release_unused()
+    except Exception:  # pragma: no cover - an allocator without it: nothing to release
+        pass
+
+
+def _lr_at(config: TrainConfig, epoch: int) -> float:
+    """The lr of `epoch` (1-based): lr x gamma for each milestone already passed (MultiStepLR)."""
+    passed = sum(1 for m in config.lr_milestones if m <= epoch - 1)
+    return config.lr * config.lr_gamma**passed

@@ -1,0 +1,308 @@
+"""EdgeStore: Qdrant Edge (`qdrant-edge-py`), the Qdrant engine in-process; the embedded default.
+
+One EdgeShard per physical collection under `<path>/collections/<name>`; aliases live in
+`<path>/aliases.json`, rewritten atomically and durably (fmstore.fileio). qdrant_edge is imported
+only when a store is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+import numpy as np
+
+from fmstore.errors import ConfigError, FmstoreError, StoreError
+from fmstore.fileio import atomic_write_text
+from fmstore.vectors.base import _NAME, FilterSpelling, VectorStore, _one_line
+
+if TYPE_CHECKING:
+    from fmstore.vectors.base import CollectionSpec, Placement, QueryFilter
+
+
+class EdgeStore(VectorStore):
+    """Qdrant Edge in-process: one EdgeShard per physical collection, aliases in a JSON file.
+
+    One process at a time: the store folder is locked (flock on `<path>/.lock`) from the first
+    operation until close(). Edge rewrites some of its files even when only loading a shard, so
+    concurrent readers are not safe either.
+
+    Shards are created with the write-ahead log off: a published collection is written once and
+    never updated, and an interrupted publish never gets the alias. That halves the disk use and
+    makes opening faster. Without a WAL, data is durable once flushed: upserts are visible at once,
+    and switch_alias() and close() flush, so no alias ever points at data that is not on disk.
+    (Flushing after every batch instead costs 0.1-0.25 s a flush here, most of a publish.)
+
+    Search is exact: nothing here builds an HNSW index (EdgeShard.optimize() would), and at
+    movie-catalog sizes a full scan takes about a millisecond.
+    """
+
+    backend = "edge"
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self._shards: dict[str, Any] = {}  # physical name -> open EdgeShard
+        self._dirty: set[str] = set()  # physical names written since their last flush
+        self._lock_fd: int | None = None
+
+    # -- the interface ---------------------------------------------------------------------------
+
+    def _create_collection(self, name: str, spec: CollectionSpec, placement: Placement) -> None:
+        if not placement.is_default():
+            raise ConfigError(
+                "shards, replicas and write consistency need a Qdrant server "
+                "(set FMSTORE_QDRANT_URL); the embedded store is a single shard"
+            )
+        self._check_name(name)
+        self._lock()
+        if name in self._read_aliases():
+            raise ConfigError(
+                f"'{name}' is an alias in {self.path}; a collection cannot take its name"
+            )
+        from qdrant_edge import (
+            Distance,
+            EdgeConfig,
+            EdgeShard,
+            EdgeVectorParams,
+            PayloadSchemaType,
+            UpdateOperation,
+        )
+
+        distance = {"cosine": Distance.Cosine, "dot": Distance.Dot}
+        config = EdgeConfig(
+            vectors={
+                v.name: EdgeVectorParams(size=v.size, distance=distance[v.distance])
+                for v in spec.vectors
+            },
+            wal_enabled=False,
+        )
+        self.delete_collection(name)  # a re-publish rewrites it completely; its aliases go too
+        self._collections_dir.mkdir(parents=True, exist_ok=True)
+        with self._edge_errors(name):
+            shard = EdgeShard.create(str(self._collections_dir / name), config)
+            self._shards[name] = shard
+            # Indexes before the points: Edge fills them as points arrive.
+            for field in spec.keyword_indexes:
+                shard.update(UpdateOperation.create_field_index(field, PayloadSchemaType.Keyword))
+            for field in spec.integer_indexes:
+                shard.update(UpdateOperation.create_field_index(field, PayloadSchemaType.Integer))
+        self._dirty.add(name)
+
+    def upsert(
+        self, name: str, ids: np.ndarray, vectors: dict[str, np.ndarray], payloads: list[dict]
+    ) -> None:
+        from qdrant_edge import Point, UpdateOperation
+
+        id_list, arrays = self._check_batch(ids, vectors, payloads)
+        shard = self._shard(name)
+        # One tolist() per array is far cheaper than per-row conversion; building the Points
+        # (their payload dicts, really) is most of the cost of an upsert.
+        rows = {vname: array.tolist() for vname, array in arrays.items()}
+        points = [
+            Point(pid, {vname: rows[vname][i] for vname in rows}, payloads[i])
+            for i, pid in enumerate(id_list)
+        ]
+        with self._edge_errors(name):
+            shard.update(UpdateOperation.upsert_points(points))
+        self._dirty.add(self._physical(name))
+
+    def count(self, name: str) -> int:
+        from qdrant_edge import CountRequest
+
+        shard = self._shard(name)
+        with self._edge_errors(name):
+            return int(shard.count(CountRequest(exact=True)))
+
+    def collection_exists(self, name: str) -> bool:
+        self._lock()
+        shard_config = self._collections_dir / name / "edge_config.json"
+        return bool(_NAME.match(name)) and shard_config.is_file()
+
+    def list_collections(self) -> list[str]:
+        self._lock()
+        if not self._collections_dir.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self._collections_dir.iterdir()
+            if not p.name.startswith(".") and (p / "edge_config.json").is_file()
+        )
+
+    def delete_collection(self, name: str) -> None:
+        """Drop a collection (no-op when absent) and, like a server, the aliases pointing at it."""
+        self._check_name(name)
+        self._lock()
+        self._drop(name)
+        aliases = self._read_aliases()
+        kept = {alias: target for alias, target in aliases.items() if target != name}
+        if kept != aliases:
+            self._write_aliases(kept)
+
+    def resolve_alias(self, alias: str) -> str | None:
+        self._lock()
+        return self._read_aliases().get(alias)
+
+    def switch_alias(self, alias: str, collection: str) -> None:
+        self._check_name(alias, "alias")
+        self._lock()
+        if not self.collection_exists(collection):
+            raise self._no_such_collection(alias, collection)
+        if self.collection_exists(alias):
+            raise ConfigError(
+                f"'{alias}' is a collection in {self.path}; an alias cannot take its name"
+            )
+        self._flush(collection)  # the alias must never point at data that is not on disk yet
+        aliases = self._read_aliases()
+        aliases[alias] = collection
+        self._write_aliases(aliases)
+
+    def close(self) -> None:
+        try:
+            for name in list(self._dirty):
+                self._flush(name)
+        finally:
+            shards, self._shards, self._dirty = self._shards, {}, set()
+        try:
+            for name, shard in shards.items():
+                with self._edge_errors(name):
+                    shard.close()
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # closing the descriptor releases the flock
+                self._lock_fd = None
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    # -- hooks for VectorStore.search / retrieve -------------------------------------------------
+
+    def _query(
+        self, name: str, vector: list[float], using: str, limit: int, filter: QueryFilter | None
+    ) -> Iterable[Any]:
+        from qdrant_edge import Query, QueryRequest
+
+        shard = self._shard(name)
+        request = QueryRequest(
+            limit=limit,
+            query=Query.Nearest(vector, using=using),
+            filter=self._filter(filter),
+            with_payload=True,
+        )
+        with self._edge_errors(name):
+            return shard.query(request)
+
+    def _fetch(self, name: str, ids: list[int], with_vectors: list[str] | bool) -> Iterable[Any]:
+        shard = self._shard(name)
+        with self._edge_errors(name):
+            return shard.retrieve(ids, True, with_vectors)
+
+    def _filter_spelling(self) -> FilterSpelling:
+        from qdrant_edge import FieldCondition, Filter, HasIdCondition, MatchAny, RangeFloat
+
+        return FilterSpelling(
+            any_of=lambda field, values: FieldCondition(field, match=MatchAny(values)),
+            between=lambda field, low, high: FieldCondition(
+                field, range=RangeFloat(gte=low, lte=high)
+            ),
+            not_ids=lambda ids: HasIdCondition(set(ids)),
+            combine=lambda must, must_not: Filter(must=must, must_not=must_not),
+        )
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    @property
+    def _collections_dir(self) -> Path:
+        return self.path / "collections"
+
+    @property
+    def _aliases_file(self) -> Path:
+        return self.path / "aliases.json"
+
+    def _lock(self) -> None:
+        if self._lock_fd is not None:
+            return
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StoreError(
+                f"another fmstore process holds the store {self.path}: "
+                "wait for it to finish (the embedded store opens in one process at a time)"
+            ) from None
+        self._lock_fd = fd
+
+    @contextlib.contextmanager
+    def _edge_errors(self, name: str) -> Iterator[None]:
+        # qdrant_edge raises a bare Exception("Service runtime error: ..."): turn it into one line.
+        try:
+            yield
+        except FmstoreError:
+            raise
+        except Exception as error:
+            raise StoreError(
+                f"Qdrant Edge failed on '{name}' in {self.path}: {_one_line(error)}"
+            ) from error
+
+    def _read_aliases(self) -> dict[str, str]:
+        try:
+            return json.loads(self._aliases_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as error:
+            raise StoreError(f"cannot read {self._aliases_file}: {_one_line(error)}") from error
+
+    def _write_aliases(self, aliases: dict[str, str]) -> None:
+        # Readers see the old file or the new one, never a mix; durable, because an alias that
+        # is lost in a power cut would silently roll a publish back.
+        text = json.dumps(aliases, indent=2, sort_keys=True)
+        atomic_write_text(self._aliases_file, text, durable=True)
+
+    def _physical(self, name: str) -> str:
+        """Alias -> collection; a collection name stays itself."""
+        return self._read_aliases().get(name, name)
+
+    def _shard(self, name: str) -> Any:
+        """Open (and cache) the shard of a collection or alias; NotFoundError when there is none."""
+        self._lock()
+        physical = self._check_name(self._physical(name))
+        shard = self._shards.get(physical)
+        if shard is None:
+            folder = self._collections_dir / physical
+            if not (folder / "edge_config.json").is_file():
+                raise self._not_published(name)
+            from qdrant_edge import EdgeShard
+
+            with self._edge_errors(physical):
+                shard = EdgeShard.load(str(folder))
+            self._shards[physical] = shard
+        return shard
+
+    def _flush(self, name: str) -> None:
+        if name in self._dirty:
+            with self._edge_errors(name):
+                self._shards[name].flush()
+            self._dirty.discard(name)
+
+    def _drop(self, name: str) -> None:
+        self._dirty.discard(name)
+        shard = self._shards.pop(name, None)
+        if shard is not None:
+            with self._edge_errors(name):
+                shard.close()
+        folder = self._collections_dir / name
+        if folder.exists():
+            # Rename first (atomic), then delete: a crash mid-delete leaves no half collection
+            # under a real name. Dot-names are never listed as collections.
+            trash = self._collections_dir / f".trash-{name}-{uuid.uuid4().hex}"
+            os.replace(folder, trash)
+            shutil.rmtree(trash, ignore_errors=True)
