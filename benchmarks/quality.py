@@ -55,8 +55,16 @@ def notebook_config(dataset, seed: int = 0) -> TrainConfig:
     train_idx, _ = split_indices(len(dataset.ratings), TrainConfig.valid_fraction, seed)
     n_train = len(train_idx)
     return TrainConfig(
-        epochs=10, factors=120, lr=1e-3, batch_size=1024, link="sigmoid", lr_milestones=(7,),
-        lr_gamma=0.1, patience=10, weight_decay=0.0, prior_reg=round(NOTEBOOK_WEIGHT_DECAY * n_train / 2, 4),
+        epochs=10,
+        factors=120,
+        lr=1e-3,
+        batch_size=1024,
+        link="sigmoid",
+        lr_milestones=(7,),
+        lr_gamma=0.1,
+        patience=10,
+        weight_decay=0.0,
+        prior_reg=round(NOTEBOOK_WEIGHT_DECAY * n_train / 2, 4),
         seed=seed,
     )
 
@@ -90,9 +98,15 @@ def describe(config: TrainConfig) -> str:
 
 def metrics_row(name: str, config_text: str, m: dict, seconds: float, best_epoch=None) -> dict:
     return {
-        "name": name, "config": config_text, "rmse": m["rmse"], "mae": m["mae"],
-        "recall@10": m["recall@10"], "recall@20": m["recall@20"], "ndcg@10": m["ndcg@10"],
-        "train_seconds": seconds, "best_epoch": best_epoch,
+        "name": name,
+        "config": config_text,
+        "rmse": m["rmse"],
+        "mae": m["mae"],
+        "recall@10": m["recall@10"],
+        "recall@20": m["recall@20"],
+        "ndcg@10": m["ndcg@10"],
+        "train_seconds": seconds,
+        "best_epoch": best_epoch,
     }
 
 
@@ -110,11 +124,20 @@ def markdown(headers: list[str], rows: list[list]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=None)
-    ap.add_argument("--seeds", type=int, nargs="*", default=None,
-                    help="also train the default (and each --candidate) with these seeds")
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        nargs="*",
+        default=None,
+        help="also train the default (and each --candidate) with these seeds",
+    )
     ap.add_argument("--cold-start", action="store_true", help="also the cold-start tables")
-    ap.add_argument("--candidate", action="append", default=[],
-                    help="another config, as field=value,... (repeatable)")
+    ap.add_argument(
+        "--candidate",
+        action="append",
+        default=[],
+        help="another config, as field=value,... (repeatable)",
+    )
     ap.add_argument("--no-notebook", action="store_true", help="skip the notebook recipe")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--device", default="auto")
@@ -145,8 +168,15 @@ def main(argv=None) -> int:
         report = ev.evaluate_result(result, dataset, config)
         m = result.metrics
         trained[name, config.seed] = (m["valid_rmse"], report.rows[ev.MODEL]["recall@10"])
-        out["rows"].append(metrics_row(name, describe(config), report.rows[ev.MODEL], m["train_seconds"],
-                                       f"{m['best_epoch']}/{m['epochs_run']}"))
+        out["rows"].append(
+            metrics_row(
+                name,
+                describe(config),
+                report.rows[ev.MODEL],
+                m["train_seconds"],
+                f"{m['best_epoch']}/{m['epochs_run']}",
+            )
+        )
         if default_result is None:
             default_result, default_report = result, report
     # Baselines on the default's (seed-0) split; their "train" time is the fit.
@@ -154,8 +184,10 @@ def main(argv=None) -> int:
     rows = ev.Rows(default_result.vocab.user_ids, dataset.movies.movie_id)
     fitted = ev.baselines(default_result.train_ratings, rows)
     fit_seconds = time.perf_counter() - t0
-    for name, label in ((ev.POPULARITY, "movie count; RMSE via movie mean"),
-                        (ev.BIASES, "ALS biases, reg_i 10, reg_u 15, 10 sweeps")):
+    for name, label in (
+        (ev.POPULARITY, "movie count; RMSE via movie mean"),
+        (ev.BIASES, "ALS biases, reg_i 10, reg_u 15, 10 sweeps"),
+    ):
         out["rows"].append(metrics_row(name, label, default_report.rows[name], fit_seconds))
 
     # The ranking fmstore publishes (the popularity prior in the score bias, config.POPULARITY_WEIGHT)
@@ -164,11 +196,14 @@ def main(argv=None) -> int:
     counts = fitted[ev.POPULARITY].counts
     variants = {
         "default, movies with >= 20 ratings only": ev.Reranked(model, counts, min_count=20),
-        f"published ranking: default + {POPULARITY_WEIGHT:g} * log1p(n_ratings)": ev.Reranked(model, counts, beta=POPULARITY_WEIGHT),
+        f"published ranking: default + {POPULARITY_WEIGHT:g} * log1p(n_ratings)": ev.Reranked(
+            model, counts, beta=POPULARITY_WEIGHT
+        ),
         "popularity": fitted[ev.POPULARITY],
     }
-    out["rerank"] = ev.evaluate_predictors(variants, default_result.train_ratings,
-                                           default_result.valid_ratings, rows)
+    out["rerank"] = ev.evaluate_predictors(
+        variants, default_result.train_ratings, default_result.valid_ratings, rows
+    )
 
     if args.seeds:
         out["seeds"] = []
@@ -183,11 +218,19 @@ def main(argv=None) -> int:
                     trained[name, seed] = (result.metrics["valid_rmse"], recall)
                 values.append(trained[name, seed][0])
                 recalls.append(trained[name, seed][1])
-            out["seeds"].append({
-                "name": name, "config": describe(config), "seeds": args.seeds, "valid_rmse": values,
-                "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                "min": min(values), "max": max(values), "recall@10_mean": statistics.fmean(recalls),
-            })
+            out["seeds"].append(
+                {
+                    "name": name,
+                    "config": describe(config),
+                    "seeds": args.seeds,
+                    "valid_rmse": values,
+                    "mean": statistics.fmean(values),
+                    "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                    "min": min(values),
+                    "max": max(values),
+                    "recall@10_mean": statistics.fmean(recalls),
+                }
+            )
 
     if args.cold_start:
         log("training for cold start (10% of users and 10% of movies held out)")
@@ -207,41 +250,106 @@ def _form(result):
 
 
 def print_tables(out: dict) -> None:
-    print(f"### {out['dataset']}, seed-0 90/10 split: held-out ratings; relevant = rated >= 4, ranked "
-          "among all movies the user did not rate in training\n")
-    print(markdown(
-        ["model", "config", "RMSE", "MAE", "Recall@10", "Recall@20", "NDCG@10", "train s", "best epoch"],
-        [[r["name"], r["config"], r["rmse"], r["mae"], r["recall@10"], r["recall@20"], r["ndcg@10"],
-          f"{r['train_seconds']:.1f}", r["best_epoch"]] for r in out["rows"]],
-    ))
-    print("\n### Ranking: the default model as published (score bias + popularity prior), with a support floor, and popularity\n")
-    print(markdown(["ranking", "Recall@10", "Recall@20", "NDCG@10"],
-                   [[k, v["recall@10"], v["recall@20"], v["ndcg@10"]] for k, v in out["rerank"].items()]))
+    print(
+        f"### {out['dataset']}, seed-0 90/10 split: held-out ratings; relevant = rated >= 4, ranked "
+        "among all movies the user did not rate in training\n"
+    )
+    print(
+        markdown(
+            [
+                "model",
+                "config",
+                "RMSE",
+                "MAE",
+                "Recall@10",
+                "Recall@20",
+                "NDCG@10",
+                "train s",
+                "best epoch",
+            ],
+            [
+                [
+                    r["name"],
+                    r["config"],
+                    r["rmse"],
+                    r["mae"],
+                    r["recall@10"],
+                    r["recall@20"],
+                    r["ndcg@10"],
+                    f"{r['train_seconds']:.1f}",
+                    r["best_epoch"],
+                ]
+                for r in out["rows"]
+            ],
+        )
+    )
+    print(
+        "\n### Ranking: the default model as published (score bias + popularity prior), with a support floor, and popularity\n"
+    )
+    print(
+        markdown(
+            ["ranking", "Recall@10", "Recall@20", "NDCG@10"],
+            [[k, v["recall@10"], v["recall@20"], v["ndcg@10"]] for k, v in out["rerank"].items()],
+        )
+    )
     if "seeds" in out:
         print("\n### Valid RMSE over seeds (each seed: its own split, init and order)\n")
-        print(markdown(
-            ["model", "config", "seeds", "mean", "std", "min", "max", "Recall@10 mean"],
-            [[s["name"], s["config"], " ".join(map(str, s["seeds"])), s["mean"], s["std"], s["min"],
-              s["max"], s["recall@10_mean"]] for s in out["seeds"]],
-        ))
+        print(
+            markdown(
+                ["model", "config", "seeds", "mean", "std", "min", "max", "Recall@10 mean"],
+                [
+                    [
+                        s["name"],
+                        s["config"],
+                        " ".join(map(str, s["seeds"])),
+                        s["mean"],
+                        s["std"],
+                        s["min"],
+                        s["max"],
+                        s["recall@10_mean"],
+                    ]
+                    for s in out["seeds"]
+                ],
+            )
+        )
     if "cold_start" in out:
         cold = out["cold_start"]
         sizes = sorted({r["n"] for r in cold["users"]})
         users = next((r["users"] for r in cold["users"]), 0)
-        print(f"\n### Cold-start users: {cold['n_cold_users']} users held out of training; the "
-              f"{users} with more than {max(sizes)} ratings, built from their first n ratings by "
-              "time, scored on the rest\n")
+        print(
+            f"\n### Cold-start users: {cold['n_cold_users']} users held out of training; the "
+            f"{users} with more than {max(sizes)} ratings, built from their first n ratings by "
+            "time, scored on the rest\n"
+        )
         methods = list(dict.fromkeys(r["method"] for r in cold["users"]))
         by = {(r["method"], r["n"]): r for r in cold["users"]}
-        headers = ["method"] + [f"{m} n={n}" for n in sizes for m in ("RMSE", "Recall@10", "NDCG@10")]
-        print(markdown(headers, [[m] + [by[m, n][key] for n in sizes for key in ("rmse", "recall@10", "ndcg@10")]
-                                 for m in methods]))
+        headers = ["method"] + [
+            f"{m} n={n}" for n in sizes for m in ("RMSE", "Recall@10", "NDCG@10")
+        ]
+        print(
+            markdown(
+                headers,
+                [
+                    [m] + [by[m, n][key] for n in sizes for key in ("rmse", "recall@10", "ndcg@10")]
+                    for m in methods
+                ],
+            )
+        )
         print("\n(weighted has no calibrated rating scale: its RMSE uses w0 + b_i + <p, q_i>.)")
-        print(f"\n### Cold-start movies: {cold['n_cold_movies']} movies held out of training "
-              f"(all their ratings), scored on {cold['movies'][0]['ratings']:,} ratings by warm users\n")
-        print(markdown(["method", "RMSE", "MAE"], [[r["method"], r["rmse"], r["mae"]] for r in cold["movies"]]))
-        print(f"\n(model trained on {cold['n_train']:,} ratings: valid RMSE {cold['valid_rmse']:.4f}, "
-              f"{cold['train_seconds']:.1f} s)")
+        print(
+            f"\n### Cold-start movies: {cold['n_cold_movies']} movies held out of training "
+            f"(all their ratings), scored on {cold['movies'][0]['ratings']:,} ratings by warm users\n"
+        )
+        print(
+            markdown(
+                ["method", "RMSE", "MAE"],
+                [[r["method"], r["rmse"], r["mae"]] for r in cold["movies"]],
+            )
+        )
+        print(
+            f"\n(model trained on {cold['n_train']:,} ratings: valid RMSE {cold['valid_rmse']:.4f}, "
+            f"{cold['train_seconds']:.1f} s)"
+        )
 
 
 if __name__ == "__main__":

@@ -53,11 +53,17 @@ EPOCH_RATINGS = 25_000_000  # "seconds per epoch" is quoted for 25M training rat
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, help="MovieLens folder; default: synthetic data under --work")
+    ap.add_argument(
+        "--data", type=Path, help="MovieLens folder; default: synthetic data under --work"
+    )
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "fmstore-bench")
     ap.add_argument("--ratings", type=int, default=FULL["ratings"])
-    ap.add_argument("--users", type=int, help="default: scaled with --ratings from ml-latest's shape")
-    ap.add_argument("--movies", type=int, help="default: scaled with --ratings from ml-latest's shape")
+    ap.add_argument(
+        "--users", type=int, help="default: scaled with --ratings from ml-latest's shape"
+    )
+    ap.add_argument(
+        "--movies", type=int, help="default: scaled with --ratings from ml-latest's shape"
+    )
     ap.add_argument("--factors", type=int, default=120)
     ap.add_argument("--batch-size", type=int, default=524_288)
     ap.add_argument("--lr", type=float, default=0.03)
@@ -82,8 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         if not torch.cuda.is_available():
-            print("--device cuda: no CUDA GPU is visible to torch (torch.cuda.is_available() is False); "
-                  "run on a machine with one, or use --device cpu", file=sys.stderr)
+            print(
+                "--device cuda: no CUDA GPU is visible to torch (torch.cuda.is_available() is False); "
+                "run on a machine with one, or use --device cpu",
+                file=sys.stderr,
+            )
             return 2
     elif args.device != "cpu":
         print(f"--device {args.device!r}: use cpu or cuda", file=sys.stderr)
@@ -91,7 +100,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args.work.mkdir(parents=True, exist_ok=True)
     data = args.data or synthetic(args)
-    report: dict = {"data": str(data), "device": args.device, "factors": args.factors, "cpus": os.cpu_count()}
+    report: dict = {
+        "data": str(data),
+        "device": args.device,
+        "factors": args.factors,
+        "cpus": os.cpu_count(),
+    }
     cache = args.work / "cache"
     fresh = Path(tempfile.mkdtemp(prefix="cache-", dir=args.work))
     try:
@@ -131,16 +145,38 @@ def synthetic(args) -> Path:
 
 def child(kind: str, args, data: Path, cache: Path) -> dict:
     """Run one measurement in a fresh process; returns its RESULT dict."""
-    cmd = [sys.executable, __file__, "--child", kind, "--data", str(data), "--cache", str(cache),
-           "--factors", str(args.factors), "--batch-size", str(args.batch_size), "--lr", str(args.lr),
-           "--epochs", str(args.epochs), "--engine", args.engine, "--device", args.device,
-           "--notebook-steps", str(args.notebook_steps)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--data",
+        str(data),
+        "--cache",
+        str(cache),
+        "--factors",
+        str(args.factors),
+        "--batch-size",
+        str(args.batch_size),
+        "--lr",
+        str(args.lr),
+        "--epochs",
+        str(args.epochs),
+        "--engine",
+        args.engine,
+        "--device",
+        args.device,
+        "--notebook-steps",
+        str(args.notebook_steps),
+    ]
     print(f"running {kind} ...", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
-        raise SystemExit(f"the {kind} measurement failed (exit {proc.returncode}); see its output above")
-    return json.loads(lines[-1][len("RESULT "):])
+        raise SystemExit(
+            f"the {kind} measurement failed (exit {proc.returncode}); see its output above"
+        )
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -153,7 +189,11 @@ def child_load(args) -> dict:
 
     t = time.perf_counter()
     ds = datasets.load_dataset(args.data, cache_dir=args.cache)
-    return {"seconds": time.perf_counter() - t, "ratings": len(ds.ratings), "movies": len(ds.movies)}
+    return {
+        "seconds": time.perf_counter() - t,
+        "ratings": len(ds.ratings),
+        "movies": len(ds.movies),
+    }
 
 
 def child_fmstore(args) -> dict:
@@ -162,8 +202,14 @@ def child_fmstore(args) -> dict:
     from fmstore.train import train
 
     ds = datasets.load_dataset(args.data, cache_dir=args.cache)
-    config = TrainConfig(factors=args.factors, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
-                         patience=args.epochs, device=args.device)
+    config = TrainConfig(
+        factors=args.factors,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        epochs=args.epochs,
+        patience=args.epochs,
+        device=args.device,
+    )
     t = time.perf_counter()
     result = train(ds, config, engine=args.engine)
     total = time.perf_counter() - t
@@ -205,7 +251,9 @@ def child_notebook(args) -> dict:
     pick = np.random.default_rng(0).choice(len(ratings), need, replace=False)
     enc = encode(ratings.take(pick), vocab, ds.movies)
     index = torch.as_tensor(np.concatenate([users.index[enc.user], items.index[enc.item]], axis=1))
-    weight = torch.as_tensor(np.concatenate([users.weight[enc.user], items.weight[enc.item]], axis=1))
+    weight = torch.as_tensor(
+        np.concatenate([users.weight[enc.user], items.weight[enc.item]], axis=1)
+    )
     target = torch.as_tensor(enc.rating)
     loader = DataLoader(TensorDataset(index, weight, target), batch_size=1024, shuffle=True)
 
@@ -245,8 +293,12 @@ def child_notebook(args) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    return {"ratings_per_s": done / seconds, "steps": args.notebook_steps, "seconds": seconds,
-            "n_features": vocab.n_features}
+    return {
+        "ratings_per_s": done / seconds,
+        "steps": args.notebook_steps,
+        "seconds": seconds,
+        "n_features": vocab.n_features,
+    }
 
 
 CHILDREN = {"load": child_load, "fmstore": child_fmstore, "notebook": child_notebook}
@@ -288,8 +340,11 @@ def table(report: dict, args) -> str:
             f"{nb['ratings_per_s']:,.0f} | {EPOCH_RATINGS / nb['ratings_per_s']:,.0f} | {nb['peak_rss_gb']:.2f} |",
             f"| **ratio fmstore / notebook** | | | **{report['ratio']:,.0f}x** | | |",
         ]
-    lines += ["", f"fmstore: valid RMSE {fm['valid_rmse']:.4f} after {len(fm['epoch_seconds'])} epoch(s); "
-              f"the whole train() call (with setup and validation) took {fm['train_call_seconds']:.1f} s"]
+    lines += [
+        "",
+        f"fmstore: valid RMSE {fm['valid_rmse']:.4f} after {len(fm['epoch_seconds'])} epoch(s); "
+        f"the whole train() call (with setup and validation) took {fm['train_call_seconds']:.1f} s",
+    ]
     return "\n".join(lines)
 
 

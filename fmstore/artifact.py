@@ -203,7 +203,9 @@ def _json_default(obj):
 def _write_history(path: Path, history) -> None:
     with open(path, "w", newline="") as f:
         rows = [asdict(h) for h in history]
-        writer = csv.DictWriter(f, fieldnames=["epoch", "train_rmse", "valid_rmse", "seconds", "lr"])
+        writer = csv.DictWriter(
+            f, fieldnames=["epoch", "train_rmse", "valid_rmse", "seconds", "lr"]
+        )
         writer.writeheader()
         writer.writerows(rows)
 
@@ -230,7 +232,9 @@ def load_manifest(run_dir: Path, verify: bool = True) -> dict:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: unreadable manifest ({exc}); the run folder is corrupt, retrain") from None
+        raise DataError(
+            f"{path}: unreadable manifest ({exc}); the run folder is corrupt, retrain"
+        ) from None
     if verify:
         for name, expected in manifest.get("files", {}).items():
             file = Path(run_dir) / name
@@ -326,5 +330,7 @@ def resolve_run(runs_dir: Path, run_id: str | None) -> Path:
         return path
     runs = list_runs(runs_dir)
     if not runs:
-        raise NotFoundError(f"no runs in {runs_dir}; train one first with `fmstore train --data PATH`")
+        raise NotFoundError(
+            f"no runs in {runs_dir}; train one first with `fmstore train --data PATH`"
+        )
     return Path(runs[-1]["path"])

@@ -1,6 +1,6 @@
 """Settings (where things live) and TrainConfig (how a model is trained).
 
-Settings come from FMSTORE_* environment variables, overridden by CLI flags; only cli.py reads
+Settings come from FMSTORE_* environment variables, overridden by CLI flags; only the CLI (fmstore/cli/) reads
 the environment. Library code receives a Settings or explicit paths/clients as arguments.
 """
 
@@ -69,7 +69,9 @@ class TrainConfig:
     lr: float = 0.003
     batch_size: int = 1024
     weight_decay: float = 0.03  # L2 per occurrence of a feature
-    prior_reg: float = 5.0  # L2 per feature and epoch, spread over its occurrences (train.feature_reg)
+    prior_reg: float = (
+        5.0  # L2 per feature and epoch, spread over its occurrences (train.feature_reg)
+    )
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     link: str = "identity"  # identity | sigmoid

@@ -46,7 +46,9 @@ class Vocabulary:
         if unknown:
             from fmstore.errors import ConfigError
 
-            raise ConfigError(f"unknown feature field(s) {sorted(unknown)}; known: {USER_FIELDS + ITEM_FIELDS}")
+            raise ConfigError(
+                f"unknown feature field(s) {sorted(unknown)}; known: {USER_FIELDS + ITEM_FIELDS}"
+            )
         genres = sorted({g for gs in movies.genres for g in gs})
         buckets = np.unique(np.concatenate([[0], year_bucket(movies.year)]))
         return cls(

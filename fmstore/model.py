@@ -107,11 +107,17 @@ class FactorizationMachine(nn.Module):
     def sides(self, which: str, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
         """(vector, bias) of every user row ("user", the unseen-user padding row included, last)
         or every movie ("item"), computed a chunk of rows at a time."""
-        index, weight = (self.user_index, self.user_weight) if which == "user" else (self.item_index, self.item_weight)
+        index, weight = (
+            (self.user_index, self.user_weight)
+            if which == "user"
+            else (self.item_index, self.item_weight)
+        )
         vectors = torch.empty(len(index), self.factors, dtype=self.v.dtype, device=self.v.device)
         biases = torch.empty(len(index), dtype=self.v.dtype, device=self.v.device)
         for s in range(0, len(index), chunk):
-            vectors[s : s + chunk], biases[s : s + chunk] = self.side(index[s : s + chunk], weight[s : s + chunk])
+            vectors[s : s + chunk], biases[s : s + chunk] = self.side(
+                index[s : s + chunk], weight[s : s + chunk]
+            )
         return vectors, biases
 
     @torch.no_grad()
@@ -123,4 +129,6 @@ class FactorizationMachine(nn.Module):
         def host(t: torch.Tensor) -> np.ndarray:
             return t.float().cpu().numpy()
 
-        return ServingForm(host(q), host(b_i), host(p[:-1]), host(b_u[:-1]), float(self.w0.detach()))
+        return ServingForm(
+            host(q), host(b_i), host(p[:-1]), host(b_u[:-1]), float(self.w0.detach())
+        )

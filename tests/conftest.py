@@ -12,6 +12,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -55,7 +56,9 @@ def _maintenance(url: str):
     from sqlalchemy.engine import make_url
 
     u = make_url(url)
-    return psycopg.connect(host=u.host, port=u.port, user=u.username, dbname="postgres", autocommit=True)
+    return psycopg.connect(
+        host=u.host, port=u.port, user=u.username, dbname="postgres", autocommit=True
+    )
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +66,9 @@ def postgres_url():
     """URL of a database `fmstore_test` on a throwaway Postgres server (trust auth, localhost)."""
     bindir = _pg_bindir()
     if bindir is None:
-        reason = "Postgres binaries (initdb, pg_ctl) not found on PATH or in /usr/lib/postgresql/*/bin"
+        reason = (
+            "Postgres binaries (initdb, pg_ctl) not found on PATH or in /usr/lib/postgresql/*/bin"
+        )
         if os.environ.get("CI"):
             pytest.fail(f"{reason}; CI must provide Postgres")
         pytest.skip(reason)
@@ -80,8 +85,19 @@ def postgres_url():
     data = tmp / "data"
     stopped = False
     try:
-        res = _pg_run(bindir, "initdb", "-D", str(data), "--auth=trust", "-U", "postgres",
-                      "-E", "UTF8", "--no-sync", "--no-instructions")
+        res = _pg_run(
+            bindir,
+            "initdb",
+            "-D",
+            str(data),
+            "--auth=trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--no-instructions",
+        )
         if res.returncode:
             pytest.fail(f"initdb failed: {res.stderr.strip()[-2000:]}")
         hba = data / "pg_hba.conf"
@@ -89,13 +105,29 @@ def postgres_url():
         hba.write_text(first_line + hba.read_text())  # first match wins
         port = _free_port()
         # Durability is worthless for a throwaway test server: fsync off makes it quick.
-        opts = (f"-k {tmp} -c listen_addresses=127.0.0.1 -p {port} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-        res = _pg_run(bindir, "pg_ctl", "-D", str(data), "-l", str(tmp / "log"), "-w", "-t", "60",
-                      "-o", opts, "start")
+        opts = (
+            f"-k {tmp} -c listen_addresses=127.0.0.1 -p {port} "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        res = _pg_run(
+            bindir,
+            "pg_ctl",
+            "-D",
+            str(data),
+            "-l",
+            str(tmp / "log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            opts,
+            "start",
+        )
         if res.returncode:
             log = (tmp / "log").read_text() if (tmp / "log").exists() else ""
-            pytest.fail(f"pg_ctl start failed: {res.stdout.strip()} {res.stderr.strip()}\n{log[-2000:]}")
+            pytest.fail(
+                f"pg_ctl start failed: {res.stdout.strip()} {res.stderr.strip()}\n{log[-2000:]}"
+            )
         base = f"postgresql+psycopg://postgres@127.0.0.1:{port}"
         with _maintenance(f"{base}/postgres") as conn:
             conn.execute("CREATE DATABASE fmstore_test")
@@ -117,7 +149,11 @@ def postgres_password_url(postgres_url):
     from sqlalchemy.engine import make_url
 
     role, password = PG_PASSWORD_ROLE
-    return make_url(postgres_url).set(username=role, password=password).render_as_string(hide_password=False)
+    return (
+        make_url(postgres_url)
+        .set(username=role, password=password)
+        .render_as_string(hide_password=False)
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -147,9 +183,54 @@ def engine(catalog_url):
     engine.dispose()
 
 
+# ---- the CLI, as a user runs it -----------------------------------------------------------------
+
+
+def _run_fmstore(home: Path, *args: str, env: dict | None = None, timeout: int = 300):
+    """`python -m fmstore ARGS` in a subprocess with FMSTORE_HOME=home and no other FMSTORE_*
+    variable from the caller's environment: real exit codes, real stdout and stderr."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FMSTORE_")}
+    full_env |= {"FMSTORE_HOME": str(home), "COLUMNS": "200"} | (env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "fmstore", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+
+
+def _assert_one_line_error(result, *fragments: str, code: int = 2) -> None:
+    """What a user must see on bad input: exit `code`, one line starting 'error:', no traceback."""
+    assert result.returncode == code, result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="session")
+def fmstore_cli():
+    """The one CLI harness: `fmstore_cli(home, "query", "--movie", "x", env={...})`."""
+    return _run_fmstore
+
+
+@pytest.fixture(scope="session")
+def assert_one_line_error():
+    """`assert_one_line_error(result, "fragment", ...)`: exit 2, one 'error:' line, no traceback."""
+    return _assert_one_line_error
+
+
 # ---- trained runs shared by the publish and query tests ----------------------------------------
 
 PLANTED_TRAIN = dict(epochs=40, factors=8, lr=0.03, batch_size=256, weight_decay=0.02, patience=40)
+
+
+@pytest.fixture(scope="session")
+def planted_train() -> dict:
+    """TrainConfig arguments that fit the planted data in a second."""
+    return dict(PLANTED_TRAIN)
 
 
 def _train_and_save(dataset, runs_dir: Path, seed: int) -> Path:
@@ -163,8 +244,9 @@ def _train_and_save(dataset, runs_dir: Path, seed: int) -> Path:
 
 @pytest.fixture(scope="session")
 def planted_dataset(tmp_path_factory):
-    from fmstore import datasets
     from planted import write_planted
+
+    from fmstore import datasets
 
     return datasets.load_dataset(write_planted(tmp_path_factory.mktemp("planted")))
 
@@ -173,7 +255,9 @@ def planted_dataset(tmp_path_factory):
 def planted_runs(planted_dataset, tmp_path_factory) -> tuple[Path, Path]:
     """Two runs of the planted data (seeds 0 and 1), to publish one after the other."""
     runs_dir = tmp_path_factory.mktemp("runs")
-    return _train_and_save(planted_dataset, runs_dir, 0), _train_and_save(planted_dataset, runs_dir, 1)
+    return _train_and_save(planted_dataset, runs_dir, 0), _train_and_save(
+        planted_dataset, runs_dir, 1
+    )
 
 
 @pytest.fixture(params=["edge", "server"])
@@ -183,6 +267,10 @@ def vector_store(request, tmp_path):
 
     from fmstore.vectors import EdgeStore, ServerStore
 
-    store = EdgeStore(tmp_path / "qdrant") if request.param == "edge" else ServerStore(QdrantClient(":memory:"))
+    store = (
+        EdgeStore(tmp_path / "qdrant")
+        if request.param == "edge"
+        else ServerStore(QdrantClient(":memory:"))
+    )
     yield store
     store.close()

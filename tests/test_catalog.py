@@ -48,7 +48,9 @@ def test_migrations_produce_the_models_schema(engine):
     catalog.upgrade(engine)
     assert catalog.current_revision(engine) == catalog.head_revision() is not None
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+        diff = compare_metadata(
+            MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
+        )
     assert diff == []
     names = {ix["name"] for ix in inspect(engine).get_indexes("publications")}
     assert "ix_publications_alias_status" in names
@@ -130,13 +132,24 @@ def test_upsert_movies_inserts_then_updates(db, monkeypatch):
 
 def test_upsert_movies_accepts_pandas_like_values(db):
     np = pytest.importorskip("numpy")
-    row = {"movie_id": np.int64(5), "title": "Heat", "year": float("nan"), "genres": "Action|Crime",
-           "n_ratings": np.int64(3), "mean_rating": np.float64(4.5)}
+    row = {
+        "movie_id": np.int64(5),
+        "title": "Heat",
+        "year": float("nan"),
+        "genres": "Action|Crime",
+        "n_ratings": np.int64(3),
+        "mean_rating": np.float64(4.5),
+    }
     with Session(db) as s, s.begin():
         assert catalog.upsert_movies(s, [row]) == 1
     with Session(db) as s:
         heat = catalog.get_movies(s, [5])[5]
-        assert (heat.year, heat.genre_list, heat.mean_rating, heat.imdb_id) == (None, ["Action", "Crime"], 4.5, None)
+        assert (heat.year, heat.genre_list, heat.mean_rating, heat.imdb_id) == (
+            None,
+            ["Action", "Crime"],
+            4.5,
+            None,
+        )
     with Session(db) as s, pytest.raises(ValueError, match="bias"):
         catalog.upsert_movies(s, [{"movie_id": 1, "title": "x", "bias": 0.1}])
 
@@ -145,11 +158,17 @@ def test_publication_lifecycle(db):
     with Session(db) as s, s.begin():
         _record(s, "run-a")
         _record(s, "run-b")
-        m1 = catalog.start_publication(s, run_id="run-a", backend="edge", alias="movies", collection="movies__run-a")
-        u1 = catalog.start_publication(s, run_id="run-a", backend="edge", alias="users", collection="users__run-a")
+        m1 = catalog.start_publication(
+            s, run_id="run-a", backend="edge", alias="movies", collection="movies__run-a"
+        )
+        u1 = catalog.start_publication(
+            s, run_id="run-a", backend="edge", alias="users", collection="users__run-a"
+        )
         catalog.finish_publication(s, m1, status="succeeded", points=1700)
         catalog.finish_publication(s, u1, status="succeeded", points=610)
-        m2 = catalog.start_publication(s, run_id="run-b", backend="server", alias="movies", collection="movies__run-b")
+        m2 = catalog.start_publication(
+            s, run_id="run-b", backend="server", alias="movies", collection="movies__run-b"
+        )
     with Session(db) as s:
         running = catalog.publications(s, status="running")
         assert [p.id for p in running] == [m2]
@@ -164,15 +183,23 @@ def test_publication_lifecycle(db):
         assert len(done) == 1 and done[0].points == 1700 and done[0].run_id == "run-a"
         assert done[0].started_at <= done[0].finished_at and done[0].finished_at.tzinfo is not None
         failed = catalog.publications(s, status="failed")[0]
-        assert (failed.backend, failed.error, failed.status) == ("server", "qdrant said no", "failed")
+        assert (failed.backend, failed.error, failed.status) == (
+            "server",
+            "qdrant said no",
+            "failed",
+        )
 
 
 def test_publication_errors(db):
     with Session(db) as s:
         with pytest.raises(NotFoundError, match="no-such-run"):
-            catalog.start_publication(s, run_id="no-such-run", backend="edge", alias="movies", collection="c")
+            catalog.start_publication(
+                s, run_id="no-such-run", backend="edge", alias="movies", collection="c"
+            )
         with pytest.raises(ValueError):
-            catalog.start_publication(s, run_id="r", backend="cloud", alias="movies", collection="c")
+            catalog.start_publication(
+                s, run_id="r", backend="cloud", alias="movies", collection="c"
+            )
         with pytest.raises(NotFoundError):
             catalog.finish_publication(s, 12345, status="succeeded")
         with pytest.raises(ValueError):
@@ -189,8 +216,10 @@ def test_readers_read_what_the_orm_reads(db, catalog_url):
         titles = catalog.movie_titles(s)
     sqlite = catalog_url.startswith("sqlite")
     # The caller's Engine, and the URL (SQLite: read with sqlite3, without SQLAlchemy).
-    for reader, kind in ((open_reader(db), SqlAlchemyReader),
-                         (open_reader(catalog_url), SqliteReader if sqlite else SqlAlchemyReader)):
+    for reader, kind in (
+        (open_reader(db), SqlAlchemyReader),
+        (open_reader(catalog_url), SqliteReader if sqlite else SqlAlchemyReader),
+    ):
         try:
             assert isinstance(reader, kind)
             assert reader.run("20261129-105500-ab12cd") == expected_run
@@ -252,13 +281,17 @@ def test_make_engine_errors_never_show_the_password(postgres_password_url, probl
             sock.bind(("127.0.0.1", 0))
             url = url.set(port=sock.getsockname()[1])
     # Also the plain 'postgresql://' spelling, which must get the psycopg driver.
-    text = url.render_as_string(hide_password=False).replace("postgresql+psycopg://", "postgresql://")
+    text = url.render_as_string(hide_password=False).replace(
+        "postgresql+psycopg://", "postgresql://"
+    )
     with pytest.raises(StoreError) as info:
         catalog.make_engine(text)
     message = str(info.value)
     assert "hunter2-secret" not in message and "***" in message
     assert "\n" not in message
-    assert ("password authentication failed" if problem == "wrong password" else "refused") in message
+    assert (
+        "password authentication failed" if problem == "wrong password" else "refused"
+    ) in message
 
 
 def test_make_engine_with_the_right_password(postgres_password_url):

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from planted import rated_movie_ids
 from qdrant_client import QdrantClient, models
 
 from fmstore import artifact, catalog
 from fmstore.publish import publish
 from fmstore.recommend import Recommender
 from fmstore.vectors import ServerStore
-from planted import rated_movie_ids
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "qdrant-contract.md"
 EXAMPLE = re.compile(r"<!-- example: (?P<name>[\w-]+) -->\s*```python\n(?P<code>.*?)```", re.S)
@@ -46,8 +46,10 @@ def run_example(name: str, **variables) -> dict:
 
 def test_collections_match_the_doc(published):
     client, rec, _ = published
-    for alias, vectors in (("movies", {"item": ("Cosine", rec.factors), "score": ("Dot", rec.factors + 1)}),
-                           ("users", {"score": ("Dot", rec.factors + 1)})):
+    for alias, vectors in (
+        ("movies", {"item": ("Cosine", rec.factors), "score": ("Dot", rec.factors + 1)}),
+        ("users", {"score": ("Dot", rec.factors + 1)}),
+    ):
         info = client.get_collection(alias)
         got = {name: (p.distance.value, p.size) for name, p in info.config.params.vectors.items()}
         assert got == vectors
@@ -70,15 +72,22 @@ def test_examples_give_fmstore_rankings(published, capsys):
         np.testing.assert_allclose([h.score for h in ns["hits"]], scores, rtol=1e-5, atol=1e-6)
 
     for group in range(3):
-        ratings = {m: 5.0 for m in rated_movie_ids(group)[:3]} | {rated_movie_ids((group + 1) % 3)[0]: 1.0}
+        ratings = {m: 5.0 for m in rated_movie_ids(group)[:3]} | {
+            rated_movie_ids((group + 1) % 3)[0]: 1.0
+        }
         ns = run_example("new-user", client=client, ratings=ratings, **shared)
         ids, scores = rec.recommend_for_ratings(ratings, N=10)
         assert [h.id for h in ns["hits"]] == ids.tolist()
         p_u, b_u = rec.recalculate_user(ratings)
         np.testing.assert_allclose(ns["p_u"], p_u, rtol=1e-5, atol=1e-6)
         assert ns["b_u"] == pytest.approx(b_u, abs=1e-6)
-        predicted = [min(max(ns["w0"] + ns["b_u"] + h.score, ns["rating_min"]), ns["rating_max"]) for h in ns["hits"]]
-        np.testing.assert_allclose(predicted, [rec.predict_rating(b_u, s) for s in scores], atol=1e-5)
+        predicted = [
+            min(max(ns["w0"] + ns["b_u"] + h.score, ns["rating_min"]), ns["rating_max"])
+            for h in ns["hits"]
+        ]
+        np.testing.assert_allclose(
+            predicted, [rec.predict_rating(b_u, s) for s in scores], atol=1e-5
+        )
 
     for user_id in (1, 40, 77):
         ns = run_example("known-user", client=client, user_id=user_id, **shared)

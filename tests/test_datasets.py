@@ -32,9 +32,11 @@ REAL_ZIP = DATA / "ml-latest-small.zip"
 
 needs_real_folder = pytest.mark.skipif(
     not (REAL_FOLDER / "ratings.csv").is_file(),
-    reason=f"real MovieLens data not found at {REAL_FOLDER} (shared data folder absent)")
+    reason=f"real MovieLens data not found at {REAL_FOLDER} (shared data folder absent)",
+)
 needs_real_zip = pytest.mark.skipif(
-    not REAL_ZIP.is_file(), reason=f"real MovieLens zip not found at {REAL_ZIP}")
+    not REAL_ZIP.is_file(), reason=f"real MovieLens zip not found at {REAL_ZIP}"
+)
 
 MOVIES = (
     "movieId,title,genres\n"
@@ -46,8 +48,12 @@ RATINGS_HEADER = "userId,movieId,rating,timestamp\n"
 RATINGS = RATINGS_HEADER + "1,1,4.0,964982703\n1,2,3.5,964981247\n2,3,0.5,964982224\n"
 
 
-def write_folder(folder: Path, ratings: str | bytes = RATINGS, movies: str | bytes = MOVIES,
-                 links: str | None = None) -> Path:
+def write_folder(
+    folder: Path,
+    ratings: str | bytes = RATINGS,
+    movies: str | bytes = MOVIES,
+    links: str | None = None,
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in (("ratings.csv", ratings), ("movies.csv", movies), ("links.csv", links)):
         if text is not None:
@@ -91,11 +97,16 @@ def test_real_folder_counts_types_and_fingerprint(real_folder_dataset):
     assert d.ratings.user_id.dtype == np.int64 and d.ratings.movie_id.dtype == np.int64
     assert d.ratings.rating.dtype == np.float32 and d.ratings.timestamp.dtype == np.int64
     assert d.movies.movie_id.dtype == np.int64 and d.movies.year.dtype == np.int32
-    expected = hashlib.sha256((REAL_FOLDER / "ratings.csv").read_bytes()
-                              + (REAL_FOLDER / "movies.csv").read_bytes()).hexdigest()
+    expected = hashlib.sha256(
+        (REAL_FOLDER / "ratings.csv").read_bytes() + (REAL_FOLDER / "movies.csv").read_bytes()
+    ).hexdigest()
     assert d.fingerprint == expected
-    assert (d.ratings.user_id[0], d.ratings.movie_id[0], d.ratings.rating[0],
-            d.ratings.timestamp[0]) == (1, 1, 4.0, 964982703)
+    assert (
+        d.ratings.user_id[0],
+        d.ratings.movie_id[0],
+        d.ratings.rating[0],
+        d.ratings.timestamp[0],
+    ) == (1, 1, 4.0, 964982703)
 
 
 @needs_real_folder
@@ -122,8 +133,12 @@ def test_real_zip_equals_folder(real_folder_dataset):
         np.testing.assert_array_equal(getattr(z.ratings, name), getattr(f.ratings, name))
     np.testing.assert_array_equal(z.movies.movie_id, f.movies.movie_id)
     np.testing.assert_array_equal(z.movies.year, f.movies.year)
-    assert (z.movies.title, z.movies.genres, z.movies.imdb_id, z.movies.tmdb_id) == \
-        (f.movies.title, f.movies.genres, f.movies.imdb_id, f.movies.tmdb_id)
+    assert (z.movies.title, z.movies.genres, z.movies.imdb_id, z.movies.tmdb_id) == (
+        f.movies.title,
+        f.movies.genres,
+        f.movies.imdb_id,
+        f.movies.tmdb_id,
+    )
 
 
 @needs_real_zip
@@ -138,20 +153,23 @@ def test_truncated_zip(tmp_path):
 # ------------------------------------------------------------------------------- parse_year
 
 
-@pytest.mark.parametrize("title, year", [
-    ("Toy Story (1995)", 1995),
-    ("Babylon 5 (1994)", 1994),
-    ("Babylon 5", 0),
-    ("Hyena Road (2015) ", 2015),
-    ("Death Note: Desu nôto (2006–2007)", 2006),
-    ("Stranger Things (2016-)", 2016),
-    ("(500) Days of Summer (2009)", 2009),
-    ("1408 (2007)", 2007),
-    ("2001: A Space Odyssey (1968)", 1968),
-    ("Seven (a.k.a. Se7en) (1995)", 1995),
-    ("Nocturnal Animals", 0),
-    ("", 0),
-])
+@pytest.mark.parametrize(
+    "title, year",
+    [
+        ("Toy Story (1995)", 1995),
+        ("Babylon 5 (1994)", 1994),
+        ("Babylon 5", 0),
+        ("Hyena Road (2015) ", 2015),
+        ("Death Note: Desu nôto (2006–2007)", 2006),
+        ("Stranger Things (2016-)", 2016),
+        ("(500) Days of Summer (2009)", 2009),
+        ("1408 (2007)", 2007),
+        ("2001: A Space Odyssey (1968)", 1968),
+        ("Seven (a.k.a. Se7en) (1995)", 1995),
+        ("Nocturnal Animals", 0),
+        ("", 0),
+    ],
+)
 def test_parse_year(title, year):
     assert parse_year(title) == year
 
@@ -171,8 +189,7 @@ def test_small_folder_quoted_titles_links_and_no_genres(tmp_path):
 
 
 def test_crlf_bom_blank_lines_and_column_order_are_accepted(tmp_path):
-    ratings = ("\ufeffmovieId,userId,timestamp,rating\r\n1,1,5,4.0\r\n\r\n"
-               "2,1,6,3.5\r\n3,2,7,0.5\r\n")
+    ratings = "\ufeffmovieId,userId,timestamp,rating\r\n1,1,5,4.0\r\n\r\n2,1,6,3.5\r\n3,2,7,0.5\r\n"
     d = load_dataset(write_folder(tmp_path / "crlf", ratings=ratings))
     assert d.ratings.user_id.tolist() == [1, 1, 2]
     assert d.ratings.movie_id.tolist() == [1, 2, 3]
@@ -190,8 +207,12 @@ def test_zip_with_files_at_root(tmp_path):
 
 
 def test_ratings_take():
-    r = Ratings(np.arange(4, dtype=np.int64), np.arange(4, dtype=np.int64) + 10,
-                np.array([1, 2, 3, 4], np.float32), np.arange(4, dtype=np.int64) * 100)
+    r = Ratings(
+        np.arange(4, dtype=np.int64),
+        np.arange(4, dtype=np.int64) + 10,
+        np.array([1, 2, 3, 4], np.float32),
+        np.arange(4, dtype=np.int64) * 100,
+    )
     sub = r.take(np.array([3, 1]))
     assert len(sub) == 2 and sub.movie_id.tolist() == [13, 11]
     assert sub.timestamp.tolist() == [300, 100]
@@ -206,18 +227,23 @@ def test_rating_off_scale_example_message(tmp_path):
     rows = [f"{user},1,4.0,1" for user in range(1, 18)]  # lines 2..18
     rows[15] = "99,2,6.0,1"  # line 17
     message = load_error(tmp_path, ratings=ratings_with(*rows))
-    assert message == (f"{tmp_path / 'ds' / 'ratings.csv'} line 17: rating '6.0' is off the "
-                       "0.5..5 half-star scale; fix or remove that row")
+    assert message == (
+        f"{tmp_path / 'ds' / 'ratings.csv'} line 17: rating '6.0' is off the "
+        "0.5..5 half-star scale; fix or remove that row"
+    )
 
 
-@pytest.mark.parametrize("value, words", [
-    ("3.3", "off the 0.5..5 half-star scale"),
-    ("0", "off the 0.5..5 half-star scale"),
-    ("5.5", "off the 0.5..5 half-star scale"),
-    ("-1.0", "off the 0.5..5 half-star scale"),
-    ("NaN", "is not a number"),
-    ("four", "is not a number"),
-])
+@pytest.mark.parametrize(
+    "value, words",
+    [
+        ("3.3", "off the 0.5..5 half-star scale"),
+        ("0", "off the 0.5..5 half-star scale"),
+        ("5.5", "off the 0.5..5 half-star scale"),
+        ("-1.0", "off the 0.5..5 half-star scale"),
+        ("NaN", "is not a number"),
+        ("four", "is not a number"),
+    ],
+)
 def test_bad_rating_values(tmp_path, value, words):
     message = load_error(tmp_path, ratings=ratings_with("1,1,4.0,1", f"1,2,{value},2"))
     assert "ratings.csv line 3" in message and f"'{value}'" in message and words in message
@@ -233,12 +259,15 @@ def test_empty_user_id(tmp_path):
     assert "ratings.csv line 3: userId is empty" in message
 
 
-@pytest.mark.parametrize("row, column, value", [
-    ("abc,2,3.0,5", "userId", "abc"),
-    ("1,x2,3.0,5", "movieId", "x2"),
-    ("1,2.5,3.0,5", "movieId", "2.5"),
-    ("1,2,3.0,yesterday", "timestamp", "yesterday"),
-])
+@pytest.mark.parametrize(
+    "row, column, value",
+    [
+        ("abc,2,3.0,5", "userId", "abc"),
+        ("1,x2,3.0,5", "movieId", "x2"),
+        ("1,2.5,3.0,5", "movieId", "2.5"),
+        ("1,2,3.0,yesterday", "timestamp", "yesterday"),
+    ],
+)
 def test_non_numeric_ratings_fields(tmp_path, row, column, value):
     message = load_error(tmp_path, ratings=ratings_with("1,1,4.0,1", "2,1,4.0,1", row))
     assert f"ratings.csv line 4: {column} '{value}' is not a whole number" in message
@@ -256,8 +285,9 @@ def test_line_numbers_count_blank_lines(tmp_path):
 
 
 def test_duplicate_pair_names_both_lines(tmp_path):
-    message = load_error(tmp_path, ratings=ratings_with("1,1,4.0,1", "2,3,4.0,1", "1,2,3.0,2",
-                                                        "1,1,2.0,3"))
+    message = load_error(
+        tmp_path, ratings=ratings_with("1,1,4.0,1", "2,3,4.0,1", "1,2,3.0,2", "1,1,2.0,3")
+    )
     assert "ratings.csv lines 2 and 5: user 1 rated movie 1 twice" in message
     assert "keep one" in message
 
@@ -422,13 +452,18 @@ def assert_same(a: datasets.Dataset, b: datasets.Dataset) -> None:
     np.testing.assert_array_equal(a.movies.movie_id, b.movies.movie_id)
     np.testing.assert_array_equal(a.movies.year, b.movies.year)
     assert a.movies.year.dtype == b.movies.year.dtype
-    assert (a.movies.title, a.movies.genres, a.movies.imdb_id, a.movies.tmdb_id) == \
-        (b.movies.title, b.movies.genres, b.movies.imdb_id, b.movies.tmdb_id)
+    assert (a.movies.title, a.movies.genres, a.movies.imdb_id, a.movies.tmdb_id) == (
+        b.movies.title,
+        b.movies.genres,
+        b.movies.imdb_id,
+        b.movies.tmdb_id,
+    )
 
 
 def forbid_parsing(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("parsed although the cache should have answered")
+
     monkeypatch.setattr(dataset_loading, "parse_ratings", refuse)
     monkeypatch.setattr(dataset_loading, "_fingerprint", refuse)
 
@@ -507,8 +542,9 @@ def test_fetch_with_published_md5(tmp_path):
     Path(f"{z}.md5").write_text(f"{md5_of(z)}  ml-25m.zip\n")
     dest = tmp_path / "dest"
     calls = []
-    folder = fetch_dataset("ml-25m", dest, url=z.as_uri(),
-                           progress=lambda done, total: calls.append((done, total)))
+    folder = fetch_dataset(
+        "ml-25m", dest, url=z.as_uri(), progress=lambda done, total: calls.append((done, total))
+    )
     assert folder == dest / "ml-25m"
     assert sorted(p.name for p in dest.iterdir()) == ["ml-25m"], "no temp files left"
     assert (folder / "README.txt").is_file()
@@ -544,8 +580,9 @@ def test_fetch_uses_builtin_md5_for_ml_latest_small(tmp_path):
     z = server / "ml-latest-small.zip"
     shutil.copyfile(REAL_ZIP, z)  # no .md5 next to it: the built-in checksum applies
     folder = fetch_dataset("ml-latest-small", tmp_path / "dest", url=z.as_uri())
-    assert (folder / "ratings.csv").read_bytes() == (REAL_ZIP.parent / "ml-latest-small" /
-                                                     "ratings.csv").read_bytes()
+    assert (folder / "ratings.csv").read_bytes() == (
+        REAL_ZIP.parent / "ml-latest-small" / "ratings.csv"
+    ).read_bytes()
 
 
 def test_fetch_network_error(tmp_path):

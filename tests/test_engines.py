@@ -73,7 +73,10 @@ def reference_loss(model, u, i, r, reg_scale):
     q, b_i, _ = model.side_terms(model.item_index[i], model.item_weight[i])
     err = model.apply_link(model.w0 + b_u + b_i + (p * q).sum(-1)) - r
     penalty = 0.0
-    for index, weight in ((model.user_index[u], model.user_weight[u]), (model.item_index[i], model.item_weight[i])):
+    for index, weight in (
+        (model.user_index[u], model.user_weight[u]),
+        (model.item_index[i], model.item_weight[i]),
+    ):
         vx, wx = model.v[index] * weight[..., None], model.w[index] * weight
         penalty = penalty + (reg_scale[index] * (vx.square().sum(-1) + wx.square())).sum()
     return (err.square().sum() + penalty) / len(r)
@@ -134,7 +137,9 @@ def test_numba_engine_matches_torch_engine(link):
         numba_run.catch_up_all()
         assert sse_n == pytest.approx(sse_t, rel=1e-4)
     for name in ("v", "w", "w0"):
-        torch.testing.assert_close(getattr(model_n, name), getattr(model_t, name), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            getattr(model_n, name), getattr(model_t, name), rtol=1e-4, atol=1e-5
+        )
 
 
 @needs_numba
@@ -158,9 +163,26 @@ def test_evaluation_equals_predict(use_numba, monkeypatch):
 
 
 def test_benchmark_runs_on_a_tiny_synthetic_set(tmp_path):
-    cmd = [sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--work", str(tmp_path),
-           "--ratings", "20000", "--users", "300", "--movies", "200", "--batch-size", "4096",
-           "--epochs", "2", "--notebook-steps", "2", "--factors", "8"]
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "train_speed.py"),
+        "--work",
+        str(tmp_path),
+        "--ratings",
+        "20000",
+        "--users",
+        "300",
+        "--movies",
+        "200",
+        "--batch-size",
+        "4096",
+        "--epochs",
+        "2",
+        "--notebook-steps",
+        "2",
+        "--factors",
+        "8",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ratio fmstore / notebook" in proc.stdout and "| cached |" in proc.stdout
@@ -168,6 +190,13 @@ def test_benchmark_runs_on_a_tiny_synthetic_set(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
 def test_benchmark_without_cuda_says_so(tmp_path):
-    cmd = [sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--device", "cuda", "--work", str(tmp_path)]
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "train_speed.py"),
+        "--device",
+        "cuda",
+        "--work",
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr

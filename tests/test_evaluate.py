@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+from planted import GROUPS, group_of_movie, group_of_user
 
 from fmstore import datasets
 from fmstore import evaluate as ev
@@ -18,15 +19,16 @@ from fmstore.errors import ConfigError, DataError
 from fmstore.serving import fold_in
 from fmstore.train import train
 
-from conftest import PLANTED_TRAIN
-from planted import GROUPS, group_of_movie, group_of_user
-
 
 def ratings(rows) -> Ratings:
     a = np.array(rows, dtype=np.float64).reshape(-1, 3)
     n = len(a)
-    return Ratings(a[:, 0].astype(np.int64), a[:, 1].astype(np.int64), a[:, 2].astype(np.float32),
-                   np.arange(n, dtype=np.int64))
+    return Ratings(
+        a[:, 0].astype(np.int64),
+        a[:, 1].astype(np.int64),
+        a[:, 2].astype(np.float32),
+        np.arange(n, dtype=np.int64),
+    )
 
 
 # ---- metric primitives -------------------------------------------------------------------------
@@ -45,8 +47,10 @@ def test_recall_and_ndcg_exact_values():
     # user 0: DCG = 1/log2(2) + 1/log2(4) = 1.5; ideal (2 relevant) = 1 + 1/log2(3)
     # user 2: DCG = 1/log2(3); ideal (min(5, 4) = 4 hits) = 1 + 1/log2(3) + 1/2 + 1/log2(5)
     ideal4 = 1 + 1 / math.log2(3) + 0.5 + 1 / math.log2(5)
-    np.testing.assert_allclose(ev.ndcg_at_k(hits, n_rel, 4),
-                               [1.5 / (1 + 1 / math.log2(3)), 0.0, (1 / math.log2(3)) / ideal4])
+    np.testing.assert_allclose(
+        ev.ndcg_at_k(hits, n_rel, 4),
+        [1.5 / (1 + 1 / math.log2(3)), 0.0, (1 / math.log2(3)) / ideal4],
+    )
     assert ev.ndcg_at_k(np.ones((1, 3), bool), np.array([3]), 3)[0] == pytest.approx(1.0)
 
 
@@ -76,7 +80,9 @@ def test_ranking_excludes_training_items_and_skips_users_without_relevant_items(
     predictor = Fixed([[5, 4, 3, 2, 1], [5, 4, 3, 2, 1]])
     exclude = ev.CSR.build(np.array([0]), np.array([0]), 2)
     relevant = ev.CSR.build(np.array([0, 0, 0]), np.array([2, 4, 0]), 2)
-    m = ev.ranking_metrics(predictor, exclude, relevant, np.array([0, 1]), 5, recall_ks=(2, 4), ndcg_k=2)
+    m = ev.ranking_metrics(
+        predictor, exclude, relevant, np.array([0, 1]), 5, recall_ks=(2, 4), ndcg_k=2
+    )
     assert m["users_ranked"] == 1
     assert m["recall@2"] == pytest.approx(0.5) and m["recall@4"] == pytest.approx(1.0)
     assert m["ndcg@2"] == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
@@ -132,7 +138,9 @@ def test_evaluate_predictors_on_a_tiny_synthetic_case():
     train_r = ratings([[1, 10, 5], [1, 20, 3], [2, 10, 4]])
     test_r = ratings([[1, 30, 4], [2, 20, 5], [2, 30, 2]])
     rows = ev.Rows(np.array([1, 2]), np.array([30, 10, 20]))
-    report = ev.evaluate_predictors(ev.baselines(train_r, rows), train_r, test_r, rows, recall_ks=(1, 2), ndcg_k=1)
+    report = ev.evaluate_predictors(
+        ev.baselines(train_r, rows), train_r, test_r, rows, recall_ks=(1, 2), ndcg_k=1
+    )
     pop = report[ev.POPULARITY]
     # popularity predicts movie means: 30 -> global mean 4, 20 -> 3
     assert pop["rmse"] == pytest.approx(ev.rmse([4.0, 3.0, 4.0], [4, 5, 2]))
@@ -166,12 +174,16 @@ def test_run_metrics_agree_with_training(planted_runs, planted_report):
     """The NumPy serving form reproduces the torch model's validation RMSE exactly."""
     manifest = json.loads((planted_runs[0] / "manifest.json").read_text())
     assert planted_report.n_test == manifest["metrics"]["n_valid"]
-    assert planted_report.rows[ev.MODEL]["rmse"] == pytest.approx(manifest["metrics"]["valid_rmse"], abs=1e-5)
-    assert planted_report.rows[ev.MODEL]["mae"] == pytest.approx(manifest["metrics"]["valid_mae"], abs=1e-5)
+    assert planted_report.rows[ev.MODEL]["rmse"] == pytest.approx(
+        manifest["metrics"]["valid_rmse"], abs=1e-5
+    )
+    assert planted_report.rows[ev.MODEL]["mae"] == pytest.approx(
+        manifest["metrics"]["valid_mae"], abs=1e-5
+    )
 
 
-def test_sigmoid_link_serving_form_matches_training(planted_dataset):
-    config = TrainConfig(**(PLANTED_TRAIN | dict(epochs=5, link="sigmoid")))
+def test_sigmoid_link_serving_form_matches_training(planted_dataset, planted_train):
+    config = TrainConfig(**(planted_train | dict(epochs=5, link="sigmoid")))
     result = train(planted_dataset, config)
     report = ev.evaluate_result(result, planted_dataset, config)
     assert report.rows[ev.MODEL]["rmse"] == pytest.approx(result.metrics["valid_rmse"], abs=1e-5)
@@ -208,7 +220,11 @@ def test_run_whose_dataset_moved(planted_runs, tmp_path):
 
 def test_cold_start_split_holds_users_and_movies_out():
     rng = np.random.default_rng(1)
-    r = ratings(np.column_stack([rng.integers(1, 51, 500), rng.integers(1, 41, 500), rng.integers(1, 6, 500)]))
+    r = ratings(
+        np.column_stack(
+            [rng.integers(1, 51, 500), rng.integers(1, 41, 500), rng.integers(1, 6, 500)]
+        )
+    )
     split = ev.cold_start_split(r, user_fraction=0.2, movie_fraction=0.1, seed=3)
     assert len(split.user_ids) == 10 and len(split.movie_ids) == 4
     assert not np.isin(split.train.user_id, split.user_ids).any()
@@ -223,13 +239,21 @@ def test_cold_start_split_holds_users_and_movies_out():
 
 
 @pytest.fixture(scope="module")
-def cold_planted(planted_dataset):
-    split = ev.cold_start_split(planted_dataset.ratings, user_fraction=0.2, movie_fraction=0.1, seed=0)
+def cold_planted(planted_dataset, planted_train):
+    split = ev.cold_start_split(
+        planted_dataset.ratings, user_fraction=0.2, movie_fraction=0.1, seed=0
+    )
     # planted timestamps follow movie ids, so a user's "first" ratings would all be of group 0:
     # shuffle them, so that the first n ratings are a random sample
     split.cold_users.timestamp = np.random.default_rng(0).permutation(len(split.cold_users))
-    warm = Dataset("planted", planted_dataset.source, planted_dataset.fingerprint, split.train, planted_dataset.movies)
-    config = TrainConfig(**PLANTED_TRAIN)
+    warm = Dataset(
+        "planted",
+        planted_dataset.source,
+        planted_dataset.fingerprint,
+        split.train,
+        planted_dataset.movies,
+    )
+    config = TrainConfig(**planted_train)
     return split, train(warm, config), config
 
 
@@ -246,8 +270,14 @@ def test_fold_in_gets_the_group_right(planted_dataset, cold_planted):
             continue  # only dislikes: which of the two other groups is not determined
         checked += 1
         items = rows.items(mine.movie_id[first])
-        p, b_u = fold_in(form.item_vectors[items], form.item_bias[items], mine.rating[first],
-                         w0=form.w0, weight_decay=config.weight_decay, prior=config.prior_reg)
+        p, b_u = fold_in(
+            form.item_vectors[items],
+            form.item_bias[items],
+            mine.rating[first],
+            w0=form.w0,
+            weight_decay=config.weight_decay,
+            prior=config.prior_reg,
+        )
         scores = form.item_bias + form.item_vectors @ p
         top = planted_dataset.movies.movie_id[rated][np.argsort(-scores[rated])][:5]
         assert all(group_of_movie(int(m)) == group_of_user(int(user)) for m in top), (user, top)
@@ -258,8 +288,16 @@ def test_cold_users_fold_in_beats_weighted_and_popularity(planted_dataset, cold_
     split, result, config = cold_planted
     form = result.model.serving_form()
     rows = ev.evaluate_cold_users(
-        form.item_vectors, form.item_bias, form.w0, config.weight_decay, prior=config.prior_reg, movies=planted_dataset.movies,
-        train=result.train_ratings, cold=split.cold_users, sizes=(3, 5, 10), blocked_movie_ids=split.movie_ids,
+        form.item_vectors,
+        form.item_bias,
+        form.w0,
+        config.weight_decay,
+        prior=config.prior_reg,
+        movies=planted_dataset.movies,
+        train=result.train_ratings,
+        cold=split.cold_users,
+        sizes=(3, 5, 10),
+        blocked_movie_ids=split.movie_ids,
     )
     by = {(r["method"], r["n"]): r for r in rows}
     assert {r["users"] for r in rows} == {len(split.user_ids)}
@@ -273,10 +311,19 @@ def test_cold_users_fold_in_beats_weighted_and_popularity(planted_dataset, cold_
 def test_cold_movies_are_scored_from_their_genre(planted_dataset, cold_planted):
     split, result, config = cold_planted
     form = result.model.serving_form()
-    model = ev.BiasedMF.from_serving(form.item_vectors, form.item_bias, form.user_vectors, form.user_bias, form.w0)
-    rows = {r["method"]: r for r in ev.evaluate_cold_movies(
-        model, result.vocab.user_ids, movies=planted_dataset.movies, train=result.train_ratings,
-        cold=split.cold_movies)}
+    model = ev.BiasedMF.from_serving(
+        form.item_vectors, form.item_bias, form.user_vectors, form.user_bias, form.w0
+    )
+    rows = {
+        r["method"]: r
+        for r in ev.evaluate_cold_movies(
+            model,
+            result.vocab.user_ids,
+            movies=planted_dataset.movies,
+            train=result.train_ratings,
+            cold=split.cold_movies,
+        )
+    }
     # the genre feature carries part of the group structure (the movie id the rest): about 1.2
     # against 1.6-1.7 without it, where random group guessing would be ~1.8
     genre = rows["model (genre + year)"]["rmse"]
@@ -285,9 +332,11 @@ def test_cold_movies_are_scored_from_their_genre(planted_dataset, cold_planted):
     assert genre < rows[ev.BIASES + " (b_i = 0)"]["rmse"] - 0.3, rows
 
 
-def test_run_cold_start_end_to_end(planted_dataset):
-    config = TrainConfig(**(PLANTED_TRAIN | dict(epochs=15)))
-    report = ev.run_cold_start(planted_dataset, config, user_fraction=0.1, movie_fraction=0.1, sizes=(5, 10))
+def test_run_cold_start_end_to_end(planted_dataset, planted_train):
+    config = TrainConfig(**(planted_train | dict(epochs=15)))
+    report = ev.run_cold_start(
+        planted_dataset, config, user_fraction=0.1, movie_fraction=0.1, sizes=(5, 10)
+    )
     assert report.n_cold_users == 9 and report.n_cold_movies == round(len(GROUPS) * 12 * 0.1)
     assert {r["n"] for r in report.users} == {5, 10} and len(report.movies) == 4
     json.dumps(report.to_json())
@@ -296,32 +345,22 @@ def test_run_cold_start_end_to_end(planted_dataset):
 # ---- CLI ---------------------------------------------------------------------------------------------
 
 
-def test_cli_evaluate_json_and_table(planted_runs, tmp_path):
-    from typer.testing import CliRunner
-
-    from fmstore.cli import app
-
-    runner = CliRunner()
-    result = runner.invoke(app, ["evaluate", str(planted_runs[0]), "--json", "--home", str(tmp_path)])
-    assert result.exit_code == 0, result.output
+def test_cli_evaluate_json_and_table(planted_runs, tmp_path, fmstore_cli):
+    result = fmstore_cli(tmp_path, "evaluate", str(planted_runs[0]), "--json")
+    assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
     assert set(payload["metrics"]) == {ev.MODEL, ev.POPULARITY, ev.BIASES}
-    assert payload["metrics"][ev.MODEL]["recall@10"] > payload["metrics"][ev.POPULARITY]["recall@10"]
-    table = runner.invoke(app, ["evaluate", str(planted_runs[0]), "--home", str(tmp_path)])
-    assert table.exit_code == 0 and "Recall@10" in table.stdout and ev.BIASES in table.stdout
+    assert (
+        payload["metrics"][ev.MODEL]["recall@10"] > payload["metrics"][ev.POPULARITY]["recall@10"]
+    )
+    table = fmstore_cli(tmp_path, "evaluate", str(planted_runs[0]))
+    assert table.returncode == 0 and "Recall@10" in table.stdout and ev.BIASES in table.stdout
 
 
-def test_cli_evaluate_bad_input_is_one_line(planted_runs, tmp_path, capsys, monkeypatch):
-    from fmstore import cli
-
-    monkeypatch.setattr("sys.argv", ["fmstore", "evaluate", "no-such-run", "--home", str(tmp_path)])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    assert exc.value.code == 2
-    message = capsys.readouterr().err.strip()
-    assert message.startswith("error:") and "no-such-run" in message and len(message.splitlines()) == 1
-    monkeypatch.setattr("sys.argv", ["fmstore", "evaluate", str(planted_runs[0]), "--test-ratings",
-                                     str(tmp_path / "missing.csv"), "--home", str(tmp_path)])
-    with pytest.raises(SystemExit) as exc:
-        cli.main()
-    assert exc.value.code == 2 and "missing.csv" in capsys.readouterr().err
+def test_cli_evaluate_bad_input_is_one_line(
+    planted_runs, tmp_path, fmstore_cli, assert_one_line_error
+):
+    assert_one_line_error(fmstore_cli(tmp_path, "evaluate", "no-such-run"), "no-such-run")
+    missing = str(tmp_path / "missing.csv")
+    result = fmstore_cli(tmp_path, "evaluate", str(planted_runs[0]), "--test-ratings", missing)
+    assert_one_line_error(result, "missing.csv")

@@ -13,7 +13,9 @@ def random_fm(link="identity", seed=0):
     g = torch.Generator().manual_seed(seed)
     n_features, k = 12, 5
     # user rows: one feature each (+ trailing padding row); item rows: 3 weighted features each
-    users = FeatureRows(np.array([[1], [2], [3], [0]]), np.array([[1.0], [1.0], [1.0], [0.0]], np.float32))
+    users = FeatureRows(
+        np.array([[1], [2], [3], [0]]), np.array([[1.0], [1.0], [1.0], [0.0]], np.float32)
+    )
     items = FeatureRows(
         np.array([[4, 7, 10], [5, 8, 0], [6, 7, 9], [0, 8, 11]]),
         np.array([[1.0, 0.5, 1.0], [1.0, 1.0, 0.0], [1.0, 0.25, 1.0], [0.0, 1.0, 1.0]], np.float32),
@@ -59,8 +61,18 @@ def test_serving_form_reproduces_forward_exactly():
         form = fm.serving_form()
         assert form.user_vectors.shape == (3, 5) and form.item_vectors.shape == (4, 5)
         u, i = np.meshgrid(np.arange(3), np.arange(4), indexing="ij")
-        via_form = form.w0 + form.user_bias[u] + form.item_bias[i] + np.einsum("uk,ik->ui", form.user_vectors, form.item_vectors)
-        direct = fm.raw_score(torch.as_tensor(u.ravel()), torch.as_tensor(i.ravel())).detach().numpy().reshape(3, 4)
+        via_form = (
+            form.w0
+            + form.user_bias[u]
+            + form.item_bias[i]
+            + np.einsum("uk,ik->ui", form.user_vectors, form.item_vectors)
+        )
+        direct = (
+            fm.raw_score(torch.as_tensor(u.ravel()), torch.as_tensor(i.ravel()))
+            .detach()
+            .numpy()
+            .reshape(3, 4)
+        )
         np.testing.assert_allclose(via_form, direct, rtol=1e-5, atol=1e-5)
 
 

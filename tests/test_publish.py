@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from planted import GROUPS, MOVIES_PER_GROUP, UNRATED_PER_GROUP, USERS_PER_GROUP
 from sqlalchemy.orm import Session
 
 from fmstore import artifact, catalog
 from fmstore.errors import NotFoundError
 from fmstore.publish import physical_name, prune, publish, rollback
-from planted import GROUPS, MOVIES_PER_GROUP, UNRATED_PER_GROUP, USERS_PER_GROUP
 
 N_MOVIES = len(GROUPS) * (MOVIES_PER_GROUP + UNRATED_PER_GROUP)
 N_USERS = len(GROUPS) * USERS_PER_GROUP
@@ -46,13 +46,18 @@ def test_publish_writes_everything_and_switches_aliases(vector_store, engine, pl
     unrated = int(serving.movie_ids[-1])
     got = vector_store.retrieve("movies", [unrated], vectors=["score", "item"])[unrated]
     row = int(np.flatnonzero(serving.movie_ids == unrated)[0])
-    np.testing.assert_allclose(got[0]["score"], np.append(serving.item_vectors[row], serving.item_bias[row]), rtol=1e-6)
+    np.testing.assert_allclose(
+        got[0]["score"], np.append(serving.item_vectors[row], serving.item_bias[row]), rtol=1e-6
+    )
     assert got[1]["n_ratings"] == 0 and got[1]["run_id"] == run_id and got[1]["genres"] == ["Drama"]
 
     with Session(engine) as s:
         assert catalog.movie_count(s) == N_MOVIES
         pubs = catalog.publications(s)
-        assert {(p.alias, p.status, p.points) for p in pubs} == {("movies", "succeeded", N_MOVIES), ("users", "succeeded", N_USERS)}
+        assert {(p.alias, p.status, p.points) for p in pubs} == {
+            ("movies", "succeeded", N_MOVIES),
+            ("users", "succeeded", N_USERS),
+        }
         assert catalog.get_run(s, run_id).metrics["valid_rmse"] > 0
 
 
@@ -90,7 +95,6 @@ def test_rollback_and_prune(vector_store, engine, planted_runs):
         rollback(vector_store, engine)  # nothing older than `old`
 
 
-
 def test_prune_keeps_the_newest_and_the_live(vector_store, engine, planted_runs):
     old, new = planted_runs
     publish(old, vector_store, engine)
@@ -103,7 +107,9 @@ def test_prune_keeps_the_newest_and_the_live(vector_store, engine, planted_runs)
         rollback(vector_store, engine)  # the earlier publication is gone
 
 
-def test_popularity_prior_is_in_the_score_and_ratings_stay_exact(vector_store, engine, planted_runs):
+def test_popularity_prior_is_in_the_score_and_ratings_stay_exact(
+    vector_store, engine, planted_runs
+):
     from fmstore.recommend import Recommender
 
     run_dir = planted_runs[0]
@@ -124,7 +130,9 @@ def test_popularity_prior_is_in_the_score_and_ratings_stay_exact(vector_store, e
         i = int(np.flatnonzero(serving.movie_ids == movie_id)[0])
         fm = serving.w0 + b_u + serving.item_bias[i] + serving.item_vectors[i] @ p_u
         boost_i = rec.movie_info([movie_id])[movie_id]["popularity_boost"]
-        assert rec.predict_rating(b_u, score, boost_i) == pytest.approx(min(max(fm, 0.5), 5.0), abs=1e-4)
+        assert rec.predict_rating(b_u, score, boost_i) == pytest.approx(
+            min(max(fm, 0.5), 5.0), abs=1e-4
+        )
     rec.close()
 
     # re-publishing with another weight rewrites the collection instead of skipping it

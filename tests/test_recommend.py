@@ -5,13 +5,13 @@ end to end in a subprocess (exit codes and one-line errors are what users see)."
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from planted import GROUPS, group_of_movie, group_of_user, rated_movie_ids, unrated_movie_ids
 
 from fmstore import artifact, catalog
 from fmstore.cli import parse_rated, read_ratings_file
@@ -19,7 +19,6 @@ from fmstore.errors import AmbiguousError, ConfigError, DataError, NotFoundError
 from fmstore.publish import publish
 from fmstore.recommend import Recommender, TitleIndex, fold_in, title_keys
 from fmstore.vectors import QueryFilter
-from planted import GROUPS, group_of_movie, group_of_user, rated_movie_ids, unrated_movie_ids
 
 # ---- title resolution ----------------------------------------------------------------------------
 
@@ -89,7 +88,11 @@ def test_ambiguous_title_lists_candidates(titles, text, ids):
     with pytest.raises(AmbiguousError) as info:
         titles.resolve(text)
     message = str(info.value)
-    assert "\n" not in message and f"matches {len(ids)} movies" in message and "use the movie id" in message
+    assert (
+        "\n" not in message
+        and f"matches {len(ids)} movies" in message
+        and "use the movie id" in message
+    )
     for movie_id in ids:
         assert f"[id {movie_id}]" in message
 
@@ -173,7 +176,9 @@ def test_similar_items_are_the_movies_own_group(rec, group):
     movie = rated_movie_ids(group)[0]
     ids, scores = rec.similar_items(movie, N=10)
     assert movie not in ids
-    assert _groups(ids) == [group] * 10, ids  # 13 other movies share the group: the top 10 are all of it
+    assert _groups(ids) == [group] * 10, (
+        ids
+    )  # 13 other movies share the group: the top 10 are all of it
     assert np.all(np.diff(scores) <= 1e-6) and ids.dtype == np.int64
 
 
@@ -196,7 +201,9 @@ def test_similar_items_filters(rec):
 def test_recommend_known_user(rec, planted_runs, user):
     seen, _ = artifact.seen_movies(planted_runs[0], user)
     group = group_of_user(user)
-    unseen_in_group = len(set(rated_movie_ids(group) + unrated_movie_ids(group)) - set(seen.tolist()))
+    unseen_in_group = len(
+        set(rated_movie_ids(group) + unrated_movie_ids(group)) - set(seen.tolist())
+    )
     ids, scores = rec.recommend(user, N=unseen_in_group)
     assert not set(ids.tolist()) & set(seen.tolist())
     assert _groups(ids) == [group] * unseen_in_group, ids
@@ -264,14 +271,21 @@ def test_fold_in_reproduces_published_users(rec, planted_runs):
 
         def objective(p_u, b_u):
             err = stars - rec.w0 - score[:, -1] - b_u - score[:, :-1] @ p_u
-            return (err**2).sum() + (rec.weight_decay * len(stars) + rec.prior_reg) * (p_u @ p_u + b_u**2)
+            return (err**2).sum() + (rec.weight_decay * len(stars) + rec.prior_reg) * (
+                p_u @ p_u + b_u**2
+            )
 
-        assert objective(p.astype(np.float64), b) <= objective(published.astype(np.float64), b_pub) + 1e-6
+        assert (
+            objective(p.astype(np.float64), b)
+            <= objective(published.astype(np.float64), b_pub) + 1e-6
+        )
         if user % 6 == 0:
             mine, _ = rec.rank_for_vector(p, N=10)
             theirs, _ = rec.rank_for_vector(published, N=10)
             overlaps.append(len(set(mine.tolist()) & set(theirs.tolist())))
-    assert np.median(cosines) > 0.88 and np.percentile(cosines, 10) > 0.8 and min(cosines) > 0.6, cosines
+    assert np.median(cosines) > 0.88 and np.percentile(cosines, 10) > 0.8 and min(cosines) > 0.6, (
+        cosines
+    )
     assert min(overlaps) >= 7 and np.mean(overlaps) >= 8.5, overlaps
 
 
@@ -305,7 +319,15 @@ def test_recommender_from_a_catalog_url(vector_store, catalog_url, planted_runs)
         publish(planted_runs[0], vector_store, engine)
         by_engine = Recommender(vector_store, engine)
         with Recommender(vector_store, catalog_url) as by_url:
-            for attr in ("run_id", "w0", "weight_decay", "link", "rating_range", "factors", "artifact_path"):
+            for attr in (
+                "run_id",
+                "w0",
+                "weight_decay",
+                "link",
+                "rating_range",
+                "factors",
+                "artifact_path",
+            ):
                 assert getattr(by_url, attr) == getattr(by_engine, attr), attr
             assert by_url.genres() == by_engine.genres() == list(GROUPS)
             assert by_url.titles().movies == by_engine.titles().movies
@@ -342,21 +364,27 @@ def cli_home(planted_runs, tmp_path_factory):
     return home
 
 
-def fmstore(home: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FMSTORE_")}
-    env.update(FMSTORE_HOME=str(home), COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "fmstore", "query", *args], capture_output=True, text=True, env=env, timeout=120)
-
-
-def test_cli_similar_table(cli_home):
-    res = fmstore(cli_home, "--movie", "action movie 1", "-n", "5")
+def test_cli_similar_table(cli_home, fmstore_cli):
+    res = fmstore_cli(cli_home, "query", "--movie", "action movie 1", "-n", "5")
     assert res.returncode == 0, res.stderr
     assert "Movies like Action Movie 1 (1991) [id 1]" in res.stdout
     assert res.stdout.count("Action") >= 5 and "Comedy" not in res.stdout
 
 
-def test_cli_similar_json_with_filters(cli_home):
-    res = fmstore(cli_home, "--movie-id", "1", "-n", "3", "--genre", "drama", "--year-min", "1990", "--json")
+def test_cli_similar_json_with_filters(cli_home, fmstore_cli):
+    res = fmstore_cli(
+        cli_home,
+        "query",
+        "--movie-id",
+        "1",
+        "-n",
+        "3",
+        "--genre",
+        "drama",
+        "--year-min",
+        "1990",
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert set(out) >= {"run_id", "query", "results"}
@@ -367,27 +395,27 @@ def test_cli_similar_json_with_filters(cli_home):
         assert r["genres"] == ["Drama"] and r["year"] >= 1990 and r["predicted_rating"] is None
 
 
-def test_cli_new_user_json(cli_home):
+def test_cli_new_user_json(cli_home, fmstore_cli):
     rated = [arg for m in rated_movie_ids(1)[:3] for arg in ("--rated", f"Comedy Movie {m}=5")]
-    res = fmstore(cli_home, *rated, "-n", "5", "--json")
+    res = fmstore_cli(cli_home, "query", *rated, "-n", "5", "--json")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["query"]["method"] == "fold-in" and len(out["query"]["ratings"]) == 3
     assert _groups(r["movie_id"] for r in out["results"]) == [1] * 5
     assert all(4.0 <= r["predicted_rating"] <= 5.0 for r in out["results"])
 
-    res = fmstore(cli_home, *rated, "-n", "5", "--method", "weighted")
+    res = fmstore_cli(cli_home, "query", *rated, "-n", "5", "--method", "weighted")
     assert res.returncode == 0 and "rating" in res.stdout and "(weighted)" in res.stdout
 
 
-def test_cli_ratings_file_and_known_user(cli_home, tmp_path):
+def test_cli_ratings_file_and_known_user(cli_home, tmp_path, fmstore_cli):
     f = tmp_path / "me.csv"
     f.write_text("movieId,rating\n" + "".join(f"{m},5\n" for m in rated_movie_ids(2)[:3]))
-    res = fmstore(cli_home, "--ratings-file", str(f), "--json")
+    res = fmstore_cli(cli_home, "query", "--ratings-file", str(f), "--json")
     assert res.returncode == 0, res.stderr
     assert set(_groups(r["movie_id"] for r in json.loads(res.stdout)["results"][:5])) == {2}
 
-    res = fmstore(cli_home, "--user", "31", "-n", "4")
+    res = fmstore_cli(cli_home, "query", "--user", "31", "-n", "4")
     assert res.returncode == 0, res.stderr
     assert "For user 31" in res.stdout and res.stdout.count("Comedy") >= 4
 
@@ -395,11 +423,14 @@ def test_cli_ratings_file_and_known_user(cli_home, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--movie", "Action Movie"], 'matches 14 movies'),  # ambiguous: the start of 14 titles
-        (["--movie", "Action Movie"], "add the year or use --movie-id"),  # the library's hint as a flag
+        (["--movie", "Action Movie"], "matches 14 movies"),  # ambiguous: the start of 14 titles
+        (
+            ["--movie", "Action Movie"],
+            "add the year or use --movie-id",
+        ),  # the library's hint as a flag
         (["--movie", "Zebra Quest"], 'no movie matches "Zebra Quest"'),
         (["--movie-id", "999999"], "movie id(s) 999999 not in the published run"),
-        (["--rated", "Action Movie 1"], 'expected TITLE=RATING'),
+        (["--rated", "Action Movie 1"], "expected TITLE=RATING"),
         (["--rated", "Action Movie 1=7"], "rating 7 is outside the rating scale 0.5-5"),
         (["--rated", "Action Movie 1=great"], "rating 'great' is not a number"),
         (["--user", "4242"], "user 4242 is not in the published run"),
@@ -409,8 +440,8 @@ def test_cli_ratings_file_and_known_user(cli_home, tmp_path):
         (["--rated", "Action Movie 1=5", "--method", "mean"], "--method 'mean'"),
     ],
 )
-def test_cli_errors_are_one_line(cli_home, args, message):
-    res = fmstore(cli_home, *args)
+def test_cli_errors_are_one_line(cli_home, args, message, fmstore_cli):
+    res = fmstore_cli(cli_home, "query", *args)
     assert res.returncode == 2, (res.stdout, res.stderr)
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
@@ -435,6 +466,10 @@ def test_query_path_does_not_import_sqlalchemy(cli_home):
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_cli_nothing_published(tmp_path):
-    res = fmstore(tmp_path / "empty", "--movie", "Toy Story")
-    assert res.returncode == 2 and "fmstore publish" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+def test_cli_nothing_published(tmp_path, fmstore_cli):
+    res = fmstore_cli(tmp_path / "empty", "query", "--movie", "Toy Story")
+    assert (
+        res.returncode == 2
+        and "fmstore publish" in res.stderr
+        and len(res.stderr.strip().splitlines()) == 1
+    )

@@ -5,6 +5,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from planted import (
+    GROUPS,
+    group_of_movie,
+    group_of_user,
+    rated_movie_ids,
+    unrated_movie_ids,
+    write_planted,
+)
 
 from fmstore import artifact, datasets
 from fmstore.config import TrainConfig
@@ -12,9 +20,15 @@ from fmstore.datasets.splits import split_indices
 from fmstore.errors import ConfigError, DataError
 from fmstore.train import train
 
-from planted import GROUPS, group_of_movie, group_of_user, rated_movie_ids, unrated_movie_ids, write_planted
-
-FAST = dict(epochs=40, factors=8, lr=0.03, batch_size=256, weight_decay=0.02, patience=40, valid_fraction=0.1)
+FAST = dict(
+    epochs=40,
+    factors=8,
+    lr=0.03,
+    batch_size=256,
+    weight_decay=0.02,
+    patience=40,
+    valid_fraction=0.1,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +45,9 @@ def planted_run(planted):
 def test_model_ranks_each_groups_movies_first(planted, planted_run):
     result, _ = planted_run
     form = result.model.serving_form()
-    scores = form.user_bias[:, None] + form.item_bias[None, :] + form.user_vectors @ form.item_vectors.T
+    scores = (
+        form.user_bias[:, None] + form.item_bias[None, :] + form.user_vectors @ form.item_vectors.T
+    )
     movie_ids = planted.movies.movie_id
     rated = np.isin(movie_ids, [m for g in range(len(GROUPS)) for m in rated_movie_ids(g)])
     for row, user in enumerate(result.vocab.user_ids):
@@ -77,7 +93,14 @@ def test_test_ratings_are_reported(planted, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "bad", [dict(epochs=0), dict(lr=-1.0), dict(link="tanh"), dict(valid_fraction=1.0), dict(device="tpu")]
+    "bad",
+    [
+        dict(epochs=0),
+        dict(lr=-1.0),
+        dict(link="tanh"),
+        dict(valid_fraction=1.0),
+        dict(device="tpu"),
+    ],
 )
 def test_bad_config_is_refused(planted, bad):
     with pytest.raises(ConfigError):
@@ -90,7 +113,13 @@ def test_artifact_round_trip(planted, planted_run, tmp_path):
     manifest = artifact.load_manifest(run_dir)
     assert manifest["metrics"]["valid_rmse"] == result.metrics["valid_rmse"]
     assert manifest["dataset"]["fingerprint"] == planted.fingerprint
-    assert set(manifest["files"]) == {"model.safetensors", "serving.safetensors", "seen.safetensors", "movies.json", "history.csv"}
+    assert set(manifest["files"]) == {
+        "model.safetensors",
+        "serving.safetensors",
+        "seen.safetensors",
+        "movies.json",
+        "history.csv",
+    }
 
     model = artifact.load_model(run_dir)
     u, i = torch.arange(10), torch.arange(10)
@@ -103,7 +132,9 @@ def test_artifact_round_trip(planted, planted_run, tmp_path):
 
     seen_ids, seen_ratings = artifact.seen_movies(run_dir, 1)
     in_train = result.train_ratings.movie_id[result.train_ratings.user_id == 1]
-    assert sorted(seen_ids.tolist()) == sorted(in_train.tolist()) and len(seen_ratings) == len(seen_ids)
+    assert sorted(seen_ids.tolist()) == sorted(in_train.tolist()) and len(seen_ratings) == len(
+        seen_ids
+    )
     assert artifact.resolve_run(tmp_path / "runs", None) == run_dir
     assert not list((tmp_path / "runs").glob(".tmp-*"))
 

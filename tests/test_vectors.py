@@ -59,85 +59,131 @@ def publish(store: VectorStore, name: str, ids, q, b, payloads, batch: int = 64)
 
 @pytest.fixture(params=["edge", "server"])
 def store(request, tmp_path):
-    s = EdgeStore(tmp_path / "qdrant") if request.param == "edge" else ServerStore(QdrantClient(":memory:"))
+    s = (
+        EdgeStore(tmp_path / "qdrant")
+        if request.param == "edge"
+        else ServerStore(QdrantClient(":memory:"))
+    )
     yield s
     s.close()
 
 
-def test_store_behaviour(store: VectorStore):
-    ids, q, b, payloads = make_movies(200, seed=1)
-    publish(store, "movies__a", ids, q, b, payloads)
+MOVIES = make_movies(200, seed=1)
+P = np.random.default_rng(9).normal(size=K).astype(np.float32)
+
+
+@pytest.fixture
+def live(store: VectorStore) -> VectorStore:
+    """A store with MOVIES published as `movies__a` and the alias `movies` on it."""
+    publish(store, "movies__a", *MOVIES)
+    store.switch_alias("movies", "movies__a")
+    return store
+
+
+def expected_scores() -> np.ndarray:
+    _, q, b, _ = MOVIES
+    return q @ P + b
+
+
+def test_publish_counts_and_alias(store: VectorStore):
+    publish(store, "movies__a", *MOVIES)
     assert store.count("movies__a") == 200
     assert store.collection_exists("movies__a") and not store.collection_exists("movies")
     store.switch_alias("movies", "movies__a")
     assert store.resolve_alias("movies") == "movies__a"
 
-    # item (Cosine): the nearest movie of a movie's own vector is itself, score ~1
-    hits = store.search("movies", q[17], using="item", limit=3)
+
+def test_item_vector_nearest_is_itself(live: VectorStore):
+    ids, q, _, payloads = MOVIES
+    hits = live.search("movies", q[17], using="item", limit=3)
     assert hits[0].id == ids[17] and hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert hits[0].payload == payloads[17]
 
-    # score (Dot): the score is b_i + <p, q_i>, exactly the FM ranking
-    p = np.random.default_rng(9).normal(size=K).astype(np.float32)
-    expected = q @ p + b
-    hits = store.search("movies", np.append(p, 1.0), using="score", limit=10)
+
+def test_score_vector_is_the_fm_ranking(live: VectorStore):
+    ids = MOVIES[0]
+    expected = expected_scores()
+    hits = live.search("movies", np.append(P, 1.0), using="score", limit=10)
     order = np.argsort(-expected)[:10]
     assert [h.id for h in hits] == list(ids[order])
     np.testing.assert_allclose([h.score for h in hits], expected[order], rtol=1e-5, atol=1e-5)
 
-    # filters, each checked against numpy on the payloads
-    def check(flt: QueryFilter, keep) -> None:
-        mask = np.array([keep(i, pl) for i, pl in enumerate(payloads)])
-        want = [int(ids[i]) for i in np.argsort(-expected) if mask[i]][:10]
-        got = [h.id for h in store.search("movies", np.append(p, 1.0), using="score", limit=10, filter=flt)]
-        assert got == want, flt
 
-    check(QueryFilter(genres=("Horror", "Drama")), lambda i, pl: {"Horror", "Drama"} & set(pl["genres"]))
-    check(QueryFilter(year_min=1990, year_max=1995), lambda i, pl: 1990 <= pl["year"] <= 1995)
-    check(QueryFilter(year_min=2010), lambda i, pl: pl["year"] >= 2010)
-    check(QueryFilter(min_ratings=150), lambda i, pl: pl["n_ratings"] >= 150)
-    top3 = tuple(int(i) for i in ids[np.argsort(-expected)[:3]])
-    check(QueryFilter(exclude_ids=top3), lambda i, pl: int(ids[i]) not in top3)
-    check(
-        QueryFilter(genres=("Comedy",), year_min=1985, min_ratings=20, exclude_ids=top3),
-        lambda i, pl: "Comedy" in pl["genres"] and pl["year"] >= 1985 and pl["n_ratings"] >= 20
-        and int(ids[i]) not in top3,
-    )
+_TOP3 = tuple(int(i) for i in MOVIES[0][np.argsort(-expected_scores())[:3]])
+FILTERS = [
+    (
+        QueryFilter(genres=("Horror", "Drama")),
+        lambda mid, pl: {"Horror", "Drama"} & set(pl["genres"]),
+    ),
+    (QueryFilter(year_min=1990, year_max=1995), lambda mid, pl: 1990 <= pl["year"] <= 1995),
+    (QueryFilter(year_min=2010), lambda mid, pl: pl["year"] >= 2010),
+    (QueryFilter(min_ratings=150), lambda mid, pl: pl["n_ratings"] >= 150),
+    (QueryFilter(exclude_ids=_TOP3), lambda mid, pl: mid not in _TOP3),
+    (
+        QueryFilter(genres=("Comedy",), year_min=1985, min_ratings=20, exclude_ids=_TOP3),
+        lambda mid, pl: (
+            "Comedy" in pl["genres"]
+            and pl["year"] >= 1985
+            and pl["n_ratings"] >= 20
+            and mid not in _TOP3
+        ),
+    ),
+]
 
-    # retrieve: score comes back bit-exact (Dot is stored as given; Cosine would normalise it)
-    got = store.retrieve("movies", [int(ids[0]), int(ids[5]), 999_999], vectors=("score", "item"))
+
+@pytest.mark.parametrize("flt, keep", FILTERS, ids=[str(f) for f, _ in FILTERS])
+def test_filter_matches_numpy(live: VectorStore, flt: QueryFilter, keep):
+    ids, _, _, payloads = MOVIES
+    mask = np.array([keep(int(mid), pl) for mid, pl in zip(ids, payloads, strict=True)])
+    want = [int(ids[i]) for i in np.argsort(-expected_scores()) if mask[i]][:10]
+    got = [
+        h.id for h in live.search("movies", np.append(P, 1.0), using="score", limit=10, filter=flt)
+    ]
+    assert got == want
+
+
+def test_retrieve_is_bit_exact_for_dot(live: VectorStore):
+    ids, q, b, payloads = MOVIES
+    got = live.retrieve("movies", [int(ids[0]), int(ids[5]), 999_999], vectors=("score", "item"))
     assert set(got) == {ids[0], ids[5]}
     vecs, payload = got[int(ids[5])]
     np.testing.assert_array_equal(vecs["score"], np.append(q[5], b[5]))
-    np.testing.assert_allclose(vecs["item"], q[5] / np.linalg.norm(q[5]), rtol=1e-6)  # Cosine: normalised
+    np.testing.assert_allclose(vecs["item"], q[5] / np.linalg.norm(q[5]), rtol=1e-6)  # Cosine
     assert payload == payloads[5]
-    assert store.retrieve("movies", [int(ids[1])])[int(ids[1])] == ({}, payloads[1])
+    assert live.retrieve("movies", [int(ids[1])])[int(ids[1])] == ({}, payloads[1])
 
-    # a new publication: the alias keeps serving the old one until the switch, then moves at once
+
+def test_alias_serves_old_publication_until_the_switch(live: VectorStore):
+    ids, q = MOVIES[0], MOVIES[1]
     ids2, q2, b2, payloads2 = make_movies(50, seed=2, first_id=1000)
-    publish(store, "movies__b", ids2, q2, b2, payloads2, batch=16)
-    assert store.resolve_alias("movies") == "movies__a"
-    assert store.search("movies", q[3], using="item", limit=1)[0].id == ids[3]
-    store.switch_alias("movies", "movies__b")
-    assert store.resolve_alias("movies") == "movies__b"
-    assert store.count("movies") == 50
-    assert store.search("movies", q2[3], using="item", limit=1)[0].id == ids2[3]
-    assert store.list_collections() == ["movies__a", "movies__b"]
+    publish(live, "movies__b", ids2, q2, b2, payloads2, batch=16)
+    assert live.resolve_alias("movies") == "movies__a"
+    assert live.search("movies", q[3], using="item", limit=1)[0].id == ids[3]
+    live.switch_alias("movies", "movies__b")
+    assert live.resolve_alias("movies") == "movies__b"
+    assert live.count("movies") == 50
+    assert live.search("movies", q2[3], using="item", limit=1)[0].id == ids2[3]
+    assert live.list_collections() == ["movies__a", "movies__b"]
 
-    # re-creating a collection drops its old points, and (server semantics) the aliases to it
-    store.switch_alias("previous", "movies__a")
-    publish(store, "movies__a", ids[:7], q[:7], b[:7], payloads[:7])
-    assert store.count("movies__a") == 7
-    assert store.resolve_alias("previous") is None
-    assert store.retrieve("movies__a", [int(ids[100])]) == {}
 
-    # deleting the aliased collection removes the alias with it (server semantics, mirrored on edge)
-    store.delete_collection("movies__b")
-    store.delete_collection("movies__b")  # absent: no-op
-    assert store.list_collections() == ["movies__a"]
-    assert store.resolve_alias("movies") is None
+def test_recreating_a_collection_drops_points_and_aliases(live: VectorStore):
+    ids, q, b, payloads = MOVIES
+    live.switch_alias("previous", "movies__a")
+    publish(live, "movies__a", ids[:7], q[:7], b[:7], payloads[:7])
+    assert live.count("movies__a") == 7
+    assert live.resolve_alias("previous") is None
+    assert live.retrieve("movies__a", [int(ids[100])]) == {}
 
-    # nothing published under a name: one clear error
+
+def test_deleting_the_aliased_collection_removes_the_alias(live: VectorStore):
+    live.delete_collection("movies__a")
+    live.delete_collection("movies__a")  # absent: no-op
+    assert live.list_collections() == []
+    assert live.resolve_alias("movies") is None
+
+
+def test_nothing_published_is_one_clear_error(store: VectorStore):
+    q = MOVIES[1]
     for call in (
         lambda: store.search("movies", q[0], using="item", limit=1),
         lambda: store.retrieve("nope", [1]),
@@ -154,7 +200,12 @@ def test_users_collection_roundtrip(store: VectorStore):
     p = rng.normal(size=(5, K)).astype(np.float32)
     vectors = np.hstack([p, np.ones((5, 1), np.float32)])
     store.create_collection("users__a", users_spec(K))
-    store.upsert("users__a", np.array([1, 2, 3, 4, 5]), {"score": vectors}, [{"user_id": i} for i in range(1, 6)])
+    store.upsert(
+        "users__a",
+        np.array([1, 2, 3, 4, 5]),
+        {"score": vectors},
+        [{"user_id": i} for i in range(1, 6)],
+    )
     got = store.retrieve("users__a", [4], vectors=("score",))
     np.testing.assert_array_equal(got[4][0]["score"], vectors[3])
 
@@ -162,13 +213,23 @@ def test_users_collection_roundtrip(store: VectorStore):
 def test_payloads_with_numpy_scalars_and_nulls(store: VectorStore):
     store.create_collection("movies__a", movies_spec(2))
     payloads = [
-        {"movie_id": np.int64(1), "year": None, "n_ratings": np.int64(5), "genres": [], "bias": np.float32(0.5)},
+        {
+            "movie_id": np.int64(1),
+            "year": None,
+            "n_ratings": np.int64(5),
+            "genres": [],
+            "bias": np.float32(0.5),
+        },
         {"movie_id": 2, "year": 1999, "n_ratings": 3, "genres": ["Drama"], "bias": 0.25},
     ]
-    store.upsert("movies__a", np.array([1, 2]), {"item": np.ones((2, 2)), "score": np.ones((2, 3))}, payloads)
+    store.upsert(
+        "movies__a", np.array([1, 2]), {"item": np.ones((2, 2)), "score": np.ones((2, 3))}, payloads
+    )
     got = store.retrieve("movies__a", [1, 2])
     assert got[1][1] == {"movie_id": 1, "year": None, "n_ratings": 5, "genres": [], "bias": 0.5}
-    hits = store.search("movies__a", np.ones(3), using="score", limit=5, filter=QueryFilter(year_min=1990))
+    hits = store.search(
+        "movies__a", np.ones(3), using="score", limit=5, filter=QueryFilter(year_min=1990)
+    )
     assert [h.id for h in hits] == [2]
 
 
@@ -232,7 +293,12 @@ def test_known_user_one_call_query_matches_vector_search():
     p = np.random.default_rng(6).normal(size=(3, K)).astype(np.float32)
     user_vectors = np.hstack([p, np.ones((3, 1), np.float32)])
     store.create_collection("users__r1", users_spec(K))
-    store.upsert("users__r1", np.array([7, 8, 9]), {"score": user_vectors}, [{"user_id": u} for u in (7, 8, 9)])
+    store.upsert(
+        "users__r1",
+        np.array([7, 8, 9]),
+        {"score": user_vectors},
+        [{"user_id": u} for u in (7, 8, 9)],
+    )
     store.switch_alias("users", "users__r1")
 
     for row, user_id in enumerate((7, 8, 9)):
@@ -245,7 +311,9 @@ def test_known_user_one_call_query_matches_vector_search():
         ).points
         by_vector = store.search("movies", user_vectors[row], using="score", limit=10)
         assert [h.id for h in one_call] == [h.id for h in by_vector]
-        np.testing.assert_allclose([h.score for h in one_call], [h.score for h in by_vector], rtol=1e-6)
+        np.testing.assert_allclose(
+            [h.score for h in one_call], [h.score for h in by_vector], rtol=1e-6
+        )
         expected = q @ p[row] + b
         assert [h.id for h in by_vector] == list(ids[np.argsort(-expected)[:10]])
     store.close()

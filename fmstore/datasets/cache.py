@@ -27,8 +27,14 @@ log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
 
 _ARRAYS = ("user_id", "movie_id", "rating", "timestamp", "movies_movie_id", "movies_year")
-_DTYPES = {"user_id": np.int64, "movie_id": np.int64, "rating": np.float32,
-           "timestamp": np.int64, "movies_movie_id": np.int64, "movies_year": np.int32}
+_DTYPES = {
+    "user_id": np.int64,
+    "movie_id": np.int64,
+    "rating": np.float32,
+    "timestamp": np.int64,
+    "movies_movie_id": np.int64,
+    "movies_year": np.int32,
+}
 
 
 def cache_key(source: Source) -> str:
@@ -54,16 +60,27 @@ def cache_lookup(cache_dir: Path, key: str) -> tuple[str, Ratings, Movies] | Non
             if arrays[name].dtype != _DTYPES[name] or arrays[name].ndim != 1:
                 return None
         info = json.loads((entry / "movies.json").read_text())
-        ratings = Ratings(arrays["user_id"], arrays["movie_id"], arrays["rating"],
-                          arrays["timestamp"])
-        movies = Movies(arrays["movies_movie_id"], list(info["title"]),
-                        [tuple(g) for g in info["genres"]], arrays["movies_year"],
-                        list(info["imdb_id"]), list(info["tmdb_id"]))
+        ratings = Ratings(
+            arrays["user_id"], arrays["movie_id"], arrays["rating"], arrays["timestamp"]
+        )
+        movies = Movies(
+            arrays["movies_movie_id"],
+            list(info["title"]),
+            [tuple(g) for g in info["genres"]],
+            arrays["movies_year"],
+            list(info["imdb_id"]),
+            list(info["tmdb_id"]),
+        )
         n, m = len(ratings), len(movies)
-        if any(len(a) != n for a in (ratings.movie_id, ratings.rating, ratings.timestamp)) or \
-                any(len(x) != m for x in (movies.title, movies.genres, movies.year,
-                                           movies.imdb_id, movies.tmdb_id)) or \
-                n != meta["n_ratings"] or m != meta["n_movies"]:
+        if (
+            any(len(a) != n for a in (ratings.movie_id, ratings.rating, ratings.timestamp))
+            or any(
+                len(x) != m
+                for x in (movies.title, movies.genres, movies.year, movies.imdb_id, movies.tmdb_id)
+            )
+            or n != meta["n_ratings"]
+            or m != meta["n_movies"]
+        ):
             return None
         return meta["fingerprint"], ratings, movies
     except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
@@ -71,8 +88,14 @@ def cache_lookup(cache_dir: Path, key: str) -> tuple[str, Ratings, Movies] | Non
         return None
 
 
-def cache_store(cache_dir: Path, key: str, fingerprint: str, links_hash: str | None,
-                ratings: Ratings, movies: Movies) -> None:
+def cache_store(
+    cache_dir: Path,
+    key: str,
+    fingerprint: str,
+    links_hash: str | None,
+    ratings: Ratings,
+    movies: Movies,
+) -> None:
     """Write the entry into a temp folder and os.replace it into place: a crash never leaves a
     half-written cache. A cache that cannot be written only costs speed, so it is not fatal."""
     entry_name = fingerprint if links_hash is None else f"{fingerprint}-{links_hash[:16]}"
@@ -83,11 +106,13 @@ def cache_store(cache_dir: Path, key: str, fingerprint: str, links_hash: str | N
             _write_entry(cache_dir, entry, fingerprint, ratings, movies)
         index_dir = cache_dir / "index"
         index_dir.mkdir(exist_ok=True)
-        atomic_write_text(index_dir / f"{key}.json",
-                          json.dumps({"entry": entry_name, "fingerprint": fingerprint}))
+        atomic_write_text(
+            index_dir / f"{key}.json", json.dumps({"entry": entry_name, "fingerprint": fingerprint})
+        )
     except OSError as exc:
-        log.warning("could not write the dataset cache in %s (%s); continuing without it",
-                    cache_dir, exc)
+        log.warning(
+            "could not write the dataset cache in %s (%s); continuing without it", cache_dir, exc
+        )
 
 
 def _entry_complete(entry: Path) -> bool:
@@ -108,22 +133,39 @@ def _entry_complete(entry: Path) -> bool:
         return False
 
 
-def _write_entry(cache_dir: Path, entry: Path, fingerprint: str, ratings: Ratings,
-                 movies: Movies) -> None:
+def _write_entry(
+    cache_dir: Path, entry: Path, fingerprint: str, ratings: Ratings, movies: Movies
+) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache_dir))
     try:
-        arrays = {"user_id": ratings.user_id, "movie_id": ratings.movie_id,
-                  "rating": ratings.rating, "timestamp": ratings.timestamp,
-                  "movies_movie_id": movies.movie_id, "movies_year": movies.year}
+        arrays = {
+            "user_id": ratings.user_id,
+            "movie_id": ratings.movie_id,
+            "rating": ratings.rating,
+            "timestamp": ratings.timestamp,
+            "movies_movie_id": movies.movie_id,
+            "movies_year": movies.year,
+        }
         for name, values in arrays.items():
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(values, dtype=_DTYPES[name]),
-                    allow_pickle=False)
-        info = {"title": movies.title, "genres": [list(g) for g in movies.genres],
-                "imdb_id": movies.imdb_id, "tmdb_id": movies.tmdb_id}
+            np.save(
+                tmp / f"{name}.npy",
+                np.ascontiguousarray(values, dtype=_DTYPES[name]),
+                allow_pickle=False,
+            )
+        info = {
+            "title": movies.title,
+            "genres": [list(g) for g in movies.genres],
+            "imdb_id": movies.imdb_id,
+            "tmdb_id": movies.tmdb_id,
+        }
         (tmp / "movies.json").write_text(json.dumps(info, ensure_ascii=False), encoding="utf-8")
         # meta.json last: its presence marks a complete entry.
-        meta = {"format": CACHE_FORMAT, "fingerprint": fingerprint, "n_ratings": len(ratings),
-                "n_movies": len(movies)}
+        meta = {
+            "format": CACHE_FORMAT,
+            "fingerprint": fingerprint,
+            "n_ratings": len(ratings),
+            "n_movies": len(movies),
+        }
         (tmp / "meta.json").write_text(json.dumps(meta))
         if entry.exists():  # a corrupt leftover: move it aside, then drop it
             stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=cache_dir))

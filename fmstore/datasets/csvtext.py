@@ -19,8 +19,9 @@ def check_header(data: bytes, label: str, expected: tuple[str, ...]) -> list[str
     wanted = ",".join(expected)
     if re.match(rb"\s*\Z", data):  # (not data.strip(): that would copy a 1 GB file)
         what = "0 bytes" if not data else "only blank lines"
-        raise DataError(f"{label} is empty ({what}); it needs the header line {wanted} "
-                        "and at least one row")
+        raise DataError(
+            f"{label} is empty ({what}); it needs the header line {wanted} and at least one row"
+        )
     end = data.find(b"\n")
     line = _decode_line(data[: end if end >= 0 else len(data)], label, 1).lstrip("\ufeff")
     line = line.rstrip("\r")
@@ -29,17 +30,23 @@ def check_header(data: bytes, label: str, expected: tuple[str, ...]) -> list[str
         check_delimiter(line, label, 1)
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
-        raise DataError(f"{label} line 1: column '{dup}' appears twice in the header '{line}'; "
-                        f"the header must be {wanted}")
+        raise DataError(
+            f"{label} line 1: column '{dup}' appears twice in the header '{line}'; "
+            f"the header must be {wanted}"
+        )
     missing = [n for n in expected if n not in names]
     extra = [n for n in names if n not in expected]
     if missing:
         found = f" (found unexpected {', '.join(repr(n) for n in extra)})" if extra else ""
-        raise DataError(f"{label} line 1: missing column '{missing[0]}'{found} in the header "
-                        f"'{line}'; the header must be {wanted}")
+        raise DataError(
+            f"{label} line 1: missing column '{missing[0]}'{found} in the header "
+            f"'{line}'; the header must be {wanted}"
+        )
     if extra:
-        raise DataError(f"{label} line 1: unexpected column '{extra[0]}' in the header '{line}'; "
-                        f"the header must be exactly {wanted}")
+        raise DataError(
+            f"{label} line 1: unexpected column '{extra[0]}' in the header '{line}'; "
+            f"the header must be exactly {wanted}"
+        )
     return names
 
 
@@ -48,16 +55,20 @@ def check_delimiter(line: str, label: str, line_no: int) -> None:
     shown = clip(line.replace("\t", "\\t"))  # a raw tab would be invisible in the message
     for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|' characters")):
         if sep in line and "," not in line:
-            raise DataError(f"{label} line {line_no}: values are separated by {name}, not commas "
-                            f"('{shown}'); save the file as comma-separated CSV")
+            raise DataError(
+                f"{label} line {line_no}: values are separated by {name}, not commas "
+                f"('{shown}'); save the file as comma-separated CSV"
+            )
 
 
 def _decode_line(raw: bytes, label: str, line_no: int) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise DataError(f"{label} line {line_no}: not valid UTF-8 text ({clip(repr(raw))}); "
-                        "save the file as UTF-8") from None
+        raise DataError(
+            f"{label} line {line_no}: not valid UTF-8 text ({clip(repr(raw))}); "
+            "save the file as UTF-8"
+        ) from None
 
 
 def clip(text: str, limit: int = 80) -> str:
@@ -76,8 +87,9 @@ class Lines:
         buf = np.frombuffer(data, dtype=np.uint8)
         step = 1 << 26  # chunks keep the temporary boolean array small on 1 GB files
         newlines = np.concatenate(
-            [np.flatnonzero(buf[s: s + step] == 10) + s for s in range(0, len(buf), step)]
-            or [np.zeros(0, np.int64)])
+            [np.flatnonzero(buf[s : s + step] == 10) + s for s in range(0, len(buf), step)]
+            or [np.zeros(0, np.int64)]
+        )
         self.starts = np.concatenate([[0], newlines + 1]).astype(np.int64)
         self.ends = np.concatenate([newlines, [len(buf)]]).astype(np.int64)
         lengths = self.ends - self.starts
@@ -91,7 +103,7 @@ class Lines:
         return int(self.row_lines[row])
 
     def text(self, line_no: int) -> str:
-        raw = self.data[self.starts[line_no - 1]: self.ends[line_no - 1]]
+        raw = self.data[self.starts[line_no - 1] : self.ends[line_no - 1]]
         return raw.decode("utf-8", errors="replace").rstrip("\r")
 
     def field(self, row: int, column: int) -> tuple[int, str]:

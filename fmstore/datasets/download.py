@@ -32,35 +32,46 @@ _DOWNLOAD_CHUNK = 1 << 20
 _NETWORK_TIMEOUT_S = 60
 
 
-def fetch_dataset(name: str, dest: Path, url: str | None = None,
-                  progress: Callable[[int, int | None], None] | None = None) -> Path:
+def fetch_dataset(
+    name: str,
+    dest: Path,
+    url: str | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> Path:
     """Download a GroupLens MovieLens zip, verify its md5, unpack it to `dest/name`; return that.
 
     Nothing is left in `dest` unless the download verified and unpacked completely.
     """
     if name not in DATASET_NAMES and url is None:
-        raise DataError(f"unknown dataset '{name}'; choose one of {', '.join(DATASET_NAMES)} "
-                        "or pass --url")
+        raise DataError(
+            f"unknown dataset '{name}'; choose one of {', '.join(DATASET_NAMES)} or pass --url"
+        )
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise DataError(f"dataset name '{name}' must be a plain folder name "
-                        "(letters, digits, '.', '_', '-')")
+        raise DataError(
+            f"dataset name '{name}' must be a plain folder name (letters, digits, '.', '_', '-')"
+        )
     dest = Path(dest)
     target = dest / name
     if _looks_like_dataset(target):
         return target
     if target.exists():
-        raise DataError(f"{target} exists but is not a MovieLens dataset (no valid "
-                        f"{RATINGS_FILE}/{MOVIES_FILE}); remove it or choose another destination")
+        raise DataError(
+            f"{target} exists but is not a MovieLens dataset (no valid "
+            f"{RATINGS_FILE}/{MOVIES_FILE}); remove it or choose another destination"
+        )
     url = url or DEFAULT_URL.format(name=name)
     expected = _published_md5(url) or KNOWN_MD5.get(name)
     if expected is None:
-        raise DataError(f"no checksum for {url} (could not fetch {url}.md5 and none is built in"
-                        f" for '{name}'); refusing an unverified download")
+        raise DataError(
+            f"no checksum for {url} (could not fetch {url}.md5 and none is built in"
+            f" for '{name}'); refusing an unverified download"
+        )
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create {dest} ({exc.strerror}); choose another destination"
-                        ) from None
+        raise DataError(
+            f"cannot create {dest} ({exc.strerror}); choose another destination"
+        ) from None
     fd, tmp_name = tempfile.mkstemp(prefix=f".{name}-", suffix=".zip.part", dir=dest)
     tmp_zip = Path(tmp_name)
     tmp_dir: Path | None = None
@@ -68,8 +79,10 @@ def fetch_dataset(name: str, dest: Path, url: str | None = None,
         with os.fdopen(fd, "wb") as out:
             actual = _download(url, out, progress)
         if actual != expected:
-            raise DataError(f"checksum mismatch for {url}: md5 {actual}, expected {expected}; "
-                            "the download is corrupt or the file changed, try again")
+            raise DataError(
+                f"checksum mismatch for {url}: md5 {actual}, expected {expected}; "
+                "the download is corrupt or the file changed, try again"
+            )
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=dest))
         folder = _unpack(tmp_zip, tmp_dir, url)
         os.replace(folder, target)
@@ -120,14 +133,18 @@ def _download(url: str, out, progress: Callable[[int, int | None], None] | None)
                 if progress:
                     progress(done, total)
     except urllib.error.HTTPError as exc:
-        raise DataError(f"could not download {url}: HTTP {exc.code} {exc.reason}; check the "
-                        "network or pass --url") from None
+        raise DataError(
+            f"could not download {url}: HTTP {exc.code} {exc.reason}; check the "
+            "network or pass --url"
+        ) from None
     except urllib.error.URLError as exc:
-        raise DataError(f"could not download {url}: {exc.reason}; check the network or pass "
-                        "--url") from None
+        raise DataError(
+            f"could not download {url}: {exc.reason}; check the network or pass --url"
+        ) from None
     except (OSError, ValueError) as exc:
-        raise DataError(f"could not download {url}: {exc}; check the network or pass --url"
-                        ) from None
+        raise DataError(
+            f"could not download {url}: {exc}; check the network or pass --url"
+        ) from None
     return digest.hexdigest()
 
 
@@ -137,11 +154,14 @@ def _unpack(zip_path: Path, into: Path, url: str) -> Path:
         with zipfile.ZipFile(zip_path) as zf:
             zf.extractall(into)  # extractall strips absolute paths and '..' components
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"the zip downloaded from {url} cannot be unpacked ({exc}); "
-                        "download it again") from None
+        raise DataError(
+            f"the zip downloaded from {url} cannot be unpacked ({exc}); download it again"
+        ) from None
     candidates = [into] + [d for d in sorted(into.iterdir()) if d.is_dir()]
     for folder in candidates:
         if (folder / RATINGS_FILE).is_file() and (folder / MOVIES_FILE).is_file():
             return folder
-    raise DataError(f"the zip downloaded from {url} holds no {RATINGS_FILE} and {MOVIES_FILE}; "
-                    "pass the URL of a MovieLens zip")
+    raise DataError(
+        f"the zip downloaded from {url} holds no {RATINGS_FILE} and {MOVIES_FILE}; "
+        "pass the URL of a MovieLens zip"
+    )

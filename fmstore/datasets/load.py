@@ -49,8 +49,9 @@ def load_dataset(path: str | Path, cache_dir: Path | None = None) -> Dataset:
         movies = parse_movies(movies_bytes, source.label(MOVIES_FILE))
         if links_bytes is not None:
             apply_links(movies, links_bytes, source.label(LINKS_FILE))
-        ratings = parse_ratings(ratings_bytes, source.label(RATINGS_FILE), movies,
-                                source.label(MOVIES_FILE))
+        ratings = parse_ratings(
+            ratings_bytes, source.label(RATINGS_FILE), movies, source.label(MOVIES_FILE)
+        )
         fingerprint = fingerprint_job.result()
 
     if cache_dir is not None:
@@ -65,15 +66,17 @@ def load_ratings_file(path: str | Path, movies: Movies) -> Ratings:
     shown = str(path)
     p = Path(path).expanduser()
     if not p.exists():
-        raise DataError(f"no such file: {shown}; pass a ratings CSV with the header "
-                        f"{','.join(RATINGS_COLUMNS)}")
+        raise DataError(
+            f"no such file: {shown}; pass a ratings CSV with the header {','.join(RATINGS_COLUMNS)}"
+        )
     if p.is_dir():
         raise DataError(f"{shown} is a folder; pass a ratings CSV file")
     try:
         data = p.read_bytes()
     except OSError as exc:
-        raise DataError(f"{shown}: cannot be read ({exc.strerror}); check its permissions"
-                        ) from None
+        raise DataError(
+            f"{shown}: cannot be read ({exc.strerror}); check its permissions"
+        ) from None
     return parse_ratings(data, shown, movies, "the movies of the dataset")
 
 

@@ -53,8 +53,9 @@ class FolderSource(Source):
         try:
             return (self.path / file).read_bytes()
         except OSError as exc:
-            raise DataError(f"{self.label(file)}: cannot be read ({exc.strerror}); "
-                            "check its permissions") from None
+            raise DataError(
+                f"{self.label(file)}: cannot be read ({exc.strerror}); check its permissions"
+            ) from None
 
     def stat_key(self) -> list:
         key = []
@@ -71,8 +72,10 @@ def _missing_file_message(folder: Path, shown: str, required: str) -> str:
     subs = [d for d in sorted(folder.iterdir()) if d.is_dir() and (d / required).is_file()]
     if len(subs) == 1:
         hint = f" (did you mean {Path(shown) / subs[0].name}?)"
-    return (f"{shown} has no {required}{hint}; pass a MovieLens folder holding "
-            f"{RATINGS_FILE} and {MOVIES_FILE}, or its .zip")
+    return (
+        f"{shown} has no {required}{hint}; pass a MovieLens folder holding "
+        f"{RATINGS_FILE} and {MOVIES_FILE}, or its .zip"
+    )
 
 
 class ZipSource(Source):
@@ -88,26 +91,40 @@ class ZipSource(Source):
         self.members = self._find_members(names)
 
     def _corrupt_message(self, exc: BaseException) -> str:
-        return (f"{self.shown} is not a readable zip archive (truncated or corrupt: {exc}); "
-                "download it again")
+        return (
+            f"{self.shown} is not a readable zip archive (truncated or corrupt: {exc}); "
+            "download it again"
+        )
 
     def _find_members(self, names: list[str]) -> dict[str, str]:
         # GroupLens zips hold their files in one top folder (ml-latest-small/ratings.csv); accept
         # the files at the root too. Anything deeper is not ours (e.g. __MACOSX copies).
-        folders = sorted({n.rsplit("/", 1)[0] if "/" in n else "" for n in names
-                          if n.rsplit("/", 1)[-1] == RATINGS_FILE and n.count("/") <= 1})
+        folders = sorted(
+            {
+                n.rsplit("/", 1)[0] if "/" in n else ""
+                for n in names
+                if n.rsplit("/", 1)[-1] == RATINGS_FILE and n.count("/") <= 1
+            }
+        )
         if not folders:
-            raise DataError(f"{self.shown} holds no {RATINGS_FILE} (at its root or in one top "
-                            "folder); pass a GroupLens MovieLens zip")
+            raise DataError(
+                f"{self.shown} holds no {RATINGS_FILE} (at its root or in one top "
+                "folder); pass a GroupLens MovieLens zip"
+            )
         if len(folders) > 1:
-            raise DataError(f"{self.shown} holds several {RATINGS_FILE} files (in "
-                            f"{', '.join(f or '/' for f in folders)}); pass a zip with one dataset")
+            raise DataError(
+                f"{self.shown} holds several {RATINGS_FILE} files (in "
+                f"{', '.join(f or '/' for f in folders)}); pass a zip with one dataset"
+            )
         prefix = folders[0] + "/" if folders[0] else ""
-        members = {f: prefix + f for f in (RATINGS_FILE, MOVIES_FILE, LINKS_FILE)
-                   if prefix + f in names}
+        members = {
+            f: prefix + f for f in (RATINGS_FILE, MOVIES_FILE, LINKS_FILE) if prefix + f in names
+        }
         if MOVIES_FILE not in members:
-            raise DataError(f"{self.shown} has {prefix}{RATINGS_FILE} but no {prefix}{MOVIES_FILE};"
-                            " pass a complete MovieLens zip")
+            raise DataError(
+                f"{self.shown} has {prefix}{RATINGS_FILE} but no {prefix}{MOVIES_FILE};"
+                " pass a complete MovieLens zip"
+            )
         return members
 
     def label(self, file: str) -> str:
@@ -133,12 +150,16 @@ def open_source(path: str | Path) -> Source:
     shown = str(path)
     p = Path(path).expanduser()
     if not p.exists():
-        raise DataError(f"no such file or folder: {shown}; pass a MovieLens folder (with "
-                        f"{RATINGS_FILE} and {MOVIES_FILE}) or its .zip")
+        raise DataError(
+            f"no such file or folder: {shown}; pass a MovieLens folder (with "
+            f"{RATINGS_FILE} and {MOVIES_FILE}) or its .zip"
+        )
     p = Path(os.path.abspath(p))
     if p.is_dir():
         return FolderSource(p, shown)
     if p.suffix.lower() == ".csv":
-        raise DataError(f"{shown} is a single CSV file; pass the folder that holds "
-                        f"{RATINGS_FILE} and {MOVIES_FILE} (or its .zip)")
+        raise DataError(
+            f"{shown} is a single CSV file; pass the folder that holds "
+            f"{RATINGS_FILE} and {MOVIES_FILE} (or its .zip)"
+        )
     return ZipSource(p, shown)

@@ -29,8 +29,13 @@ _SYNTH_MAX_ROUNDS = 8
 _HALF_STARS = [f"{0.5 * i:.1f}" for i in range(1, 11)]  # "0.5" .. "5.0", as MovieLens writes them
 
 
-def synthesize(out: Path, n_ratings: int = 27_753_444, n_users: int = 283_228,
-               n_movies: int = 53_889, seed: int = 0) -> Path:
+def synthesize(
+    out: Path,
+    n_ratings: int = 27_753_444,
+    n_users: int = 283_228,
+    n_movies: int = 53_889,
+    seed: int = 0,
+) -> Path:
     """Write an ml-latest-shaped synthetic dataset (ratings.csv, movies.csv) into `out`.
 
     Zipf-like movie popularity, long-tailed user activity, and ratings from a planted model:
@@ -42,8 +47,10 @@ def synthesize(out: Path, n_ratings: int = 27_753_444, n_users: int = 283_228,
     if n_users < 1 or n_movies < 1 or n_ratings < 1:
         raise DataError("synthesize needs n_ratings, n_users and n_movies >= 1")
     if n_ratings > n_users * n_movies:
-        raise DataError(f"{n_ratings:,} ratings cannot fit {n_users:,} users x {n_movies:,} "
-                        "movies without repeating a (user, movie) pair; lower n_ratings")
+        raise DataError(
+            f"{n_ratings:,} ratings cannot fit {n_users:,} users x {n_movies:,} "
+            "movies without repeating a (user, movie) pair; lower n_ratings"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 0])
@@ -69,8 +76,9 @@ class _SynthModel:
     def __init__(self, rng: np.random.Generator, n_users: int, n_movies: int):
         self.n_users, self.n_movies = n_users, n_movies
         # Sparse, increasing movie ids like MovieLens (1..193609 for 9,742 movies).
-        self.movie_id = np.sort(rng.choice(np.arange(1, 4 * n_movies + 2), n_movies,
-                                           replace=False)).astype(np.int64)
+        self.movie_id = np.sort(
+            rng.choice(np.arange(1, 4 * n_movies + 2), n_movies, replace=False)
+        ).astype(np.int64)
         # Release years skewed towards recent decades.
         self.year = np.clip(2019 - rng.gamma(2.0, 9.0, n_movies).astype(np.int64), 1902, 2018)
         genre_matrix = self._genre_matrix(rng, n_movies)
@@ -105,8 +113,9 @@ class _SynthModel:
         return (rank < how_many[:, None]).astype(np.float64)
 
 
-def _user_counts(rng: np.random.Generator, n_ratings: int, n_users: int,
-                 n_movies: int) -> np.ndarray:
+def _user_counts(
+    rng: np.random.Generator, n_ratings: int, n_users: int, n_movies: int
+) -> np.ndarray:
     """Ratings per user: long-tailed (lognormal), each in 1..n_movies, summing to n_ratings."""
     raw = rng.lognormal(0.0, 1.25, n_users)
     counts = np.clip(np.floor(raw / raw.sum() * n_ratings), 1, n_movies).astype(np.int64)
@@ -138,17 +147,20 @@ def _write_synth_ratings(path: Path, model: _SynthModel, counts: np.ndarray, see
             rng = np.random.default_rng([seed, 1, start])
             users, movies = _sample_pairs(rng, model, np.arange(start, stop), counts[start:stop])
             stars = _rate(rng, model, users, movies, start, stop)
-            table = pa.table({
-                "userId": pa.array(users + 1),
-                "movieId": pa.array(model.movie_id[movies]),
-                "rating": labels.take(pa.array(stars)),
-                "timestamp": pa.array(_timestamps(rng, users, start, stop)),
-            })
+            table = pa.table(
+                {
+                    "userId": pa.array(users + 1),
+                    "movieId": pa.array(model.movie_id[movies]),
+                    "rating": labels.take(pa.array(stars)),
+                    "timestamp": pa.array(_timestamps(rng, users, start, stop)),
+                }
+            )
             pacsv.write_csv(table, f, write_options=options)
 
 
-def _sample_pairs(rng: np.random.Generator, model: _SynthModel, users: np.ndarray,
-                  counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _sample_pairs(
+    rng: np.random.Generator, model: _SynthModel, users: np.ndarray, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Distinct movies per user (popularity-weighted), sorted by (user, movie index).
 
     Draw with replacement, drop repeats through a combined int64 key, keep a random subset of the
@@ -174,8 +186,9 @@ def _sample_pairs(rng: np.random.Generator, model: _SynthModel, users: np.ndarra
         need = counts - np.bincount(keys // n_movies - users[0], minlength=len(users))
         oversample *= 2
     if (need > 0).any():
-        keys = _sorted_unique(np.concatenate([keys, _fill_exactly(rng, keys, users, need,
-                                                                   n_movies)]))
+        keys = _sorted_unique(
+            np.concatenate([keys, _fill_exactly(rng, keys, users, need, n_movies)])
+        )
     return keys // n_movies, keys % n_movies
 
 
@@ -188,8 +201,9 @@ def _sorted_unique(values: np.ndarray) -> np.ndarray:
     return values[keep]
 
 
-def _random_subset_per_user(rng: np.random.Generator, keys: np.ndarray, n_movies: int,
-                            first_user: int, need: np.ndarray) -> np.ndarray:
+def _random_subset_per_user(
+    rng: np.random.Generator, keys: np.ndarray, n_movies: int, first_user: int, need: np.ndarray
+) -> np.ndarray:
     """At most need[u] of each user's keys, chosen at random (not the lowest movie ids)."""
     owner = keys // n_movies - first_user  # non-decreasing: keys are sorted
     # Shuffle within each user: sort by owner + a random fraction (one float sort, no lexsort).
@@ -200,8 +214,9 @@ def _random_subset_per_user(rng: np.random.Generator, keys: np.ndarray, n_movies
     return keys[rank < need[owner]]
 
 
-def _fill_exactly(rng: np.random.Generator, keys: np.ndarray, users: np.ndarray,
-                  need: np.ndarray, n_movies: int) -> np.ndarray:
+def _fill_exactly(
+    rng: np.random.Generator, keys: np.ndarray, users: np.ndarray, need: np.ndarray, n_movies: int
+) -> np.ndarray:
     """Uniform draws from each remaining user's unseen movies (few users, rarely reached)."""
     extra = []
     for i in np.flatnonzero(need > 0):
@@ -212,8 +227,14 @@ def _fill_exactly(rng: np.random.Generator, keys: np.ndarray, users: np.ndarray,
     return np.concatenate(extra)
 
 
-def _rate(rng: np.random.Generator, model: _SynthModel, users: np.ndarray,
-          movies: np.ndarray, start: int, stop: int) -> np.ndarray:
+def _rate(
+    rng: np.random.Generator,
+    model: _SynthModel,
+    users: np.ndarray,
+    movies: np.ndarray,
+    start: int,
+    stop: int,
+) -> np.ndarray:
     """Half-star index 0..9 (0.5..5.0) from the planted model, for each (user, movie)."""
     p = rng.normal(0.0, 0.5, (stop - start, _SYNTH_RANK)).astype(np.float32)
     user_bias = rng.normal(0.0, 0.35, stop - start)

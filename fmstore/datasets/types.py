@@ -21,9 +21,25 @@ LINKS_COLUMNS = ("movieId", "imdbId", "tmdbId")
 NO_GENRES = "(no genres listed)"
 # The 19 MovieLens genres (ml-latest README), used by the synthetic generator.
 GENRES = (
-    "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance", "Sci-Fi",
-    "Thriller", "War", "Western",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "IMAX",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 RATING_MIN, RATING_MAX = 0.5, 5.0
 

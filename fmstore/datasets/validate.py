@@ -34,8 +34,12 @@ from fmstore.errors import DataError
 
 # ---- ratings.csv --------------------------------------------------------------------------------
 
-_RATINGS_TYPES = {"userId": pa.int64(), "movieId": pa.int64(), "rating": pa.float64(),
-                  "timestamp": pa.int64()}
+_RATINGS_TYPES = {
+    "userId": pa.int64(),
+    "movieId": pa.int64(),
+    "rating": pa.float64(),
+    "timestamp": pa.int64(),
+}
 
 
 def parse_ratings(data: bytes, label: str, movies: Movies, movies_label: str) -> Ratings:
@@ -50,8 +54,10 @@ def parse_ratings(data: bytes, label: str, movies: Movies, movies_label: str) ->
         column = table.column(name)
         if column.null_count:
             row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-            raise DataError(f"{label} line {lines.get().line_of(row)}: {name} is empty; "
-                            "fill it in or remove that row")
+            raise DataError(
+                f"{label} line {lines.get().line_of(row)}: {name} is empty; "
+                "fill it in or remove that row"
+            )
     ratings = Ratings(
         user_id=table.column("userId").to_numpy(),
         movie_id=table.column("movieId").to_numpy(),
@@ -70,8 +76,9 @@ def parse_ratings(data: bytes, label: str, movies: Movies, movies_label: str) ->
 
 def _read_ratings_table(data: bytes, label: str, columns: list[str]) -> pa.Table:
     read = pacsv.ReadOptions(column_names=columns, skip_rows=1, block_size=1 << 22)
-    convert = pacsv.ConvertOptions(column_types=_RATINGS_TYPES, null_values=[""],
-                                   quoted_strings_can_be_null=True)
+    convert = pacsv.ConvertOptions(
+        column_types=_RATINGS_TYPES, null_values=[""], quoted_strings_can_be_null=True
+    )
     try:
         return pacsv.read_csv(pa.BufferReader(data), read_options=read, convert_options=convert)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -87,20 +94,27 @@ def _diagnose_ratings(data: bytes, label: str, columns: list[str], exc: Exceptio
         bad_rows.append(row)
         return "error"
 
-    read = pacsv.ReadOptions(column_names=columns, skip_rows=1, use_threads=False,
-                             block_size=1 << 24)
+    read = pacsv.ReadOptions(
+        column_names=columns, skip_rows=1, use_threads=False, block_size=1 << 24
+    )
     parse = pacsv.ParseOptions(invalid_row_handler=on_invalid)
-    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in columns},
-                                   null_values=[""], strings_can_be_null=True,
-                                   quoted_strings_can_be_null=True)
+    convert = pacsv.ConvertOptions(
+        column_types={c: pa.string() for c in columns},
+        null_values=[""],
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=True,
+    )
     try:
-        table = pacsv.read_csv(pa.BufferReader(data), read_options=read, parse_options=parse,
-                               convert_options=convert)
+        table = pacsv.read_csv(
+            pa.BufferReader(data), read_options=read, parse_options=parse, convert_options=convert
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         if bad_rows:
             return _wrong_field_count(bad_rows[0], label, columns)
-        return DataError(f"{label}: cannot be read as CSV ({_first_line(exc)}); check that it is "
-                         f"a comma-separated file with the header {','.join(RATINGS_COLUMNS)}")
+        return DataError(
+            f"{label}: cannot be read as CSV ({_first_line(exc)}); check that it is "
+            f"a comma-separated file with the header {','.join(RATINGS_COLUMNS)}"
+        )
     if bad_rows:  # the handler saw a bad row but the reader did not raise: still report it
         return _wrong_field_count(bad_rows[0], label, columns)
     lines = LazyLines(data)
@@ -109,18 +123,23 @@ def _diagnose_ratings(data: bytes, label: str, columns: list[str], exc: Exceptio
         if row is not None:
             line_no, value = lines.get().field(row, columns.index(name))
             what = "a number" if name == "rating" else "a whole number"
-            return DataError(f"{label} line {line_no}: {name} '{value}' is not {what}; "
-                             "fix or remove that row")
-    return DataError(f"{label}: cannot be read ({_first_line(exc)}); check that it is a "
-                     f"comma-separated file with the header {','.join(RATINGS_COLUMNS)}")
+            return DataError(
+                f"{label} line {line_no}: {name} '{value}' is not {what}; fix or remove that row"
+            )
+    return DataError(
+        f"{label}: cannot be read ({_first_line(exc)}); check that it is a "
+        f"comma-separated file with the header {','.join(RATINGS_COLUMNS)}"
+    )
 
 
 def _wrong_field_count(row, label: str, columns: list[str]) -> DataError:
     line_no = row.number if row.number is not None else "?"
     check_delimiter(row.text, label, line_no)
-    return DataError(f"{label} line {line_no}: expected {row.expected_columns} comma-separated "
-                     f"values ({','.join(columns)}) but found {row.actual_columns}: "
-                     f"'{clip(row.text)}'; fix or remove that row")
+    return DataError(
+        f"{label} line {line_no}: expected {row.expected_columns} comma-separated "
+        f"values ({','.join(columns)}) but found {row.actual_columns}: "
+        f"'{clip(row.text)}'; fix or remove that row"
+    )
 
 
 def _first_uncastable(column: pa.ChunkedArray, target: pa.DataType) -> int | None:
@@ -151,8 +170,10 @@ def _check_ids(ratings: Ratings, label: str, lines: LazyLines, position: dict) -
         if len(values) and values.min() < 0:
             row = int(np.flatnonzero(values < 0)[0])
             line_no, value = lines.get().field(row, position[name])
-            raise DataError(f"{label} line {line_no}: {name} '{value}' is negative; ids must be "
-                            "whole numbers >= 0")
+            raise DataError(
+                f"{label} line {line_no}: {name} '{value}' is negative; ids must be "
+                "whole numbers >= 0"
+            )
 
 
 def _check_scale(rating: np.ndarray, label: str, lines: LazyLines, column: int) -> None:
@@ -167,22 +188,33 @@ def _check_scale(rating: np.ndarray, label: str, lines: LazyLines, column: int) 
     row = int(np.flatnonzero(~ok)[0])
     line_no, value = lines.get().field(row, column)
     if not np.isfinite(rating[row]):
-        raise DataError(f"{label} line {line_no}: rating '{value}' is not a number; "
-                        "fix or remove that row")
-    raise DataError(f"{label} line {line_no}: rating '{value}' is off the "
-                    f"{RATING_MIN:g}..{RATING_MAX:g} half-star scale; fix or remove that row")
+        raise DataError(
+            f"{label} line {line_no}: rating '{value}' is not a number; fix or remove that row"
+        )
+    raise DataError(
+        f"{label} line {line_no}: rating '{value}' is off the "
+        f"{RATING_MIN:g}..{RATING_MAX:g} half-star scale; fix or remove that row"
+    )
 
 
-def _check_movies_known(movie_id: np.ndarray, label: str, movies: Movies, movies_label: str,
-                        lines: LazyLines, column: int) -> None:
+def _check_movies_known(
+    movie_id: np.ndarray,
+    label: str,
+    movies: Movies,
+    movies_label: str,
+    lines: LazyLines,
+    column: int,
+) -> None:
     known = _isin(movie_id, movies.movie_id)
     if known.all():
         return
     unknown = np.flatnonzero(~known)
     line_no, value = lines.get().field(int(unknown[0]), column)
     more = f" ({len(unknown):,} rows in all)" if len(unknown) > 1 else ""
-    raise DataError(f"{label} line {line_no}: movieId '{value}' is not in {movies_label}{more}; "
-                    "add the movie there or remove the rating")
+    raise DataError(
+        f"{label} line {line_no}: movieId '{value}' is not in {movies_label}{more}; "
+        "add the movie there or remove the rating"
+    )
 
 
 def _isin(values: np.ndarray, allowed: np.ndarray) -> np.ndarray:
@@ -215,8 +247,10 @@ def _check_unique_pairs(ratings: Ratings, label: str, lines: LazyLines) -> None:
     at = int(np.flatnonzero(same)[0])
     first, second = sorted((int(order[at]), int(order[at + 1])))
     table = lines.get()
-    raise DataError(f"{label} lines {table.line_of(first)} and {table.line_of(second)}: user "
-                    f"{user[first]} rated movie {movie[first]} twice; keep one of the two rows")
+    raise DataError(
+        f"{label} lines {table.line_of(first)} and {table.line_of(second)}: user "
+        f"{user[first]} rated movie {movie[first]} twice; keep one of the two rows"
+    )
 
 
 # ---- movies.csv and links.csv -------------------------------------------------------------------
@@ -229,8 +263,9 @@ def _csv_rows(data: bytes, label: str, expected: tuple[str, ...]):
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line_no = data[: exc.start].count(b"\n") + 1
-        raise DataError(f"{label} line {line_no}: not valid UTF-8 text; save the file as UTF-8"
-                        ) from None
+        raise DataError(
+            f"{label} line {line_no}: not valid UTF-8 text; save the file as UTF-8"
+        ) from None
     reader = csv.reader(io.StringIO(text, newline=""))
     next(reader)
     line_no = reader.line_num + 1
@@ -241,10 +276,12 @@ def _csv_rows(data: bytes, label: str, expected: tuple[str, ...]):
         if len(fields) != len(columns):
             if len(fields) == 1:
                 check_delimiter(fields[0], label, start)
-            raise DataError(f"{label} line {start}: expected {len(columns)} comma-separated values"
-                            f" ({','.join(columns)}) but found {len(fields)}: "
-                            f"'{clip(','.join(fields))}'; fix or remove that row (quote titles "
-                            "that contain commas)")
+            raise DataError(
+                f"{label} line {start}: expected {len(columns)} comma-separated values"
+                f" ({','.join(columns)}) but found {len(fields)}: "
+                f"'{clip(','.join(fields))}'; fix or remove that row (quote titles "
+                "that contain commas)"
+            )
         yield start, dict(zip(columns, fields, strict=True))
 
 
@@ -252,8 +289,10 @@ def _parse_int(value: str, label: str, line_no: int, name: str) -> int:
     if not value.strip():
         raise DataError(f"{label} line {line_no}: {name} is empty; fill it in or remove that row")
     if not re.fullmatch(r"\d+", value.strip()):
-        raise DataError(f"{label} line {line_no}: {name} '{value}' is not a whole number >= 0; "
-                        "fix or remove that row")
+        raise DataError(
+            f"{label} line {line_no}: {name} '{value}' is not a whole number >= 0; "
+            "fix or remove that row"
+        )
     return int(value)
 
 
@@ -263,8 +302,10 @@ def _rows_by_movie(data: bytes, label: str, expected: tuple[str, ...]):
     for line_no, row in _csv_rows(data, label, expected):
         movie_id = _parse_int(row["movieId"], label, line_no, "movieId")
         if movie_id in first_line:
-            raise DataError(f"{label} lines {first_line[movie_id]} and {line_no}: movieId "
-                            f"'{movie_id}' appears twice; keep one of the two rows")
+            raise DataError(
+                f"{label} lines {first_line[movie_id]} and {line_no}: movieId "
+                f"'{movie_id}' appears twice; keep one of the two rows"
+            )
         first_line[movie_id] = line_no
         yield line_no, movie_id, row
 
@@ -277,8 +318,10 @@ def parse_movies(data: bytes, label: str) -> Movies:
     for line_no, movie_id, row in _rows_by_movie(data, label, MOVIES_COLUMNS):
         title = row["title"].strip()
         if not title:
-            raise DataError(f"{label} line {line_no}: title is empty for movieId '{movie_id}'; "
-                            "fill it in or remove that row")
+            raise DataError(
+                f"{label} line {line_no}: title is empty for movieId '{movie_id}'; "
+                "fill it in or remove that row"
+            )
         ids.append(movie_id)
         titles.append(title)
         genres.append(_split_genres(row["genres"]))

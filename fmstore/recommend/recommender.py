@@ -115,8 +115,10 @@ class Recommender:
         try:
             self.w0 = float(serving["w0"])
             self.link = str(serving.get("link", "identity"))
-            self.rating_range = (float(serving["rating_range"][0]),
-                                 float(serving["rating_range"][1]))
+            self.rating_range = (
+                float(serving["rating_range"][0]),
+                float(serving["rating_range"][1]),
+            )
             # Runs published so far call weight_decay "reg".
             self.weight_decay = float(serving.get("weight_decay", serving.get("reg")))
             self.prior_reg = float(serving.get("prior_reg", 0.0))

@@ -119,8 +119,9 @@ class TitleIndex:
     def resolve(self, text: str) -> int:
         text = (text or "").strip()
         if not text:
-            raise ConfigError(f'empty movie title: give a title like "Toy Story (1995)" or '
-                              f"{USE_MOVIE_ID}")
+            raise ConfigError(
+                f'empty movie title: give a title like "Toy Story (1995)" or {USE_MOVIE_ID}'
+            )
         exact = self._build_exact().get(text)
         if exact:
             return self._one(text, exact)

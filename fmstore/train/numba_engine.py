@@ -85,14 +85,20 @@ class NumbaEngine:
         max_fi = min(n_feat, max_entries)
         i32, f32 = np.int32, np.float32
         # the batch's ratings, gathered from the epoch's order at the start of each step
-        self.batch = (np.empty(batch_size, i32), np.empty(batch_size, i32), np.empty(batch_size, f32))
+        self.batch = (
+            np.empty(batch_size, i32),
+            np.empty(batch_size, i32),
+            np.empty(batch_size, f32),
+        )
         self.scratch = (
             np.full(n_urows, -1, i32),  # u_slot: user row -> slot in the batch, -1 if absent
             np.full(n_irows, -1, i32),  # i_slot
             np.full(n_feat, -1, i32),  # f_slot: item feature -> slot
             np.zeros(max_du, i32),  # du: slot -> user row
             np.zeros(max_di, i32),  # di
-            np.zeros(max_du + 1, np.int64),  # u_start: ratings of user slot s are u_order[u_start[s]:u_start[s+1]]
+            np.zeros(
+                max_du + 1, np.int64
+            ),  # u_start: ratings of user slot s are u_order[u_start[s]:u_start[s+1]]
             np.zeros(batch_size, i32),  # u_order: batch positions grouped by user slot
             np.zeros(batch_size, i32),  # rating_uslot
             np.zeros(batch_size, i32),  # rating_islot
@@ -112,8 +118,15 @@ class NumbaEngine:
             np.zeros(threads, np.float64),  # sum of g per chunk
         )
         o = optimizer
-        self.params = (model.v.data.numpy(), model.w.data.numpy(), o.mv.numpy(), o.sv.numpy(),
-                       o.mw.numpy(), o.sw.numpy(), o.last.numpy())
+        self.params = (
+            model.v.data.numpy(),
+            model.w.data.numpy(),
+            o.mv.numpy(),
+            o.sv.numpy(),
+            o.mw.numpy(),
+            o.sw.numpy(),
+            o.last.numpy(),
+        )
         lags = np.arange(len(o.drift) + 1)
         self.powers = (o.b1**lags).astype(f32), (o.b2**lags).astype(f32)  # b^lag, for the catch-up
 
@@ -137,10 +150,30 @@ class NumbaEngine:
         w0 = float(model.w0.detach())
         f32 = np.float32
         sse, gsum = _step(
-            bu, bi, br, self.u_ptr, self.u_feat, self.u_x, self.i_ptr, self.i_feat, self.i_x,
-            *self.params, opt.drift.astype(f32), *self.powers, t, f32(step_size), f32(bc2_sqrt),
-            f32(opt.b1), f32(opt.b2), f32(opt.eps), f32(2.0 / len(br)), self.reg_scale, f32(w0),
-            model.link == "sigmoid", self.u_width, *self.scratch,
+            bu,
+            bi,
+            br,
+            self.u_ptr,
+            self.u_feat,
+            self.u_x,
+            self.i_ptr,
+            self.i_feat,
+            self.i_x,
+            *self.params,
+            opt.drift.astype(f32),
+            *self.powers,
+            t,
+            f32(step_size),
+            f32(bc2_sqrt),
+            f32(opt.b1),
+            f32(opt.b2),
+            f32(opt.eps),
+            f32(2.0 / len(br)),
+            self.reg_scale,
+            f32(w0),
+            model.link == "sigmoid",
+            self.u_width,
+            *self.scratch,
         )
         # w0: plain Adam on a scalar
         m0 = opt.b1 * float(opt.m0) + (1 - opt.b1) * gsum
@@ -153,7 +186,9 @@ class NumbaEngine:
 
     def catch_up_all(self) -> None:
         opt = self.opt
-        _catch_up_all(*self.params, opt.drift.astype(np.float32), *self.powers, opt.t, np.float32(opt.eps))
+        _catch_up_all(
+            *self.params, opt.drift.astype(np.float32), *self.powers, opt.t, np.float32(opt.eps)
+        )
 
 
 if numba is not None:
@@ -176,19 +211,32 @@ if numba is not None:
                 ary = context.make_array(aryty)(context, builder, args[0])
                 i64 = ir.IntType(64)
                 index = context.cast(builder, args[1], signature.args[1], types.intp)
-                ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [index, ir.Constant(i64, 0)],
-                                               wraparound=False)
+                ptr = cgutils.get_item_pointer(
+                    context, builder, aryty, ary, [index, ir.Constant(i64, 0)], wraparound=False
+                )
                 i8p = ir.IntType(8).as_pointer()
                 i32 = ir.IntType(32)
                 fn = cgutils.get_or_insert_function(
-                    builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0i8")
+                    builder.module,
+                    ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                    "llvm.prefetch.p0i8",
+                )
                 base = builder.bitcast(ptr, i8p)
                 width = cgutils.unpack_tuple(builder, ary.shape, aryty.ndim)[1]
                 nbytes = builder.mul(width, ir.Constant(i64, aryty.dtype.bitwidth // 8))
-                with cgutils.for_range_slice(builder, ir.Constant(i64, 0), nbytes, ir.Constant(i64, 64)) as (off, _):
+                with cgutils.for_range_slice(
+                    builder, ir.Constant(i64, 0), nbytes, ir.Constant(i64, 64)
+                ) as (off, _):
                     # rw=1 (for writing), locality=3 (keep in all caches), data cache
-                    builder.call(fn, [builder.gep(base, [off]), ir.Constant(i32, 1), ir.Constant(i32, 3),
-                                      ir.Constant(i32, 1)])
+                    builder.call(
+                        fn,
+                        [
+                            builder.gep(base, [off]),
+                            ir.Constant(i32, 1),
+                            ir.Constant(i32, 3),
+                            ir.Constant(i32, 1),
+                        ],
+                    )
                 return context.get_dummy_value()
 
             return sig, codegen
@@ -200,6 +248,7 @@ if numba is not None:
         try:
             probe(np.zeros((1, 4), np.float32))
         except Exception:  # pragma: no cover - a numba/llvmlite this was not written for
+
             @njit(inline="always")
             def prefetch(arr, row):  # noqa: F811
                 pass
@@ -230,7 +279,9 @@ if numba is not None:
                 dst[c] = v[c] - d * m[c] / (math.sqrt(s[c]) + eps)
 
     @njit(fastmath=_FASTMATH, error_model="numpy", cache=True, inline="always")
-    def _adam_row(out, cur, m, s, grad, d1, d2, b1, b2, step_size, bc2_sqrt, eps):  # pragma: no cover
+    def _adam_row(
+        out, cur, m, s, grad, d1, d2, b1, b2, step_size, bc2_sqrt, eps
+    ):  # pragma: no cover
         """One Adam step from the caught-up value `cur` (m, s not yet decayed: d1 = b1^(missed+1))."""
         one = np.float32(1.0)
         for c in range(m.shape[0]):
@@ -267,9 +318,29 @@ if numba is not None:
             last[f] = t
 
     @njit(parallel=True, cache=True)
-    def _prologue(bu, bi, u_ptr, i_ptr, i_feat, i_x,
-                  u_slot, i_slot, f_slot, du, di, u_start, u_order, rating_uslot, rating_islot,
-                  cnt_i, fi, f_ptr, f_row, f_x, bounds):  # pragma: no cover
+    def _prologue(
+        bu,
+        bi,
+        u_ptr,
+        i_ptr,
+        i_feat,
+        i_x,
+        u_slot,
+        i_slot,
+        f_slot,
+        du,
+        di,
+        u_start,
+        u_order,
+        rating_uslot,
+        rating_islot,
+        cnt_i,
+        fi,
+        f_ptr,
+        f_row,
+        f_x,
+        bounds,
+    ):  # pragma: no cover
         """Bookkeeping: distinct rows and features of the batch, ratings grouped by user. The user
         side and the item side are independent: one thread each."""
         counts = np.zeros(3, np.int64)
@@ -277,8 +348,21 @@ if numba is not None:
             if task == 0:
                 counts[0] = _user_slots(bu, u_slot, du, u_start, u_order, rating_uslot, bounds)
             else:
-                counts[1], counts[2] = _item_slots(bi, i_ptr, i_feat, i_x, i_slot, f_slot, di, rating_islot,
-                                                   cnt_i, fi, f_ptr, f_row, f_x)
+                counts[1], counts[2] = _item_slots(
+                    bi,
+                    i_ptr,
+                    i_feat,
+                    i_x,
+                    i_slot,
+                    f_slot,
+                    di,
+                    rating_islot,
+                    cnt_i,
+                    fi,
+                    f_ptr,
+                    f_row,
+                    f_x,
+                )
         return counts[0], counts[1], counts[2]
 
     @njit(cache=True)
@@ -324,8 +408,9 @@ if numba is not None:
         return n_du
 
     @njit(cache=True)
-    def _item_slots(bi, i_ptr, i_feat, i_x, i_slot, f_slot, di, rating_islot, cnt_i, fi, f_ptr, f_row,
-                    f_x):  # pragma: no cover
+    def _item_slots(
+        bi, i_ptr, i_feat, i_x, i_slot, f_slot, di, rating_islot, cnt_i, fi, f_ptr, f_row, f_x
+    ):  # pragma: no cover
         n_di = 0
         for p in range(len(bi)):
             ii = bi[p]
@@ -370,27 +455,208 @@ if numba is not None:
             i_slot[di[s2]] = -1
         return n_di, n_fi
 
-    def _step(bu, bi, br, u_ptr, u_feat, u_x, i_ptr, i_feat, i_x,
-              v, w, mv, sv, mw, sw, last, drift, pow1, pow2, t, step_size, bc2_sqrt, b1, b2, eps, reg_a,
-              reg_scale, w0, sigmoid, u_width,
-              u_slot, i_slot, f_slot, du, di, u_start, u_order, rating_uslot, rating_islot, cnt_i,
-              fi, f_ptr, f_row, f_x, VC, WC, QI, BI, GQ, GBI, bounds, sse_out, gsum_out):
+    def _step(
+        bu,
+        bi,
+        br,
+        u_ptr,
+        u_feat,
+        u_x,
+        i_ptr,
+        i_feat,
+        i_x,
+        v,
+        w,
+        mv,
+        sv,
+        mw,
+        sw,
+        last,
+        drift,
+        pow1,
+        pow2,
+        t,
+        step_size,
+        bc2_sqrt,
+        b1,
+        b2,
+        eps,
+        reg_a,
+        reg_scale,
+        w0,
+        sigmoid,
+        u_width,
+        u_slot,
+        i_slot,
+        f_slot,
+        du,
+        di,
+        u_start,
+        u_order,
+        rating_uslot,
+        rating_islot,
+        cnt_i,
+        fi,
+        f_ptr,
+        f_row,
+        f_x,
+        VC,
+        WC,
+        QI,
+        BI,
+        GQ,
+        GBI,
+        bounds,
+        sse_out,
+        gsum_out,
+    ):
         """One minibatch; returns (sum of squared errors, sum of dLoss/dy)."""
-        n_du, n_di, n_fi = _prologue(bu, bi, u_ptr, i_ptr, i_feat, i_x, u_slot, i_slot,
-                                     f_slot, du, di, u_start, u_order, rating_uslot, rating_islot,
-                                     cnt_i, fi, f_ptr, f_row, f_x, bounds)
-        _item_rows(n_di, n_fi, i_ptr, i_feat, i_x, v, w, mv, sv, mw, sw, last, drift, t, eps,
-                   f_slot, di, fi, VC, WC, QI, BI)
-        _user_pass(len(br), n_di, br, u_ptr, u_feat, u_x, v, w, mv, sv, mw, sw, last,
-                   drift, pow1, pow2, t, step_size, bc2_sqrt, b1, b2, eps, reg_a, reg_scale, w0, sigmoid,
-                   u_width, du, u_start, u_order, rating_islot, QI, BI, GQ, GBI, bounds, sse_out, gsum_out)
-        _item_update(n_di, n_fi, v, w, mv, sv, mw, sw, last, pow1, pow2, t, step_size, bc2_sqrt, b1, b2, eps,
-                     reg_a, reg_scale, f_slot, fi, f_ptr, f_row, f_x, cnt_i, VC, WC, QI, GQ, GBI)
+        n_du, n_di, n_fi = _prologue(
+            bu,
+            bi,
+            u_ptr,
+            i_ptr,
+            i_feat,
+            i_x,
+            u_slot,
+            i_slot,
+            f_slot,
+            du,
+            di,
+            u_start,
+            u_order,
+            rating_uslot,
+            rating_islot,
+            cnt_i,
+            fi,
+            f_ptr,
+            f_row,
+            f_x,
+            bounds,
+        )
+        _item_rows(
+            n_di,
+            n_fi,
+            i_ptr,
+            i_feat,
+            i_x,
+            v,
+            w,
+            mv,
+            sv,
+            mw,
+            sw,
+            last,
+            drift,
+            t,
+            eps,
+            f_slot,
+            di,
+            fi,
+            VC,
+            WC,
+            QI,
+            BI,
+        )
+        _user_pass(
+            len(br),
+            n_di,
+            br,
+            u_ptr,
+            u_feat,
+            u_x,
+            v,
+            w,
+            mv,
+            sv,
+            mw,
+            sw,
+            last,
+            drift,
+            pow1,
+            pow2,
+            t,
+            step_size,
+            bc2_sqrt,
+            b1,
+            b2,
+            eps,
+            reg_a,
+            reg_scale,
+            w0,
+            sigmoid,
+            u_width,
+            du,
+            u_start,
+            u_order,
+            rating_islot,
+            QI,
+            BI,
+            GQ,
+            GBI,
+            bounds,
+            sse_out,
+            gsum_out,
+        )
+        _item_update(
+            n_di,
+            n_fi,
+            v,
+            w,
+            mv,
+            sv,
+            mw,
+            sw,
+            last,
+            pow1,
+            pow2,
+            t,
+            step_size,
+            bc2_sqrt,
+            b1,
+            b2,
+            eps,
+            reg_a,
+            reg_scale,
+            f_slot,
+            fi,
+            f_ptr,
+            f_row,
+            f_x,
+            cnt_i,
+            VC,
+            WC,
+            QI,
+            GQ,
+            GBI,
+        )
         return float(sse_out.sum()), float(gsum_out.sum())
 
     @njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
-    def _item_rows(n_di, n_fi, i_ptr, i_feat, i_x, v, w, mv, sv, mw, sw, last, drift, t, eps,
-                   f_slot, di, fi, VC, WC, QI, BI):  # pragma: no cover
+    def _item_rows(
+        n_di,
+        n_fi,
+        i_ptr,
+        i_feat,
+        i_x,
+        v,
+        w,
+        mv,
+        sv,
+        mw,
+        sw,
+        last,
+        drift,
+        t,
+        eps,
+        f_slot,
+        di,
+        fi,
+        VC,
+        WC,
+        QI,
+        BI,
+    ):  # pragma: no cover
         k = v.shape[1]
         half = np.float32(0.5)
         # 1. item features caught up (into VC/WC; written back with their update in step 5)
@@ -429,10 +695,46 @@ if numba is not None:
             BI[s2] = bias
 
     @njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
-    def _user_pass(n, n_di, br, u_ptr, u_feat, u_x, v, w, mv, sv, mw, sw, last, drift,
-                   pow1, pow2, t, step_size, bc2_sqrt, b1, b2, eps, reg_a, reg_scale, w0, sigmoid, u_width,
-                   du, u_start, u_order, rating_islot, QI, BI, GQ, GBI, bounds, sse_out,
-                   gsum_out):  # pragma: no cover
+    def _user_pass(
+        n,
+        n_di,
+        br,
+        u_ptr,
+        u_feat,
+        u_x,
+        v,
+        w,
+        mv,
+        sv,
+        mw,
+        sw,
+        last,
+        drift,
+        pow1,
+        pow2,
+        t,
+        step_size,
+        bc2_sqrt,
+        b1,
+        b2,
+        eps,
+        reg_a,
+        reg_scale,
+        w0,
+        sigmoid,
+        u_width,
+        du,
+        u_start,
+        u_order,
+        rating_islot,
+        QI,
+        BI,
+        GQ,
+        GBI,
+        bounds,
+        sse_out,
+        gsum_out,
+    ):  # pragma: no cover
         """3. The ratings grouped by user, one chunk of users per thread: each user's row is
         caught up, scored against its movies, given its gradient and its Adam update in one go;
         the movies' gradients gather in this thread's GQ/GBI."""
@@ -531,18 +833,50 @@ if numba is not None:
                         grad[c] = x * (gp[c] + gb * p_vec[c])
                     for c in range(k):
                         grad[c] += coef * cur[c]
-                    _adam_row(v[f], cur, mv[f], sv[f], grad, d1, d2, b1, b2, step_size, bc2_sqrt, eps)
+                    _adam_row(
+                        v[f], cur, mv[f], sv[f], grad, d1, d2, b1, b2, step_size, bc2_sqrt, eps
+                    )
                     gw = x * gb + ra * cnt * x * x * wu[e - e0]
-                    w[f], mw[f], sw[f] = _adam_scalar(wu[e - e0], mw[f], sw[f], gw, d1, d2, b1, b2,
-                                                      step_size, bc2_sqrt, eps)
+                    w[f], mw[f], sw[f] = _adam_scalar(
+                        wu[e - e0], mw[f], sw[f], gw, d1, d2, b1, b2, step_size, bc2_sqrt, eps
+                    )
                     last[f] = t
             sse_out[ch] = sse
             gsum_out[ch] = gsum
 
     @njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
-    def _item_update(n_di, n_fi, v, w, mv, sv, mw, sw, last, pow1, pow2, t, step_size, bc2_sqrt, b1, b2, eps,
-                     reg_a, reg_scale, f_slot, fi, f_ptr, f_row, f_x, cnt_i, VC, WC, QI, GQ,
-                     GBI):  # pragma: no cover
+    def _item_update(
+        n_di,
+        n_fi,
+        v,
+        w,
+        mv,
+        sv,
+        mw,
+        sw,
+        last,
+        pow1,
+        pow2,
+        t,
+        step_size,
+        bc2_sqrt,
+        b1,
+        b2,
+        eps,
+        reg_a,
+        reg_scale,
+        f_slot,
+        fi,
+        f_ptr,
+        f_row,
+        f_x,
+        cnt_i,
+        VC,
+        WC,
+        QI,
+        GQ,
+        GBI,
+    ):  # pragma: no cover
         k = v.shape[1]
         chunks = GQ.shape[0]
         # 4. per movie: H_i = G_i + Gb_i q_i (into QI), Gb_i (into GBI[0])
@@ -590,13 +924,16 @@ if numba is not None:
                 lag = t - 1 - last[f]
                 d1, d2 = pow1[lag + 1], pow2[lag + 1]
                 _adam_row(v[f], cur, mv[f], sv[f], grad, d1, d2, b1, b2, step_size, bc2_sqrt, eps)
-                w[f], mw[f], sw[f] = _adam_scalar(WC[fs], mw[f], sw[f], gw, d1, d2, b1, b2,
-                                                  step_size, bc2_sqrt, eps)
+                w[f], mw[f], sw[f] = _adam_scalar(
+                    WC[fs], mw[f], sw[f], gw, d1, d2, b1, b2, step_size, bc2_sqrt, eps
+                )
                 last[f] = t
                 f_slot[f] = -1
 
     @njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
-    def errors(users, items, ratings, p, b_u, q, b_i, w0, sigmoid, lo, hi, chunks):  # pragma: no cover
+    def errors(
+        users, items, ratings, p, b_u, q, b_i, w0, sigmoid, lo, hi, chunks
+    ):  # pragma: no cover
         """(sum of squared errors, sum of absolute errors) of the clamped, linked predictions."""
         n = len(ratings)
         sq = np.zeros(chunks)

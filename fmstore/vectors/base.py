@@ -38,8 +38,7 @@ class VectorSpec:
     def __post_init__(self) -> None:
         if self.distance not in DISTANCES:
             raise ConfigError(
-                f"vector '{self.name}': distance must be one of {DISTANCES}, "
-                f"not {self.distance!r}"
+                f"vector '{self.name}': distance must be one of {DISTANCES}, not {self.distance!r}"
             )
         if self.size < 1:
             raise ConfigError(f"vector '{self.name}': size must be >= 1, not {self.size}")

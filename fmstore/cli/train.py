@@ -1,0 +1,144 @@
+"""`fmstore train` and `fmstore runs`: train an FM into a run folder, and list the runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from fmstore.cli.app import HomeOpt, JsonOpt, app, err, fmt_number, out, print_json, settings
+from fmstore.config import TrainConfig
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(
+        ..., "--data", help="Dataset folder or GroupLens .zip in the ml-latest layout."
+    ),
+    epochs: int = typer.Option(
+        TrainConfig.epochs, help="Most epochs (early stopping may end sooner)."
+    ),
+    factors: int = typer.Option(TrainConfig.factors, help="Embedding width k."),
+    lr: float = typer.Option(TrainConfig.lr, help="Adam learning rate."),
+    batch_size: int = typer.Option(TrainConfig.batch_size, help="Ratings per step."),
+    weight_decay: float = typer.Option(
+        TrainConfig.weight_decay, help="L2 per occurrence of each weight."
+    ),
+    prior_reg: float = typer.Option(
+        TrainConfig.prior_reg,
+        help="L2 per weight and epoch (a Gaussian prior): holds rarely seen movies and users near zero.",
+    ),
+    seed: int = typer.Option(
+        TrainConfig.seed, help="Seed of the split, the initialisation and the order."
+    ),
+    device: str = typer.Option(TrainConfig.device, help="auto | cpu | cuda."),
+    link: str = typer.Option(
+        TrainConfig.link, help="identity | sigmoid (the notebook's sigmoid(y)*5.5)."
+    ),
+    valid_fraction: float = typer.Option(
+        TrainConfig.valid_fraction, help="Share of ratings held out for validation."
+    ),
+    patience: int = typer.Option(
+        TrainConfig.patience, help="Epochs without improvement before stopping."
+    ),
+    lr_milestones: Optional[List[int]] = typer.Option(
+        None, "--lr-milestone", help="Epoch at which lr is multiplied by --lr-gamma (repeatable)."
+    ),
+    lr_gamma: float = typer.Option(TrainConfig.lr_gamma),
+    test_ratings: Optional[Path] = typer.Option(
+        None, "--test-ratings", help="Ratings CSV to report test RMSE on (a predefined split)."
+    ),
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+):
+    """Train an FM on a dataset and save it as a run."""
+    from fmstore import artifact, datasets
+    from fmstore.train import check_config, resolve_device
+    from fmstore.train import train as run_training
+
+    s = settings(home)
+    config = TrainConfig(
+        epochs=epochs,
+        factors=factors,
+        lr=lr,
+        batch_size=batch_size,
+        weight_decay=weight_decay,
+        prior_reg=prior_reg,
+        seed=seed,
+        device=device,
+        link=link,
+        valid_fraction=valid_fraction,
+        patience=patience,
+        lr_milestones=tuple(lr_milestones or ()),
+        lr_gamma=lr_gamma,
+    )
+    check_config(config)  # refuse bad flags before spending time on the data
+    resolve_device(config.device)
+    with err.status(f"reading {data}"):
+        dataset = datasets.load_dataset(data, cache_dir=s.home / "cache")
+        test = datasets.load_ratings_file(test_ratings, dataset.movies) if test_ratings else None
+    err.print(f"{dataset.name}: {len(dataset.ratings):,} ratings, {len(dataset.movies):,} movies")
+
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("training", total=config.epochs)
+
+        def report(message: str, done: int, total: int) -> None:
+            progress.update(task, completed=done, description=message)
+            if not as_json:
+                err.print(message)
+
+        result = run_training(dataset, config, test_ratings=test, progress=report)
+    run_dir = artifact.save_run(result, dataset, config, s.runs_dir)
+    summary = {"run_id": run_dir.name, "path": str(run_dir), **result.metrics}
+    if as_json:
+        print_json(summary)
+    else:
+        m = result.metrics
+        test_part = f", test RMSE {m['test_rmse']:.4f}" if "test_rmse" in m else ""
+        out.print(
+            f"run {run_dir.name}: valid RMSE {m['valid_rmse']:.4f} (best epoch {m['best_epoch']}/{m['epochs_run']})"
+            f"{test_part}, {m['train_seconds']:.1f}s on {result.device}"
+        )
+
+
+@app.command()
+def runs(home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt):
+    """List training runs with their metrics."""
+    from fmstore import artifact
+
+    manifests = artifact.list_runs(settings(home).runs_dir)
+    rows = [
+        {
+            "run_id": m["run_id"],
+            "created_at": m["created_at"],
+            "dataset": m["dataset"]["name"],
+            "factors": m["config"]["factors"],
+            "valid_rmse": m["metrics"].get("valid_rmse"),
+            "test_rmse": m["metrics"].get("test_rmse"),
+            "epochs": m["metrics"].get("epochs_run"),
+            "seconds": m["metrics"].get("train_seconds"),
+        }
+        for m in manifests
+    ]
+    if as_json:
+        return print_json(rows)
+    if not rows:
+        out.print("no runs yet: `fmstore train --data PATH`")
+        return
+    table = Table("run", "created", "dataset", "k", "valid RMSE", "test RMSE", "epochs", "seconds")
+    for r in rows:
+        table.add_row(
+            r["run_id"],
+            r["created_at"],
+            r["dataset"],
+            str(r["factors"]),
+            fmt_number(r["valid_rmse"]),
+            fmt_number(r["test_rmse"]),
+            str(r["epochs"]),
+            fmt_number(r["seconds"], 1),
+        )
+    out.print(table)
