@@ -11,7 +11,8 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
 
 from fmstore.errors import AmbiguousError, ConfigError, NotFoundError
 from fmstore.serving import split_year
@@ -91,6 +92,79 @@ def _format_movies(movies: Iterable[Movie], limit: int = 8) -> str:
     return ", ".join(shown) + more
 
 
+# ---- the result ---------------------------------------------------------------------------------
+
+# How a title was found, best first; `TitleMatch.how` is one of these.
+EXACT, SAME_WORDS, START_OF_TITLE, FUZZY = "exact", "same words", "start of title", "fuzzy"
+# "toy story 1995": a bare four-digit number at the end, read as the year when that finds a movie.
+_BARE_YEAR = re.compile(r"^(?P<body>.*\S)\s+(?P<year>\d{4})$")
+_YEARS = range(1870, 2101)
+
+
+def display_title(title: str) -> str:
+    """A catalog title as a person writes it: 'Terminator, The (1984)' -> 'The Terminator (1984)'."""
+    body, year = split_year(title)
+    m = _TRAILING_ARTICLE.match(body)
+    if m:
+        body = f"{m.group(2)} {m.group(1)}"
+    return body if year is None else f"{body} ({year})"
+
+
+@dataclass(frozen=True)
+class TitleMatch:
+    """What a typed title resolved to, and how sure that is.
+
+    `how` is "exact" (the catalog's title as written), "same words" (ignoring case, accents,
+    punctuation and articles; the year if one was given, bare or in parentheses), "start of title"
+    (the typed words begin exactly one title) or "fuzzy" (the closest spelling). `others` are the
+    movies whose titles start with the same words as a "same words" match, kept when one of them
+    is more rated than the match or popularity is unknown ("Lord of the rings" is the little-rated
+    1978 film's whole title and the start of the trilogy's): the match is then not `exact`, and
+    the note names them. The whole title still wins: it is what was typed, and the note says how
+    to ask for another.
+    """
+
+    movie_id: int
+    query: str
+    title: str
+    how: str
+    others: tuple[int, ...] = ()
+    other_titles: tuple[str, ...] = ()
+
+    @property
+    def exact(self) -> bool:
+        """True when the typed text names this movie and no other: nothing was guessed."""
+        return self.how in (EXACT, SAME_WORDS) and not self.others
+
+    def note(self) -> str | None:
+        """One line saying what was guessed ("showing The Terminator (1984) for 'Termnator 2'"),
+        or None when the match is exact."""
+        if self.exact:
+            return None
+        shown = f"showing {display_title(self.title)} [id {self.movie_id}] for '{self.query}'"
+        if self.how == FUZZY:
+            return f"{shown} (the closest spelling)"
+        if self.how == START_OF_TITLE:
+            return f"{shown} (the only title starting with those words)"
+        listed = ", ".join(
+            f"{display_title(t)} [id {i}]"
+            for i, t in zip(self.others[:3], self.other_titles, strict=False)
+        )
+        more = f" and {len(self.others) - 3} more" if len(self.others) > 3 else ""
+        return f"{shown} (its whole title); also starting with those words: {listed}{more}"
+
+    def as_dict(self) -> dict:
+        """The match for JSON output."""
+        return {
+            "query": self.query,
+            "movie_id": self.movie_id,
+            "title": self.title,
+            "how": self.how,
+            "exact": self.exact,
+            "others": list(self.others),
+        }
+
+
 # ---- the index ----------------------------------------------------------------------------------
 
 
@@ -99,24 +173,42 @@ class TitleIndex:
 
     Stages, first that finds something wins: the exact title; the same words ignoring case,
     accents, punctuation and articles ("The Matrix" = "Matrix, The (1999)"), with the year if one
-    was given, else any year; the typed words as the start of a title ("Terminator 2" ->
-    "Terminator 2: Judgment Day (1991)"); then fuzzy (difflib on normalised titles, after a cheap
-    length prefilter). Several equally good matches raise AmbiguousError listing them; nothing
-    close raises NotFoundError with the closest suggestions.
+    was given (in parentheses or bare: "toy story 1995"), else any year; the typed words as the
+    start of a title ("Terminator 2" -> "Terminator 2: Judgment Day (1991)"); then fuzzy (difflib
+    on normalised titles and on their first words, after a cheap length prefilter). Several
+    equally good matches raise AmbiguousError listing them; nothing close raises NotFoundError with
+    the closest suggestions. `match` says which stage found the movie (TitleMatch); `resolve`
+    returns only the id.
     """
 
     FUZZY_CUTOFF = 0.8
     SUGGEST_CUTOFF = 0.55
+    # A whole title beats a title's first words at the same fuzzy ratio ("Toy Stroy": Toy Story,
+    # not Toy Story 2), but a closer first-words match wins ("Termnator 2": Terminator 2, not The
+    # Terminator).
+    _PREFIX_PENALTY = 1e-6
 
-    def __init__(self, movies: Iterable[Movie]):
+    def __init__(
+        self,
+        movies: Iterable[Movie],
+        popularity: Callable[[list[int]], Mapping[int, int]] | None = None,
+    ):
+        """`movies`: (movie_id, title, year) rows. `popularity`: movie ids -> number of ratings,
+        used only to decide whether a whole-title match needs a note (see TitleMatch)."""
+        self.popularity = popularity
         self.movies = [(int(m), str(t), None if y is None else int(y)) for m, t, y in movies]
         self._by_id = {m[0]: m for m in self.movies}
         self._exact: dict[str, list[int]] | None = None
         self._hay: list[str] | None = None  # each title folded to plain words: a cheap prefilter
         self._row_keys: dict[int, set[str]] = {}
-        self._all_keys: list[tuple[str, int]] | None = None  # (key, row), for fuzzy
+        self._all_keys: list[tuple[str, list[str], int]] | None = None  # (key, words, row)
 
     def resolve(self, text: str) -> int:
+        """What a person typed -> one movie id; AmbiguousError / NotFoundError / ConfigError."""
+        return self.match(text).movie_id
+
+    def match(self, text: str) -> TitleMatch:
+        """What a person typed -> TitleMatch (the id, and how it was found: exact or guessed)."""
         text = (text or "").strip()
         if not text:
             raise ConfigError(
@@ -124,52 +216,85 @@ class TitleIndex:
             )
         exact = self._build_exact().get(text)
         if exact:
-            return self._one(text, exact)
+            return self._pick(text, EXACT, exact)
         key, year = query_key(text)
         if not key:
             raise ConfigError(f'"{text}" has no letters or digits to look up; {USE_MOVIE_ID}')
-        candidates = [r for r in self._candidates(key) if self._year_ok(r, year)]
-
-        # the same words ignoring case, accents, punctuation and articles; year-optional
-        rows = [r for r in candidates if key in self._keys_of(r)]
-        if rows:
-            return self._one(text, rows)
-
-        # the typed words as the start of a title, on a word boundary
-        prefix = key + " "
-        rows = [r for r in candidates if any(k.startswith(prefix) for k in self._keys_of(r))]
-        if rows:
-            return self._one(text, rows)
-
-        return self._resolve_fuzzy(text, key, year)
+        readings = [(key, year)]
+        bare = _BARE_YEAR.match(key) if year is None else None
+        if bare and int(bare["year"]) in _YEARS:
+            readings.insert(0, (bare["body"], int(bare["year"])))  # first: it wins a tie
+        # Stage by stage over both readings: a better stage of either wins, and the slow fuzzy
+        # stage runs only when nothing else found the title.
+        for stage in (SAME_WORDS, START_OF_TITLE, FUZZY):
+            for reading_key, reading_year in readings:
+                rows, others = self._find(stage, reading_key, reading_year)
+                if rows:
+                    return self._pick(text, stage, rows, others)
+        raise self._not_found(text, key)
 
     def describe(self, movie_id: int) -> str:
         """'Title (year) [id N]' of one movie, for messages."""
         movie = self._by_id.get(int(movie_id))
         return _format_movies([movie]) if movie else f"[id {movie_id}]"
 
-    def _resolve_fuzzy(self, text: str, key: str, year: int | None) -> int:
-        """The last stage: the best fuzzy match, or NotFoundError with the closest suggestions."""
-        scored = self._fuzzy(key, year, self.FUZZY_CUTOFF)
-        if scored:
-            best = max(scored.values())
-            return self._one(text, [r for r, s in scored.items() if s >= best - 1e-9])
-        # nothing close enough to pick: suggest, in any year (a wrong year is a common slip)
+    def _find(self, stage: str, key: str, year: int | None) -> tuple[list[int], list[int]]:
+        """(the rows `stage` finds for `key` in `year`, rows that merely start with the same
+        words); no rows when the stage finds nothing."""
+        if stage == FUZZY:
+            scored = self._fuzzy(key, year, self.FUZZY_CUTOFF)
+            best = max(scored.values(), default=0.0)
+            return [r for r, s in scored.items() if s >= best - 1e-9], []
+        candidates = [r for r in self._candidates(key) if self._year_ok(r, year)]
+        prefix = key + " "
+        starting = [r for r in candidates if any(k.startswith(prefix) for k in self._keys_of(r))]
+        if stage == START_OF_TITLE:
+            return starting, []
+        # the same words ignoring case, accents, punctuation and articles; year-optional
+        rows = [r for r in candidates if key in self._keys_of(r)]
+        return rows, [r for r in starting if r not in rows]
+
+    def _not_found(self, text: str, key: str) -> NotFoundError:
+        """NotFoundError with the closest suggestions, in any year (a wrong year is a common
+        slip)."""
         scored = self._fuzzy(key, None, self.SUGGEST_CUTOFF)
         if scored:
             closest = sorted(scored, key=lambda r: (-scored[r], self.movies[r][0]))[:3]
             suggestions = _format_movies(self.movies[r] for r in closest)
-            raise NotFoundError(f'no movie matches "{text}"; closest: {suggestions}')
-        raise NotFoundError(f'no movie matches "{text}"; check the spelling or {USE_MOVIE_ID}')
+            return NotFoundError(f'no movie matches "{text}"; closest: {suggestions}')
+        return NotFoundError(f'no movie matches "{text}"; check the spelling or {USE_MOVIE_ID}')
 
-    def _one(self, text: str, rows: Iterable[int]) -> int:
+    def _pick(
+        self, text: str, how: str, rows: Iterable[int], others: Iterable[int] = ()
+    ) -> TitleMatch:
         rows = sorted(set(rows), key=lambda r: self.movies[r][0])
-        if len(rows) == 1:
-            return self.movies[rows[0]][0]
-        listed = _format_movies(self.movies[r] for r in rows)
-        raise AmbiguousError(
-            f'"{text}" matches {len(rows)} movies: {listed}; add the year or {USE_MOVIE_ID}'
+        if len(rows) > 1:
+            listed = _format_movies(self.movies[r] for r in rows)
+            raise AmbiguousError(
+                f'"{text}" matches {len(rows)} movies: {listed}; add the year or {USE_MOVIE_ID}'
+            )
+        movie_id, title, _ = self.movies[rows[0]]
+        others = sorted(set(others), key=lambda r: self.movies[r][0])
+        if others and self._best_known(movie_id, [self.movies[r][0] for r in others]):
+            others = []
+        return TitleMatch(
+            movie_id,
+            text,
+            title,
+            how,
+            tuple(self.movies[r][0] for r in others),
+            tuple(self.movies[r][1] for r in others[:3]),
         )
+
+    def _best_known(self, movie_id: int, others: list[int]) -> bool:
+        """Whether the whole-title match has at least as many ratings as every longer title that
+        starts with the same words ("Toy Story" vs its sequels): then it is what a person means
+        and no note is needed. Unknown (no popularity) counts as no."""
+        if self.popularity is None:
+            return False
+        counts = self.popularity([movie_id, *others])
+        mine = counts.get(movie_id, 0)
+        return all(mine >= counts.get(o, 0) for o in others)
 
     def _build_exact(self) -> dict[str, list[int]]:
         if self._exact is None:
@@ -194,10 +319,10 @@ class TitleIndex:
             keys = self._row_keys[row] = title_keys(self.movies[row][1])
         return keys
 
-    def _build_all_keys(self) -> list[tuple[str, int]]:
+    def _build_all_keys(self) -> list[tuple[str, list[str], int]]:
         if self._all_keys is None:
             self._all_keys = [
-                (k, row) for row in range(len(self.movies)) for k in self._keys_of(row)
+                (k, k.split(), row) for row in range(len(self.movies)) for k in self._keys_of(row)
             ]
         return self._all_keys
 
@@ -210,20 +335,28 @@ class TitleIndex:
         return movie_year == year
 
     def _fuzzy(self, key: str, year: int | None, cutoff: float) -> dict[int, float]:
-        """Best difflib ratio per row, for the rows at or above `cutoff` (in `year`, if given)."""
+        """Best difflib ratio per row, for the rows at or above `cutoff` (in `year`, if given).
+        Each title key is compared whole and, when it has more words than `key`, by its first
+        words too (a little below a whole-title match of the same ratio)."""
         matcher = difflib.SequenceMatcher(autojunk=False)
         matcher.set_seq2(key)  # the fixed side: SequenceMatcher caches what it knows about seq2
-        n = len(key)
+        n, n_words = len(key), len(key.split())
         # ratio = 2M / (n + len) <= 2 min(n, len) / (n + len): a length check rules most titles out
         lo, hi = n * cutoff / (2 - cutoff), n * (2 - cutoff) / cutoff
         scored: dict[int, float] = {}
-        for k, row in self._build_all_keys():
-            if not lo <= len(k) <= hi or not self._year_ok(row, year):
+        for k, words, row in self._build_all_keys():
+            if not self._year_ok(row, year):
                 continue
-            matcher.set_seq1(k)
-            if matcher.quick_ratio() < cutoff:
-                continue
-            ratio = matcher.ratio()
-            if ratio >= cutoff and ratio > scored.get(row, 0.0):
-                scored[row] = ratio
+            forms = [(k, 0.0)]
+            if len(words) > n_words:
+                forms.append((" ".join(words[:n_words]), self._PREFIX_PENALTY))
+            for form, penalty in forms:
+                if not lo <= len(form) <= hi:
+                    continue
+                matcher.set_seq1(form)
+                if matcher.quick_ratio() < cutoff:
+                    continue
+                ratio = matcher.ratio() - penalty
+                if ratio >= cutoff and ratio > scored.get(row, 0.0):
+                    scored[row] = ratio
         return scored
