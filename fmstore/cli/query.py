@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from fmstore.recommend import Recommender
+    from fmstore.recommend.titles import TitleMatch
     from fmstore.vectors import QueryFilter
 
 # Cosine neighbours with a handful of ratings are echoes of their genres and year (their id vector
@@ -65,6 +66,8 @@ class _Answer:
     question: dict
     heading: str
     b_u: float | None = None  # set for users: the results then carry a predicted rating
+    # for users: why each movie, {movie_id: [(rated movie id, contribution)]} (Recommender.explain)
+    reasons: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
 
 
 @app.command()
@@ -88,10 +91,10 @@ def query(
         "--ratings-file",
         help="A new user's ratings: CSV with columns title or movieId, and rating.",
     ),
-    method: str = typer.Option(
-        "fold-in",
+    method: Optional[str] = typer.Option(
+        None,
         "--method",
-        help="New user's vector: fold-in (ridge on the published q_i, b_i) | weighted (the notebook's mean).",
+        help="New user's vector: fold-in (ridge on the published q_i, b_i; the default) | weighted (the notebook's mean).",
     ),
     n: int = typer.Option(10, "-n", "--n", min=1, max=1000, help="Number of results."),
     genre: Optional[List[str]] = typer.Option(
@@ -114,12 +117,19 @@ def query(
     qdrant_url: Optional[str] = QdrantOpt,
     as_json: bool = JsonOpt,
 ):
-    """Similar movies (--movie), or recommendations for a known (--user) or new user (--rated)."""
+    """Similar movies (--movie), or recommendations for a known (--user) or new user (--rated).
+
+    For users the table shows the predicted rating with one decimal ("5.0+": the model's
+    prediction is above the top of the scale) and the movie they liked that pushed each
+    recommendation up most ("because you liked"); --json also has the raw ranking scores. A title
+    that had to be guessed is said on stderr ("note: showing ... for '...'")."""
     from fmstore.recommend import Recommender, check_method
     from fmstore.vectors import QueryFilter, open_store
 
     new_user = bool(rated) or ratings_file is not None
     _check_one_question(movie is not None, movie_id is not None, user is not None, new_user)
+    _check_flags_apply(method is not None, include_rated, user is not None, new_user)
+    method = method or "fold-in"
     with _in_flag_words():
         check_method(method)
     inputs = parse_rated(rated or [])
@@ -142,8 +152,15 @@ def query(
                 genres=genres, year_min=year_min, year_max=year_max, min_ratings=min_ratings or None
             )
             if similar:
-                target = rec.resolve_title(movie) if movie is not None else movie_id
+                target = movie_id
+                if movie is not None:
+                    match = rec.match_title(movie)
+                    target = match.movie_id
+                    if match.note():
+                        rec.notes.append(match.note())
                 answer = _ask_similar(rec, target, n, flt)
+                if movie is not None:
+                    answer.question["title_match"] = match.as_dict()
             elif user is not None:
                 answer = _ask_known_user(rec, user, n, not include_rated, flt)
             else:
@@ -151,18 +168,19 @@ def query(
             if not flt.is_empty():
                 used = {k: v for k, v in vars(flt).items() if v not in (None, ())}
                 answer.question["filter"] = used
-            info = rec.movie_info(answer.ids)
+            reasons = [j for r in answer.reasons.values() for j, _ in r]
+            info = rec.movie_info([*answer.ids.tolist(), *reasons])
     finally:
         store.close()
 
     results = _results(rec, answer, info)
     for note in rec.notes:
-        err.print(f"note: {note}", markup=False, highlight=False)
+        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         return print_json(
             {"run_id": rec.run_id, "query": answer.question, "results": results, "notes": rec.notes}
         )
-    _print_results(answer.heading, rec.run_id, results, with_rating=answer.b_u is not None)
+    _print_results(answer.heading, rec.run_id, results, for_user=answer.b_u is not None)
 
 
 def _check_one_question(movie: bool, movie_id: bool, user: bool, new_user: bool) -> None:
@@ -179,6 +197,19 @@ def _check_one_question(movie: bool, movie_id: bool, user: bool, new_user: bool)
         raise ConfigError(f"give exactly one of {', '.join(asked)}{got}")
 
 
+def _check_flags_apply(method: bool, include_rated: bool, user: bool, new_user: bool) -> None:
+    """Refuse flags that would be silently ignored by the question asked."""
+    if include_rated and not user:
+        raise ConfigError(
+            "--include-rated applies to --user only (a new user's movies are never shown)"
+        )
+    if method and not new_user:
+        raise ConfigError(
+            "--method applies to --rated/--ratings-file only (a known user's vector is the "
+            "published one)"
+        )
+
+
 def _ask_similar(rec: Recommender, movie_id: int, n: int, flt: QueryFilter) -> _Answer:
     ids, scores = rec.similar_items(movie_id, n, flt)
     title = rec.movie_info([movie_id])[movie_id].get("title")
@@ -190,78 +221,110 @@ def _ask_known_user(
     rec: Recommender, user: int, n: int, exclude_rated: bool, flt: QueryFilter
 ) -> _Answer:
     ids, scores = rec.recommend(user, n, filter_already_liked_items=exclude_rated, filter=flt)
+    notes = list(rec.notes)
     _, b_u = rec.user_vector(user)
+    reasons = rec.explain(user, ids.tolist())
+    rec.notes = notes + [n for n in rec.notes if n not in notes]
     question = {"type": "user", "user_id": user, "exclude_rated": exclude_rated}
-    return _Answer(ids, scores, question, f"For user {user}", b_u)
+    return _Answer(ids, scores, question, f"For user {user}", b_u, reasons)
 
 
 def _ask_new_user(
     rec: Recommender, inputs: Sequence[RatingInput], method: str, n: int, flt: QueryFilter
 ) -> _Answer:
-    ratings = _resolve_ratings(rec, inputs)
+    ratings, matches = _resolve_ratings(rec, inputs)
+    notes = list(rec.notes)  # the title notes: recommend_for_ratings starts its own
     ids, scores = rec.recommend_for_ratings(ratings, n, method, flt)
     _, b_u = rec.recalculate_user(ratings, method)
+    reasons = rec.explain(ratings, ids.tolist(), method)
+    rec.notes = notes + [n for n in rec.notes if n not in notes]
     info = rec.movie_info(ratings)
     rated = [
         {"movie_id": m, "title": info.get(m, {}).get("title"), "rating": r}
+        | ({"title_match": matches[m].as_dict()} if m in matches else {})
         for m, r in ratings.items()
     ]
     listed = ", ".join(f"{info.get(m, {}).get('title', m)}={r:g}" for m, r in ratings.items())
     question = {"type": "new_user", "method": method, "ratings": rated}
-    return _Answer(ids, scores, question, f"For someone who rated {listed} ({method})", b_u)
+    heading = f"For someone who rated {listed} ({method})"
+    return _Answer(ids, scores, question, heading, b_u, reasons)
 
 
-def _resolve_ratings(rec: Recommender, inputs: Sequence[RatingInput]) -> dict[int, float]:
-    """[(title or movie id, rating, where)] -> {movie_id: rating}, each checked against the run."""
+def _resolve_ratings(
+    rec: Recommender, inputs: Sequence[RatingInput]
+) -> tuple[dict[int, float], dict[int, TitleMatch]]:
+    """[(title or movie id, rating, where)] -> ({movie_id: rating}, {movie_id: how its typed
+    title matched}), each rating checked against the run; guessed titles noted in rec.notes."""
     from fmstore.recommend import check_rating
 
     ratings: dict[int, float] = {}
+    matches: dict[int, TitleMatch] = {}
     for key, value, where in inputs:
-        movie_id = key if isinstance(key, int) else rec.resolve_title(key)
+        if isinstance(key, int):
+            movie_id = key
+        else:
+            match = rec.match_title(key)
+            movie_id, matches[match.movie_id] = match.movie_id, match
+            if match.note():
+                rec.notes.append(match.note())
         check_rating(value, rec.rating_range, where)
         if movie_id in ratings:
             raise DataError(f"{where}: movie id {movie_id} is rated twice")
         ratings[movie_id] = value
-    return ratings
+    return ratings, matches
 
 
 def _results(rec: Recommender, answer: _Answer, info: dict[int, dict]) -> list[dict]:
-    """The ranking as rows: the movie's payload, its score and, for users, a predicted rating."""
+    """The ranking as rows: the movie's payload, its raw score and, for users, a predicted rating
+    (clamped to the scale; `above_scale` when the model predicts more) and the reasons."""
+    from fmstore.serving import apply_link
+
     results = []
     for movie_id, score in zip(answer.ids.tolist(), answer.scores.tolist(), strict=True):
         p = info.get(movie_id, {})
-        rating = None
+        row = {
+            "movie_id": movie_id,
+            "title": p.get("title"),
+            "year": p.get("year"),
+            "genres": p.get("genres") or [],
+            "score": round(score, 5),
+            "predicted_rating": None,
+        }
         if answer.b_u is not None:
             boost = p.get("popularity_boost", 0.0)
-            rating = round(rec.predict_rating(answer.b_u, score, boost), 3)
-        results.append(
-            {
-                "movie_id": movie_id,
-                "title": p.get("title"),
-                "year": p.get("year"),
-                "genres": p.get("genres") or [],
-                "score": round(score, 5),
-                "predicted_rating": rating,
-            }
-        )
+            row["predicted_rating"] = round(rec.predict_rating(answer.b_u, score, boost), 3)
+            raw = float(apply_link(rec.w0 + answer.b_u + score - boost, rec.link))
+            row["above_scale"] = raw >= rec.rating_range[1] + 0.05
+            row["because"] = [
+                {"movie_id": j, "title": info.get(j, {}).get("title"), "contribution": round(c, 5)}
+                for j, c in answer.reasons.get(movie_id, [])
+            ]
+        results.append(row)
     return results
 
 
-def _print_results(heading: str, run_id: str, results: list[dict], with_rating: bool) -> None:
+def _print_results(heading: str, run_id: str, results: list[dict], for_user: bool) -> None:
     from rich.markup import escape
+
+    from fmstore.recommend.titles import display_title
 
     out.print(f"[bold]{escape(heading)}[/bold]  (run {run_id})", highlight=False)
     if not results:
         out.print("no movies match")
         return
-    table = Table("#", "title", "year", "genres", "score", *(["rating"] if with_rating else []))
+    last = ["rating", "because you liked"] if for_user else ["similarity"]
+    table = Table("#", "title", "year", "genres", *last)
     for rank, r in enumerate(results, 1):
         shown = r["title"] or ""
         if r["year"] and shown.endswith(f"({r['year']})"):
             shown = shown[: -len(f"({r['year']})")].rstrip()
         genres = escape("|".join(r["genres"]))
-        row = [str(rank), escape(shown), str(r["year"] or ""), genres, f"{r['score']:.3f}"]
-        if with_rating:
-            row.append(f"{r['predicted_rating']:.2f}")
+        row = [str(rank), escape(shown), str(r["year"] or ""), genres]
+        if for_user:
+            stars = f"{r['predicted_rating']:.1f}" + ("+" if r["above_scale"] else "")
+            because = r["because"][0]["title"] if r["because"] else None
+            row += [stars, escape(display_title(because)) if because else ""]
+        else:
+            row.append(f"{r['score']:.2f}")
         table.add_row(*row)
     out.print(table)

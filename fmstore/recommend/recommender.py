@@ -17,7 +17,9 @@ import numpy as np
 
 from fmstore.catalog.readers import CatalogReader, open_reader
 from fmstore.errors import ConfigError, DataError, NotFoundError, StoreError
-from fmstore.recommend.titles import TitleIndex
+from fmstore.recommend.factors import FactorsMixin
+from fmstore.recommend.filters import as_id, as_ids, as_query_filter, is_one_id
+from fmstore.recommend.titles import TitleIndex, TitleMatch
 from fmstore.serving import fold_in, link_inverse, physical_name, predict, run_id_of, weighted_user
 from fmstore.vectors import QueryFilter, VectorStore
 
@@ -33,9 +35,16 @@ def check_method(method: str) -> str:
     return method
 
 
-def check_rating(value: float, rating_range: Sequence[float], where: str) -> float:
-    """`value` if it is on the rating scale; DataError naming `where` it came from otherwise."""
+def check_rating(value: Any, rating_range: Sequence[float], where: str) -> float:
+    """`value` as a float if it is a number on the rating scale; DataError naming `where` it came
+    from otherwise."""
     lo, hi = float(rating_range[0]), float(rating_range[1])
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: rating {value!r} is not a number") from None
+    if value != value:  # NaN
+        raise DataError(f"{where}: rating {value!r} is not a number")
     if not lo <= value <= hi:
         raise DataError(f"{where}: rating {value:g} is outside the rating scale {lo:g}-{hi:g}")
     return value
@@ -58,7 +67,7 @@ def _is_reader(catalog: Any) -> bool:
     return all(hasattr(catalog, name) for name in ("run", "movie_titles", "genres", "close"))
 
 
-class Recommender:
+class Recommender(FactorsMixin):
     """Queries against the live publication, mirroring implicit's API.
 
     `store` is any VectorStore (EdgeStore or ServerStore). `catalog` is a SQLAlchemy Engine or
@@ -68,6 +77,11 @@ class Recommender:
     `fmstore query` fast). The live run is read once, from the movies alias, and its physical
     collections are used from then on, so every answer of one Recommender comes from one run even
     if a publish switches the alias meanwhile (make a new one to follow it).
+
+    Rankings are `(ids, scores)` NumPy pairs, best first (`recommend` of a list of users: 2-D
+    arrays, one row per user). `filter` is a QueryFilter or a dict with its field names
+    (`{"min_ratings": 50, "genres": ["comedy"]}`; genres in any case); `filter_items` are movie ids
+    to leave out. Every error is an FmstoreError subclass with a one-line message.
     """
 
     def __init__(
@@ -148,13 +162,47 @@ class Recommender:
     # -- catalog ---------------------------------------------------------------------------------
 
     def titles(self) -> TitleIndex:
+        """The catalog's titles, indexed for resolving what a person typed (built once)."""
         if self._titles is None:
-            self._titles = TitleIndex(self._catalog.movie_titles())
+            self._titles = TitleIndex(self._catalog.movie_titles(), popularity=self._n_ratings)
         return self._titles
 
     def resolve_title(self, text: str) -> int:
         """What a person typed -> one movie id (see TitleIndex); AmbiguousError / NotFoundError."""
-        return self.titles().resolve(text)
+        return self.match_title(text).movie_id
+
+    def match_title(self, text: str) -> TitleMatch:
+        """What a person typed -> TitleMatch: the movie id and whether it was exact or guessed
+        (`.note()` is the line to show a person when it was guessed)."""
+        if not isinstance(text, str):
+            raise ConfigError(f"a title must be text, not {type(text).__name__}")
+        return self.titles().match(text)
+
+    def ratings_by_id(self, ratings: Mapping[Any, Any]) -> dict[int, float]:
+        """{movie id or title: rating} -> {movie id: rating}, each rating checked against the
+        scale. Titles are resolved with match_title; a guessed one adds its note to `notes`."""
+        if not isinstance(ratings, Mapping):
+            raise ConfigError("ratings must be a dict of {movie id or title: rating}")
+        out: dict[int, float] = {}
+        for key, value in ratings.items():
+            if isinstance(key, str):
+                match = self.match_title(key)
+                movie_id, where = match.movie_id, f"{key!r}"
+                if match.note() and match.note() not in self.notes:
+                    self.notes.append(match.note())
+            elif isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+                movie_id, where = int(key), f"movie id {key}"
+            else:
+                raise ConfigError(f"rating key {key!r}: use a movie id or a title")
+            if movie_id in out:
+                raise DataError(f"{where}: movie id {movie_id} is rated twice")
+            out[movie_id] = check_rating(value, self.rating_range, where)
+        return out
+
+    def _n_ratings(self, movie_ids: list[int]) -> dict[int, int]:
+        """Number of training ratings of movies, from their payloads (0 when unknown)."""
+        info = self.movie_info(movie_ids)
+        return {i: int(info.get(i, {}).get("n_ratings") or 0) for i in movie_ids}
 
     def genres(self) -> list[str]:
         """Every genre in the catalog, sorted."""
@@ -175,13 +223,20 @@ class Recommender:
             out.append(known[name.casefold()])
         return tuple(dict.fromkeys(out))
 
+    def as_filter(
+        self, filter: QueryFilter | Mapping[str, Any] | None, filter_items: Iterable[int] = ()
+    ) -> QueryFilter | None:
+        """A caller's `filter` (QueryFilter or dict) and `filter_items` as one QueryFilter, genres
+        spelt as in the catalog (see fmstore.recommend.filters)."""
+        return as_query_filter(filter, self.canonical_genres, filter_items)
+
     # -- store -----------------------------------------------------------------------------------
 
     def _search(
         self, collection: str, vector: np.ndarray, using: str, N: int, filter: QueryFilter | None
     ) -> list:
-        if N < 1:
-            raise ConfigError(f"N must be at least 1, not {N}")
+        if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
+            raise ConfigError(f"N must be a whole number of at least 1, not {N!r}")
         hits = self.store.search(collection, vector, using=using, limit=int(N), filter=filter)
         for h in hits:
             self._payloads[h.id] = h.payload
@@ -191,7 +246,7 @@ class Recommender:
         self, movie_ids: Sequence[int], vector: str = "score"
     ) -> dict[int, np.ndarray]:
         """Stored vectors of movies of the live run; NotFoundError names ids that are not there."""
-        ids = [int(i) for i in movie_ids]
+        ids = list(as_ids(movie_ids))
         found = self.store.retrieve(self.movies_collection, ids, vectors=[vector])
         missing = [i for i in ids if i not in found]
         if missing:
@@ -214,9 +269,19 @@ class Recommender:
 
     # -- users -----------------------------------------------------------------------------------
 
+    def item_terms(self, movie_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(q_i [n, k], b_i [n]) of movies, float64: the FM's own item vectors and biases (the
+        publish-time ranking prior taken off the stored `score` vector's last coordinate)."""
+        ids = list(as_ids(movie_ids))
+        if not ids:
+            return np.zeros((0, self.factors)), np.zeros(0)
+        score = np.stack(list(self.movie_vectors(ids, "score").values())).astype(np.float64)
+        boost = np.array([self._payloads[i].get("popularity_boost", 0.0) for i in ids])
+        return score[:, :-1], score[:, -1] - boost
+
     def user_vector(self, user_id: int) -> tuple[np.ndarray, float]:
         """A known user's published (p_u, b_u)."""
-        user_id = int(user_id)
+        user_id = as_id(user_id)
         if user_id not in self._users:
             found = self.store.retrieve(self.users_collection, [user_id], vectors=["score"])
             if user_id not in found:
@@ -252,14 +317,9 @@ class Recommender:
         check_method(method)
         if not ratings:
             raise ConfigError("no ratings given: rate at least one movie")
-        ids = [int(i) for i in ratings]
-        values = np.array(
-            [check_rating(float(ratings[i]), self.rating_range, f"movie id {i}") for i in ids]
-        )
-        score = np.stack(list(self.movie_vectors(ids, "score").values())).astype(np.float64)
-        # The stored bias coordinate includes the ranking prior; fold-in needs the FM's own b_i.
-        boost = np.array([self._payloads[i].get("popularity_boost", 0.0) for i in ids])
-        q, b = score[:, :-1], score[:, -1] - boost
+        by_id = self.ratings_by_id(ratings)
+        values = np.array(list(by_id.values()))
+        q, b = self.item_terms(list(by_id))
         if method == "weighted":
             return weighted_user(q, values)
         raw = link_inverse(values, self.link)
@@ -268,24 +328,39 @@ class Recommender:
     # -- rankings --------------------------------------------------------------------------------
 
     def similar_items(
-        self, movie_id: int, N: int = 10, filter: QueryFilter | None = None
+        self,
+        movie_id: int,
+        N: int = 10,
+        filter: QueryFilter | Mapping[str, Any] | None = None,
+        filter_items: Iterable[int] = (),
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Movies whose `item` vector is closest (cosine) to this movie's; the movie itself
-        excluded."""
-        item = self.movie_vectors([movie_id], "item")[int(movie_id)]
-        excluded = with_excluded(filter, [movie_id])
+        """Movies whose `item` vector is closest (cosine) to this movie's, with the cosines; the
+        movie itself excluded."""
+        movie_id = as_id(movie_id, "movie id")
+        item = self.movie_vectors([movie_id], "item")[movie_id]
+        excluded = with_excluded(self.as_filter(filter, filter_items), [movie_id])
         return _ranking(self._search(self.movies_collection, item, "item", N, excluded))
 
     def recommend(
         self,
-        user_id: int,
+        user_id: int | Sequence[int],
         N: int = 10,
         filter_already_liked_items: bool = True,
-        filter: QueryFilter | None = None,
+        filter: QueryFilter | Mapping[str, Any] | None = None,
+        filter_items: Iterable[int] = (),
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top movies for a known user by b_i + <p_u, q_i> (+ popularity boost); training movies
-        excluded."""
+        excluded unless filter_already_liked_items is False.
+
+        One user id: `(ids, scores)`, 1-D. A sequence of user ids (as implicit): 2-D arrays, one
+        row per user in the given order, padded with id -1 and score -inf where fewer than N
+        movies pass the filter; `notes` then gathers every user's notes."""
+        if not is_one_id(user_id):
+            return self._recommend_many(
+                user_id, N, filter_already_liked_items, filter, filter_items
+            )
         self.notes = []
+        filter = self.as_filter(filter, filter_items)
         p_u, _ = self.user_vector(user_id)
         if filter_already_liked_items:
             seen = self.seen_items(user_id)
@@ -295,14 +370,19 @@ class Recommender:
 
     def recommend_for_ratings(
         self,
-        ratings: Mapping[int, float],
+        ratings: Mapping[int | str, float],
         N: int = 10,
         method: str = "fold-in",
-        filter: QueryFilter | None = None,
+        filter: QueryFilter | Mapping[str, Any] | None = None,
+        filter_items: Iterable[int] = (),
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top movies for someone new, the movies they rated excluded."""
-        p_u, _ = self.recalculate_user(ratings, method)
-        return self.rank_for_vector(p_u, N, filter=with_excluded(filter, ratings))
+        """Top movies for someone new, the movies they rated excluded. `ratings` maps movie ids
+        or titles (resolved as match_title does; a guess adds a note to `notes`) to ratings."""
+        self.notes = []
+        by_id = self.ratings_by_id(ratings)
+        p_u, _ = self.recalculate_user(by_id, method)
+        excluded = with_excluded(self.as_filter(filter, filter_items), by_id)
+        return self.rank_for_vector(p_u, N, filter=excluded)
 
     def rank_for_vector(
         self, p_u: np.ndarray, N: int = 10, filter: QueryFilter | None = None
