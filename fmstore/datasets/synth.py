@@ -46,6 +46,13 @@ def synthesize(
     """
     if n_users < 1 or n_movies < 1 or n_ratings < 1:
         raise DataError("synthesize needs n_ratings, n_users and n_movies >= 1")
+    if n_ratings < n_users:
+        # Every user rates at least one movie (a user without ratings does not exist in
+        # ratings.csv), so fewer ratings than users cannot be spread over them.
+        raise DataError(
+            f"{n_ratings:,} ratings cannot give each of {n_users:,} users a rating; "
+            "ask for at least as many ratings as users"
+        )
     if n_ratings > n_users * n_movies:
         raise DataError(
             f"{n_ratings:,} ratings cannot fit {n_users:,} users x {n_movies:,} "

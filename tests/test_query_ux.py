@@ -1,0 +1,239 @@
+"""What a person sees from title resolution and `fmstore query`: guesses are said, a bare year
+is a year, flags that would be ignored are refused, predicted stars and "because you liked" in
+the table (raw scores in --json), and `data synth` refusing what it cannot make."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from planted import group_of_movie, group_of_user, rated_movie_ids
+
+from fmstore import catalog
+from fmstore.errors import AmbiguousError, DataError
+from fmstore.publish import publish
+from fmstore.recommend.titles import TitleIndex, display_title
+
+TITLES = [
+    (1, "Toy Story (1995)", 1995),
+    (3114, "Toy Story 2 (1999)", 1999),
+    (78499, "Toy Story 3 (2010)", 2010),
+    (589, "Terminator 2: Judgment Day (1991)", 1991),
+    (1240, "Terminator, The (1984)", 1984),
+    (2116, "Lord of the Rings, The (1978)", 1978),
+    (4993, "Lord of the Rings: The Fellowship of the Ring, The (2001)", 2001),
+    (5952, "Lord of the Rings: The Two Towers, The (2002)", 2002),
+    (7153, "Lord of the Rings: The Return of the King, The (2003)", 2003),
+    (176371, "Blade Runner 2049 (2017)", 2017),
+    (541, "Blade Runner (1982)", 1982),
+    (7991, "Death Race 2000 (1975)", 1975),
+    (924, "2001: A Space Odyssey (1968)", 1968),
+]
+# ml-latest-small's counts for these movies (the trilogy is far better known than the 1978 film)
+N_RATINGS = {1: 215, 3114: 97, 78499: 55, 2116: 15, 4993: 198, 5952: 188, 7153: 185}
+
+
+def _popularity(ids):
+    return {i: N_RATINGS.get(i, 0) for i in ids}
+
+
+@pytest.fixture(scope="module")
+def titles():
+    return TitleIndex(TITLES, popularity=_popularity)
+
+
+def test_a_guessed_title_says_so(titles):
+    match = titles.match("Termnator 2")
+    # the first words of "Terminator 2: Judgment Day" are closer than "The Terminator"
+    assert match.movie_id == 589 and match.how == "fuzzy" and not match.exact
+    assert match.note() == (
+        "showing Terminator 2: Judgment Day (1991) [id 589] for 'Termnator 2' (the closest spelling)"
+    )
+    only_the_first = TitleIndex([m for m in TITLES if m[0] != 589]).match("Termnator 2")
+    assert only_the_first.note().startswith(
+        "showing The Terminator (1984) [id 1240] for 'Termnator 2'"
+    )
+    completed = titles.match("Terminator 2")
+    assert completed.how == "start of title" and "only title starting" in completed.note()
+
+
+@pytest.mark.parametrize(
+    "text, movie_id, exact",
+    [
+        ("toy story 1995", 1, True),  # a bare year is the year
+        ("Toy Story 1999", 3114, False),  # the one title of 1999 starting with those words
+        ("toy story (2010)", 78499, False),
+        ("Blade Runner 2049", 176371, True),  # a number in the title stays part of it
+        ("Death Race 2000", 7991, True),
+        ("2001: a space odyssey", 924, True),
+    ],
+)
+def test_a_bare_year(titles, text, movie_id, exact):
+    match = titles.match(text)
+    assert match.movie_id == movie_id and match.exact == exact
+    assert (match.note() is None) == exact
+
+
+def test_a_whole_title_that_starts_others(titles):
+    lotr = titles.match("Lord of the rings")
+    # the 1978 film's whole title, but the trilogy is far more rated: shown, and said so
+    assert lotr.movie_id == 2116 and not lotr.exact and lotr.others == (4993, 5952, 7153)
+    note = lotr.note()
+    assert "showing The Lord of the Rings (1978) [id 2116] for 'Lord of the rings'" in note
+    assert "The Lord of the Rings: The Fellowship of the Ring (2001) [id 4993]" in note
+    # the original is the most rated of its sequels: nothing to say
+    toy = titles.match("toy story")
+    assert toy.movie_id == 1 and toy.exact and toy.note() is None
+    # without popularity nothing can tell them apart: always said
+    assert not TitleIndex(TITLES).match("toy story").exact
+
+
+def test_equals_stay_ambiguous(titles):
+    with pytest.raises(AmbiguousError, match="matches 2 movies"):
+        TitleIndex([(1, "Emma (1996)", 1996), (2, "Emma (1996)", 1996)]).match("emma")
+
+
+def test_display_title():
+    assert display_title("Terminator, The (1984)") == "The Terminator (1984)"
+    assert display_title("Boot, Das (1981)") == "Das Boot (1981)"
+    assert display_title("Toy Story") == "Toy Story"
+
+
+def test_match_as_dict(titles):
+    out = titles.match("Termnator 2").as_dict()
+    assert out == {
+        "query": "Termnator 2",
+        "movie_id": 589,
+        "title": "Terminator 2: Judgment Day (1991)",
+        "how": "fuzzy",
+        "exact": False,
+        "others": [],
+    }
+
+
+# ---- the CLI -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def home(planted_runs, tmp_path_factory):
+    """An FMSTORE_HOME with planted run 0 published to the embedded store and SQLite."""
+    from fmstore.config import Settings
+    from fmstore.vectors import EdgeStore
+
+    home = tmp_path_factory.mktemp("home")
+    settings = Settings(home=home)
+    engine = catalog.make_engine(settings.catalog_url)
+    with EdgeStore(settings.qdrant_path) as store:
+        publish(planted_runs[0], store, engine, popularity_weight=0.0)
+    engine.dispose()
+    return home
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--movie", "Action Movie 1", "--include-rated"], "--include-rated applies to --user"),
+        (["--rated", "Action Movie 1=5", "--include-rated"], "--include-rated applies to --user"),
+        (["--user", "1", "--method", "weighted"], "--method applies to --rated"),
+        (["--movie-id", "1", "--method", "fold-in"], "--method applies to --rated"),
+    ],
+)
+def test_ignored_flags_are_refused(home, fmstore_cli, assert_one_line_error, args, fragment):
+    assert_one_line_error(fmstore_cli(home, "query", *args), fragment)
+
+
+def test_guessed_title_is_one_note_line(home, fmstore_cli):
+    res = fmstore_cli(home, "query", "--movie", "Acton Movie 1 (1991)", "-n", "3")
+    assert res.returncode == 0, res.stderr
+    notes = res.stderr.strip().splitlines()
+    assert notes == [
+        "note: showing Action Movie 1 (1991) [id 1] for 'Acton Movie 1 (1991)' (the closest spelling)"
+    ]
+    assert "similarity" in res.stdout and "score" not in res.stdout
+    res = fmstore_cli(home, "query", "--movie", "Acton Movie 1 (1991)", "-n", "3", "--json")
+    match = json.loads(res.stdout)["query"]["title_match"]
+    assert match["movie_id"] == 1 and match["how"] == "fuzzy" and match["exact"] is False
+    exact = fmstore_cli(home, "query", "--movie", "action movie 1 1991", "-n", "3")
+    assert exact.returncode == 0 and exact.stderr == ""  # a bare year, exact: nothing to say
+
+
+def test_user_table_shows_stars_and_why(home, fmstore_cli):
+    res = fmstore_cli(home, "query", "--user", "31", "-n", "4")
+    assert res.returncode == 0, res.stderr
+    header = next(line for line in res.stdout.splitlines() if "title" in line)
+    assert "rating" in header and "because you liked" in header and "score" not in header
+    rows = [line for line in res.stdout.splitlines() if "Comedy Movie" in line]
+    assert len(rows) == 4
+    for row in rows:
+        cells = [c.strip() for c in row.split("│") if c.strip()]
+        stars = cells[4].rstrip("+")
+        assert len(stars.split(".")[1]) == 1 and 0.5 <= float(stars) <= 5.0, row
+        assert cells[5].startswith("Comedy Movie"), row  # their own group's movie is the reason
+
+
+@pytest.mark.parametrize("user", [1, 45, 75])
+def test_user_json_keeps_scores_and_gives_reasons(home, fmstore_cli, planted_runs, user):
+    from fmstore import artifact
+
+    res = fmstore_cli(home, "query", "--user", str(user), "-n", "5", "--json")
+    assert res.returncode == 0, res.stderr
+    seen, stars = artifact.seen_movies(planted_runs[0], user)
+    liked = {int(m) for m, s in zip(seen, stars) if s >= 4}
+    for r in json.loads(res.stdout)["results"]:
+        assert isinstance(r["score"], float) and 0.5 <= r["predicted_rating"] <= 5
+        assert isinstance(r["above_scale"], bool)
+        reasons = [b["movie_id"] for b in r["because"]]
+        assert reasons and set(reasons) <= liked, (r, liked)
+        # the planted answer: users of group g love group g, so group g movies are the reason
+        assert {group_of_movie(m) for m in reasons} == {group_of_user(user)}
+        contributions = [b["contribution"] for b in r["because"]]
+        assert contributions == sorted(contributions, reverse=True) and contributions[-1] > 0
+
+
+def test_new_user_reasons_and_title_notes(home, fmstore_cli):
+    liked = rated_movie_ids(2)[:2]
+    rated = ["--rated", f"Drama Movie {liked[0]}=5", "--rated", f"Drama Mvie {liked[1]}=4.5"]
+    rated += ["--rated", f"Action Movie {rated_movie_ids(0)[0]}=1"]
+    res = fmstore_cli(home, "query", *rated, "-n", "4", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert any(f"for 'Drama Mvie {liked[1]}'" in n for n in out["notes"])
+    assert len(res.stderr.strip().splitlines()) == 1  # the one guessed title
+    typed = {r["movie_id"]: r.get("title_match") for r in out["query"]["ratings"]}
+    assert typed[liked[1]]["how"] == "fuzzy" and typed[liked[0]]["exact"] is True
+    for r in out["results"]:
+        # never "because you liked" the movie rated 1 star
+        assert [b["movie_id"] for b in r["because"]] and {
+            b["movie_id"] for b in r["because"]
+        } <= set(liked)
+
+
+# ---- data synth ----------------------------------------------------------------------------------
+
+
+def test_synth_refuses_fewer_ratings_than_users(tmp_path, fmstore_cli, assert_one_line_error):
+    out = tmp_path / "synth"
+    res = fmstore_cli(
+        tmp_path,
+        "data",
+        "synth",
+        str(out),
+        "--ratings",
+        "10",
+        "--users",
+        "300",
+        "--movies",
+        "200",
+        timeout=60,
+    )
+    assert_one_line_error(res, "10 ratings", "300 users", "at least as many ratings as users")
+    assert not out.exists()  # nothing half-written
+
+
+def test_synth_with_one_rating_per_user(tmp_path):
+    from fmstore.datasets import load_dataset, synthesize
+
+    with pytest.raises(DataError, match="at least as many ratings as users"):
+        synthesize(tmp_path / "no", n_ratings=299, n_users=300, n_movies=200)
+    data = load_dataset(synthesize(tmp_path / "yes", n_ratings=300, n_users=300, n_movies=200))
+    assert len(data.ratings.user_id) == 300 and len(set(data.ratings.user_id.tolist())) == 300
