@@ -55,6 +55,7 @@ class ServingArtifact:
 
     @property
     def factors(self) -> int:
+        """k, the width of the item and user vectors."""
         return self.item_vectors.shape[1]
 
     @property
@@ -64,11 +65,13 @@ class ServingArtifact:
 
 
 def new_run_id(now: datetime | None = None) -> str:
+    """A new run id: UTC time to the second plus 6 random hex digits ('20261129-105500-ab12cd')."""
     now = now or datetime.now(timezone.utc)
     return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -140,6 +143,7 @@ def save_run(result, dataset, config, runs_dir: Path, run_id: str | None = None)
 
 
 def torch_save_safetensors(state: dict, path: Path) -> None:
+    """Save a dict of tensors as safetensors (no pickle)."""
     from safetensors.torch import save_file as save_torch
 
     save_torch(state, str(path))
@@ -247,6 +251,8 @@ def load_manifest(run_dir: Path, verify: bool = True) -> dict:
 
 
 def load_serving(run_dir: Path, manifest: dict | None = None) -> ServingArtifact:
+    """The run's serving form (movie and user vectors and biases, w0, link) from
+    serving.safetensors and the manifest."""
     manifest = manifest or load_manifest(run_dir)
     arrays = load_file(str(Path(run_dir) / "serving.safetensors"))
     serving = manifest["serving"]
@@ -266,6 +272,7 @@ def load_serving(run_dir: Path, manifest: dict | None = None) -> ServingArtifact
 
 
 def load_movie_rows(run_dir: Path) -> list[dict]:
+    """The run's movies.json: one dict per movie (id, title, year, genres, counts) for the catalog."""
     return json.loads((Path(run_dir) / "movies.json").read_text(encoding="utf-8"))
 
 

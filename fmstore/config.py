@@ -22,6 +22,9 @@ POPULARITY_WEIGHT = 1.0
 
 @dataclass(frozen=True)
 class Settings:
+    """Where fmstore keeps things: home folder, catalog URL, Qdrant URL and key (never printed),
+    collection aliases. Built from FMSTORE_* variables by from_env."""
+
     home: Path = Path(".fmstore")
     database_url: str | None = None
     qdrant_url: str | None = None
@@ -32,6 +35,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Settings from FMSTORE_* environment variables (or `env`), defaults for the rest."""
         env = os.environ if env is None else env
         return cls(
             home=Path(env.get("FMSTORE_HOME", ".fmstore")),
@@ -44,6 +48,7 @@ class Settings:
 
     @property
     def runs_dir(self) -> Path:
+        """The folder of trained runs: home/runs."""
         return self.home / "runs"
 
     @property
@@ -85,6 +90,7 @@ class TrainConfig:
     init_std: float = 0.01
 
     def to_dict(self) -> dict:
+        """The config as JSON-ready values (tuples as lists)."""
         d = asdict(self)
         d["fields"] = list(self.fields)
         d["lr_milestones"] = list(self.lr_milestones)
@@ -92,6 +98,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "TrainConfig":
+        """A config back from to_dict(); unknown keys (from other versions) are ignored."""
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
         for key in ("fields", "lr_milestones"):

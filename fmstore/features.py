@@ -42,6 +42,8 @@ class Vocabulary:
 
     @classmethod
     def build(cls, ratings: Ratings, movies: Movies, fields: tuple[str, ...]) -> "Vocabulary":
+        """The vocabulary of `fields` from training ratings and the movie table; ConfigError for an
+        unknown field."""
         unknown = set(fields) - set(USER_FIELDS + ITEM_FIELDS)
         if unknown:
             from fmstore.errors import ConfigError
@@ -61,6 +63,7 @@ class Vocabulary:
 
     # Offsets: padding, then each field in a fixed order; absent fields take no room.
     def sizes(self) -> dict[str, int]:
+        """Number of features of each used field, in feature-table order."""
         all_sizes = {
             "user": len(self.user_ids),
             "movie": len(self.movie_ids),
@@ -70,6 +73,7 @@ class Vocabulary:
         return {f: all_sizes[f] for f in USER_FIELDS + ITEM_FIELDS if f in self.fields}
 
     def offsets(self) -> dict[str, int]:
+        """Index where each field's features start in the feature table (0 is padding)."""
         offsets, start = {}, 1  # 0 is padding
         for name, size in self.sizes().items():
             offsets[name] = start
@@ -78,6 +82,7 @@ class Vocabulary:
 
     @property
     def n_features(self) -> int:
+        """Rows of the feature table: padding plus every field's features."""
         return 1 + sum(self.sizes().values())
 
     def user_index(self, raw_ids: np.ndarray) -> np.ndarray:
@@ -89,10 +94,12 @@ class Vocabulary:
         return lookup_ids(self.movie_ids, raw_ids)
 
     def to_json(self) -> dict:
+        """The parts that are not arrays (genres, fields), for the manifest."""
         return {"genres": self.genres, "fields": list(self.fields)}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> "Vocabulary":
+        """The vocabulary back from `arrays()` and `to_json()` as saved in a run folder."""
         return cls(
             user_ids=arrays["vocab.user_ids"],
             movie_ids=arrays["vocab.movie_ids"],
@@ -102,6 +109,7 @@ class Vocabulary:
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """The id arrays, keyed as they are saved in a run folder's safetensors."""
         return {
             "vocab.user_ids": self.user_ids,
             "vocab.movie_ids": self.movie_ids,
@@ -202,6 +210,8 @@ class EncodedRatings:
 
 
 def encode(ratings: Ratings, vocab: Vocabulary, movies: Movies) -> EncodedRatings:
+    """Ratings as (user row, item row, rating) for training; users outside the vocabulary get the
+    padding row."""
     user = lookup_ids(vocab.user_ids, ratings.user_id, np.int32)
     user[user < 0] = len(vocab.user_ids)
     return EncodedRatings(

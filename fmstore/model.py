@@ -38,6 +38,9 @@ class ServingForm:
 
 
 class FactorizationMachine(nn.Module):
+    """The multi-field FM (w0, w, v) over fixed user and item feature rows; a batch is (user row,
+    item row) indices. `serving_form()` gives its exact biased-MF form (module docstring)."""
+
     def __init__(
         self,
         n_features: int,
@@ -63,6 +66,7 @@ class FactorizationMachine(nn.Module):
 
     @property
     def factors(self) -> int:
+        """k, the width of the factor vectors."""
         return self.v.shape[1]
 
     def side(self, index: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,6 +94,7 @@ class FactorizationMachine(nn.Module):
         return self.w0 + b_u + b_i + (p * q).sum(-1)
 
     def apply_link(self, y: torch.Tensor) -> torch.Tensor:
+        """Raw score -> rating before clamping: identity, or the notebook's sigmoid(y) * 5.5."""
         if self.link == "sigmoid":
             return torch.sigmoid(y) * SIGMOID_SCALE
         return y

@@ -31,6 +31,9 @@ ProgressFn = Callable[[str, int, int], None]  # (what, done, total)
 
 @dataclass
 class PublishResult:
+    """What publish() did: the run, its physical collections, point counts, and whether it was
+    skipped (already live and complete)."""
+
     run_id: str
     movies_collection: str
     users_collection: str
@@ -53,6 +56,11 @@ def publish(
     popularity_weight: float = POPULARITY_WEIGHT,
     progress: ProgressFn | None = None,
 ) -> PublishResult:
+    """Publish a run (the steps are the module docstring's): record it and its movies in the
+    catalog, write `movies__<run_id>` and `users__<run_id>` completely, check the counts, then
+    switch the aliases. Refuses a corrupt run before writing anything; re-publishing the live,
+    complete run is skipped. `popularity_weight` sets the ranking prior
+    boost_i = weight * log1p(n_ratings_i)."""
     manifest = artifact.load_manifest(run_dir)  # refuses a corrupt run before anything is written
     serving = artifact.load_serving(run_dir, manifest)
     movie_rows = artifact.load_movie_rows(run_dir)

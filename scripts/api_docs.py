@@ -85,14 +85,37 @@ def own_doc(obj: Any) -> str:
     return doc
 
 
+class _Text:
+    """An annotation written as text (PEP 563), shown without quotes."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
 def signature(obj: Any) -> str:
-    """`(a, b=1) -> int`, with addresses of default objects hidden (the page must not change
-    from one run to the next)."""
+    """`(a: int, b=1) -> int`, annotations as written, with machine-specific text hidden (the page
+    must be the same on every checkout)."""
     try:
-        text = str(inspect.signature(obj))
+        sig = inspect.signature(obj)
     except (TypeError, ValueError):
         return ""
-    return re.sub(r" at 0x[0-9a-f]+", "", text)
+
+    def plain(annotation: Any) -> Any:
+        return _Text(annotation) if isinstance(annotation, str) else annotation
+
+    sig = sig.replace(
+        parameters=[p.replace(annotation=plain(p.annotation)) for p in sig.parameters.values()],
+        return_annotation=plain(sig.return_annotation),
+    )
+    return _stable(str(sig))
+
+
+def _stable(text: str) -> str:
+    """Object addresses and this checkout's path out of a repr."""
+    return re.sub(r" at 0x[0-9a-f]+", "", text).replace(str(ROOT), "<repo>")
 
 
 def entries() -> Iterator[Entry]:
@@ -134,11 +157,12 @@ def _members(cls: type, qualname: str) -> Iterator[Entry]:
             func = getattr(member, "__func__", member)
             if inspect.isfunction(func):
                 doc = inspect.getdoc(getattr(cls, name)) or ""
-                yield Entry(member_name, "method", signature(func), doc, cls.__module__)
+                shown = re.sub(r"^\((self|cls)(: [^,)]*)?(, )?", "(", signature(func))
+                yield Entry(member_name, "method", shown, doc, cls.__module__)
 
 
 def _short_repr(obj: Any) -> str:
-    text = re.sub(r" at 0x[0-9a-f]+", "", repr(obj))
+    text = _stable(repr(obj))
     return text if len(text) <= 100 else text[:97] + "..."
 
 

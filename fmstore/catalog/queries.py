@@ -29,10 +29,12 @@ def chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 
 def get_run(session: Session, run_id: str) -> Run | None:
+    """The run with this id, or None."""
     return session.get(Run, run_id)
 
 
 def movie_count(session: Session) -> int:
+    """Number of movies in the catalog."""
     return session.scalar(select(func.count()).select_from(Movie)) or 0
 
 

@@ -32,6 +32,7 @@ def _alembic_config(connection: Any = None) -> Any:
 
 
 def head_revision() -> str | None:
+    """The newest Alembic revision in migrations/ (the schema `upgrade` brings a catalog to)."""
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()

@@ -58,6 +58,9 @@ def utc_now() -> datetime:
 
 class Base(DeclarativeBase):
     # Named constraints: Alembic's batch mode on SQLite can only alter constraints it can name.
+    """The declarative base of the catalog's tables, with named constraints (Alembic needs
+    names to alter constraints on SQLite)."""
+
     metadata = MetaData(
         naming_convention={
             "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -70,6 +73,9 @@ class Base(DeclarativeBase):
 
 
 class Movie(Base):
+    """A movie of the live publication's catalog: title, year, genres ('Action|Comedy'), rating
+    count and mean, external ids."""
+
     __tablename__ = "movies"
 
     movie_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
@@ -83,6 +89,7 @@ class Movie(Base):
 
     @property
     def genre_list(self) -> list[str]:
+        """The genres as a list ([] for none)."""
         return self.genres.split("|") if self.genres else []
 
     def __repr__(self) -> str:
@@ -90,6 +97,8 @@ class Movie(Base):
 
 
 class Run(Base):
+    """A trained run: its dataset, config (train and serving), metrics and artifact folder."""
+
     __tablename__ = "runs"
 
     id: Mapped[str] = mapped_column(String, primary_key=True)  # '20261129-105500-ab12cd'
@@ -105,6 +114,9 @@ class Run(Base):
 
 
 class Publication(Base):
+    """One publication of a run under an alias: backend, physical collection, status and
+    times (the history that status and rollback read)."""
+
     __tablename__ = "publications"
     __table_args__ = (
         # "Which collection does alias X point to now, and what was before it": the query

@@ -46,6 +46,8 @@ RATING_MIN, RATING_MAX = 0.5, 5.0
 
 @dataclass
 class Ratings:
+    """Ratings as parallel arrays: user id, movie id, rating, timestamp (one entry per rating)."""
+
     user_id: np.ndarray  # int64
     movie_id: np.ndarray  # int64
     rating: np.ndarray  # float32
@@ -66,6 +68,8 @@ class Ratings:
 
 @dataclass
 class Movies:
+    """movies.csv (with links.csv's ids when present) as parallel columns, in file order."""
+
     movie_id: np.ndarray  # int64, unique, in movies.csv order
     title: list[str]
     genres: list[tuple[str, ...]]  # "(no genres listed)" -> ()
@@ -79,6 +83,9 @@ class Movies:
 
 @dataclass
 class Dataset:
+    """A loaded dataset: its name, where it was read from, a fingerprint of its bytes, ratings and
+    movies."""
+
     name: str  # folder name or zip stem, e.g. "ml-latest-small"
     source: str  # absolute path read
     fingerprint: str  # sha256 hex over the bytes of ratings.csv then movies.csv

@@ -33,6 +33,8 @@ BIASES = "global-mean+biases"
 
 
 class Predictor(Protocol):
+    """What the metrics evaluate: predicted ratings for pairs and ranking scores per user."""
+
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Predicted rating of each (user row, item) pair."""
 
@@ -91,16 +93,19 @@ class BiasedMF:
         )
 
     def raw(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """w0 + b_u + b_i (+ <p_u, q_i>) of each (user row, item) pair, before the link."""
         y = self.w0 + self.user_bias[users].astype(np.float64) + self.item_bias[items]
         if self.user_vectors is not None:
             y = y + np.einsum("ij,ij->i", self.user_vectors[users], self.item_vectors[items])
         return y
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Predicted rating of each (user row, item) pair: raw() through the link, clamped."""
         return serving.predict(self.raw(users, items), self.link, self.rating_range)
 
     def scores(self, users: np.ndarray) -> np.ndarray:
         # b_u does not change the order, but keeps scores on the rating scale for reading
+        """Ranking scores [len(users), n_items]: b_u + b_i (+ <p_u, q_i>)."""
         s = self.user_bias[users][:, None] + self.item_bias[None, :]
         if self.user_vectors is not None:
             s = s + self.user_vectors[users] @ self.item_vectors.T
@@ -115,9 +120,11 @@ class Popularity:
     item_mean: np.ndarray  # [n_items], the global mean where a movie has no training rating
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Each item's mean training rating (the global mean for an unrated item)."""
         return self.item_mean[items]
 
     def scores(self, users: np.ndarray) -> np.ndarray:
+        """Each item's number of training ratings, the same for every user."""
         return np.broadcast_to(self.counts.astype(np.float32), (len(users), len(self.counts)))
 
 
@@ -132,9 +139,11 @@ class Reranked:
     min_count: int = 0
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The inner predictor's ratings, unchanged."""
         return self.inner.predict(users, items)
 
     def scores(self, users: np.ndarray) -> np.ndarray:
+        """The inner scores plus beta * log1p(count); items below min_count never ranked."""
         s = np.array(self.inner.scores(users), dtype=np.float32)
         if self.beta:
             s += np.float32(self.beta) * np.log1p(self.counts).astype(np.float32)
@@ -144,6 +153,7 @@ class Reranked:
 
 
 def fit_popularity(items: np.ndarray, ratings: np.ndarray, n_items: int) -> Popularity:
+    """Rating counts and means per item from training pairs (unrated items: the global mean)."""
     counts = np.bincount(items, minlength=n_items)
     sums = np.bincount(items, weights=np.asarray(ratings, np.float64), minlength=n_items)
     mu = float(np.mean(ratings)) if len(ratings) else 0.0

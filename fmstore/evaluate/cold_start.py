@@ -286,6 +286,9 @@ def evaluate_cold_movies(
 
 @dataclass
 class ColdStartReport:
+    """Cold-start results: per-protocol rows for new users and new movies, counts, the
+    validation RMSE of the model trained without them, and its training time."""
+
     users: list[dict]
     movies: list[dict]
     n_cold_users: int
@@ -295,6 +298,7 @@ class ColdStartReport:
     train_seconds: float
 
     def to_json(self) -> dict:
+        """The report as JSON: counts first, then the users and movies tables."""
         summary = asdict(self)
         tables = {"users": summary.pop("users"), "movies": summary.pop("movies")}
         return summary | tables  # the counts first, then the tables

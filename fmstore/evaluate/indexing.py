@@ -30,10 +30,12 @@ class Rows:
 
     @property
     def n_users(self) -> int:
+        """Number of user rows."""
         return len(self.user_ids)
 
     @property
     def n_items(self) -> int:
+        """Number of item columns (movies)."""
         return len(self.movie_ids)
 
     def users(self, raw: np.ndarray) -> np.ndarray:
@@ -42,6 +44,7 @@ class Rows:
         return np.where(found >= 0, found, self.n_users)
 
     def items(self, raw: np.ndarray) -> np.ndarray:
+        """Raw movie ids -> item columns; DataError for a movie not in the dataset."""
         found = lookup_ids(self.movie_ids[self._movie_order], raw)
         if (found < 0).any():
             bad = np.asarray(raw)[found < 0][0]
@@ -69,6 +72,7 @@ class CSR:
 
     @classmethod
     def build(cls, users: np.ndarray, items: np.ndarray, n_rows: int) -> CSR:
+        """The CSR of `items` grouped by row `users` (n_rows rows; order within a row kept)."""
         order = np.argsort(users, kind="stable")
         counts = np.bincount(users, minlength=n_rows)
         return cls(

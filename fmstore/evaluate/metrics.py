@@ -27,11 +27,13 @@ NDCG_K = 10
 
 
 def rmse(predicted: np.ndarray, actual: np.ndarray) -> float:
+    """Root mean squared error (NaN for no pairs)."""
     err = np.asarray(predicted, np.float64) - np.asarray(actual, np.float64)
     return float(np.sqrt(np.mean(err * err))) if len(err) else float("nan")
 
 
 def mae(predicted: np.ndarray, actual: np.ndarray) -> float:
+    """Mean absolute error (NaN for no pairs)."""
     err = np.asarray(predicted, np.float64) - np.asarray(actual, np.float64)
     return float(np.mean(np.abs(err))) if len(err) else float("nan")
 

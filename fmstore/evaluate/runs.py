@@ -56,6 +56,7 @@ class Report:
     run_id: str | None = None
 
     def to_json(self) -> dict:
+        """The report as JSON: run, test source, counts, the relevance threshold and the metric rows."""
         return {
             "run_id": self.run_id,
             "test": self.test_source,

@@ -6,18 +6,25 @@ and a query on a SQLite catalog must not import SQLAlchemy.
     rec = Recommender(store, catalog)             # the live run: alias -> movies__<run_id>
     ids, scores = rec.similar_items(rec.resolve_title("toy story"), N=10)
     ids, scores = rec.recommend(42, N=10)         # a known user, their training movies excluded
-    ids, scores = rec.recommend_for_ratings({589: 5, 165: 4.5})   # a brand-new user (fold-in)
+    ids, scores = rec.recommend([1, 2, 3], N=10)  # a batch: 2-D arrays, one row per user
+    ids, scores = rec.recommend_for_ratings({"Terminator 2": 5, 165: 4.5})  # someone new
+    rec.predict(42, [1, 2571])                    # predicted ratings of a known user
+    rec.similar_users(42), rec.item_factors, rec.user_factors, rec.explain(42, ids)
+    rec.recommend(42, filter={"genres": ["comedy"], "min_ratings": 50}, filter_items=[1])
 
 Every ranking is a pair of NumPy arrays `(ids, scores)`, best first, like `implicit`. Scores are
 what Qdrant returns: cosine of `item` vectors for similar movies; `b_i + <p_u, q_i> + boost_i` (the
 `score` vector's dot product, with the publish-time popularity prior) for users, which
-`predict_rating(b_u, score, boost_i)` turns into a rating.
+`predict_rating(b_u, score, boost_i)` turns into a rating. Every error is an FmstoreError.
 
-Files: titles.py (what a person typed -> a movie id), recommender.py (Recommender and the checks
-it shares with the CLI). The serving math is fmstore.serving's, re-exported here for callers of
-the former module; reading `--rated` flags and ratings files is the CLI's (fmstore.cli).
+Files: titles.py (what a person typed -> a movie id, and whether that was a guess),
+recommender.py (Recommender and the checks it shares with the CLI), factors.py (predict, factors,
+similar users, explanations, batches), explain.py ("because you liked X"), filters.py (filters as
+dicts or QueryFilters, ids). The serving math is fmstore.serving's, re-exported here for callers
+of the former module; reading `--rated` flags and ratings files is the CLI's (fmstore.cli).
 """
 
+from fmstore.recommend.filters import FILTER_KEYS
 from fmstore.recommend.recommender import (
     METHODS,
     Recommender,
@@ -25,7 +32,7 @@ from fmstore.recommend.recommender import (
     check_rating,
     with_excluded,
 )
-from fmstore.recommend.titles import TitleIndex, query_key, title_keys
+from fmstore.recommend.titles import TitleIndex, TitleMatch, display_title, query_key, title_keys
 from fmstore.serving import (
     SIGMOID_SCALE,
     fold_in,
@@ -36,12 +43,15 @@ from fmstore.serving import (
 )
 
 __all__ = [
+    "FILTER_KEYS",
     "METHODS",
     "SIGMOID_SCALE",
     "Recommender",
     "TitleIndex",
+    "TitleMatch",
     "check_method",
     "check_rating",
+    "display_title",
     "fold_in",
     "link_inverse",
     "predict",

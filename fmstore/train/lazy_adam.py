@@ -70,6 +70,7 @@ class LazyAdam:
         self._drift_tensor = None
 
     def drift_tensor(self) -> torch.Tensor:
+        """The catch-up table `drift` as a float32 tensor on the model's device (cached per step)."""
         if self._drift_tensor is None:
             drift = torch.as_tensor(self.drift, dtype=torch.float32)
             self._drift_tensor = drift.to(self.last.device)

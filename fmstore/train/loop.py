@@ -41,6 +41,8 @@ ENGINES = ("auto", "numba", "torch")
 
 @dataclass
 class EpochStats:
+    """One epoch of training: train and validation RMSE, seconds, learning rate."""
+
     epoch: int
     train_rmse: float
     valid_rmse: float
@@ -50,6 +52,9 @@ class EpochStats:
 
 @dataclass
 class TrainResult:
+    """What train() returns: the model, its vocabulary, the history, the best epoch, metrics, the
+    train/validation ratings and the device used."""
+
     model: FactorizationMachine
     vocab: Vocabulary
     history: list[EpochStats]
@@ -315,6 +320,7 @@ def check_config(config: TrainConfig) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """'auto' | 'cpu' | 'cuda' -> a torch device; ConfigError when CUDA is asked for but absent."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

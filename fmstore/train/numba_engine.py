@@ -145,6 +145,8 @@ class NumbaEngine:
         return sse
 
     def step(self, bu, bi, br) -> float:
+        """One minibatch of (user row, item row, rating) through the fused kernel; returns its sum of
+        squared errors."""
         opt, model = self.opt, self.model
         t, step_size, bc2_sqrt = opt.begin_step()
         w0 = float(model.w0.detach())
@@ -185,6 +187,7 @@ class NumbaEngine:
         return sse
 
     def catch_up_all(self) -> None:
+        """Bring every row up to the end of the current step (see LazyAdam.catch_up_all)."""
         opt = self.opt
         _catch_up_all(
             *self.params, opt.drift.astype(np.float32), *self.powers, opt.t, np.float32(opt.eps)

@@ -55,6 +55,7 @@ class TorchEngine:
         return float(sse)
 
     def catch_up_all(self) -> None:
+        """Bring every row up to the end of the current step (see LazyAdam.catch_up_all)."""
         self.opt.catch_up_all()
 
     @torch.no_grad()

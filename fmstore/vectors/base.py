@@ -31,6 +31,8 @@ _Store = TypeVar("_Store", bound="VectorStore")
 
 @dataclass(frozen=True)
 class VectorSpec:
+    """One named vector of a collection: its size and distance (cosine or dot)."""
+
     name: str
     size: int
     distance: str  # "cosine" | "dot"
@@ -46,6 +48,8 @@ class VectorSpec:
 
 @dataclass(frozen=True)
 class CollectionSpec:
+    """A collection's named vectors and the payload fields it indexes (keyword and integer)."""
+
     vectors: tuple[VectorSpec, ...]
     keyword_indexes: tuple[str, ...] = ()
     integer_indexes: tuple[str, ...] = ()
@@ -82,6 +86,9 @@ class Placement:
 
 @dataclass(frozen=True)
 class QueryFilter:
+    """Conditions on a search: any of `genres`, `year_min` <= year <= `year_max`, n_ratings >=
+    `min_ratings`, and ids to leave out. The empty filter filters nothing."""
+
     genres: tuple[str, ...] = ()  # any of
     year_min: int | None = None
     year_max: int | None = None
@@ -89,11 +96,14 @@ class QueryFilter:
     exclude_ids: tuple[int, ...] = ()  # must_not has_id
 
     def is_empty(self) -> bool:
+        """True when the filter has no condition at all."""
         return self == QueryFilter()
 
 
 @dataclass(frozen=True)
 class Hit:
+    """One search result: the point id, its score (cosine or dot product) and its payload."""
+
     id: int
     score: float
     payload: dict
@@ -143,7 +153,8 @@ class VectorStore(abc.ABC):
         """One batch, applied and durable when this returns."""
 
     @abc.abstractmethod
-    def count(self, name: str) -> int: ...
+    def count(self, name: str) -> int:
+        """Number of points in a collection (or the collection an alias points at)."""
 
     @abc.abstractmethod
     def collection_exists(self, name: str) -> bool:
@@ -158,10 +169,13 @@ class VectorStore(abc.ABC):
         """Drop a collection and the aliases pointing at it; no-op when absent."""
 
     @abc.abstractmethod
-    def resolve_alias(self, alias: str) -> str | None: ...
+    def resolve_alias(self, alias: str) -> str | None:
+        """The physical collection `alias` points at, or None when there is no such alias."""
 
     @abc.abstractmethod
-    def switch_alias(self, alias: str, collection: str) -> None: ...
+    def switch_alias(self, alias: str, collection: str) -> None:
+        """Point `alias` at `collection` (created, or moved from where it pointed), in one step;
+        NotFoundError when the collection does not exist."""
 
     def search(
         self,
@@ -190,7 +204,8 @@ class VectorStore(abc.ABC):
         return out
 
     @abc.abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the store (files, locks, connections); the store is unusable afterwards."""
 
     def __enter__(self: _Store) -> _Store:
         return self

@@ -178,6 +178,7 @@ class EdgeStore(VectorStore):
 
     @property
     def where(self) -> str:
+        """The store's folder, for messages."""
         return str(self.path)
 
     # -- hooks for VectorStore.search / retrieve -------------------------------------------------
