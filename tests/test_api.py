@@ -192,6 +192,7 @@ def test_contributions_add_up_to_the_user_vector():
 def _api_docs():
     spec = importlib.util.spec_from_file_location("api_docs", ROOT / "scripts" / "api_docs.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["api_docs"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
