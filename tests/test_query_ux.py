@@ -5,6 +5,7 @@ the table (raw scores in --json), and `data synth` refusing what it cannot make.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from planted import group_of_movie, group_of_user, rated_movie_ids
@@ -237,3 +238,54 @@ def test_synth_with_one_rating_per_user(tmp_path):
         synthesize(tmp_path / "no", n_ratings=299, n_users=300, n_movies=200)
     data = load_dataset(synthesize(tmp_path / "yes", n_ratings=300, n_users=300, n_movies=200))
     assert len(data.ratings.user_id) == 300 and len(set(data.ratings.user_id.tolist())) == 300
+
+
+# ---- the real titles -----------------------------------------------------------------------------
+
+_HERE = Path(__file__).resolve()
+# the shared data folder beside the checkout (main) or beside the worktrees (/work/wt/NAME)
+REAL = next(
+    (
+        p / "shared" / "data" / "ml-latest-small"
+        for p in _HERE.parents[2:4]
+        if (p / "shared" / "data" / "ml-latest-small" / "movies.csv").is_file()
+    ),
+    None,
+)
+
+
+@pytest.fixture(scope="module")
+def real_titles():
+    """ml-latest-small's 9,742 titles, with its rating counts as the popularity."""
+    if REAL is None:
+        pytest.skip("ml-latest-small not found in the shared data folder")
+    from collections import Counter
+
+    from fmstore.datasets import load_dataset
+
+    data = load_dataset(REAL)
+    rows = [
+        (int(m), t, int(y) or None)
+        for m, t, y in zip(data.movies.movie_id, data.movies.title, data.movies.year)
+    ]
+    counts = Counter(data.ratings.movie_id.tolist())
+    return TitleIndex(rows, popularity=lambda ids: {i: counts[i] for i in ids})
+
+
+@pytest.mark.parametrize(
+    "text, movie_id, exact",
+    [
+        ("Termnator 2", 589, False),  # the issue's example: T2, said to be a guess
+        ("toy story 1995", 1, True),  # was "ambiguous between Toy Story 2 and 3"
+        ("Lord of the rings", 2116, False),  # the 1978 film, never silently
+        ("Toy Story", 1, True),  # the original is the most rated: nothing to say
+        ("The Matrix", 2571, True),
+        ("Blade Runner 2049", 176371, True),
+        ("star wars 1977", 260, False),
+    ],
+)
+def test_real_titles(real_titles, text, movie_id, exact):
+    match = real_titles.match(text)
+    assert (match.movie_id, match.exact) == (movie_id, exact), match
+    if movie_id == 2116:
+        assert "The Lord of the Rings: The Fellowship of the Ring (2001) [id 4993]" in match.note()
