@@ -218,3 +218,10 @@ def test_api_reference_is_current():
         text=True,
     )
     assert run.returncode == 0, run.stderr
+
+
+def test_wrong_store_or_catalog_is_a_config_error(rec):
+    with pytest.raises(ConfigError, match="store must be a VectorStore"):
+        Recommender(object(), "sqlite:///x.db")
+    with pytest.raises(ConfigError, match="catalog must be"):
+        Recommender(rec.store, 42)

@@ -91,6 +91,10 @@ class Recommender(FactorsMixin):
         movies_alias: str = "movies",
         users_alias: str = "users",
     ):
+        if not all(hasattr(store, name) for name in ("resolve_alias", "search", "retrieve")):
+            raise ConfigError(
+                f"store must be a VectorStore (EdgeStore or ServerStore), not {type(store).__name__}"
+            )
         self.store = store
         collection = store.resolve_alias(movies_alias)
         if collection is None:
@@ -101,7 +105,10 @@ class Recommender(FactorsMixin):
         self.movies_collection = collection
         self.users_collection = physical_name(users_alias, self.run_id)
         borrowed = _is_reader(catalog)
-        self._catalog: CatalogReader = catalog if borrowed else open_reader(catalog)
+        try:
+            self._catalog: CatalogReader = catalog if borrowed else open_reader(catalog)
+        except TypeError as exc:  # not an Engine, Session factory, URL or path
+            raise ConfigError(str(exc)) from None
         self._owns_catalog = not borrowed
         try:
             config, artifact_path = self._read_run()
