@@ -202,6 +202,7 @@ class TitleIndex:
         self._hay: list[str] | None = None  # each title folded to plain words: a cheap prefilter
         self._row_keys: dict[int, set[str]] = {}
         self._all_keys: list[tuple[str, list[str], int]] | None = None  # (key, words, row)
+        self._forms_by_words: dict[int, dict[str, list[tuple[int, float]]]] = {}
 
     def resolve(self, text: str) -> int:
         """What a person typed -> one movie id; AmbiguousError / NotFoundError / ConfigError."""
@@ -340,23 +341,34 @@ class TitleIndex:
         words too (a little below a whole-title match of the same ratio)."""
         matcher = difflib.SequenceMatcher(autojunk=False)
         matcher.set_seq2(key)  # the fixed side: SequenceMatcher caches what it knows about seq2
-        n, n_words = len(key), len(key.split())
+        n = len(key)
         # ratio = 2M / (n + len) <= 2 min(n, len) / (n + len): a length check rules most titles out
         lo, hi = n * cutoff / (2 - cutoff), n * (2 - cutoff) / cutoff
         scored: dict[int, float] = {}
-        for k, words, row in self._build_all_keys():
-            if not self._year_ok(row, year):
+        for form, rows in self._forms(len(key.split())).items():
+            if not lo <= len(form) <= hi:
                 continue
-            forms = [(k, 0.0)]
-            if len(words) > n_words:
-                forms.append((" ".join(words[:n_words]), self._PREFIX_PENALTY))
-            for form, penalty in forms:
-                if not lo <= len(form) <= hi:
-                    continue
-                matcher.set_seq1(form)
-                if matcher.quick_ratio() < cutoff:
-                    continue
-                ratio = matcher.ratio() - penalty
-                if ratio >= cutoff and ratio > scored.get(row, 0.0):
-                    scored[row] = ratio
+            matcher.set_seq1(form)
+            if matcher.quick_ratio() < cutoff:
+                continue
+            ratio = matcher.ratio()
+            for row, penalty in rows:
+                score = ratio - penalty
+                if score >= cutoff and score > scored.get(row, 0.0) and self._year_ok(row, year):
+                    scored[row] = score
         return scored
+
+    def _forms(self, n_words: int) -> dict[str, list[tuple[int, float]]]:
+        """Every distinct string fuzzy matching compares with a query of `n_words` words: the
+        title keys whole (penalty 0) and the first `n_words` words of longer keys (the prefix
+        penalty), each with the rows it stands for. Built once per word count."""
+        forms = self._forms_by_words.get(n_words)
+        if forms is None:
+            forms = {}
+            for k, words, row in self._build_all_keys():
+                forms.setdefault(k, []).append((row, 0.0))
+                if len(words) > n_words:
+                    first = " ".join(words[:n_words])
+                    forms.setdefault(first, []).append((row, self._PREFIX_PENALTY))
+            self._forms_by_words[n_words] = forms
+        return forms
