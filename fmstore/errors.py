@@ -29,3 +29,9 @@ class AmbiguousError(FmstoreError):
 
 class StoreError(FmstoreError):
     """The vector store or the catalog refused an operation or is unreachable."""
+
+
+class MissingDependencyError(FmstoreError):
+    """An optional dependency a command needs is not installed (an environment problem)."""
+
+    exit_code = 3

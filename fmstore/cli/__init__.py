@@ -13,10 +13,13 @@ from fmstore.cli.ratings_input import parse_rated, parse_rating, read_ratings_fi
 # Importing a command module registers its commands, and `--help` lists them in import order, so
 # these imports keep the order written here.
 # isort: off
-from fmstore.cli import train as _train  # noqa: F401  (train, runs)
+from fmstore.cli import train as _train  # noqa: F401
+from fmstore.cli import runs as _runs  # noqa: F401  (runs, runs show|compare|delete)
 from fmstore.cli import publish as _publish  # noqa: F401
 from fmstore.cli import evaluate as _evaluate  # noqa: F401
 from fmstore.cli import query as _query  # noqa: F401
+from fmstore.cli import report as _report  # noqa: F401
+from fmstore.cli import status as _status  # noqa: F401
 from fmstore.cli import data as _data  # noqa: F401  (data fetch|synth, db upgrade)
 # isort: on
 

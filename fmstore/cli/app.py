@@ -18,21 +18,70 @@ from rich.console import Console
 from fmstore.config import Settings
 from fmstore.errors import FmstoreError
 
-# Tracebacks with locals could show secrets: never let typer print them.
+
+def example(*lines: str) -> str:
+    """A command's --help epilog: its example, kept as written ("\\b" stops click re-wrapping)."""
+    return "\b\nExample:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+# Tracebacks with locals could show secrets: never let typer print them. Help is plain click
+# text (rich_markup_mode=None): Rich markup would eat every "[default: ...]" in the help texts
+# and show each flag as "--json <bool>".
 app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    rich_markup_mode=None,
     help="Train a Factorization Machine on movie ratings and serve it from Qdrant.",
+    epilog=example(
+        "fmstore train --data ml-latest-small && fmstore publish",
+        'fmstore query --movie "Toy Story (1995)"',
+    ),
 )
-data_app = typer.Typer(no_args_is_help=True, help="Get or make datasets in the MovieLens layout.")
-db_app = typer.Typer(no_args_is_help=True, help="The SQL catalog.")
+data_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Get or make datasets in the MovieLens layout.",
+    epilog=example("fmstore data fetch ml-latest-small"),
+)
+db_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="The SQL catalog.",
+    epilog=example("fmstore db upgrade"),
+)
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")
 
 # Not a terminal (pipes, CI logs): wide enough that tables keep their columns.
 out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
+
+
+@app.callback()
+def _global_options(
+    quiet: bool = typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        help="No progress, spinners or notes on stderr; results and errors still print.",
+    ),
+) -> None:
+    if quiet:
+        err.quiet = True
+
+
+def show_progress() -> bool:
+    """Progress bars only for a person watching: not with --quiet, not when stdout or stderr is
+    redirected (a pipe, a file, a CI log)."""
+    return not err.quiet and sys.stdout.isatty() and sys.stderr.isatty()
+
+
+def progress_bar(*columns, **kwargs):
+    """A rich Progress on stderr that disappears when done and stays silent unless
+    show_progress()."""
+    from rich.progress import Progress
+
+    return Progress(*columns, console=err, transient=True, disable=not show_progress(), **kwargs)
 
 
 def settings(
@@ -66,7 +115,9 @@ QdrantOpt = typer.Option(
     "--qdrant-url",
     help="Qdrant server URL [env FMSTORE_QDRANT_URL, default embedded Qdrant Edge].",
 )
-JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
+JsonOpt = typer.Option(
+    False, "--json", help="Print JSON instead of a table (schemas: docs/json.md)."
+)
 
 
 def print_json(obj) -> None:

@@ -1,4 +1,4 @@
-"""`fmstore train` and `fmstore runs`: train an FM into a run folder, and list the runs."""
+"""`fmstore train`: train an FM into a run folder."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
-from fmstore.cli.app import HomeOpt, JsonOpt, app, err, fmt_number, out, print_json, settings
+from fmstore.cli.app import HomeOpt, JsonOpt, app, err, out, print_json, settings
 from fmstore.config import TrainConfig
 
 
@@ -103,42 +102,3 @@ def train(
             f"run {run_dir.name}: valid RMSE {m['valid_rmse']:.4f} (best epoch {m['best_epoch']}/{m['epochs_run']})"
             f"{test_part}, {m['train_seconds']:.1f}s on {result.device}"
         )
-
-
-@app.command()
-def runs(home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt):
-    """List training runs with their metrics."""
-    from fmstore import artifact
-
-    manifests = artifact.list_runs(settings(home).runs_dir)
-    rows = [
-        {
-            "run_id": m["run_id"],
-            "created_at": m["created_at"],
-            "dataset": m["dataset"]["name"],
-            "factors": m["config"]["factors"],
-            "valid_rmse": m["metrics"].get("valid_rmse"),
-            "test_rmse": m["metrics"].get("test_rmse"),
-            "epochs": m["metrics"].get("epochs_run"),
-            "seconds": m["metrics"].get("train_seconds"),
-        }
-        for m in manifests
-    ]
-    if as_json:
-        return print_json(rows)
-    if not rows:
-        out.print("no runs yet: `fmstore train --data PATH`")
-        return
-    table = Table("run", "created", "dataset", "k", "valid RMSE", "test RMSE", "epochs", "seconds")
-    for r in rows:
-        table.add_row(
-            r["run_id"],
-            r["created_at"],
-            r["dataset"],
-            str(r["factors"]),
-            fmt_number(r["valid_rmse"]),
-            fmt_number(r["test_rmse"]),
-            str(r["epochs"]),
-            fmt_number(r["seconds"], 1),
-        )
-    out.print(table)

@@ -1,0 +1,86 @@
+"""What is being served: the run behind each alias, the run a rollback would return to, point
+counts, and the backends as they may be shown (secrets masked). Read-only: nothing here creates
+a store folder or a catalog file that is not there yet."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from fmstore.config import Settings
+
+_USER_INFO = re.compile(r"(?<=//)[^/@]*@")
+_SECRET_PARAM = re.compile(r"(?i)\b(password|passwd|api[_-]?key|token|secret)=[^&;\s]*")
+
+
+def mask_url(url: str | None) -> str | None:
+    """A URL as it may be printed: user and password removed, secret query values masked."""
+    if not url:
+        return url
+    return _SECRET_PARAM.sub(r"\1=***", _USER_INFO.sub("***@", url))
+
+
+@dataclass
+class Served:
+    aliases: dict[str, str | None] = field(default_factory=dict)  # alias -> physical collection
+    points: dict[str, int] = field(default_factory=dict)  # physical collection -> points
+    rollback_target: str | None = None  # the run `fmstore publish --rollback` would switch to
+
+    @property
+    def live_run(self) -> str | None:
+        from fmstore.serving import run_id_of
+
+        collection = next(iter(self.aliases.values()), None)
+        return run_id_of(collection) if collection else None
+
+
+def has_store(s: Settings) -> bool:
+    return bool(s.qdrant_url) or s.qdrant_path.is_dir()
+
+
+def has_catalog(s: Settings) -> bool:
+    return bool(s.database_url) or (s.home / "catalog.db").is_file()
+
+
+def served(s: Settings, *, count_points: bool = False) -> Served:
+    """The aliases of `s` and what they point at; empty when nothing was ever published."""
+    state = Served()
+    if not has_store(s):
+        return state
+    from fmstore.vectors import open_store
+
+    with open_store(s) as store:
+        for alias in (s.movies_collection, s.users_collection):
+            state.aliases[alias] = store.resolve_alias(alias)
+        if count_points:
+            for collection in filter(None, state.aliases.values()):
+                state.points[collection] = store.count(collection)
+        live = state.aliases[s.movies_collection]
+        if live and has_catalog(s):
+            state.rollback_target = _rollback_target(s, store, live)
+    return state
+
+
+def _rollback_target(s: Settings, store, live: str) -> str | None:
+    """The run `publish --rollback` would return to: the newest earlier succeeded publication
+    whose collection still exists (the rule of fmstore.publish.rollback)."""
+    from sqlalchemy.orm import Session
+
+    from fmstore import catalog
+
+    engine = catalog.make_engine(s.catalog_url)
+    try:
+        with Session(engine) as session:
+            history = catalog.publications(session, alias=s.movies_collection, status="succeeded")
+            for publication in history:
+                if publication.collection != live and store.collection_exists(
+                    publication.collection
+                ):
+                    return publication.run_id
+    except Exception as exc:  # no schema yet: nothing was published through this catalog
+        if type(exc).__module__.startswith("sqlalchemy"):
+            return None
+        raise
+    finally:
+        engine.dispose()
+    return None

@@ -1,0 +1,57 @@
+"""`fmstore report RUN`: a run's pictures as one self-contained report.html and PNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fmstore.cli.app import HomeOpt, JsonOpt, app, err, out, print_json, settings
+
+
+@app.command(
+    epilog="Example: fmstore report --out docs/report  (the latest run; open docs/report/report.html)"
+)
+def report(
+    run: Optional[str] = typer.Argument(
+        None, help="Run id or run folder [default: the latest run]."
+    ),
+    out_dir: Optional[Path] = typer.Option(
+        None, "--out", help="Folder to write into [default: FMSTORE_HOME/reports/RUN]."
+    ),
+    data: Optional[Path] = typer.Option(
+        None,
+        "--data",
+        help="The run's dataset, if it moved since training [default: the path in the manifest].",
+    ),
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+):
+    """Draw a run: learning curves, predicted vs actual ratings, ranking against the baselines
+    and a map of the movie embeddings, in report.html (figures embedded, opens offline) and PNGs."""
+    from fmstore import artifact, datasets
+    from fmstore.report import build_report
+
+    s = settings(home)
+    folder = (
+        Path(run)
+        if run and (Path(run) / artifact.MANIFEST).is_file()
+        else artifact.resolve_run(s.runs_dir, run)
+    )
+    with err.status(f"drawing run {folder.name}"):
+        dataset = datasets.load_dataset(data, cache_dir=s.home / "cache") if data else None
+        result = build_report(
+            folder,
+            out_dir or s.home / "reports" / folder.name,
+            dataset=dataset,
+            cache_dir=s.home / "cache",
+        )
+    summary = {
+        "run_id": result.run_id,
+        "html": str(result.html),
+        "figures": [str(p) for p in result.figures],
+    }
+    if as_json:
+        return print_json(summary)
+    out.print(f"report of run {result.run_id}: {result.html}")

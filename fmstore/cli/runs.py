@@ -1,0 +1,253 @@
+"""`fmstore runs [show|compare|delete]`: the training runs, which one is live, one run in
+detail, two runs side by side, and deleting one that nothing depends on."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from fmstore.cli.app import HomeOpt, JsonOpt, app, example, fmt_number, out, print_json, settings
+from fmstore.errors import ConfigError
+
+runs_app = typer.Typer(
+    rich_markup_mode=None,
+    invoke_without_command=True,
+    help="List the training runs (the live one marked with *); show, compare or delete them.",
+    epilog=example("fmstore runs", "fmstore runs compare RUN_A RUN_B --json"),
+)
+app.add_typer(runs_app, name="runs")
+
+CONFIG_COLUMNS = ("factors", "lr", "batch_size", "link", "seed")
+METRIC_KEYS = (
+    "valid_rmse",
+    "valid_mae",
+    "test_rmse",
+    "test_mae",
+    "best_epoch",
+    "epochs_run",
+    "train_seconds",
+)
+
+
+@runs_app.callback()
+def runs(ctx: typer.Context, home: Optional[Path] = HomeOpt, as_json: bool = JsonOpt):
+    """List the training runs, oldest first: the live one marked with *, their config and metrics."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from fmstore import artifact
+    from fmstore.cli.live import served
+
+    s = settings(home)
+    live = served(s).live_run
+    rows = [_row(m, live) for m in artifact.list_runs(s.runs_dir)]
+    if as_json:
+        return print_json(rows)
+    if not rows:
+        out.print("no runs yet: `fmstore train --data PATH`")
+        return
+    table = Table(
+        "",
+        "run",
+        "created",
+        "dataset",
+        "k",
+        "lr",
+        "batch",
+        "link",
+        "seed",
+        "valid RMSE",
+        "test RMSE",
+        "epochs",
+        "seconds",
+    )
+    for r in rows:
+        table.add_row(
+            "*" if r["live"] else "",
+            r["run_id"],
+            r["created_at"],
+            r["dataset"],
+            str(r["factors"]),
+            f"{r['lr']:g}",
+            str(r["batch_size"]),
+            r["link"],
+            str(r["seed"]),
+            fmt_number(r["valid_rmse"]),
+            fmt_number(r["test_rmse"]),
+            str(r["epochs"]),
+            fmt_number(r["seconds"], 1),
+        )
+    out.print(table)
+    if live:
+        out.print(f"* live: run {live}")
+
+
+def _row(manifest: dict, live: str | None) -> dict:
+    config, metrics = manifest["config"], manifest["metrics"]
+    return {
+        "run_id": manifest["run_id"],
+        "live": manifest["run_id"] == live,
+        "created_at": manifest["created_at"],
+        "dataset": manifest["dataset"]["name"],
+        **{key: config.get(key) for key in CONFIG_COLUMNS},
+        "valid_rmse": metrics.get("valid_rmse"),
+        "test_rmse": metrics.get("test_rmse"),
+        "epochs": metrics.get("epochs_run"),
+        "seconds": metrics.get("train_seconds"),
+    }
+
+
+@runs_app.command("show", epilog=example("fmstore runs show 20260101-120000-abcdef"))
+def show(
+    run: str = typer.Argument(..., help="Run id."),
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+):
+    """One run: dataset, config, metrics, the epochs, and whether it is live."""
+    from fmstore import artifact
+    from fmstore.cli.live import served
+    from fmstore.report.collect import read_history
+
+    s = settings(home)
+    folder = artifact.resolve_run(s.runs_dir, run)
+    m = artifact.load_manifest(folder, verify=False)
+    detail = {
+        "run_id": m["run_id"],
+        "path": str(folder),
+        "live": served(s).live_run == m["run_id"],
+        "created_at": m["created_at"],
+        "device": m.get("device"),
+        "dataset": m["dataset"],
+        "config": m["config"],
+        "metrics": {k: v for k, v in m["metrics"].items() if not isinstance(v, list)},
+        "history": [vars(e) for e in read_history(folder / "history.csv")],
+        "versions": m.get("versions", {}),
+    }
+    if as_json:
+        return print_json(detail)
+    out.print(f"run {detail['run_id']}" + ("  (live)" if detail["live"] else ""), highlight=False)
+    table = Table("", "value", show_header=False)
+    d = detail["dataset"]
+    table.add_row("dataset", f"{d['name']}: {d['n_ratings']:,} ratings ({d['source']})")
+    table.add_row("created", f"{detail['created_at']} on {detail['device']}")
+    for key, value in detail["config"].items():
+        table.add_row(key, str(value))
+    for key, value in detail["metrics"].items():
+        table.add_row(key, fmt_number(value) if isinstance(value, float) else str(value))
+    out.print(table)
+    epochs = Table("epoch", "train RMSE", "valid RMSE", title="epochs")
+    for e in detail["history"]:
+        epochs.add_row(str(e["epoch"]), fmt_number(e["train_rmse"]), fmt_number(e["valid_rmse"]))
+    out.print(epochs)
+
+
+@runs_app.command("compare", epilog=example("fmstore runs compare RUN_A RUN_B"))
+def compare(
+    run_a: str = typer.Argument(..., help="First run id."),
+    run_b: str = typer.Argument(..., help="Second run id."),
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+):
+    """Two runs side by side: the settings that differ, and every metric with B minus A."""
+    from fmstore import artifact
+
+    s = settings(home)
+    a, b = (
+        artifact.load_manifest(artifact.resolve_run(s.runs_dir, r), verify=False)
+        for r in (run_a, run_b)
+    )
+    keys = sorted(set(a["config"]) | set(b["config"]))
+    config = [
+        {"key": k, "a": a["config"].get(k), "b": b["config"].get(k)}
+        for k in keys
+        if a["config"].get(k) != b["config"].get(k)
+    ]
+    if a["dataset"]["fingerprint"] != b["dataset"]["fingerprint"]:
+        config.insert(0, {"key": "dataset", "a": a["dataset"]["name"], "b": b["dataset"]["name"]})
+    metrics = []
+    for k in METRIC_KEYS:
+        va, vb = a["metrics"].get(k), b["metrics"].get(k)
+        if va is None and vb is None:
+            continue
+        delta = vb - va if isinstance(va, (int, float)) and isinstance(vb, (int, float)) else None
+        metrics.append({"key": k, "a": va, "b": vb, "delta": delta})
+    result = {"a": a["run_id"], "b": b["run_id"], "config": config, "metrics": metrics}
+    if as_json:
+        return print_json(result)
+    table = Table("", f"A {a['run_id']}", f"B {b['run_id']}", "B - A")
+    for row in config:
+        table.add_row(row["key"], str(row["a"]), str(row["b"]), "")
+    if not config:
+        table.add_row("config", "same", "same", "")
+    table.add_section()
+    for row in metrics:
+        table.add_row(
+            row["key"], _cell(row["a"]), _cell(row["b"]), _cell(row["delta"], signed=True)
+        )
+    out.print(table)
+
+
+def _cell(x, signed: bool = False) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, float):
+        return f"{x:+.4f}" if signed else f"{x:.4f}"
+    return f"{x:+d}" if signed else str(x)
+
+
+@runs_app.command("delete", epilog=example("fmstore runs delete 20260101-120000-abcdef --yes"))
+def delete(
+    run: str = typer.Argument(..., help="Run id."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    home: Optional[Path] = HomeOpt,
+    as_json: bool = JsonOpt,
+):
+    """Delete a run folder and its published collections. Refuses the live run and the run a
+    rollback would return to."""
+    from fmstore import artifact
+    from fmstore.cli.live import served
+
+    s = settings(home)
+    folder = artifact.resolve_run(s.runs_dir, run)
+    state = served(s)
+    if run == state.live_run:
+        raise ConfigError(f"run {run} is live; publish or roll back to another run first")
+    if run == state.rollback_target:
+        raise ConfigError(
+            f"run {run} is what `fmstore publish --rollback` would return to; "
+            "publish a newer run first"
+        )
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(f"deleting run {run} needs confirmation: pass --yes")
+        typer.confirm(f"delete run {run} ({folder})?", abort=True)
+    collections = _delete_collections(s, run)
+    trash = folder.with_name(f".deleting-{run}")
+    folder.rename(trash)  # one step: the run is gone from listings before its files are
+    shutil.rmtree(trash, ignore_errors=True)
+    result = {"run_id": run, "deleted_collections": collections}
+    if as_json:
+        return print_json(result)
+    out.print(f"deleted run {run}" + (f" and {', '.join(collections)}" if collections else ""))
+
+
+def _delete_collections(s, run: str) -> list[str]:
+    from fmstore.cli.live import has_store
+    from fmstore.serving import physical_name
+
+    if not has_store(s):
+        return []
+    from fmstore.vectors import open_store
+
+    deleted = []
+    with open_store(s) as store:
+        for alias in (s.movies_collection, s.users_collection):
+            name = physical_name(alias, run)
+            if store.collection_exists(name):
+                store.delete_collection(name)
+                deleted.append(name)
+    return deleted

@@ -1,0 +1,107 @@
+"""What a report shows, gathered from a run folder and its dataset: the per-epoch history, the
+validation ratings beside their predictions, the ranking metrics of `fmstore evaluate`, and the
+movie embeddings with their titles and genres. NumPy only; no plotting here."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fmstore import artifact, datasets
+from fmstore.datasets.splits import split_indices
+from fmstore.errors import ConfigError, DataError
+from fmstore.evaluate import BiasedMF, Report, Rows, evaluate_run
+
+
+@dataclass
+class Epoch:
+    epoch: int
+    train_rmse: float
+    valid_rmse: float
+
+
+@dataclass
+class ReportData:
+    manifest: dict
+    history: list[Epoch]
+    valid_actual: np.ndarray  # float32 [n_valid] held-out ratings
+    valid_predicted: np.ndarray  # float32 [n_valid] the served prediction of each
+    evaluation: Report  # the model and the baselines, as `fmstore evaluate` prints them
+    movie_rows: list[dict]  # movies.json: title, genres, n_ratings, ...
+    item_vectors: np.ndarray  # float32 [n_movies, k], in movie_rows order
+    refit: dict | None = field(default=None)  # the manifest's refit section, when there is one
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest["run_id"]
+
+    @property
+    def best_epoch(self) -> int:
+        return int(self.manifest["metrics"].get("best_epoch") or 0)
+
+
+def collect(
+    run_dir: Path, *, dataset: datasets.Dataset | None = None, cache_dir: Path | None = None
+) -> ReportData:
+    """Everything the report draws, for the run in `run_dir`. The dataset is read from the
+    manifest's source unless given; either way it must be the one the run was trained on."""
+    manifest = artifact.load_manifest(run_dir)
+    dataset = dataset or _read_dataset(manifest, cache_dir)
+    evaluation = evaluate_run(run_dir, dataset=dataset)  # checks the fingerprint and the split
+    serving = artifact.load_serving(run_dir, manifest)
+    actual, predicted = _validation_predictions(manifest, dataset, serving)
+    rows = artifact.load_movie_rows(run_dir)
+    if [r["movie_id"] for r in rows] != serving.movie_ids.tolist():
+        raise DataError(f"run {manifest['run_id']}: movies.json and the serving form disagree")
+    return ReportData(
+        manifest=manifest,
+        history=read_history(Path(run_dir) / "history.csv"),
+        valid_actual=actual,
+        valid_predicted=predicted,
+        evaluation=evaluation,
+        movie_rows=rows,
+        item_vectors=serving.item_vectors,
+        refit=manifest.get("refit") or None,
+    )
+
+
+def read_history(path: Path) -> list[Epoch]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [
+            Epoch(int(r["epoch"]), float(r["train_rmse"]), float(r["valid_rmse"]))
+            for r in csv.DictReader(f)
+        ]
+
+
+def _read_dataset(manifest: dict, cache_dir: Path | None) -> datasets.Dataset:
+    source = manifest["dataset"]["source"]
+    if not Path(source).exists():
+        raise DataError(
+            f"run {manifest['run_id']} was trained on {source}, which is no longer there; "
+            "pass the dataset with --data PATH"
+        )
+    return datasets.load_dataset(source, cache_dir=cache_dir)
+
+
+def _validation_predictions(manifest: dict, dataset, serving) -> tuple[np.ndarray, np.ndarray]:
+    """The run's held-out ratings (its seeded split, recomputed) and the served prediction of
+    each: the same split `evaluate_run` scores."""
+    config = manifest["config"]
+    train_idx, valid_idx = split_indices(
+        len(dataset.ratings), config["valid_fraction"], config["seed"]
+    )
+    if len(valid_idx) == 0:
+        raise ConfigError(
+            f"run {manifest['run_id']} was trained with --valid-fraction 0: "
+            "it has no held-out ratings to draw"
+        )
+    valid = dataset.ratings.take(valid_idx)
+    rows = Rows(serving.user_ids, dataset.movies.movie_id)
+    model = BiasedMF.of_form(serving, link=serving.link, rating_range=serving.rating_range)
+    predicted = model.predict(rows.users(valid.user_id), rows.items(valid.movie_id))
+    return valid.rating.astype(np.float32), np.asarray(predicted, np.float32)

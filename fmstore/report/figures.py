@@ -1,0 +1,149 @@
+"""The report's figures, drawn with matplotlib's Agg backend (no display needed) and returned as
+PNG bytes. Each function takes plain data and draws one figure."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from fmstore.report.collect import ReportData
+from fmstore.report.embedding import OTHER, EmbeddingMap
+
+DPI = 80
+METRICS = (("recall@10", "Recall@10"), ("recall@20", "Recall@20"), ("ndcg@10", "NDCG@10"))
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend; a one-line error when matplotlib is missing."""
+    try:
+        import matplotlib
+    except ImportError:
+        from fmstore.errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            "fmstore report needs matplotlib: pip install 'fmstore[report]'"
+        ) from None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def learning_curves(data: ReportData) -> bytes:
+    """Train and valid RMSE per epoch; the best epoch marked, and the refit when there is one."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    epochs = [e.epoch for e in data.history]
+    ax.plot(epochs, [e.train_rmse for e in data.history], "o-", ms=3, label="train RMSE")
+    ax.plot(epochs, [e.valid_rmse for e in data.history], "o-", ms=3, label="valid RMSE")
+    if data.best_epoch:
+        best = data.manifest["metrics"].get("valid_rmse")
+        ax.axvline(data.best_epoch, color="grey", ls="--", lw=1)
+        label = f"best epoch {data.best_epoch}" + (f" (valid {best:.4f})" if best else "")
+        ax.annotate(
+            label,
+            (data.best_epoch, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(4, -14),
+            textcoords="offset points",
+            fontsize=9,
+            color="dimgrey",
+        )
+    refit_epochs = (data.refit or {}).get("epochs")
+    if refit_epochs:
+        ax.axvspan(
+            0.5,
+            refit_epochs + 0.5,
+            color="tab:green",
+            alpha=0.08,
+            label=f"refit on all ratings: {refit_epochs} epochs",
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("RMSE")
+    ax.set_title("Learning curves")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _png(fig)
+
+
+def rating_distribution(data: ReportData) -> bytes:
+    """Left: the distribution of the held-out ratings and of their predictions. Right: the
+    predictions for each actual rating (a box per star value)."""
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
+    lo, hi = data.manifest["serving"]["rating_range"]
+    bins = np.arange(lo - 0.25, hi + 0.5, 0.5)
+    left.hist(
+        [data.valid_actual, data.valid_predicted],
+        bins=bins,
+        label=["actual", "predicted"],
+        color=["tab:blue", "tab:orange"],
+    )
+    left.set_xlabel("rating (predictions in half-star bins)")
+    left.set_ylabel("held-out ratings")
+    left.set_title("Held-out ratings and their predictions")
+    left.legend()
+    values = np.unique(data.valid_actual)
+    groups = [data.valid_predicted[data.valid_actual == v] for v in values]
+    right.boxplot(groups, positions=values, widths=0.3, showfliers=False)
+    right.plot([lo, hi], [lo, hi], color="grey", ls="--", lw=1, label="perfect")
+    right.set_xticks(values, [f"{v:g}" for v in values], fontsize=8)
+    right.set_xlabel("actual rating")
+    right.set_ylabel("predicted rating")
+    right.set_title("Predicted per actual rating")
+    right.legend(loc="upper left")
+    return _png(fig)
+
+
+def ranking(data: ReportData) -> bytes:
+    """Recall@10, Recall@20 and NDCG@10 of the model beside the baselines of `fmstore evaluate`."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    names = list(data.evaluation.rows)
+    width = 0.8 / max(len(names), 1)
+    x = np.arange(len(METRICS))
+    for n, name in enumerate(names):
+        values = [data.evaluation.rows[name].get(key) or 0.0 for key, _ in METRICS]
+        bars = ax.bar(x + (n - (len(names) - 1) / 2) * width, values, width, label=name)
+        ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
+    ax.set_xticks(x, [label for _, label in METRICS])
+    ax.set_ylabel("score (higher is better)")
+    ax.set_title("Ranking quality on the held-out ratings")
+    ax.margins(y=0.15)
+    ax.legend()
+    return _png(fig)
+
+
+def embedding_map(emap: EmbeddingMap) -> bytes:
+    """The movies on the first two principal components of their embeddings, by main genre."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    genre = np.array(emap.genre)
+    other = genre == OTHER
+    ax.scatter(*emap.xy[other].T, s=5, color="lightgrey", label=OTHER, linewidths=0)
+    colours = plt.get_cmap("tab10").colors
+    for colour, name in zip(colours, emap.genres_shown, strict=False):
+        pick = genre == name
+        ax.scatter(*emap.xy[pick].T, s=6, color=colour, label=name, alpha=0.8, linewidths=0)
+    for row, title in emap.labels:
+        x, y = emap.xy[row]
+        ax.scatter([x], [y], s=18, facecolors="none", edgecolors="black", linewidths=0.8)
+        ax.annotate(_short(title), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=7)
+    ax.set_xlabel(f"PC1 ({emap.explained[0]:.0%} of the variance)")
+    ax.set_ylabel(f"PC2 ({emap.explained[1]:.0%} of the variance)")
+    ax.set_title(f"Movie embeddings: {emap.n_movies:,} movies, coloured by main genre")
+    ax.legend(fontsize=7, markerscale=2, loc="best", ncols=2)
+    return _png(fig)
+
+
+def _short(title: str, limit: int = 28) -> str:
+    return title if len(title) <= limit else title[: limit - 1] + "…"
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    pyplot().close(fig)
+    return buffer.getvalue()

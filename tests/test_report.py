@@ -1,0 +1,137 @@
+"""`fmstore report`: the figures' data, the self-contained page, and the page as a browser shows
+it (headless Chromium: every image decoded, the screenshot not blank)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmstore.report import build_report
+from fmstore.report.embedding import OTHER, main_genres, pca_2d
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FIGURES = ["learning_curves.png", "ratings.png", "ranking.png", "embeddings.png"]
+
+
+def chromium() -> str:
+    """The Chromium binary; skipped without one, except in CI, which must have it."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; CI must have it (.ci/run installs it)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return found
+
+
+def run_chromium(page: Path, *args: str) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory() as profile:
+        return subprocess.run(
+            [
+                chromium(),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                *args,
+                page.resolve().as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+
+def test_pca_finds_the_direction_of_most_variance():
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=500)
+    points = np.outer(t, [3.0, 4.0, 0.0]) / 5 + rng.normal(scale=0.01, size=(500, 3))
+    xy, explained = pca_2d(points)
+    assert explained[0] > 0.99 and explained[1] < 0.01
+    assert abs(np.corrcoef(xy[:, 0], t)[0, 1]) > 0.999
+
+
+def test_main_genre_is_the_least_common_one():
+    lists = [["Comedy", "Animation"], ["Comedy"], ["Comedy", "Drama"], ["Drama"], []]
+    assert main_genres(lists) == ["Animation", "Comedy", "Drama", "Drama", OTHER]
+
+
+@pytest.fixture(scope="module")
+def report(planted_runs, planted_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return build_report(planted_runs[0], out, dataset=planted_dataset), out
+
+
+def test_report_is_one_self_contained_page_with_pngs_beside_it(report):
+    result, out = report
+    assert sorted(p.name for p in out.iterdir()) == sorted([*FIGURES, "report.html"])
+    page = result.html.read_text(encoding="utf-8")
+    embedded = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    assert len(embedded) == len(FIGURES)
+    for name, data in zip(FIGURES, embedded, strict=True):
+        png = base64.b64decode(data)
+        assert png.startswith(PNG_MAGIC) and png == (out / name).read_bytes()
+    # nothing fetched from anywhere: no external src, href or stylesheet
+    assert not re.search(r'(src|href)="(?!data:)', page)
+    assert result.run_id in page and "global-mean+biases" in page
+
+
+def test_report_renders_in_a_browser(report):
+    result, _ = report
+    dom = run_chromium(result.html, "--virtual-time-budget=5000", "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    body = re.search(r"<body([^>]*)>", dom.stdout).group(1)
+    total = re.search(r'data-images-total="(\d+)"', body)
+    loaded = re.search(r'data-images-loaded="(\d+)"', body)
+    assert total and loaded, f"the page's load check did not run: {body!r}"
+    assert int(total.group(1)) == len(FIGURES) == int(loaded.group(1))
+
+    shot = result.html.parent / "screenshot.png"
+    run = run_chromium(
+        result.html, "--hide-scrollbars", f"--screenshot={shot}", "--window-size=1000,2400"
+    )
+    assert run.returncode == 0 and shot.is_file(), run.stderr[-2000:]
+    from matplotlib.image import imread
+
+    pixels = imread(shot)[..., :3]
+    not_white = (pixels < 0.95).any(axis=-1).mean()
+    colours = len(np.unique((pixels * 255).astype(np.uint8).reshape(-1, 3), axis=0))
+    assert not_white > 0.05 and colours > 50, (not_white, colours)
+
+
+def test_report_cli(planted_runs, fmstore_cli, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(planted_runs[0], home / "runs" / planted_runs[0].name)
+    result = fmstore_cli(home, "report", "--out", str(tmp_path / "out"), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["run_id"] == planted_runs[0].name
+    assert Path(summary["html"]).is_file() and len(summary["figures"]) == len(FIGURES)
+
+
+def test_report_without_matplotlib_is_one_line(
+    planted_runs, fmstore_cli, assert_one_line_error, tmp_path
+):
+    # A matplotlib that fails to import, first on the path: as if it were not installed.
+    shadow = tmp_path / "shadow" / "matplotlib"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
+    home = tmp_path / "home"
+    shutil.copytree(planted_runs[0], home / "runs" / planted_runs[0].name)
+    path = os.pathsep.join([str(shadow.parent), os.environ.get("PYTHONPATH", "")])
+    result = fmstore_cli(home, "report", env={"PYTHONPATH": path})
+    assert_one_line_error(result, "matplotlib", "fmstore[report]", code=3)
+    assert not (home / "reports").exists()
