@@ -7,11 +7,27 @@ from typing import List, Optional
 
 import typer
 
-from fmstore.cli.app import HomeOpt, JsonOpt, app, err, out, print_json, settings
+from fmstore.cli.app import (
+    HomeOpt,
+    JsonOpt,
+    app,
+    err,
+    example,
+    out,
+    print_json,
+    progress_bar,
+    settings,
+    show_progress,
+)
 from fmstore.config import TrainConfig
 
 
-@app.command()
+@app.command(
+    epilog=example(
+        "fmstore train --data ml-latest-small",
+        "fmstore train --data ml-25m.zip --factors 128 --epochs 20 --json",
+    )
+)
 def train(
     data: Path = typer.Option(
         ..., "--data", help="Dataset folder or GroupLens .zip in the ml-latest layout."
@@ -45,7 +61,9 @@ def train(
     lr_milestones: Optional[List[int]] = typer.Option(
         None, "--lr-milestone", help="Epoch at which lr is multiplied by --lr-gamma (repeatable)."
     ),
-    lr_gamma: float = typer.Option(TrainConfig.lr_gamma),
+    lr_gamma: float = typer.Option(
+        TrainConfig.lr_gamma, help="Factor applied to lr at each --lr-milestone."
+    ),
     test_ratings: Optional[Path] = typer.Option(
         None, "--test-ratings", help="Ratings CSV to report test RMSE on (a predefined split)."
     ),
@@ -80,17 +98,29 @@ def train(
         test = datasets.load_ratings_file(test_ratings, dataset.movies) if test_ratings else None
     err.print(f"{dataset.name}: {len(dataset.ratings):,} ratings, {len(dataset.movies):,} movies")
 
-    from rich.progress import Progress
-
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task("training", total=config.epochs)
+    with progress_bar(*_training_columns()) as progress:
+        epochs_task = progress.add_task("training", total=config.epochs)
+        epoch_task = progress.add_task("epoch 1", total=None, unit="ratings")
+        current = {"epoch": 0}
 
         def report(message: str, done: int, total: int) -> None:
-            progress.update(task, completed=done, description=message)
+            progress.update(epochs_task, completed=done, description=message)
             if not as_json:
                 err.print(message)
 
-        result = run_training(dataset, config, test_ratings=test, progress=report)
+        def on_batches(epoch: int, done: int, total: int) -> None:
+            if epoch != current["epoch"]:  # a new epoch: its own bar, rate and ETA
+                current["epoch"] = epoch
+                progress.reset(epoch_task, total=total, description=f"epoch {epoch}")
+            progress.update(epoch_task, completed=done)
+
+        result = run_training(
+            dataset,
+            config,
+            test_ratings=test,
+            progress=report,
+            batch_progress=on_batches if show_progress() else None,
+        )
     run_dir = artifact.save_run(result, dataset, config, s.runs_dir)
     summary = {"run_id": run_dir.name, "path": str(run_dir), **result.metrics}
     if as_json:
@@ -102,3 +132,30 @@ def train(
             f"run {run_dir.name}: valid RMSE {m['valid_rmse']:.4f} (best epoch {m['best_epoch']}/{m['epochs_run']})"
             f"{test_part}, {m['train_seconds']:.1f}s on {result.device}"
         )
+
+
+def _training_columns() -> tuple:
+    """The bars' columns: what, bar, percent, ratings per second (the epoch bar), ETA. (rich's
+    progress module loads here, not when `fmstore query` starts.)"""
+    from rich.progress import (
+        BarColumn,
+        ProgressColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RatingsPerSecond(ProgressColumn):
+        def render(self, task) -> Text:
+            if task.fields.get("unit") != "ratings" or not task.speed:
+                return Text("")
+            return Text(f"{task.speed:,.0f} ratings/s", style="progress.data.speed")
+
+    return (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        RatingsPerSecond(),
+        TimeRemainingColumn(),
+    )

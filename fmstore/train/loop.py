@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Protocol
 
 import numpy as np
@@ -66,6 +67,9 @@ class TrainResult:
 
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
+# (epoch, ratings done in this epoch, ratings per epoch): called every few batches
+BatchProgressFn = Callable[..., None]  # (epoch, done, total=...)
+BATCH_REPORTS_PER_EPOCH = 200  # how often an epoch reports at most
 
 
 class TrainingEngine(Protocol):
@@ -85,9 +89,11 @@ def train(
     test_ratings: Ratings | None = None,
     progress: ProgressFn | None = None,
     engine: str = "auto",
+    batch_progress: BatchProgressFn | None = None,
 ) -> TrainResult:
     """Train on `dataset`. `engine`: auto (numba on CPU when installed, else torch), numba or
-    torch (see make_engine)."""
+    torch (see make_engine). `progress` hears after each epoch, `batch_progress` every few
+    batches within one."""
     check_config(config)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
@@ -103,7 +109,7 @@ def train(
     valid_rows = _tensors(encode(valid_ratings, vocab, dataset.movies), device)
 
     history, pass_seconds, best_epoch = _fit(
-        model, config, device, engine, train_rows, valid_rows, progress
+        model, config, device, engine, train_rows, valid_rows, progress, batch_progress
     )
 
     valid_rmse, valid_mae = evaluate_rmse_mae(model, *valid_rows)
@@ -146,7 +152,9 @@ def _new_model(
     return model
 
 
-def _fit(model, config: TrainConfig, device, engine: str, train_rows, valid_rows, progress):
+def _fit(
+    model, config: TrainConfig, device, engine: str, train_rows, valid_rows, progress, on_batches
+):
     """The epochs, stopped early after `patience` epochs without a better valid RMSE; leaves
     `model` with the best epoch's weights. Returns (history, seconds of each training pass,
     best epoch)."""
@@ -164,7 +172,9 @@ def _fit(model, config: TrainConfig, device, engine: str, train_rows, valid_rows
         # (int32 draws the same permutation as int64, in less memory)
         index_type = torch.int32 if n_train < 2**31 else torch.int64
         order = torch.randperm(n_train, generator=generator, device=device, dtype=index_type)
-        train_rmse = math.sqrt(runner.epoch(order, CATCH_UP_EVERY) / max(n_train, 1))
+        report = None if on_batches is None else partial(on_batches, epoch, total=n_train)
+        sse = _epoch(runner, order, config.batch_size, report)
+        train_rmse = math.sqrt(sse / max(n_train, 1))
         del order
         runner.catch_up_all()  # every row as dense Adam would have it now
         if device.type == "cuda":
@@ -180,6 +190,21 @@ def _fit(model, config: TrainConfig, device, engine: str, train_rows, valid_rows
     del optimizer, runner  # the Adam state: free it before the best weights come back
     model.load_state_dict(best.state)
     return history, pass_seconds, best.epoch
+
+
+def _epoch(runner, order, batch_size: int, report: Callable[[int], None] | None) -> float:
+    """One epoch's pass; with `report`, in slices of whole batches, reporting after each. The
+    engines step batch by batch and count steps across calls, so the slices train exactly what
+    one call would."""
+    if report is None:
+        return runner.epoch(order, CATCH_UP_EVERY)
+    n_batches = -(-len(order) // batch_size)
+    per_slice = batch_size * max(1, -(-n_batches // BATCH_REPORTS_PER_EPOCH))
+    sse = 0.0
+    for start in range(0, len(order), per_slice):
+        sse += runner.epoch(order[start : start + per_slice], CATCH_UP_EVERY)
+        report(min(start + per_slice, len(order)))
+    return sse
 
 
 class _BestEpoch:
