@@ -7,10 +7,10 @@ from typing import Optional
 
 import typer
 
-from fmstore.cli.app import DbOpt, HomeOpt, data_app, db_app, err, out, settings
+from fmstore.cli.app import DbOpt, HomeOpt, data_app, db_app, err, example, out, settings
 
 
-@data_app.command("fetch")
+@data_app.command("fetch", epilog=example("fmstore data fetch ml-latest-small --dest data/"))
 def data_fetch(
     name: str = typer.Argument(..., help="ml-latest-small | ml-latest | ml-25m | ml-32m"),
     dest: Optional[Path] = typer.Option(
@@ -44,13 +44,16 @@ def data_fetch(
     out.print(str(folder))
 
 
-@data_app.command("synth")
+@data_app.command(
+    "synth",
+    epilog=example("fmstore data synth /tmp/synth --ratings 1000000 --users 10000 --movies 5000"),
+)
 def data_synth(
     out_dir: Path = typer.Argument(..., help="Folder to write ratings.csv and movies.csv into."),
     ratings: int = typer.Option(27_753_444, help="Number of ratings."),
     users: int = typer.Option(283_228, help="Number of users."),
     movies: int = typer.Option(53_889, help="Number of movies."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Random seed."),
 ):
     """Write an ml-latest-shaped synthetic dataset (for benchmarks)."""
     from fmstore import datasets
@@ -65,7 +68,9 @@ def data_synth(
 # ---- db ----------------------------------------------------------------------------------------
 
 
-@db_app.command("upgrade")
+@db_app.command(
+    "upgrade", epilog=example("FMSTORE_DATABASE_URL=postgresql://host/fmstore fmstore db upgrade")
+)
 def db_upgrade(home: Optional[Path] = HomeOpt, database_url: Optional[str] = DbOpt):
     """Create or migrate the catalog schema to the latest revision."""
     from fmstore import catalog

@@ -8,10 +8,22 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from fmstore.cli.app import HomeOpt, JsonOpt, app, err, fmt_number, out, print_json, settings
+from fmstore.cli.app import (
+    HomeOpt,
+    JsonOpt,
+    app,
+    err,
+    example,
+    fmt_number,
+    out,
+    print_json,
+    settings,
+)
 
 
-@app.command()
+@app.command(
+    epilog=example("fmstore evaluate", "fmstore evaluate RUN --test-ratings test.csv --json")
+)
 def evaluate(
     run: Optional[str] = typer.Argument(
         None, help="Run id or run folder [default: the latest run]."

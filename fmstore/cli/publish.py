@@ -7,11 +7,28 @@ from typing import Optional
 
 import typer
 
-from fmstore.cli.app import DbOpt, HomeOpt, JsonOpt, QdrantOpt, app, err, out, print_json, settings
+from fmstore.cli.app import (
+    DbOpt,
+    HomeOpt,
+    JsonOpt,
+    QdrantOpt,
+    app,
+    err,
+    example,
+    out,
+    print_json,
+    settings,
+)
 from fmstore.config import POPULARITY_WEIGHT
 
 
-@app.command()
+@app.command(
+    epilog=example(
+        "fmstore publish",
+        "fmstore publish RUN --qdrant-url http://localhost:6333",
+        "fmstore publish --rollback",
+    )
+)
 def publish(
     run_id: Optional[str] = typer.Argument(None, help="Run to publish [default: the latest]."),
     rollback: bool = typer.Option(
