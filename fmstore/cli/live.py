@@ -20,6 +20,21 @@ def mask_url(url: str | None) -> str | None:
     return _SECRET_PARAM.sub(r"\1=***", _USER_INFO.sub("***@", url))
 
 
+def mask_secrets(text: str, s: Settings) -> str:
+    """`text` with every password, user name and API key of `s` replaced by ***."""
+    from urllib.parse import unquote, urlsplit
+
+    secrets = [s.qdrant_api_key]
+    for url in (s.database_url, s.qdrant_url):
+        if url and "//" in url:
+            parts = urlsplit(url)
+            secrets += [parts.username, parts.password]
+            secrets += [unquote(x) for x in (parts.username, parts.password) if x]
+    for secret in sorted(filter(None, set(secrets)), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return mask_url(text) if "//" in text else text
+
+
 @dataclass
 class Served:
     aliases: dict[str, str | None] = field(default_factory=dict)  # alias -> physical collection

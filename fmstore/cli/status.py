@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import typer
 from rich.table import Table
 
 from fmstore.cli.app import (
@@ -28,12 +29,14 @@ def status(
     as_json: bool = JsonOpt,
 ):
     """Home, backends (passwords and API keys never shown), the run each alias serves with its
-    point count, the run a rollback would return to, and the catalog's schema revision."""
+    point count, the run a rollback would return to, and the catalog's schema revision. Exit
+    code 3 when a backend cannot be reached (the rest is still reported)."""
     from fmstore import artifact
-    from fmstore.cli.live import has_catalog, mask_url, served
+    from fmstore.cli.live import Served, has_catalog, mask_url, served
 
     s = settings(home, database_url, qdrant_url)
-    state = served(s, count_points=True)
+    problems: dict[str, str] = {}
+    state = _probe(s, "vectors", problems, lambda: served(s, count_points=True), Served())
     report = {
         "home": str(s.home.resolve()),
         "runs": len(artifact.list_runs(s.runs_dir)),
@@ -60,10 +63,30 @@ def status(
         "rollback_target": state.rollback_target,
     }
     if has_catalog(s):
-        report["catalog"]["revision"], report["catalog"]["head"] = _revisions(s.catalog_url)
+        revisions = _probe(s, "catalog", problems, lambda: _revisions(s.catalog_url), (None, None))
+        report["catalog"]["revision"], report["catalog"]["head"] = revisions
+    for part, problem in problems.items():
+        report[part]["error"] = problem
     if as_json:
-        return print_json(report)
-    _print(report)
+        print_json(report)
+    else:
+        _print(report)
+    if problems:  # for health checks: the report is printed, and the exit code says it is not ok
+        raise typer.Exit(3)
+
+
+def _probe(s, part: str, problems: dict, read, fallback):
+    """`read()`, or `fallback` with the failure noted under `part`: status reports what it can
+    reach instead of stopping at the first backend that is down. The note is one line, with the
+    URLs' secrets and the API key masked."""
+    from fmstore.cli.live import mask_secrets
+
+    try:
+        return read()
+    except Exception as exc:  # any backend failure: a storage error, a driver's own exception
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        problems[part] = mask_secrets(first, s)
+        return fallback
 
 
 def _run_of(collection: str | None) -> str | None:
@@ -87,12 +110,12 @@ def _print(report: dict) -> None:
     table.add_row("home", f"{report['home']} ({report['runs']} runs)")
     v = report["vectors"]
     key = f", API key {v['api_key']}" if v["backend"] == "server" else ""
-    table.add_row("vectors", f"{v['backend']}: {v['location']}{key}")
+    table.add_row("vectors", f"{v['backend']}: {v['location']}{key}" + _error(v))
     c = report["catalog"]
     revision = c["revision"] or "no schema yet"
     if c["revision"] and c["head"] and c["revision"] != c["head"]:
         revision += f" (head {c['head']}: run `fmstore db upgrade`)"
-    table.add_row("catalog", f"{c['url']} at revision {revision}")
+    table.add_row("catalog", f"{c['url']} at revision {revision}" + _error(c))
     for a in report["aliases"]:
         serving = (
             f"run {a['run_id']} ({a['collection']}, {a['points']:,} points)"
@@ -104,3 +127,7 @@ def _print(report: dict) -> None:
         table.add_row("aliases", "nothing published")
     table.add_row("rollback to", report["rollback_target"] or "none")
     out.print(table, highlight=False)
+
+
+def _error(part: dict) -> str:
+    return f" (unreachable: {part['error']})" if part.get("error") else ""

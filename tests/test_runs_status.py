@@ -1,0 +1,161 @@
+"""The CLI around the runs: `runs` (live run, config columns), `runs show|compare|delete`,
+`status` (secrets never printed), help texts, --quiet, and the per-batch training progress."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from planted import write_planted
+
+SMALL = ["--epochs", "3", "--factors", "8", "--lr", "0.03", "--batch-size", "256"]
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, fmstore_cli):
+    """Three runs: a published, then b published (live; a is the rollback target), c never."""
+    home = tmp_path_factory.mktemp("home")
+    data = write_planted(tmp_path_factory.mktemp("data"))
+    runs = []
+    for seed in ("0", "1", "2"):
+        result = fmstore_cli(home, "train", "--data", str(data), *SMALL, "--seed", seed, "--json")
+        assert result.returncode == 0, result.stderr
+        runs.append(json.loads(result.stdout)["run_id"])
+    for run in runs[:2]:
+        assert fmstore_cli(home, "publish", run).returncode == 0
+    return home, runs
+
+
+def test_runs_marks_the_live_run_with_its_config(home, fmstore_cli):
+    home, (a, b, c) = home
+    listed = fmstore_cli(home, "runs")
+    assert listed.returncode == 0, listed.stderr
+    live_line = next(line for line in listed.stdout.splitlines() if b in line)
+    assert "*" in live_line and "identity" in live_line and " 256 " in live_line
+    assert f"* live: run {b}" in listed.stdout
+    rows = json.loads(fmstore_cli(home, "runs", "--json").stdout)
+    assert [r["live"] for r in rows] == [False, True, False]
+    assert [r["seed"] for r in rows] == [0, 1, 2] and {r["factors"] for r in rows} == {8}
+
+
+def test_runs_show_and_compare(home, fmstore_cli):
+    home, (a, b, c) = home
+    shown = fmstore_cli(home, "runs", "show", b)
+    assert shown.returncode == 0 and "(live)" in shown.stdout and "valid_rmse" in shown.stdout
+    detail = json.loads(fmstore_cli(home, "runs", "show", a, "--json").stdout)
+    assert not detail["live"] and len(detail["history"]) == detail["metrics"]["epochs_run"]
+    compared = json.loads(fmstore_cli(home, "runs", "compare", a, c, "--json").stdout)
+    assert compared["config"] == [{"key": "seed", "a": 0, "b": 2}]
+    rmse = next(m for m in compared["metrics"] if m["key"] == "valid_rmse")
+    assert rmse["delta"] == pytest.approx(rmse["b"] - rmse["a"])
+    table = fmstore_cli(home, "runs", "compare", a, c)
+    assert table.returncode == 0 and "seed" in table.stdout and "B - A" in table.stdout
+
+
+def test_runs_errors_are_one_line(home, fmstore_cli, assert_one_line_error):
+    home, (a, b, c) = home
+    assert_one_line_error(fmstore_cli(home, "runs", "show", "nope"), "no run 'nope'")
+    assert_one_line_error(fmstore_cli(home, "runs", "compare", a, "nope"), "no run 'nope'")
+
+
+def test_delete_refuses_the_live_run_and_the_rollback_target(
+    home, fmstore_cli, assert_one_line_error
+):
+    home, (a, b, c) = home
+    assert_one_line_error(fmstore_cli(home, "runs", "delete", b, "--yes"), f"run {b} is live")
+    assert_one_line_error(fmstore_cli(home, "runs", "delete", a, "--yes"), "--rollback")
+    # no terminal to ask on: refuse rather than delete unasked
+    assert_one_line_error(fmstore_cli(home, "runs", "delete", c), "--yes")
+    assert (home / "runs" / a).is_dir() and (home / "runs" / c).is_dir()
+
+
+def test_status_reports_what_is_served(home, fmstore_cli):
+    home, (a, b, c) = home
+    status = json.loads(fmstore_cli(home, "status", "--json").stdout)
+    assert status["live_run"] == b and status["rollback_target"] == a and status["runs"] == 3
+    assert {x["alias"]: x["points"] for x in status["aliases"]} == {"movies": 42, "users": 90}
+    assert status["catalog"]["revision"] == status["catalog"]["head"] is not None
+    table = fmstore_cli(home, "status")
+    assert table.returncode == 0 and f"run {b}" in table.stdout
+
+
+def test_delete_removes_the_folder_and_collections(tmp_path, home, fmstore_cli):
+    home, (a, b, c) = home
+    deleted = fmstore_cli(home, "runs", "delete", c, "--yes")
+    assert deleted.returncode == 0, deleted.stderr
+    assert not (home / "runs" / c).exists()
+    assert [r["run_id"] for r in json.loads(fmstore_cli(home, "runs", "--json").stdout)] == [a, b]
+
+
+def test_status_never_prints_secrets(tmp_path, fmstore_cli):
+    env = {
+        "FMSTORE_DATABASE_URL": "postgresql+psycopg://alice:pg-s3cret@127.0.0.1:9/db?password=x2",
+        "FMSTORE_QDRANT_URL": "http://bob:qd-s3cret@127.0.0.1:9",
+        "FMSTORE_QDRANT_API_KEY": "key-s3cret",
+    }
+    for args in (["status"], ["status", "--json"]):
+        result = fmstore_cli(tmp_path, *args, env=env)
+        assert result.returncode == 3, result.stderr  # both backends unreachable
+        shown = result.stdout + result.stderr
+        assert "s3cret" not in shown and "alice" not in shown and "x2" not in shown
+        assert "127.0.0.1" in result.stdout and "Traceback" not in shown
+    report = json.loads(result.stdout)
+    assert report["vectors"]["api_key"] == "set" and report["vectors"]["error"]
+
+
+# ---- help, --quiet and progress ----------------------------------------------------------------
+
+
+def test_help_keeps_brackets_shows_flags_and_ends_with_an_example(fmstore_cli, tmp_path):
+    publish = fmstore_cli(tmp_path, "publish", "--help").stdout
+    assert "[default: the latest]" in publish and "<bool>" not in publish
+    assert "--json " in publish and "--rollback " in publish
+    for command in (
+        ["train"],
+        ["publish"],
+        ["evaluate"],
+        ["report"],
+        ["status"],
+        ["runs"],
+        ["runs", "show"],
+        ["runs", "compare"],
+        ["runs", "delete"],
+        ["data", "fetch"],
+        ["data", "synth"],
+        ["db", "upgrade"],
+        [],
+    ):
+        text = fmstore_cli(tmp_path, *command, "--help").stdout
+        tail = text.strip().split("\n\n")[-1]
+        assert tail.lstrip().startswith("Example:"), (command, text)
+
+
+def test_quiet_prints_only_the_result(tmp_path, fmstore_cli):
+    data = write_planted(tmp_path / "data")
+    result = fmstore_cli(tmp_path / "home", "--quiet", "train", "--data", str(data), *SMALL)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.startswith("run ")
+
+
+def test_completion_script(tmp_path, fmstore_cli):
+    result = fmstore_cli(tmp_path, "--show-completion", "bash")
+    assert result.returncode == 0 and "complete" in result.stdout
+
+
+def test_batch_progress_reports_without_changing_the_training(planted_dataset, planted_train):
+    from fmstore.config import TrainConfig
+    from fmstore.train import train
+
+    config = TrainConfig(**(planted_train | {"epochs": 3}))
+    heard = []
+    with_reports = train(
+        planted_dataset, config, batch_progress=lambda *a, **k: heard.append((a, k))
+    )
+    plain = train(planted_dataset, config)
+    for name, tensor in plain.model.state_dict().items():
+        assert (tensor == with_reports.model.state_dict()[name]).all(), name
+    n_train = len(plain.train_ratings)
+    epochs = [a[0] for a, _ in heard]
+    assert epochs == sorted(epochs) and set(epochs) == {1, 2, 3}
+    ends = [a[1] for a, k in heard if a[1] == k["total"] == n_train]
+    assert len(ends) == 3  # each epoch reports its last rating
