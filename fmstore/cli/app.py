@@ -52,8 +52,9 @@ db_app = typer.Typer(
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")
 
-# Not a terminal (pipes, CI logs): wide enough that tables keep their columns.
-out = Console(width=None if sys.stdout.isatty() else 160)
+# Not a terminal (pipes, CI logs): wide enough that tables keep their columns, unless COLUMNS
+# says how wide (rich reads it).
+out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
 err = Console(stderr=True)
 
 
