@@ -135,3 +135,16 @@ def test_report_without_matplotlib_is_one_line(
     result = fmstore_cli(home, "report", env={"PYTHONPATH": path})
     assert_one_line_error(result, "matplotlib", "fmstore[report]", code=3)
     assert not (home / "reports").exists()
+
+
+def test_a_refit_is_marked(planted_runs, planted_dataset, tmp_path):
+    import shutil as sh
+
+    run = tmp_path / "runs" / planted_runs[0].name
+    sh.copytree(planted_runs[0], run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["metrics"]["refit"] = {"epochs": 3, "n_train": 1800, "train_rmse": 0.5}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    result = build_report(run, tmp_path / "out", dataset=planted_dataset)
+    page = result.html.read_text(encoding="utf-8")
+    assert "Refit: epochs 3" in page and "refit on all ratings" in page

@@ -136,7 +136,7 @@ def show(
     table.add_row("created", f"{detail['created_at']} on {detail['device']}")
     for key, value in detail["config"].items():
         table.add_row(key, str(value))
-    for key, value in detail["metrics"].items():
+    for key, value in _flat(detail["metrics"]):
         table.add_row(key, fmt_number(value) if isinstance(value, float) else str(value))
     out.print(table)
     epochs = Table("epoch", "train RMSE", "valid RMSE", title="epochs")
@@ -189,6 +189,15 @@ def compare(
             row["key"], _cell(row["a"]), _cell(row["b"]), _cell(row["delta"], signed=True)
         )
     out.print(table)
+
+
+def _flat(metrics: dict, prefix: str = ""):
+    """(key, value) of each metric, a nested section's keys as "section.key"."""
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            yield from _flat(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def _cell(x, signed: bool = False) -> str:

@@ -49,7 +49,12 @@ def build_report(run_dir: Path, out_dir: Path, *, dataset=None, cache_dir=None) 
             "Predicted and actual ratings",
             f"The {len(data.valid_actual):,} held-out ratings and the served predictions for "
             "them (clamped to the rating scale). Boxes: quartiles of the predictions for each "
-            "actual rating; whiskers 1.5 IQR.",
+            "actual rating; whiskers 1.5 IQR."
+            + (
+                " The run was refitted on all ratings, these included, so this fit is optimistic."
+                if data.refit
+                else ""
+            ),
             figures.rating_distribution(data),
         ),
         (

@@ -64,8 +64,17 @@ def collect(
         evaluation=evaluation,
         movie_rows=rows,
         item_vectors=serving.item_vectors,
-        refit=manifest.get("refit") or None,
+        refit=refit_of(manifest),
     )
+
+
+def refit_of(manifest: dict) -> dict | None:
+    """The refit a run had (epochs on all ratings, final train RMSE, ...), or None: a dict under
+    metrics["refit"] or the manifest's own "refit" key, whichever the run has."""
+    for found in (manifest.get("metrics", {}).get("refit"), manifest.get("refit")):
+        if isinstance(found, dict):
+            return found
+    return None
 
 
 def read_history(path: Path) -> list[Epoch]:

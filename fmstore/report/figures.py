@@ -59,6 +59,15 @@ def learning_curves(data: ReportData) -> bytes:
             alpha=0.08,
             label=f"refit on all ratings: {refit_epochs} epochs",
         )
+        if data.refit.get("train_rmse") is not None:
+            ax.plot(
+                [refit_epochs],
+                [data.refit["train_rmse"]],
+                "*",
+                ms=12,
+                color="tab:green",
+                label="refit: final train RMSE",
+            )
     ax.set_xlabel("epoch")
     ax.set_ylabel("RMSE")
     ax.set_title("Learning curves")
