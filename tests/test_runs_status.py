@@ -142,16 +142,19 @@ def test_completion_script(tmp_path, fmstore_cli):
     assert result.returncode == 0 and "complete" in result.stdout
 
 
-def test_batch_progress_reports_without_changing_the_training(planted_dataset, planted_train):
+@pytest.mark.parametrize("engine", ["auto", "torch"])
+def test_batch_progress_reports_without_changing_the_training(
+    planted_dataset, planted_train, engine
+):
     from fmstore.config import TrainConfig
     from fmstore.train import train
 
     config = TrainConfig(**(planted_train | {"epochs": 3}))
     heard = []
     with_reports = train(
-        planted_dataset, config, batch_progress=lambda *a, **k: heard.append((a, k))
+        planted_dataset, config, engine=engine, batch_progress=lambda *a, **k: heard.append((a, k))
     )
-    plain = train(planted_dataset, config)
+    plain = train(planted_dataset, config, engine=engine)
     for name, tensor in plain.model.state_dict().items():
         assert (tensor == with_reports.model.state_dict()[name]).all(), name
     n_train = len(plain.train_ratings)

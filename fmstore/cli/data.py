@@ -7,7 +7,17 @@ from typing import Optional
 
 import typer
 
-from fmstore.cli.app import DbOpt, HomeOpt, data_app, db_app, err, example, out, settings
+from fmstore.cli.app import (
+    DbOpt,
+    HomeOpt,
+    data_app,
+    db_app,
+    err,
+    example,
+    out,
+    progress_bar,
+    settings,
+)
 
 
 @data_app.command("fetch", epilog=example("fmstore data fetch ml-latest-small --dest data/"))
@@ -27,12 +37,8 @@ def data_fetch(
     from fmstore import datasets
 
     dest = dest or settings(home).home / "data"
-    with Progress(
-        *Progress.get_default_columns(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=err,
-        transient=True,
+    with progress_bar(
+        *Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn()
     ) as progress:
         task = progress.add_task(f"fetching {name}", total=None)
         folder = datasets.fetch_dataset(

@@ -11,7 +11,17 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from fmstore.cli.app import HomeOpt, JsonOpt, app, example, fmt_number, out, print_json, settings
+from fmstore.cli.app import (
+    HomeOpt,
+    JsonOpt,
+    app,
+    err,
+    example,
+    fmt_number,
+    out,
+    print_json,
+    settings,
+)
 from fmstore.errors import ConfigError
 
 runs_app = typer.Typer(
@@ -40,10 +50,9 @@ def runs(ctx: typer.Context, home: Optional[Path] = HomeOpt, as_json: bool = Jso
     if ctx.invoked_subcommand is not None:
         return
     from fmstore import artifact
-    from fmstore.cli.live import served
 
     s = settings(home)
-    live = served(s).live_run
+    live = _live_run(s)
     rows = [_row(m, live) for m in artifact.list_runs(s.runs_dir)]
     if as_json:
         return print_json(rows)
@@ -86,6 +95,19 @@ def runs(ctx: typer.Context, home: Optional[Path] = HomeOpt, as_json: bool = Jso
         out.print(f"* live: run {live}")
 
 
+def _live_run(s) -> str | None:
+    """The live run for a listing; when the store cannot say (another process holds the
+    embedded store, a server is down), the listing goes on without the mark and says why."""
+    from fmstore.cli.live import served
+    from fmstore.errors import FmstoreError
+
+    try:
+        return served(s).live_run
+    except FmstoreError as exc:
+        err.print(f"note: cannot tell which run is live: {exc}", markup=False, highlight=False)
+        return None
+
+
 def _row(manifest: dict, live: str | None) -> dict:
     config, metrics = manifest["config"], manifest["metrics"]
     return {
@@ -109,7 +131,6 @@ def show(
 ):
     """One run: dataset, config, metrics, the epochs, and whether it is live."""
     from fmstore import artifact
-    from fmstore.cli.live import served
     from fmstore.report.collect import read_history
 
     s = settings(home)
@@ -118,7 +139,7 @@ def show(
     detail = {
         "run_id": m["run_id"],
         "path": str(folder),
-        "live": served(s).live_run == m["run_id"],
+        "live": _live_run(s) == m["run_id"],
         "created_at": m["created_at"],
         "device": m.get("device"),
         "dataset": m["dataset"],
