@@ -162,3 +162,11 @@ def test_batch_progress_reports_without_changing_the_training(
     assert epochs == sorted(epochs) and set(epochs) == {1, 2, 3}
     ends = [a[1] for a, k in heard if a[1] == k["total"] == n_train]
     assert len(ends) == 3  # each epoch reports its last rating
+
+
+def test_a_group_alone_prints_its_help(tmp_path, fmstore_cli):
+    for group in ([], ["data"], ["db"]):
+        result = fmstore_cli(tmp_path, *group)
+        assert (
+            result.returncode == 2 and "Commands:" in result.stderr and "Example:" in result.stderr
+        )

@@ -148,6 +148,9 @@ def main() -> None:
             raise
         if isinstance(exc, typer.Abort):  # Ctrl-C inside a prompt
             sys.exit(130)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `fmstore` or `fmstore data` alone
+            sys.stderr.write(exc.ctx.get_help() + "\n")
+            sys.exit(exc.exit_code)
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # a usage error (bad flag)
             _fail(f"error: {exc.format_message()} (see --help)", exc.exit_code)
         if type(exc).__module__.split(".")[0] in (
