@@ -37,6 +37,7 @@ MODULES = (
     "fmstore.train",
     "fmstore.artifact",
     "fmstore.evaluate",
+    "fmstore.report",
     "fmstore.publish",
     "fmstore.serving",
     "fmstore.config",

@@ -22,6 +22,8 @@ __all__ = ["ReportData", "ReportResult", "build_report", "collect"]
 
 @dataclass
 class ReportResult:
+    """What `build_report` wrote: the page and the PNGs beside it."""
+
     run_id: str
     html: Path
     figures: list[Path]

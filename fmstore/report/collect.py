@@ -18,6 +18,8 @@ from fmstore.evaluate import BiasedMF, Report, Rows, evaluate_run
 
 @dataclass
 class Epoch:
+    """One row of a run's history.csv."""
+
     epoch: int
     train_rmse: float
     valid_rmse: float
@@ -25,6 +27,8 @@ class Epoch:
 
 @dataclass
 class ReportData:
+    """Everything a report draws for one run (see `collect`)."""
+
     manifest: dict
     history: list[Epoch]
     valid_actual: np.ndarray  # float32 [n_valid] held-out ratings
@@ -36,10 +40,12 @@ class ReportData:
 
     @property
     def run_id(self) -> str:
+        """The run's id."""
         return self.manifest["run_id"]
 
     @property
     def best_epoch(self) -> int:
+        """The epoch whose weights the run kept (the best valid RMSE); 0 when unknown."""
         return int(self.manifest["metrics"].get("best_epoch") or 0)
 
 
