@@ -22,12 +22,12 @@ fi
 fm --quiet publish
 fm --quiet report --out docs/report
 
-# A command's output as a terminal shows it (colours on, 100 columns), saved as an HTML page
+# A command's output as a terminal shows it (colours on, 120 columns), saved as an HTML page
 # that looks like a terminal window.
 record() {
   local name=$1
   shift
-  FORCE_COLOR=1 COLUMNS=100 fm "$@" >"$work/$name.ansi"
+  FORCE_COLOR=1 COLUMNS=120 fm "$@" >"$work/$name.ansi"
   "$PYTHON" - "$work/$name.ansi" "$work/$name.html" fmstore "$@" <<'PY'
 import shlex
 import sys
@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.text import Text
 
 ansi, html, command = sys.argv[1], sys.argv[2], sys.argv[3:]
-console = Console(record=True, width=100, file=open("/dev/null", "w"), force_terminal=True)
+console = Console(record=True, width=120, file=open("/dev/null", "w"), force_terminal=True)
 console.print(Text("$ ", style="green") + Text(shlex.join(command), style="bold"))
 console.print(Text.from_ansi(open(ansi, encoding="utf-8").read()))
 page = """<!DOCTYPE html><html><head><meta charset="UTF-8"><style>
@@ -44,9 +44,12 @@ body {{ margin: 0; background: #1e1e1e; }}
 pre {{ margin: 0; padding: 16px; color: #d4d4d4; background: #1e1e1e; line-height: 1.2;
       font-family: 'DejaVu Sans Mono', Menlo, Consolas, monospace; font-size: 14px; }}
 </style></head><body><pre><code>{code}</code></pre></body></html>"""
+text = console.export_text(clear=False)
 open(html, "w", encoding="utf-8").write(
     console.export_html(inline_styles=True, code_format=page)
 )
+# the window height that shows every line (14 px type, line height 1.2, 16 px padding)
+open(html + ".height", "w").write(str(40 + 17 * len(text.splitlines())))
 PY
 }
 
@@ -66,6 +69,7 @@ record query-new-user query --rated "In the Army Now (1994)=5" \
 
 mkdir -p "$shots"
 shoot docs/report/report.html "$shots/report.png" 1000 2700
-shoot "$work/query-movie.html" "$shots/query-movie.png" 1000 330
-shoot "$work/query-new-user.html" "$shots/query-new-user.png" 1000 350
+for name in query-movie query-new-user; do
+  shoot "$work/$name.html" "$shots/$name.png" 1180 "$(cat "$work/$name.html.height")"
+done
 du -ch docs/report "$shots"/*.png | tail -1
