@@ -4,6 +4,7 @@
       model.safetensors    FM weights and feature rows (torch state dict)
       serving.safetensors  the serving form (q_i, b_i for every movie; p_u, b_u for every user),
                            vocabulary arrays: what publish needs, readable without torch
+      ranking.safetensors  the ranking model (train/ranking.py): r_u, [r_i, c_i], feature rows
       seen.safetensors     each user's training movies (CSR), to exclude already seen movies
       movies.json          catalog rows of every movie (title, year, genres, counts, links)
       history.csv          per-epoch metrics
@@ -79,8 +80,36 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_run(result, dataset, config, runs_dir: Path, run_id: str | None = None) -> Path:
-    """Write a TrainResult as a run folder; returns its path."""
+@dataclass
+class RankingArtifact:
+    """The ranking model of a run (train/ranking.py) in the order of its ServingArtifact."""
+
+    user_vectors: np.ndarray  # float32 [n_users, k_r]: r_u
+    item_vectors: np.ndarray  # float32 [n_movies, k_r]: r_i
+    item_scalar: np.ndarray  # float32 [n_movies]: c_i
+    alpha0: float
+    reg: float
+    nu: float
+    n_items_train: int
+    confidence: str = "liked"
+    conf_alpha: float = 1.0
+
+    @property
+    def item_rows(self) -> np.ndarray:
+        """[r_i, c_i]: the served `rank` vector of each movie."""
+        return np.hstack([self.item_vectors, self.item_scalar[:, None]]).astype(np.float32)
+
+
+def save_run(
+    result,
+    dataset,
+    config,
+    runs_dir: Path,
+    run_id: str | None = None,
+    validation: dict | None = None,
+) -> Path:
+    """Write a TrainResult as a run folder; returns its path. `validation`: the evaluation of
+    the model on its validation split (kept in the manifest, e.g. before a refit)."""
     run_id = run_id or new_run_id()
     final = runs_dir / run_id
     tmp = runs_dir / f".tmp-{run_id}"
@@ -102,6 +131,17 @@ def save_run(result, dataset, config, runs_dir: Path, run_id: str | None = None)
             },
             str(tmp / "serving.safetensors"),
         )
+        ranking = getattr(result, "ranking", None)
+        if ranking is not None:
+            save_file(
+                {
+                    "user_vectors": ranking.user_vectors,
+                    "item_vectors": ranking.item_vectors,
+                    "item_scalar": ranking.item_scalar,
+                    "feature_vectors": ranking.feature_vectors,
+                },
+                str(tmp / "ranking.safetensors"),
+            )
         _save_seen(result.train_ratings, result.vocab.user_ids, tmp / "seen.safetensors")
         _write_json(tmp / "movies.json", movie_rows(dataset))
         _write_history(tmp / "history.csv", result.history)
@@ -131,6 +171,16 @@ def save_run(result, dataset, config, runs_dir: Path, run_id: str | None = None)
                 "weight_decay": config.weight_decay,
                 "prior_reg": config.prior_reg,
             },
+            "ranking": None
+            if ranking is None
+            else {
+                "config": ranking.config.to_dict(),
+                "factors": int(ranking.item_vectors.shape[1]),
+                "n_items_train": int(ranking.n_items_train),
+                "seconds": round(ranking.seconds, 3),
+            },
+            "refit": bool(getattr(result, "refit", False)),
+            "validation": validation,
             "versions": _versions(),
             "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},
         }
@@ -268,6 +318,27 @@ def load_serving(run_dir: Path, manifest: dict | None = None) -> ServingArtifact
         link=serving["link"],
         rating_range=tuple(serving["rating_range"]),
         weight_decay=float(serving.get("weight_decay", serving["reg"])),
+    )
+
+
+def load_ranking(run_dir: Path, manifest: dict | None = None) -> RankingArtifact | None:
+    """The run's ranking model, or None for a run trained without one."""
+    manifest = manifest or load_manifest(run_dir)
+    meta = manifest.get("ranking")
+    if not meta:
+        return None
+    arrays = load_file(str(Path(run_dir) / "ranking.safetensors"))
+    config = meta["config"]
+    return RankingArtifact(
+        user_vectors=arrays["user_vectors"],
+        item_vectors=arrays["item_vectors"],
+        item_scalar=arrays["item_scalar"],
+        alpha0=float(config["alpha0"]),
+        reg=float(config["reg"]),
+        nu=float(config["nu"]),
+        n_items_train=int(meta["n_items_train"]),
+        confidence=str(config["confidence"]),
+        conf_alpha=float(config["conf_alpha"]),
     )
 
 

@@ -231,3 +231,16 @@ def _movie_rows(movies: Movies):
         return order[found]
 
     return rows
+
+
+def ranking_item_features(vocab: Vocabulary, movies: Movies):
+    """The FM's item features other than the movie id (genres at 1/n_genres, the year bucket) as
+    one CSR row per movie: (indptr, column, weight), n_columns; for the ranking model."""
+    rows = item_rows(vocab, movies)
+    offsets = vocab.offsets()
+    first = min((offsets[f] for f in ("genre", "year") if f in offsets), default=vocab.n_features)
+    keep = (rows.index >= first) & (rows.weight != 0)
+    indptr = np.concatenate([[0], np.cumsum(keep.sum(1))]).astype(np.int64)
+    return (indptr, rows.index[keep] - first, rows.weight[keep].astype(np.float64)), int(
+        vocab.n_features - first
+    )

@@ -21,9 +21,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from fmstore import artifact, catalog
-from fmstore.config import POPULARITY_WEIGHT
 from fmstore.errors import NotFoundError, StoreError
-from fmstore.serving import physical_name, run_id_of  # callers import these from here too
+from fmstore.serving import (  # callers import physical_name, run_id_of from here too
+    physical_name,
+    ranking_lambda,
+    run_id_of,
+    whiten_items,
+)
 from fmstore.vectors import VectorStore, movies_spec, users_spec
 
 ProgressFn = Callable[[str, int, int], None]  # (what, done, total)
@@ -53,16 +57,15 @@ def publish(
     shards: int | None = None,
     replicas: int | None = None,
     write_consistency: int | None = None,
-    popularity_weight: float = POPULARITY_WEIGHT,
     progress: ProgressFn | None = None,
 ) -> PublishResult:
     """Publish a run (the steps are the module docstring's): record it and its movies in the
     catalog, write `movies__<run_id>` and `users__<run_id>` completely, check the counts, then
     switch the aliases. Refuses a corrupt run before writing anything; re-publishing the live,
-    complete run is skipped. `popularity_weight` sets the ranking prior
-    boost_i = weight * log1p(n_ratings_i)."""
+    complete run is skipped. Which vectors are written: `served_vectors`."""
     manifest = artifact.load_manifest(run_dir)  # refuses a corrupt run before anything is written
     serving = artifact.load_serving(run_dir, manifest)
+    vectors = served_vectors(serving, artifact.load_ranking(run_dir, manifest))
     movie_rows = artifact.load_movie_rows(run_dir)
     run_id = manifest["run_id"]
     movies_coll, users_coll = (
@@ -78,21 +81,15 @@ def publish(
             created_at=_parse_time(manifest["created_at"]),
             dataset_name=manifest["dataset"]["name"],
             dataset_fingerprint=manifest["dataset"]["fingerprint"],
-            config={"train": manifest["config"], "serving": manifest["serving"]},
+            config={"train": manifest["config"], "serving": manifest["serving"] | vectors.config},
             metrics=manifest["metrics"],
             artifact_path=str(Path(run_dir).resolve()),
         )
         catalog.upsert_movies(session, movie_rows)
 
     expected = {movies_coll: len(serving.movie_ids), users_coll: len(serving.user_ids)}
-    if popularity_weight < 0:
-        from fmstore.errors import ConfigError
-
-        raise ConfigError(
-            f"--popularity-weight {popularity_weight}: use 0 (pure FM ranking) or more"
-        )
     targets = {movies_alias: movies_coll, users_alias: users_coll}
-    if _already_live(store, targets, expected, serving.movie_ids[0], popularity_weight):
+    if _already_live(store, targets, expected):
         _record_noop(engine, run_id, store.backend, targets, expected)
         return PublishResult(
             run_id, movies_coll, users_coll, expected[movies_coll], expected[users_coll], True
@@ -107,13 +104,13 @@ def publish(
 
     options = dict(shards=shards, replicas=replicas, write_consistency=write_consistency)
     try:
-        k = serving.factors
-        store.create_collection(movies_coll, movies_spec(k), **options)
-        _write_movies(
-            store, movies_coll, serving, movie_rows, popularity_weight, batch_size, progress
-        )
-        store.create_collection(users_coll, users_spec(k), **options)
-        _write_users(store, users_coll, serving, run_dir, batch_size, progress)
+        k, rank_k = serving.factors, vectors.rank_k
+        item_size = vectors.movies["item"].shape[1]
+        spec = movies_spec(k, rank_k, item_size, vectors.config["item_distance"])
+        store.create_collection(movies_coll, spec, **options)
+        _write_movies(store, movies_coll, serving, vectors, movie_rows, batch_size, progress)
+        store.create_collection(users_coll, users_spec(k, rank_k), **options)
+        _write_users(store, users_coll, serving, vectors, run_dir, batch_size, progress)
         for coll, n in expected.items():
             got = store.count(coll)
             if got != n:
@@ -136,18 +133,11 @@ def publish(
     )
 
 
-def _already_live(
-    store: VectorStore, targets: dict[str, str], expected: dict[str, int], probe_id, weight
-) -> bool:
-    """Re-publishing the live run with the same options changes nothing: its collections are
-    complete, aliased, and were written with the same popularity weight."""
-    if not all(
+def _already_live(store: VectorStore, targets: dict[str, str], expected: dict[str, int]) -> bool:
+    """Re-publishing the live run changes nothing: its collections are complete and aliased."""
+    return all(
         store.resolve_alias(a) == c and store.count(c) == expected[c] for a, c in targets.items()
-    ):
-        return False
-    movies_coll = next(iter(targets.values()))
-    payload = store.retrieve(movies_coll, [int(probe_id)]).get(int(probe_id), ({}, {}))[1]
-    return payload.get("popularity_weight") == weight
+    )
 
 
 def _record_noop(engine, run_id, backend, targets, expected) -> None:
@@ -174,22 +164,63 @@ def _finish(
             )
 
 
+@dataclass
+class ServedVectors:
+    """The named vectors publish writes, and the serving config that says how to read them."""
+
+    movies: dict[str, np.ndarray]  # item, score, (rank)
+    users: dict[str, np.ndarray]  # score, (rank)
+    rank_k: int | None
+    config: dict  # merged into the catalog's serving config: "ranking", "item_vector", ...
+
+
+# "movies like x" and the whitened vectors: see serving.whiten_items. Dot, not Cosine: the dot
+# product of whitened vectors is exactly the top list of someone who named only x, and it measured
+# best (benchmarks/ranking.py, item-to-item table).
+ITEM_DISTANCE = "dot"
+
+
+def served_vectors(
+    serving: artifact.ServingArtifact, ranking: artifact.RankingArtifact | None
+) -> ServedVectors:
+    """score = [q_i, b_i] / [p_u, 1]: the rating FM, exact. With a ranking model: rank =
+    [r_i, c_i] / [r_u, 1] and item = the whitened r_i (Dot). Without one (a run trained with
+    --no-ranking): item = q_i (Cosine) and the FM's score is the only ranking."""
+    ones = np.ones((len(serving.user_ids), 1), np.float32)
+    movies = {"score": np.hstack([serving.item_vectors, serving.item_bias[:, None]])}
+    users = {"score": np.hstack([serving.user_vectors, ones])}
+    if ranking is None:
+        movies["item"] = serving.item_vectors
+        return ServedVectors(movies, users, None, {"ranking": None, "item_distance": "cosine"})
+    lam = ranking_lambda(ranking.reg, ranking.alpha0, ranking.nu, ranking.n_items_train)
+    movies["item"] = whiten_items(ranking.item_vectors, ranking.alpha0, lam)
+    movies["rank"] = ranking.item_rows
+    users["rank"] = np.hstack([ranking.user_vectors, ones])
+    rank_k = int(ranking.item_vectors.shape[1])
+    config = {
+        "ranking": {
+            "factors": rank_k,
+            "alpha0": ranking.alpha0,
+            "reg": ranking.reg,
+            "nu": ranking.nu,
+            "n_items": ranking.n_items_train,
+            "confidence": ranking.confidence,
+            "conf_alpha": ranking.conf_alpha,
+        },
+        "item_distance": ITEM_DISTANCE,
+    }
+    return ServedVectors(movies, users, rank_k, config)
+
+
 def _write_movies(
     store,
     coll,
     serving: artifact.ServingArtifact,
+    vectors: ServedVectors,
     movie_rows: list[dict],
-    popularity_weight,
     batch_size,
     progress,
 ) -> None:
-    # `score` = [q_i, b_i + boost_i]: a Dot product with [p_u, 1] gives b_i + <p_u, q_i> + boost_i,
-    # the FM ranking with the popularity prior (exactly the FM ranking when the weight is 0).
-    n_ratings = np.array([row["n_ratings"] for row in movie_rows], dtype=np.float64)
-    boost = (popularity_weight * np.log1p(n_ratings)).astype(np.float32)
-    score = np.hstack([serving.item_vectors, (serving.item_bias + boost)[:, None]]).astype(
-        np.float32
-    )
     payloads = [
         {
             "movie_id": row["movie_id"],
@@ -197,35 +228,44 @@ def _write_movies(
             "year": row["year"],
             "genres": row["genres"],
             "bias": float(serving.item_bias[m]),
-            "popularity_boost": float(boost[m]),
-            "popularity_weight": popularity_weight,
             "n_ratings": row["n_ratings"],
             "mean_rating": row["mean_rating"],
             "run_id": serving.run_id,
         }
         for m, row in enumerate(movie_rows)
     ]
-    vectors = {"item": serving.item_vectors, "score": score}
+    movies = {name: v.astype(np.float32) for name, v in vectors.movies.items()}
     _batched_upsert(
-        store, coll, serving.movie_ids, vectors, payloads, batch_size, progress, "movies"
+        store, coll, serving.movie_ids, movies, payloads, batch_size, progress, "movies"
     )
 
 
 def _write_users(
-    store, coll, serving: artifact.ServingArtifact, run_dir, batch_size, progress
+    store,
+    coll,
+    serving: artifact.ServingArtifact,
+    vectors: ServedVectors,
+    run_dir,
+    batch_size,
+    progress,
 ) -> None:
-    n_ratings = _ratings_per_user(run_dir, serving.user_ids)
-    score = np.hstack([serving.user_vectors, np.ones((len(serving.user_ids), 1), np.float32)])
+    rated = _rated_per_user(run_dir, serving.user_ids)
     payloads = [
-        {"user_id": int(u), "bias": float(b), "n_ratings": int(n), "run_id": serving.run_id}
-        for u, b, n in zip(serving.user_ids, serving.user_bias, n_ratings, strict=False)
+        {
+            "user_id": int(u),
+            "bias": float(b),
+            "n_ratings": len(movies),
+            "rated": movies,
+            "run_id": serving.run_id,
+        }
+        for u, b, movies in zip(serving.user_ids, serving.user_bias, rated, strict=True)
     ]
-    _batched_upsert(
-        store, coll, serving.user_ids, {"score": score}, payloads, batch_size, progress, "users"
-    )
+    users = {name: v.astype(np.float32) for name, v in vectors.users.items()}
+    _batched_upsert(store, coll, serving.user_ids, users, payloads, batch_size, progress, "users")
 
 
-def _ratings_per_user(run_dir: Path, user_ids: np.ndarray) -> np.ndarray:
+def _rated_per_user(run_dir: Path, user_ids: np.ndarray) -> list[list[int]]:
+    """Each user's rated movie ids (everything the published model saw them rate)."""
     from safetensors.numpy import load_file
 
     seen = load_file(str(Path(run_dir) / "seen.safetensors"))
@@ -233,7 +273,8 @@ def _ratings_per_user(run_dir: Path, user_ids: np.ndarray) -> np.ndarray:
         raise StoreError(
             f"{run_dir}: seen.safetensors and serving.safetensors disagree on users; retrain"
         )
-    return np.diff(seen["indptr"])
+    movie_ids, indptr = seen["movie_ids"].tolist(), seen["indptr"]
+    return [movie_ids[indptr[r] : indptr[r + 1]] for r in range(len(user_ids))]
 
 
 def _batched_upsert(store, coll, ids, vectors, payloads, batch_size, progress, what) -> None:

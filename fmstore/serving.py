@@ -87,6 +87,55 @@ def weighted_user(item_vectors: np.ndarray, ratings: np.ndarray) -> tuple[np.nda
     return (w @ q / w.sum()).astype(np.float32), 0.0
 
 
+# ---- the ranking model's users (train/ranking.py) ------------------------------------------------
+
+
+def implicit_weight(ratings: np.ndarray, kind: str = "liked", alpha: float = 1.0) -> np.ndarray:
+    """The ranking model's confidence in a rated pair: binary -> 1; liked -> 1 + alpha *
+    (rating >= 4)."""
+    r = np.asarray(ratings, np.float64)
+    if kind == "binary":
+        return np.ones_like(r)
+    if kind == "liked":
+        return 1.0 + alpha * (r >= 4.0)
+    raise ValueError(f"unknown confidence {kind!r}: use binary or liked")
+
+
+def ranking_lambda(reg: float, alpha0: float, nu: float, n_items: int, n_rated: int = 1) -> float:
+    """The ranking model's L2 on a user with n_rated ratings: reg * (n_rated + alpha0 n_items)^nu."""
+    return float(reg * (n_rated + alpha0 * n_items) ** nu)
+
+
+def whiten_items(item_vectors: np.ndarray, alpha0: float, lam: float) -> np.ndarray:
+    """L^-1 r_i for every movie, where L L^T = alpha0 R^T R + lam I (Cholesky).
+
+    <L^-1 r_x, L^-1 r_j> = r_x^T A0^-1 r_j, and A0^-1 r_x is (up to scale) the vector the ranking
+    model gives someone who rated only movie x: so the movies with the largest dot product with
+    movie x's whitened vector are the top list of a person who named only x ("movies like x"), and
+    a new user can be folded in from the whitened vectors alone (`whitened_fold_in`)."""
+    R = np.asarray(item_vectors, np.float64)
+    A0 = alpha0 * (R.T @ R) + lam * np.eye(R.shape[1])
+    L = np.linalg.cholesky(A0)
+    return np.linalg.solve(L, R.T).T.astype(np.float32)
+
+
+def whitened_fold_in(whitened: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Someone new who rated movies with whitened vectors `whitened` (rows u_i) and confidences
+    `weights`: the ranking model's user step, solved in the whitened space,
+
+        y = (I + U^T W U)^-1 U^T W 1 = U^T (W^-1 + U U^T)^-1 1     (an n x n solve)
+
+    so that <y, u_j> = <r_u, r_j>: query y against the whitened vectors. (The user's L2 is the
+    one of a single rating, reg (1 + alpha0 n_items)^nu, which differs from n ratings' by
+    reg * (n - 1): 0.2% at 20 ratings on ml-latest-small.)"""
+    U = np.asarray(whitened, np.float64)
+    w = np.asarray(weights, np.float64)
+    if len(w) == 0:
+        return np.zeros(U.shape[1], np.float32)
+    K = U @ U.T + np.diag(1.0 / w)
+    return (U.T @ np.linalg.solve(K, np.ones(len(w)))).astype(np.float32)
+
+
 # ---- collection names ---------------------------------------------------------------------------
 
 

@@ -224,7 +224,24 @@ def assert_one_line_error():
 
 # ---- trained runs shared by the publish and query tests ----------------------------------------
 
-PLANTED_TRAIN = dict(epochs=40, factors=8, lr=0.03, batch_size=256, weight_decay=0.02, patience=40)
+
+def _planted_ranking():
+    """The planted users rate movies at random (which they rate says nothing), so the ranking
+    model learns their taste only from its confidence in liked movies: weigh those more."""
+    from fmstore.config import RankingConfig
+
+    return RankingConfig(factors=8, reg=0.1, conf_alpha=5.0, iterations=8)
+
+
+PLANTED_TRAIN = dict(
+    epochs=40,
+    factors=8,
+    lr=0.03,
+    batch_size=256,
+    weight_decay=0.02,
+    patience=40,
+    ranking_config=_planted_ranking(),
+)
 
 
 @pytest.fixture(scope="session")

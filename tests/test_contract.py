@@ -46,9 +46,10 @@ def run_example(name: str, **variables) -> dict:
 
 def test_collections_match_the_doc(published):
     client, rec, _ = published
+    k, kr = rec.factors, rec.rank_factors
     for alias, vectors in (
-        ("movies", {"item": ("Cosine", rec.factors), "score": ("Dot", rec.factors + 1)}),
-        ("users", {"score": ("Dot", rec.factors + 1)}),
+        ("movies", {"item": ("Dot", kr), "score": ("Dot", k + 1), "rank": ("Dot", kr + 1)}),
+        ("users", {"score": ("Dot", k + 1), "rank": ("Dot", kr + 1)}),
     ):
         info = client.get_collection(alias)
         got = {name: (p.distance.value, p.size) for name, p in info.config.params.vectors.items()}
@@ -78,45 +79,46 @@ def test_examples_give_fmstore_rankings(published, capsys):
         ns = run_example("new-user", client=client, ratings=ratings, **shared)
         ids, scores = rec.recommend_for_ratings(ratings, N=10)
         assert [h.id for h in ns["hits"]] == ids.tolist()
+        np.testing.assert_allclose([h.score for h in ns["hits"]], scores, rtol=1e-5, atol=1e-6)
         p_u, b_u = rec.recalculate_user(ratings)
         np.testing.assert_allclose(ns["p_u"], p_u, rtol=1e-5, atol=1e-6)
         assert ns["b_u"] == pytest.approx(b_u, abs=1e-6)
         predicted = [
-            min(max(ns["w0"] + ns["b_u"] + h.score, ns["rating_min"]), ns["rating_max"])
+            min(
+                max(
+                    ns["w0"] + ns["b_u"] + float(np.dot(h.vector["score"], [*ns["p_u"], 1.0])),
+                    ns["rating_min"],
+                ),
+                ns["rating_max"],
+            )
             for h in ns["hits"]
         ]
-        np.testing.assert_allclose(
-            predicted, [rec.predict_rating(b_u, s) for s in scores], atol=1e-5
-        )
+        np.testing.assert_allclose(predicted, rec.predicted_ratings(p_u, b_u, ids), atol=1e-5)
 
     for user_id in (1, 40, 77):
         ns = run_example("known-user", client=client, user_id=user_id, **shared)
-        ids, scores = rec.recommend(user_id, N=10, filter_already_liked_items=False)
+        ids, scores = rec.recommend(user_id, N=10)
         assert [h.id for h in ns["hits"]] == ids.tolist()
+        assert not set(ids.tolist()) & set(rec.seen_items(user_id).tolist())
         np.testing.assert_allclose([h.score for h in ns["hits"]], scores, rtol=1e-5, atol=1e-6)
         assert ns["b_u"] == pytest.approx(rec.user_vector(user_id)[1])
     # user 1 and movie 1 both exist: the movie must not be dropped as a "mentioned example"
     everything = client.query_points(
         "movies",
         query=models.RecommendQuery(recommend=models.RecommendInput(positive=[1])),
-        using="score",
-        lookup_from=models.LookupLocation(collection="users", vector="score"),
+        using="rank",
+        lookup_from=models.LookupLocation(collection="users", vector="rank"),
         limit=1000,
     ).points
     assert 1 in {h.id for h in everything} and len(everything) == client.count("movies").count
     assert "Movie" in capsys.readouterr().out  # the examples print their hits
 
 
-def test_known_user_example_excludes_seen_when_asked(published, planted_runs):
-    """The doc's note: rated movies come from the service's own records, as a must_not filter."""
+def test_known_user_example_excludes_everything_they_rated(published, planted_runs):
+    """The `rated` payload is every movie the published run saw the user rate."""
     client, rec, _ = published
     seen, _ = artifact.seen_movies(planted_runs[0], 5)
-    hits = client.query_points(
-        "movies",
-        query=models.RecommendQuery(recommend=models.RecommendInput(positive=[5])),
-        using="score",
-        lookup_from=models.LookupLocation(collection="users", vector="score"),
-        query_filter=models.Filter(must_not=[models.HasIdCondition(has_id=seen.tolist())]),
-        limit=10,
-    ).points
-    assert [h.id for h in hits] == rec.recommend(5, N=10)[0].tolist()
+    rated = client.retrieve("users", [5])[0].payload["rated"]
+    assert sorted(rated) == sorted(seen.tolist())
+    ids, _ = rec.recommend(5, N=50)
+    assert not set(ids.tolist()) & set(rated)

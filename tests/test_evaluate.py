@@ -349,10 +349,13 @@ def test_cli_evaluate_json_and_table(planted_runs, tmp_path, fmstore_cli):
     result = fmstore_cli(tmp_path, "evaluate", str(planted_runs[0]), "--json")
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
-    assert set(payload["metrics"]) == {ev.MODEL, ev.POPULARITY, ev.BIASES}
-    assert (
-        payload["metrics"][ev.MODEL]["recall@10"] > payload["metrics"][ev.POPULARITY]["recall@10"]
-    )
+    assert set(payload["metrics"]) == {ev.MODEL, ev.SERVED, ev.POPULARITY, ev.BIASES}
+    for ranked in (ev.MODEL, ev.SERVED):  # what is served: the ranking model's order
+        assert (
+            payload["metrics"][ranked]["recall@10"] > payload["metrics"][ev.POPULARITY]["recall@10"]
+        )
+    # the stars shown beside the served list are the rating model's
+    assert payload["metrics"][ev.SERVED]["rmse"] == payload["metrics"][ev.MODEL]["rmse"]
     table = fmstore_cli(tmp_path, "evaluate", str(planted_runs[0]))
     assert table.returncode == 0 and "Recall@10" in table.stdout and ev.BIASES in table.stdout
 

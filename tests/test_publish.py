@@ -107,33 +107,34 @@ def test_prune_keeps_the_newest_and_the_live(vector_store, engine, planted_runs)
         rollback(vector_store, engine)  # the earlier publication is gone
 
 
-def test_popularity_prior_is_in_the_score_and_ratings_stay_exact(
-    vector_store, engine, planted_runs
-):
+def test_published_vectors_are_both_models_exactly(vector_store, engine, planted_runs):
+    """score = [q_i, b_i] (ratings stay exact), rank = [r_i, c_i] / [r_u, 1], item = whitened r_i:
+    its dot products are r_x^T A0^-1 r_j, the one-movie user's ranking."""
     from fmstore.recommend import Recommender
+    from fmstore.serving import ranking_lambda
 
     run_dir = planted_runs[0]
-    publish(run_dir, vector_store, engine, popularity_weight=0.5)
-    serving = artifact.load_serving(run_dir)
-    rows = {r["movie_id"]: r for r in artifact.load_movie_rows(run_dir)}
-    movie = int(serving.movie_ids[0])
-    vectors, payload = vector_store.retrieve("movies", [movie], vectors=["score"])[movie]
-    boost = 0.5 * np.log1p(rows[movie]["n_ratings"])
-    assert payload["popularity_boost"] == pytest.approx(boost, rel=1e-6) and boost > 0
-    assert vectors["score"][-1] == pytest.approx(serving.item_bias[0] + boost, rel=1e-5)
+    publish(run_dir, vector_store, engine)
+    serving, ranking = artifact.load_serving(run_dir), artifact.load_ranking(run_dir)
+    ids = [int(m) for m in serving.movie_ids[:5]]
+    got = vector_store.retrieve("movies", ids, vectors=["score", "rank", "item"])
+    R = ranking.item_vectors.astype(np.float64)
+    lam = ranking_lambda(ranking.reg, ranking.alpha0, ranking.nu, ranking.n_items_train)
+    A0 = ranking.alpha0 * R.T @ R + lam * np.eye(R.shape[1])
+    for row, movie in enumerate(ids):
+        vectors, payload = got[movie]
+        np.testing.assert_allclose(vectors["score"][:-1], serving.item_vectors[row], rtol=1e-5)
+        assert vectors["score"][-1] == pytest.approx(serving.item_bias[row], rel=1e-5)
+        assert payload["bias"] == pytest.approx(serving.item_bias[row], rel=1e-6)
+        np.testing.assert_allclose(vectors["rank"], ranking.item_rows[row], rtol=1e-5, atol=1e-7)
+    whitened = np.array([got[m][0]["item"] for m in ids], np.float64)
+    exact = R[: len(ids)] @ np.linalg.solve(A0, R[: len(ids)].T)
+    np.testing.assert_allclose(whitened @ whitened.T, exact, rtol=1e-3, atol=1e-8)
 
-    # a rating predicted from a hit is still the FM's own: w0 + b_u + b_i + <p_u, q_i>
+    # a rating predicted for a hit is the FM's own: w0 + b_u + b_i + <p_u, q_i>
     rec = Recommender(vector_store, engine)
     p_u, b_u = serving.user_vectors[0], float(serving.user_bias[0])
-    ids, scores = rec.rank_for_vector(p_u, N=5)
-    for movie_id, score in zip(ids.tolist(), scores.tolist()):
-        i = int(np.flatnonzero(serving.movie_ids == movie_id)[0])
-        fm = serving.w0 + b_u + serving.item_bias[i] + serving.item_vectors[i] @ p_u
-        boost_i = rec.movie_info([movie_id])[movie_id]["popularity_boost"]
-        assert rec.predict_rating(b_u, score, boost_i) == pytest.approx(
-            min(max(fm, 0.5), 5.0), abs=1e-4
-        )
+    predicted = rec.predicted_ratings(p_u, b_u, ids)
+    fm = serving.w0 + b_u + serving.item_bias[:5] + serving.item_vectors[:5] @ p_u
+    np.testing.assert_allclose(predicted, np.clip(fm, 0.5, 5.0), atol=1e-4)
     rec.close()
-
-    # re-publishing with another weight rewrites the collection instead of skipping it
-    assert not publish(run_dir, vector_store, engine, popularity_weight=0.0).skipped

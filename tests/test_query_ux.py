@@ -125,7 +125,7 @@ def home(planted_runs, tmp_path_factory):
     settings = Settings(home=home)
     engine = catalog.make_engine(settings.catalog_url)
     with EdgeStore(settings.qdrant_path) as store:
-        publish(planted_runs[0], store, engine, popularity_weight=0.0)
+        publish(planted_runs[0], store, engine)
     engine.dispose()
     return home
 

@@ -116,6 +116,7 @@ def test_artifact_round_trip(planted, planted_run, tmp_path):
     assert set(manifest["files"]) == {
         "model.safetensors",
         "serving.safetensors",
+        "ranking.safetensors",
         "seen.safetensors",
         "movies.json",
         "history.csv",

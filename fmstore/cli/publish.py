@@ -19,7 +19,6 @@ from fmstore.cli.app import (
     print_json,
     settings,
 )
-from fmstore.config import POPULARITY_WEIGHT
 
 
 @app.command(
@@ -44,10 +43,6 @@ def publish(
     replicas: Optional[int] = typer.Option(None, help="Server only: replication factor."),
     write_consistency: Optional[int] = typer.Option(
         None, help="Server only: write consistency factor."
-    ),
-    popularity_weight: float = typer.Option(
-        POPULARITY_WEIGHT,
-        help="Ranking prior: the score bias is b_i + weight*log1p(n_ratings); 0 = pure FM ranking.",
     ),
     home: Optional[Path] = HomeOpt,
     database_url: Optional[str] = DbOpt,
@@ -88,7 +83,6 @@ def publish(
                     shards=shards,
                     replicas=replicas,
                     write_consistency=write_consistency,
-                    popularity_weight=popularity_weight,
                     progress=report,
                     **aliases,
                 )

@@ -19,7 +19,7 @@ from fmstore.cli.app import (
     settings,
     show_progress,
 )
-from fmstore.config import TrainConfig
+from fmstore.config import RankingConfig, TrainConfig
 
 
 @app.command(
@@ -67,12 +67,30 @@ def train(
     test_ratings: Optional[Path] = typer.Option(
         None, "--test-ratings", help="Ratings CSV to report test RMSE on (a predefined split)."
     ),
+    refit: bool = typer.Option(
+        TrainConfig.refit,
+        "--refit/--no-refit",
+        help="After validation, train again on every rating for the best epoch count (the published model then knows every rating).",
+    ),
+    ranking: bool = typer.Option(
+        TrainConfig.ranking,
+        "--ranking/--no-ranking",
+        help="Also fit the ranking model (implicit feedback) that recommendations are served from.",
+    ),
+    ranking_factors: int = typer.Option(
+        RankingConfig.factors, help="Width of the ranking model's vectors."
+    ),
+    ranking_iterations: int = typer.Option(
+        RankingConfig.iterations, help="Alternating sweeps of the ranking model."
+    ),
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ):
-    """Train an FM on a dataset and save it as a run."""
+    """Train the rating FM and the ranking model on a dataset, validate, refit, save as a run."""
     from fmstore import artifact, datasets
+    from fmstore import evaluate as evaluation
     from fmstore.train import check_config, resolve_device
+    from fmstore.train import refit as run_refit
     from fmstore.train import train as run_training
 
     s = settings(home)
@@ -90,6 +108,9 @@ def train(
         patience=patience,
         lr_milestones=tuple(lr_milestones or ()),
         lr_gamma=lr_gamma,
+        refit=refit,
+        ranking=ranking,
+        ranking_config=RankingConfig(factors=ranking_factors, iterations=ranking_iterations),
     )
     check_config(config)  # refuse bad flags before spending time on the data
     resolve_device(config.device)
@@ -121,16 +142,35 @@ def train(
             progress=report,
             batch_progress=on_batches if show_progress() else None,
         )
-    run_dir = artifact.save_run(result, dataset, config, s.runs_dir)
+        validation = None
+        if len(result.valid_ratings):
+            report("measuring the validation split", config.epochs, config.epochs)
+            validation = evaluation.evaluate_result(result, dataset, config).to_json()
+            served = validation["metrics"].get(evaluation.SERVED)
+            if served:
+                result.metrics["valid_recall@10"] = served["recall@10"]
+                result.metrics["valid_ndcg@10"] = served["ndcg@10"]
+        if config.refit and len(result.valid_ratings):
+            report(f"refitting on every rating ({result.best_epoch} epochs)", 0, config.epochs)
+            batches = on_batches if show_progress() else None
+            result = run_refit(dataset, config, result, progress=report, batch_progress=batches)
+    run_dir = artifact.save_run(result, dataset, config, s.runs_dir, validation=validation)
     summary = {"run_id": run_dir.name, "path": str(run_dir), **result.metrics}
     if as_json:
         print_json(summary)
     else:
         m = result.metrics
         test_part = f", test RMSE {m['test_rmse']:.4f}" if "test_rmse" in m else ""
+        ranking_part = (
+            f", served Recall@10 {m['valid_recall@10']:.4f} NDCG@10 {m['valid_ndcg@10']:.4f}"
+            if "valid_recall@10" in m
+            else ""
+        )
+        seconds = m["train_seconds"] + (m["refit"]["seconds"] if "refit" in m else 0.0)
+        refit_part = f"; refitted on all {m['refit']['n_train']:,} ratings" if "refit" in m else ""
         out.print(
             f"run {run_dir.name}: valid RMSE {m['valid_rmse']:.4f} (best epoch {m['best_epoch']}/{m['epochs_run']})"
-            f"{test_part}, {m['train_seconds']:.1f}s on {result.device}"
+            f"{test_part}{ranking_part}{refit_part}, {seconds:.1f}s on {result.device}"
         )
 
 

@@ -28,6 +28,7 @@ BASELINE_SWEEPS = 10
 
 # The names predictors are reported under.
 MODEL = "model"
+SERVED = "served"  # the ranking publish serves (the ranking model), ratings from the rating model
 POPULARITY = "popularity"
 BIASES = "global-mean+biases"
 
@@ -110,6 +111,33 @@ class BiasedMF:
         if self.user_vectors is not None:
             s = s + self.user_vectors[users] @ self.item_vectors.T
         return s
+
+
+@dataclass
+class Served:
+    """What fmstore serves: ranked by the ranking model (<r_u, r_i> + c_i), predicted ratings
+    from the rating model (`rating`). User rows as `rating`'s: the last row, an unknown user, has
+    a zero ranking vector."""
+
+    rating: BiasedMF
+    user_vectors: np.ndarray  # [n_user_rows, k_r], the unknown user's zero row included
+    item_vectors: np.ndarray  # [n_items, k_r]
+    item_scalar: np.ndarray  # [n_items]
+
+    @classmethod
+    def of(cls, rating: BiasedMF, ranking) -> Served:
+        """From a ranking model (train.ranking.RankingModel or artifact.RankingArtifact)."""
+        zero = np.zeros((1, ranking.user_vectors.shape[1]), np.float32)
+        users = np.vstack([np.asarray(ranking.user_vectors, np.float32), zero])
+        return cls(rating, users, ranking.item_vectors, ranking.item_scalar)
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The rating model's predicted ratings (what is shown beside the list)."""
+        return self.rating.predict(users, items)
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        """The ranking model's scores <r_u, r_i> + c_i (the served order)."""
+        return self.user_vectors[users] @ self.item_vectors.T + self.item_scalar
 
 
 @dataclass

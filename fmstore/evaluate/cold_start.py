@@ -12,7 +12,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from fmstore.config import POPULARITY_WEIGHT
 from fmstore.datasets import Dataset, Movies, Ratings
 from fmstore.errors import ConfigError, DataError
 from fmstore.evaluate.baselines import (
@@ -124,7 +123,7 @@ def evaluate_cold_users(
     sizes: Sequence[int] = COLD_SIZES,
     k: int = NDCG_K,
     blocked_movie_ids: np.ndarray | None = None,
-    popularity_weight: float = POPULARITY_WEIGHT,
+    popularity_weight: float = 0.0,
     link: str = "identity",
     rating_range=(0.5, 5.0),
 ) -> list[dict]:

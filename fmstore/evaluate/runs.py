@@ -14,7 +14,7 @@ from fmstore import artifact, datasets
 from fmstore.datasets import Dataset, Movies, Ratings
 from fmstore.datasets.splits import split_indices
 from fmstore.errors import ConfigError, DataError
-from fmstore.evaluate.baselines import MODEL, BiasedMF, Predictor, baselines
+from fmstore.evaluate.baselines import MODEL, SERVED, BiasedMF, Predictor, Served, baselines
 from fmstore.evaluate.indexing import Rows
 from fmstore.evaluate.metrics import NDCG_K, RECALL_KS, RELEVANT_MIN, HeldOut
 
@@ -101,7 +101,13 @@ def evaluate_result(result, dataset: Dataset, config, test: Ratings | None = Non
     else:
         test, source = result.valid_ratings, _split_label(config.seed, config.valid_fraction)
     return _evaluate_model(
-        model, result.vocab.user_ids, dataset.movies, result.train_ratings, test, source
+        model,
+        result.vocab.user_ids,
+        dataset.movies,
+        result.train_ratings,
+        test,
+        source,
+        ranking=result.ranking,
     )
 
 
@@ -128,6 +134,10 @@ def evaluate_run(
     train_idx, valid_idx = split_indices(
         len(dataset.ratings), config["valid_fraction"], config["seed"]
     )
+    if manifest.get("refit"):
+        if test_ratings is None:
+            return _validation_report(manifest)
+        train_idx, valid_idx = np.arange(len(dataset.ratings)), valid_idx[:0]
     train = dataset.ratings.take(train_idx)
     if not np.array_equal(np.unique(train.user_id), serving.user_ids):
         raise DataError(
@@ -146,7 +156,24 @@ def evaluate_run(
         test = dataset.ratings.take(valid_idx)
         source = _split_label(config["seed"], config["valid_fraction"])
     model = BiasedMF.of_form(serving, link=serving.link, rating_range=serving.rating_range)
-    return _evaluate_model(model, serving.user_ids, dataset.movies, train, test, source, run_id)
+    ranking = artifact.load_ranking(run_dir, manifest)
+    return _evaluate_model(
+        model, serving.user_ids, dataset.movies, train, test, source, run_id, ranking
+    )
+
+
+def _validation_report(manifest: dict) -> Report:
+    """A refitted run saw its validation ratings: its figures are the ones measured on the
+    validation split before the refit, kept in the manifest."""
+    validation = manifest.get("validation")
+    run_id = manifest["run_id"]
+    if not validation:
+        raise ConfigError(
+            f"run {run_id} was refitted on every rating and keeps no validation figures; "
+            "pass --test-ratings FILE"
+        )
+    label = validation["test"] + ", measured before the refit on every rating"
+    return Report(validation["metrics"], validation["n_train"], validation["n_test"], label, run_id)
 
 
 def _evaluate_model(
@@ -157,10 +184,15 @@ def _evaluate_model(
     test: Ratings,
     test_source: str,
     run_id: str | None = None,
+    ranking=None,
 ) -> Report:
-    """`model` (whose user rows are `user_ids`, then the unknown user) and both baselines."""
+    """`model` (whose user rows are `user_ids`, then the unknown user), what is served (the
+    ranking model's order, when there is one) and both baselines."""
     rows = Rows(user_ids, movies.movie_id)
-    predictors = {MODEL: model} | baselines(train, rows, model.rating_range)
+    predictors: dict[str, Predictor] = {MODEL: model}
+    if ranking is not None:
+        predictors[SERVED] = Served.of(model, ranking)
+    predictors |= baselines(train, rows, model.rating_range)
     metrics = evaluate_predictors(predictors, train, test, rows)
     return Report(metrics, len(train), len(test), test_source, run_id)
 

@@ -5,17 +5,19 @@ and a query on a SQLite catalog must not import SQLAlchemy.
 
     rec = Recommender(store, catalog)             # the live run: alias -> movies__<run_id>
     ids, scores = rec.similar_items(rec.resolve_title("toy story"), N=10)
-    ids, scores = rec.recommend(42, N=10)         # a known user, their training movies excluded
+    ids, scores = rec.recommend(42, N=10)         # a known user, every movie they rated excluded
     ids, scores = rec.recommend([1, 2, 3], N=10)  # a batch: 2-D arrays, one row per user
-    ids, scores = rec.recommend_for_ratings({"Terminator 2": 5, 165: 4.5})  # someone new
+    ids, scores = rec.recommend_for_ratings({"Terminator 2": 5, 165: 4.5})  # someone new (weighted)
+    p_u, b_u = rec.recalculate_user({589: 5, 165: 4.5})           # their rating-model vector
+    stars = rec.predicted_ratings(p_u, b_u, ids)                  # predicted ratings of the list
     rec.predict(42, [1, 2571])                    # predicted ratings of a known user
     rec.similar_users(42), rec.item_factors, rec.user_factors, rec.explain(42, ids)
     rec.recommend(42, filter={"genres": ["comedy"], "min_ratings": 50}, filter_items=[1])
 
 Every ranking is a pair of NumPy arrays `(ids, scores)`, best first, like `implicit`. Scores are
-what Qdrant returns: cosine of `item` vectors for similar movies; `b_i + <p_u, q_i> + boost_i` (the
-`score` vector's dot product, with the publish-time popularity prior) for users, which
-`predict_rating(b_u, score, boost_i)` turns into a rating. Every error is an FmstoreError.
+what Qdrant returns: the dot product of whitened ranking vectors (`item`) for similar movies, the
+ranking model's <r_u, r_i> + c_i (`rank`) for users. Predicted ratings always come from the rating
+model's exact `score` vectors [q_i, b_i]. Every error is an FmstoreError.
 
 Files: titles.py (what a person typed -> a movie id, and whether that was a guess),
 recommender.py (Recommender and the checks it shares with the CLI), factors.py (predict, factors,
@@ -26,6 +28,7 @@ of the former module; reading `--rated` flags and ratings files is the CLI's (fm
 
 from fmstore.recommend.filters import FILTER_KEYS
 from fmstore.recommend.recommender import (
+    DEFAULT_METHOD,
     METHODS,
     Recommender,
     check_method,
@@ -43,6 +46,7 @@ from fmstore.serving import (
 )
 
 __all__ = [
+    "DEFAULT_METHOD",
     "FILTER_KEYS",
     "METHODS",
     "SIGMOID_SCALE",

@@ -19,11 +19,19 @@ from fmstore.catalog.readers import CatalogReader, open_reader
 from fmstore.errors import ConfigError, DataError, NotFoundError, StoreError
 from fmstore.recommend.factors import FactorsMixin
 from fmstore.recommend.filters import as_id, as_ids, as_query_filter, is_one_id
+from fmstore.recommend.ranking import DEFAULT_METHOD, RankingMixin
 from fmstore.recommend.titles import TitleIndex, TitleMatch
-from fmstore.serving import fold_in, link_inverse, physical_name, predict, run_id_of, weighted_user
+from fmstore.serving import (
+    fold_in,
+    link_inverse,
+    physical_name,
+    predict,
+    run_id_of,
+    weighted_user,
+)
 from fmstore.vectors import QueryFilter, VectorStore
 
-METHODS = ("fold-in", "weighted")
+METHODS = ("weighted", "fold-in")  # DEFAULT_METHOD first: see fmstore.recommend.ranking
 # How user_vector's error for an unknown user ends; the CLI words it as its flags.
 USE_THEIR_RATINGS = "use their ratings (recommend_for_ratings)"
 
@@ -67,7 +75,7 @@ def _is_reader(catalog: Any) -> bool:
     return all(hasattr(catalog, name) for name in ("run", "movie_titles", "genres", "close"))
 
 
-class Recommender(FactorsMixin):
+class Recommender(FactorsMixin, RankingMixin):
     """Queries against the live publication, mirroring implicit's API.
 
     `store` is any VectorStore (EdgeStore or ServerStore). `catalog` is a SQLAlchemy Engine or
@@ -120,7 +128,7 @@ class Recommender(FactorsMixin):
         self.notes: list[str] = []  # what the last call could not do, for the user to read
         self._titles: TitleIndex | None = None
         self._payloads: dict[int, dict] = {}
-        self._users: dict[int, tuple[np.ndarray, float]] = {}
+        self._users: dict[int, tuple[dict, dict]] = {}  # user id -> (vectors, payload)
 
     def _read_run(self) -> tuple[dict, str | None]:
         found = self._catalog.run(self.run_id)
@@ -144,6 +152,8 @@ class Recommender(FactorsMixin):
             self.weight_decay = float(serving.get("weight_decay", serving.get("reg")))
             self.prior_reg = float(serving.get("prior_reg", 0.0))
             self.factors = int(serving["factors"])
+            self.ranking = serving.get("ranking")  # None: a run without a ranking model
+            self.rank_factors = int(self.ranking["factors"]) if self.ranking else self.factors
         except (KeyError, TypeError, ValueError, IndexError):
             raise StoreError(
                 f"run {self.run_id} in the catalog has no usable serving config; publish it again"
@@ -277,8 +287,8 @@ class Recommender(FactorsMixin):
     # -- users -----------------------------------------------------------------------------------
 
     def item_terms(self, movie_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(q_i [n, k], b_i [n]) of movies, float64: the FM's own item vectors and biases (the
-        publish-time ranking prior taken off the stored `score` vector's last coordinate)."""
+        """(q_i [n, k], b_i [n]) of movies, float64: the rating model's item vectors and biases
+        (a run published with the former popularity prior has it taken off)."""
         ids = list(as_ids(movie_ids))
         if not ids:
             return np.zeros((0, self.factors)), np.zeros(0)
@@ -286,23 +296,36 @@ class Recommender(FactorsMixin):
         boost = np.array([self._payloads[i].get("popularity_boost", 0.0) for i in ids])
         return score[:, :-1], score[:, -1] - boost
 
-    def user_vector(self, user_id: int) -> tuple[np.ndarray, float]:
-        """A known user's published (p_u, b_u)."""
+    def _user(self, user_id: int) -> tuple[dict, dict]:
+        """A known user's stored vectors and payload."""
         user_id = as_id(user_id)
         if user_id not in self._users:
-            found = self.store.retrieve(self.users_collection, [user_id], vectors=["score"])
+            names = ["score", "rank"] if self.ranking else ["score"]
+            found = self.store.retrieve(self.users_collection, [user_id], vectors=names)
             if user_id not in found:
                 raise NotFoundError(
                     f"user {user_id} is not in the published run {self.run_id} (only users with "
                     f"training ratings are); for someone new {USE_THEIR_RATINGS}"
                 )
-            vectors, payload = found[user_id]
-            self._users[user_id] = (vectors["score"][:-1].copy(), float(payload.get("bias", 0.0)))
+            self._users[user_id] = found[user_id]
         return self._users[user_id]
 
+    def user_vector(self, user_id: int) -> tuple[np.ndarray, float]:
+        """A known user's published (p_u, b_u) of the rating model."""
+        vectors, payload = self._user(user_id)
+        return vectors["score"][:-1].copy(), float(payload.get("bias", 0.0))
+
+    def user_rank_vector(self, user_id: int) -> np.ndarray:
+        """A known user's ranking query: [r_u, 1] on `rank` ([p_u, 1] on `score` without one)."""
+        vectors, _ = self._user(user_id)
+        return vectors["rank" if self.ranking else "score"].copy()
+
     def seen_items(self, user_id: int) -> np.ndarray | None:
-        """Movies the user rated in the run's training data; None (and a note) when the run folder
-        is not on this machine."""
+        """Every movie the user rated in the data the published model was trained on (the users
+        payload `rated`; for runs published before it, the run folder, with a note if absent)."""
+        _, payload = self._user(user_id)
+        if "rated" in payload:
+            return np.asarray(payload["rated"], dtype=np.int64)
         from fmstore import artifact
 
         folder = self.artifact_path
@@ -314,19 +337,23 @@ class Recommender(FactorsMixin):
             return None
         return np.asarray(artifact.seen_movies(folder, int(user_id))[0], dtype=np.int64)
 
+    def _checked(self, ratings: Mapping[int, float]) -> tuple[list[int], np.ndarray]:
+        if not ratings:
+            raise ConfigError("no ratings given: rate at least one movie")
+        by_id = self.ratings_by_id(ratings)
+        return list(by_id), np.array(list(by_id.values()))
+
     def recalculate_user(
-        self, ratings: Mapping[int, float], method: str = "fold-in"
+        self, ratings: Mapping[int | str, float], method: str = "fold-in"
     ) -> tuple[np.ndarray, float]:
-        """(p_u, b_u) of someone new from {movie_id: rating}, against the published q_i, b_i.
+        """(p_u, b_u) of the rating model for someone new from {movie id or title: rating},
+        against the published [q_i, b_i]: what their predicted ratings come from.
 
         fold-in: ridge regression with the run's w0 and regularisation (serving.fold_in);
         weighted: the notebook's rating-weighted mean of q_i (serving.weighted_user, b_u = 0)."""
         check_method(method)
-        if not ratings:
-            raise ConfigError("no ratings given: rate at least one movie")
-        by_id = self.ratings_by_id(ratings)
-        values = np.array(list(by_id.values()))
-        q, b = self.item_terms(list(by_id))
+        ids, values = self._checked(ratings)
+        q, b = self.item_terms(ids)
         if method == "weighted":
             return weighted_user(q, values)
         raw = link_inverse(values, self.link)
@@ -341,8 +368,9 @@ class Recommender(FactorsMixin):
         filter: QueryFilter | Mapping[str, Any] | None = None,
         filter_items: Iterable[int] = (),
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Movies whose `item` vector is closest (cosine) to this movie's, with the cosines; the
-        movie itself excluded."""
+        """Movies nearest to this movie's `item` vector, with their scores; the movie itself
+        excluded. With a ranking model, `item` is the whitened ranking vector (Dot): the top list
+        of someone who named only this movie."""
         movie_id = as_id(movie_id, "movie id")
         item = self.movie_vectors([movie_id], "item")[movie_id]
         excluded = with_excluded(self.as_filter(filter, filter_items), [movie_id])
@@ -356,8 +384,8 @@ class Recommender(FactorsMixin):
         filter: QueryFilter | Mapping[str, Any] | None = None,
         filter_items: Iterable[int] = (),
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top movies for a known user by b_i + <p_u, q_i> (+ popularity boost); training movies
-        excluded unless filter_already_liked_items is False.
+        """Top movies for a known user by the ranking model (<r_u, r_i> + c_i on `rank`), every
+        movie they rated excluded unless filter_already_liked_items is False.
 
         One user id: `(ids, scores)`, 1-D. A sequence of user ids (as implicit): 2-D arrays, one
         row per user in the given order, padded with id -1 and score -inf where fewer than N
@@ -368,34 +396,36 @@ class Recommender(FactorsMixin):
             )
         self.notes = []
         filter = self.as_filter(filter, filter_items)
-        p_u, _ = self.user_vector(user_id)
+        query = self.user_rank_vector(user_id)
         if filter_already_liked_items:
             seen = self.seen_items(user_id)
             if seen is not None and len(seen):
                 filter = with_excluded(filter, seen)
-        return self.rank_for_vector(p_u, N, filter=filter)
+        using = "rank" if self.ranking else "score"
+        return _ranking(self._search(self.movies_collection, query, using, N, filter))
 
     def recommend_for_ratings(
         self,
         ratings: Mapping[int | str, float],
         N: int = 10,
-        method: str = "fold-in",
+        method: str = DEFAULT_METHOD,
         filter: QueryFilter | Mapping[str, Any] | None = None,
         filter_items: Iterable[int] = (),
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top movies for someone new, the movies they rated excluded. `ratings` maps movie ids
-        or titles (resolved as match_title does; a guess adds a note to `notes`) to ratings."""
+        """Top movies for someone new (`ranking_query`), the movies they rated excluded.
+        `ratings` maps movie ids or titles (resolved as match_title does; a guess adds a note to
+        `notes`) to ratings."""
         self.notes = []
         by_id = self.ratings_by_id(ratings)
-        p_u, _ = self.recalculate_user(by_id, method)
+        query, using = self.ranking_query(by_id, method)
         excluded = with_excluded(self.as_filter(filter, filter_items), by_id)
-        return self.rank_for_vector(p_u, N, filter=excluded)
+        return _ranking(self._search(self.movies_collection, query, using, N, excluded))
 
     def rank_for_vector(
         self, p_u: np.ndarray, N: int = 10, filter: QueryFilter | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top movies for any user vector: query [p_u, 1] on `score`, i.e. by b_i + <p_u, q_i>
-        plus the published popularity boost (see config.POPULARITY_WEIGHT)."""
+        """Top movies of the rating model for any user vector: [p_u, 1] on `score`, i.e. by
+        b_i + <p_u, q_i>."""
         p_u = np.asarray(p_u, dtype=np.float32).reshape(-1)
         if p_u.shape[0] != self.factors:
             raise ConfigError(
@@ -404,16 +434,10 @@ class Recommender(FactorsMixin):
         query = np.append(p_u, np.float32(1.0))
         return _ranking(self._search(self.movies_collection, query, "score", N, filter))
 
-    def predict_rating(
-        self,
-        b_u: float,
-        score: float | np.ndarray,
-        popularity_boost: float | np.ndarray = 0.0,
-    ) -> float | np.ndarray:
-        """A `score` hit (b_i + <p_u, q_i> + the movie's popularity_boost payload) -> rating:
-        w0 + b_u + score - popularity_boost, through the run's link, clamped."""
-        boost = np.asarray(popularity_boost, np.float64)
-        y = self.w0 + float(b_u) + np.asarray(score, np.float64) - boost
+    def predict_rating(self, b_u: float, score: float | np.ndarray) -> float | np.ndarray:
+        """A `score` dot product (b_i + <p_u, q_i>) -> rating: w0 + b_u + score, through the run's
+        link, clamped."""
+        y = self.w0 + float(b_u) + np.asarray(score, np.float64)
         out = predict(y, self.link, self.rating_range)
         return float(out) if np.ndim(out) == 0 else out
 

@@ -21,6 +21,7 @@ from fmstore.train.loop import (
     resolve_device,
     train,
 )
+from fmstore.train.refit import refit
 from fmstore.train.torch_engine import TorchEngine
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "evaluate_rmse_mae",
     "feature_reg",
     "make_engine",
+    "refit",
     "resolve_device",
     "split_indices",
     "train",

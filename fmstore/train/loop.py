@@ -64,6 +64,8 @@ class TrainResult:
     train_ratings: Ratings  # the ratings the model saw (needed to exclude seen movies later)
     valid_ratings: Ratings
     device: str
+    ranking: object | None = None  # ranking.RankingModel on the same users and movies
+    refit: bool = False  # trained on every rating for the validated number of epochs
 
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
@@ -126,10 +128,32 @@ def train(
         test_rows = _tensors(encode(test_ratings, vocab, dataset.movies), device)
         metrics["test_rmse"], metrics["test_mae"] = evaluate_rmse_mae(model, *test_rows)
         metrics["n_test"] = len(test_ratings)
+    ranking = fit_ranking_model(train_ratings, vocab, dataset, config, progress)
+    if ranking is not None:
+        metrics["ranking_seconds"] = round(ranking.seconds, 3)
     metrics["train_seconds"] = time.perf_counter() - started
     return TrainResult(
-        model.cpu(), vocab, history, best_epoch, metrics, train_ratings, valid_ratings, str(device)
+        model.cpu(),
+        vocab,
+        history,
+        best_epoch,
+        metrics,
+        train_ratings,
+        valid_ratings,
+        str(device),
+        ranking,
     )
+
+
+def fit_ranking_model(ratings: Ratings, vocab, dataset: Dataset, config: TrainConfig, progress):
+    """The ranking model of `ratings` when the config asks for one (ranking.py; numpy + numba)."""
+    if not config.ranking or len(ratings) == 0:
+        return None
+    from fmstore.train.ranking import fit_ratings
+
+    if progress:
+        progress("fitting the ranking model", 0, 1)
+    return fit_ratings(ratings, vocab, dataset.movies, config.ranking_config, seed=config.seed)
 
 
 def _new_model(
@@ -333,6 +357,14 @@ def check_config(config: TrainConfig) -> None:
         (
             0.0 <= config.valid_fraction < 1.0,
             f"--valid-fraction {config.valid_fraction} must be in [0, 1)",
+        ),
+        (
+            config.ranking_config.factors >= 1,
+            f"--ranking-factors {config.ranking_config.factors} must be at least 1",
+        ),
+        (
+            config.ranking_config.iterations >= 1,
+            f"--ranking-iterations {config.ranking_config.iterations} must be at least 1",
         ),
         (
             config.device in ("auto", "cpu", "cuda"),

@@ -55,18 +55,29 @@ class CollectionSpec:
     integer_indexes: tuple[str, ...] = ()
 
 
-def movies_spec(k: int) -> CollectionSpec:
-    """`movies`: item = q_i (Cosine, for similar movies), score = [q_i, b_i] (Dot, for ranking)."""
+def movies_spec(
+    k: int, rank_k: int | None = None, item_size: int | None = None, item_distance: str = "cosine"
+) -> CollectionSpec:
+    """`movies`: score = [q_i, b_i] (Dot: the rating model), item (for similar movies; k wide and
+    Cosine unless told) and, with rank_k, rank = [r_i, c_i] (Dot: the ranking model)."""
+    vectors = [
+        VectorSpec("item", item_size or k, item_distance),
+        VectorSpec("score", k + 1, "dot"),
+    ]
+    if rank_k:
+        vectors.append(VectorSpec("rank", rank_k + 1, "dot"))
     return CollectionSpec(
-        vectors=(VectorSpec("item", k, "cosine"), VectorSpec("score", k + 1, "dot")),
-        keyword_indexes=("genres",),
-        integer_indexes=("year", "n_ratings"),
+        vectors=tuple(vectors), keyword_indexes=("genres",), integer_indexes=("year", "n_ratings")
     )
 
 
-def users_spec(k: int) -> CollectionSpec:
-    """`users`: score = [p_u, 1] (Dot), so `lookup_from` a user ranks movies by b_i + <p_u, q_i>."""
-    return CollectionSpec(vectors=(VectorSpec("score", k + 1, "dot"),))
+def users_spec(k: int, rank_k: int | None = None) -> CollectionSpec:
+    """`users`: score = [p_u, 1] (Dot), so `lookup_from` a user ranks movies by b_i + <p_u, q_i>;
+    with rank_k also rank = [r_u, 1] (Dot) for the ranking model."""
+    vectors = [VectorSpec("score", k + 1, "dot")]
+    if rank_k:
+        vectors.append(VectorSpec("rank", rank_k + 1, "dot"))
+    return CollectionSpec(vectors=tuple(vectors))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,75 @@
+"""The refit: after validation chose the number of epochs, the rating model and the ranking model
+trained again on every rating, so that the published model knows every rating (the manifest keeps
+the validation figures beside the refit's)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+
+from fmstore.config import TrainConfig
+from fmstore.datasets import Dataset
+from fmstore.features import Vocabulary, encode
+from fmstore.train.loop import (
+    BatchProgressFn,
+    ProgressFn,
+    TrainResult,
+    fit_ranking_model,
+    resolve_device,
+)
+from fmstore.train.loop import _fit as fit_epochs
+from fmstore.train.loop import _new_model as new_model
+from fmstore.train.loop import _tensors as tensors
+
+
+def refit(
+    dataset: Dataset,
+    config: TrainConfig,
+    validated: TrainResult,
+    *,
+    progress: ProgressFn | None = None,
+    engine: str = "auto",
+    batch_progress: BatchProgressFn | None = None,
+) -> TrainResult:
+    """The model of `config` trained on every rating of `dataset` for the number of epochs the
+    validation chose (`validated.best_epoch`), with the ranking model refitted on every rating
+    too. The result keeps `validated`'s metrics (measured on the validation split) and adds
+    `refit`; its train_ratings are all the ratings, its valid_ratings the validation split."""
+    torch.manual_seed(config.seed)
+    device = resolve_device(config.device)
+    started = time.perf_counter()
+    epochs = max(validated.best_epoch, 1)
+    all_ratings = dataset.ratings
+    vocab = Vocabulary.build(all_ratings, dataset.movies, config.fields)
+    model = new_model(vocab, dataset, config, float(all_ratings.rating.mean()), device)
+    rows = tensors(encode(all_ratings, vocab, dataset.movies), device)
+    empty = tuple(t[:0] for t in rows)
+    fit_config = dataclasses.replace(config, epochs=epochs)
+    history, _, _ = fit_epochs(
+        model, fit_config, device, engine, rows, empty, progress, batch_progress
+    )
+    fm_seconds = time.perf_counter() - started
+    ranking = fit_ranking_model(all_ratings, vocab, dataset, config, progress)
+    metrics = dict(validated.metrics)
+    metrics["refit"] = {
+        "epochs": epochs,
+        "n_train": len(all_ratings),
+        "train_rmse": history[-1].train_rmse,
+        "fm_seconds": round(fm_seconds, 3),
+        "ranking_seconds": round(ranking.seconds, 3) if ranking is not None else None,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return TrainResult(
+        model.cpu(),
+        vocab,
+        validated.history,
+        validated.best_epoch,
+        metrics,
+        all_ratings,
+        validated.valid_ratings,
+        str(device),
+        ranking,
+        refit=True,
+    )

@@ -1,0 +1,145 @@
+"""The ranking model (fmstore/train/ranking.py): it finds the planted groups, its NumPy path
+(no numba) gives the numba path's answers, and its serving math (whitening, fold-in) is exact."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from planted import GROUPS, group_of_movie, group_of_user, rated_movie_ids, write_planted
+
+from fmstore import artifact
+from fmstore.config import RankingConfig
+from fmstore.features import Vocabulary, encode, ranking_item_features
+from fmstore.serving import implicit_weight, ranking_lambda, whiten_items, whitened_fold_in
+from fmstore.train import ranking_kernels
+from fmstore.train.ranking import fit_ranking
+
+# planted users rate at random: only the confidence in liked movies tells their taste
+CONFIG = RankingConfig(factors=8, reg=0.1, conf_alpha=5.0, iterations=8)
+
+
+@pytest.fixture(scope="module")
+def planted_data(planted_dataset):
+    d = planted_dataset
+    vocab = Vocabulary.build(d.ratings, d.movies, ("user", "movie", "genre", "year"))
+    enc = encode(d.ratings, vocab, d.movies)
+    features, n_features = ranking_item_features(vocab, d.movies)
+    return d, vocab, enc, features, n_features
+
+
+def _fit(planted_data, use_numba, config=CONFIG):
+    d, vocab, enc, features, n_features = planted_data
+    return fit_ranking(
+        enc.user,
+        enc.item,
+        enc.rating,
+        len(vocab.user_ids),
+        len(d.movies),
+        features,
+        n_features,
+        config,
+        use_numba=use_numba,
+    )
+
+
+def test_users_get_their_groups_movies_first(planted_data):
+    d, vocab, enc, _, _ = planted_data
+    model = _fit(planted_data, None)
+    scores = model.scores(np.arange(len(vocab.user_ids)))
+    scores[enc.user, enc.item] = -np.inf  # what they rated
+    top = np.argsort(-scores, axis=1)[:, :3]
+    right = [
+        all(group_of_movie(int(d.movies.movie_id[j])) == group_of_user(int(u)) for j in top[r])
+        for r, u in enumerate(vocab.user_ids)
+    ]
+    assert np.mean(right) >= 0.95
+
+
+@pytest.mark.skipif(not ranking_kernels.available(), reason="numba not installed")
+@pytest.mark.parametrize("item_bias", [False, True])
+def test_numpy_path_gives_the_numba_answer(planted_data, item_bias):
+    config = RankingConfig(factors=8, reg=0.1, conf_alpha=5.0, iterations=4, item_bias=item_bias)
+    with_numba = _fit(planted_data, True, config)
+    without = _fit(planted_data, False, config)
+    for name in ("user_vectors", "item_vectors", "item_scalar", "feature_vectors"):
+        np.testing.assert_allclose(
+            getattr(without, name), getattr(with_numba, name), rtol=1e-4, atol=1e-6
+        )
+
+
+def test_unrated_movies_are_their_features(planted_data):
+    d, *_ = planted_data
+    model = _fit(planted_data, None)
+    # the two unrated Action movies share genre and (maybe) year bucket: nonzero vectors, and the
+    # Action fans rank them above the other groups' unrated movies
+    unrated = [j for j, m in enumerate(d.movies.movie_id) if m not in set(d.ratings.movie_id)]
+    assert np.abs(model.item_vectors[unrated]).sum(1).min() > 0
+
+
+def test_whitened_vectors_and_fold_in_are_the_ranking_models_user_step(planted_data):
+    model = _fit(planted_data, None)
+    c = CONFIG
+    n_items = model.item_vectors.shape[0]
+    lam = ranking_lambda(c.reg, c.alpha0, c.nu, n_items)
+    U = whiten_items(model.item_vectors, c.alpha0, lam).astype(np.float64)
+    R = model.item_vectors.astype(np.float64)
+    A0 = c.alpha0 * R.T @ R + lam * np.eye(R.shape[1])
+    np.testing.assert_allclose(U @ U.T, R @ np.linalg.solve(A0, R.T), rtol=1e-4, atol=1e-8)
+
+    rated, stars = np.array([0, 3, 5]), np.array([5.0, 3.0, 4.5])
+    w = implicit_weight(stars, c.confidence, c.conf_alpha)
+    y = whitened_fold_in(U[rated], w)
+    # the exact user step (with the one-rating L2 the whitening uses), c_i = 0 here
+    A = A0 + (R[rated] * w[:, None]).T @ R[rated]
+    p = np.linalg.solve(A, w @ R[rated])
+    np.testing.assert_allclose(U @ y, R @ p, rtol=1e-4, atol=1e-7)
+
+
+def test_cli_trains_validates_and_refits(tmp_path, fmstore_cli):
+    data = write_planted(tmp_path / "data")
+    small = ["--epochs", "8", "--factors", "8", "--lr", "0.03", "--batch-size", "256"]
+    ranking = ["--ranking-factors", "8", "--ranking-iterations", "4"]
+    result = fmstore_cli(
+        tmp_path / "home", "train", "--data", str(data), *small, *ranking, "--json"
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    manifest = artifact.load_manifest(summary["path"])
+    assert manifest["refit"] is True and manifest["ranking"]["factors"] == 8
+    assert manifest["metrics"]["refit"]["n_train"] == manifest["dataset"]["n_ratings"]
+    assert manifest["metrics"]["refit"]["epochs"] == manifest["metrics"]["best_epoch"]
+    assert "served" in manifest["validation"]["metrics"]
+    assert summary["valid_recall@10"] == manifest["validation"]["metrics"]["served"]["recall@10"]
+    # the published model knows every rating: every user, and their seen movies are all of them
+    seen, _ = artifact.seen_movies(summary["path"], 1)
+    assert len(seen) == 20
+    shown = fmstore_cli(tmp_path / "home", "evaluate")
+    assert shown.returncode == 0, shown.stderr
+    assert "before the refit" in shown.stdout
+
+    no_refit = fmstore_cli(
+        tmp_path / "home2", "train", "--data", str(data), *small, *ranking, "--no-refit", "--json"
+    )
+    manifest = artifact.load_manifest(json.loads(no_refit.stdout)["path"])
+    assert manifest["refit"] is False and "refit" not in manifest["metrics"]
+
+
+@pytest.mark.parametrize("group", range(len(GROUPS)))
+def test_planted_fans_of_a_group_get_it_from_both_methods(planted_data, group):
+    d, *_ = planted_data
+    model = _fit(planted_data, None)
+    col = {int(m): j for j, m in enumerate(d.movies.movie_id)}
+    liked = np.array([col[m] for m in rated_movie_ids(group)[:3]])
+    stars = np.full(3, 5.0)
+    n_items = len(d.movies)
+    lam = ranking_lambda(CONFIG.reg, CONFIG.alpha0, CONFIG.nu, n_items)
+    U = whiten_items(model.item_vectors, CONFIG.alpha0, lam)
+    for scores in (
+        U @ whitened_fold_in(U[liked], implicit_weight(stars)),
+        model.item_vectors @ (stars @ model.item_vectors[liked] / stars.sum()),
+    ):
+        scores[liked] = -np.inf
+        top = np.argsort(-scores)[:6]
+        assert [group_of_movie(int(d.movies.movie_id[j])) for j in top] == [group] * 6
