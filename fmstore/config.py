@@ -93,8 +93,11 @@ class TrainConfig:
     # Defaults chosen on ml-latest-small (seed-0 90/10 split): see benchmarks/quality.py.
     epochs: int = 40
     factors: int = 64
-    lr: float = 0.003
-    batch_size: int = 1024
+    # None: follow the number of training ratings (fmstore.train.defaults.resolve_defaults: 0.003
+    # and 1024 below a million ratings, 0.03 and up to 2^19 above); the run's manifest records the
+    # values chosen and why.
+    lr: float | None = None
+    batch_size: int | None = None
     weight_decay: float = 0.03  # L2 per occurrence of a feature
     prior_reg: float = (
         5.0  # L2 per feature and epoch, spread over its occurrences (train.feature_reg)

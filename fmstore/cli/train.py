@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -20,6 +23,7 @@ from fmstore.cli.app import (
     show_progress,
 )
 from fmstore.config import RankingConfig, TrainConfig
+from fmstore.errors import ConfigError
 
 
 @app.command(
@@ -36,8 +40,16 @@ def train(
         TrainConfig.epochs, help="Most epochs (early stopping may end sooner)."
     ),
     factors: int = typer.Option(TrainConfig.factors, help="Embedding width k."),
-    lr: float = typer.Option(TrainConfig.lr, help="Adam learning rate."),
-    batch_size: int = typer.Option(TrainConfig.batch_size, help="Ratings per step."),
+    lr: Optional[float] = typer.Option(
+        None,
+        help="Adam learning rate [default: follows the data size: 0.003 below 1M training "
+        "ratings, 0.03 above].",
+    ),
+    batch_size: Optional[int] = typer.Option(
+        None,
+        help="Ratings per step [default: follows the data size: 1024 below 1M training "
+        "ratings, up to 524288 above].",
+    ),
     weight_decay: float = typer.Option(
         TrainConfig.weight_decay, help="L2 per occurrence of each weight."
     ),
@@ -83,14 +95,18 @@ def train(
     ranking_iterations: int = typer.Option(
         RankingConfig.iterations, help="Alternating sweeps of the ranking model."
     ),
+    nproc: int = typer.Option(
+        1,
+        help="Processes of a data-parallel run (torch.distributed: gloo on CPU, one GPU each "
+        "with NCCL), as `torchrun --nproc-per-node N -m fmstore train ...` starts them.",
+    ),
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ):
     """Train the rating FM and the ranking model on a dataset, validate, refit, save as a run."""
+    launched = dict(locals())  # the options, for --nproc's processes
     from fmstore import artifact, datasets
-    from fmstore import evaluate as evaluation
     from fmstore.train import check_config, resolve_device
-    from fmstore.train import refit as run_refit
     from fmstore.train import train as run_training
 
     s = settings(home)
@@ -114,46 +130,32 @@ def train(
     )
     check_config(config)  # refuse bad flags before spending time on the data
     resolve_device(config.device)
-    with err.status(f"reading {data}"):
+    if nproc < 1:
+        raise ConfigError(f"--nproc {nproc} must be at least 1")
+    parallel = _join_parallel_run(config.device)
+    rank0 = parallel is None or parallel.rank == 0
+    with err.status(f"reading {data}") if rank0 else contextlib.nullcontext():
+        # also what --nproc checks (one-line errors) and caches for its processes before they start
         dataset = datasets.load_dataset(data, cache_dir=s.home / "cache")
         test = datasets.load_ratings_file(test_ratings, dataset.movies) if test_ratings else None
-    err.print(f"{dataset.name}: {len(dataset.ratings):,} ratings, {len(dataset.movies):,} movies")
-
-    with progress_bar(*_training_columns()) as progress:
-        epochs_task = progress.add_task("training", total=config.epochs)
-        epoch_task = progress.add_task("epoch 1", total=None, unit="ratings")
-        current = {"epoch": 0}
-
-        def report(message: str, done: int, total: int) -> None:
-            progress.update(epochs_task, completed=done, description=message)
-            if not as_json:
-                err.print(message)
-
-        def on_batches(epoch: int, done: int, total: int) -> None:
-            if epoch != current["epoch"]:  # a new epoch: its own bar, rate and ETA
-                current["epoch"] = epoch
-                progress.reset(epoch_task, total=total, description=f"epoch {epoch}")
-            progress.update(epoch_task, completed=done)
-
-        result = run_training(
-            dataset,
-            config,
-            test_ratings=test,
-            progress=report,
-            batch_progress=on_batches if show_progress() else None,
+    if parallel is None and nproc > 1:
+        del dataset, test
+        raise typer.Exit(_launch_processes(launched, nproc))
+    if rank0:
+        err.print(
+            f"{dataset.name}: {len(dataset.ratings):,} ratings, {len(dataset.movies):,} movies"
         )
-        validation = None
-        if len(result.valid_ratings):
-            report("measuring the validation split", config.epochs, config.epochs)
-            validation = evaluation.evaluate_result(result, dataset, config).to_json()
-            served = validation["metrics"].get(evaluation.SERVED)
-            if served:
-                result.metrics["valid_recall@10"] = served["recall@10"]
-                result.metrics["valid_ndcg@10"] = served["ndcg@10"]
-        if config.refit and len(result.valid_ratings):
-            report(f"refitting on every rating ({result.best_epoch} epochs)", 0, config.epochs)
-            batches = on_batches if show_progress() else None
-            result = run_refit(dataset, config, result, progress=report, batch_progress=batches)
+    try:
+        result, validation, config = _train_with_progress(
+            run_training, dataset, config, test, as_json, parallel, quiet=not rank0
+        )
+    finally:
+        if parallel is not None:
+            from fmstore.train import distributed
+
+            distributed.finish()
+    if not rank0:
+        return
     run_dir = artifact.save_run(result, dataset, config, s.runs_dir, validation=validation)
     summary = {"run_id": run_dir.name, "path": str(run_dir), **result.metrics}
     if as_json:
@@ -172,6 +174,56 @@ def train(
             f"run {run_dir.name}: valid RMSE {m['valid_rmse']:.4f} (best epoch {m['best_epoch']}/{m['epochs_run']})"
             f"{test_part}{ranking_part}{refit_part}, {seconds:.1f}s on {result.device}"
         )
+
+
+def _train_with_progress(run_training, dataset, config, test, as_json, parallel, quiet):
+    """train(), then (rank 0) the validation split's served metrics and the refit, with a
+    progress bar on stderr; returns (result, validation, the config as trained). Ranks other than 0 only train."""
+    from fmstore import evaluate as evaluation
+    from fmstore.train import refit as run_refit
+
+    if quiet:
+        return run_training(dataset, config, test_ratings=test, parallel=parallel), None, config
+
+    with progress_bar(*_training_columns()) as progress:
+        epochs_task = progress.add_task("training", total=config.epochs)
+        epoch_task = progress.add_task("epoch 1", total=None, unit="ratings")
+        current = {"epoch": 0}
+
+        def report(message: str, done: int, total: int) -> None:
+            progress.update(epochs_task, completed=done, description=message)
+            if not as_json:
+                err.print(message)
+
+        def on_batches(epoch: int, done: int, total: int) -> None:
+            if epoch != current["epoch"]:  # a new epoch: its own bar, rate and ETA
+                current["epoch"] = epoch
+                progress.reset(epoch_task, total=total, description=f"epoch {epoch}")
+            progress.update(epoch_task, completed=done)
+
+        batches = on_batches if show_progress() else None
+        result = run_training(
+            dataset,
+            config,
+            test_ratings=test,
+            progress=report,
+            batch_progress=batches,
+            parallel=parallel,
+        )
+        config = result.config or config
+        validation = None
+        if len(result.valid_ratings):
+            report("measuring the validation split", config.epochs, config.epochs)
+            validation = evaluation.evaluate_result(result, dataset, config).to_json()
+            served = validation["metrics"].get(evaluation.SERVED)
+            if served:
+                result.metrics["valid_recall@10"] = served["recall@10"]
+                result.metrics["valid_ndcg@10"] = served["ndcg@10"]
+        if config.refit and len(result.valid_ratings):
+            # (a data-parallel run refits in rank 0 alone: the other ranks have finished)
+            report(f"refitting on every rating ({result.best_epoch} epochs)", 0, config.epochs)
+            result = run_refit(dataset, config, result, progress=report, batch_progress=batches)
+    return result, validation, config  # config: batch size and lr as chosen for the data
 
 
 def _training_columns() -> tuple:
@@ -199,3 +251,36 @@ def _training_columns() -> tuple:
         RatingsPerSecond(),
         TimeRemainingColumn(),
     )
+
+
+def _join_parallel_run(device: str):
+    """This process's Parallel when torchrun (or --nproc) started it as one of several, else
+    None."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world_size <= 1:
+        return None
+    from fmstore.train import distributed
+
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    return distributed.init(rank, world_size, local_rank, device)
+
+
+def _launch_processes(options: dict, nproc: int) -> int:
+    """`fmstore train` with the same options as `nproc` processes of one data-parallel run."""
+    from fmstore.train import distributed
+
+    argv = [sys.executable, "-m", "fmstore", "train"]
+    for name, value in options.items():
+        if name in ("nproc", "as_json", "lr_milestones") or value is None:
+            continue
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    for milestone in options["lr_milestones"] or ():
+        argv += ["--lr-milestone", str(milestone)]
+    if options["as_json"]:
+        argv.append("--json")
+    env = dict(os.environ)
+    if options["home"] is None:
+        env.setdefault("FMSTORE_HOME", str(settings(None).home))
+    threads = None if "OMP_NUM_THREADS" in env else distributed.default_threads(nproc)
+    return distributed.launch(argv, nproc, env, threads=threads)

@@ -12,8 +12,9 @@ drift[d] = sum_{j=1..d} lr c r^j over the missed steps (r = b1 / sqrt(b2)), kept
 up to CATCH_UP_EVERY. It ignores eps inside the missed steps (exact when sqrt(s) >> eps), so what
 the model learns is dense Adam's up to that.
 
-Both training engines keep their Adam state here: the torch engine through `gather` / `update`,
-the numba engine by reading and writing these tensors' memory in place.
+Both training engines keep their Adam state here: the torch engine through `dense_update` (every
+row each step, no catch-up needed), the numba engine by reading and writing these tensors' memory
+in place (`gather` / `update` do one sparse step in torch, for tests and callers of single steps).
 """
 
 from __future__ import annotations
@@ -138,3 +139,21 @@ class LazyAdam:
         for full, part in pairs:
             full.index_copy_(0, feats, part)
         self.last.index_fill_(0, feats, self.t)
+
+    # -- every row at once (torch engine) ----------------------------------------------------------
+    @torch.no_grad()
+    def dense_update(self, grad_v, grad_w, grad_w0, step_size: float, bc2_sqrt: float) -> None:
+        """One Adam step of every row (plain dense Adam), in place. Every row must be caught up
+        to the previous step (catch_up_all, or only dense steps since). No host synchronisation."""
+        b1, b2, eps = self.b1, self.b2, self.eps
+        model = self.model
+        steps = (
+            (model.v.data, self.mv, self.sv, grad_v),
+            (model.w.data, self.mw, self.sw, grad_w),
+            (model.w0.data, self.m0, self.s0, grad_w0),
+        )
+        for p, m, s, g in steps:
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            s.mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.addcdiv_(m, s.sqrt().div_(bc2_sqrt).add_(eps), value=-step_size)
+        self.last.fill_(self.t)

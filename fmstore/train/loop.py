@@ -22,7 +22,7 @@ import math
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import numpy as np
 import torch
@@ -34,8 +34,12 @@ from fmstore.errors import ConfigError
 from fmstore.features import EncodedRatings, Vocabulary, encode, item_rows, user_rows
 from fmstore.model import FactorizationMachine
 from fmstore.serving import LINKS, link_inverse
+from fmstore.train.defaults import resolve_defaults
 from fmstore.train.lazy_adam import CATCH_UP_EVERY, LazyAdam
 from fmstore.train.torch_engine import TorchEngine
+
+if TYPE_CHECKING:
+    from fmstore.train.distributed import Parallel
 
 ENGINES = ("auto", "numba", "torch")
 
@@ -66,6 +70,8 @@ class TrainResult:
     device: str
     ranking: object | None = None  # ranking.RankingModel on the same users and movies
     refit: bool = False  # trained on every rating for the validated number of epochs
+    # the config as trained: batch_size and lr filled in (metrics["defaults"] says how)
+    config: TrainConfig | None = None
 
 
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
@@ -92,29 +98,44 @@ def train(
     progress: ProgressFn | None = None,
     engine: str = "auto",
     batch_progress: BatchProgressFn | None = None,
+    parallel: Parallel | None = None,
 ) -> TrainResult:
     """Train on `dataset`. `engine`: auto (numba on CPU when installed, else torch), numba or
     torch (see make_engine). `progress` hears after each epoch, `batch_progress` every few
-    batches within one."""
+    batches within one. `parallel`: this process's place in a data-parallel run
+    (distributed.py); then only rank 0 validates and its result is the one to save."""
     check_config(config)
     torch.manual_seed(config.seed)
     device = resolve_device(config.device)
+    if parallel is not None:
+        device = parallel.device_for(device)
     started = time.perf_counter()
     _release_parser_memory()
 
     train_idx, valid_idx = split_indices(len(dataset.ratings), config.valid_fraction, config.seed)
     train_ratings, valid_ratings = dataset.ratings.take(train_idx), dataset.ratings.take(valid_idx)
     del train_idx, valid_idx
+    config, chosen = resolve_defaults(config, len(train_ratings))
     vocab = Vocabulary.build(train_ratings, dataset.movies, config.fields)
     model = _new_model(vocab, dataset, config, float(train_ratings.rating.mean()), device)
     train_rows = _tensors(encode(train_ratings, vocab, dataset.movies), device)
     valid_rows = _tensors(encode(valid_ratings, vocab, dataset.movies), device)
 
     history, pass_seconds, best_epoch = _fit(
-        model, config, device, engine, train_rows, valid_rows, progress, batch_progress
+        model,
+        config,
+        device,
+        engine,
+        train_rows,
+        valid_rows,
+        progress,
+        batch_progress,
+        parallel,
     )
 
-    valid_rmse, valid_mae = evaluate_rmse_mae(model, *valid_rows)
+    validates = parallel is None or parallel.rank == 0
+    nan = (float("nan"), float("nan"))
+    valid_rmse, valid_mae = evaluate_rmse_mae(model, *valid_rows) if validates else nan
     metrics = {
         "valid_rmse": valid_rmse,
         "valid_mae": valid_mae,
@@ -123,12 +144,17 @@ def train(
         "n_train": len(train_ratings),
         "n_valid": len(valid_ratings),
         "epoch_train_seconds": [round(x, 3) for x in pass_seconds],
+        "defaults": chosen,
     }
-    if test_ratings is not None:
+    if parallel is not None:
+        metrics["distributed"] = parallel.describe(model)
+    if test_ratings is not None and validates:
         test_rows = _tensors(encode(test_ratings, vocab, dataset.movies), device)
         metrics["test_rmse"], metrics["test_mae"] = evaluate_rmse_mae(model, *test_rows)
         metrics["n_test"] = len(test_ratings)
-    ranking = fit_ranking_model(train_ratings, vocab, dataset, config, progress)
+    ranking = (
+        fit_ranking_model(train_ratings, vocab, dataset, config, progress) if validates else None
+    )
     if ranking is not None:
         metrics["ranking_seconds"] = round(ranking.seconds, 3)
     metrics["train_seconds"] = time.perf_counter() - started
@@ -142,6 +168,7 @@ def train(
         valid_ratings,
         str(device),
         ranking,
+        config=config,
     )
 
 
@@ -177,13 +204,27 @@ def _new_model(
 
 
 def _fit(
-    model, config: TrainConfig, device, engine: str, train_rows, valid_rows, progress, on_batches
+    model,
+    config: TrainConfig,
+    device,
+    engine: str,
+    train_rows,
+    valid_rows,
+    progress,
+    on_batches,
+    parallel: Parallel | None = None,
 ):
     """The epochs, stopped early after `patience` epochs without a better valid RMSE; leaves
     `model` with the best epoch's weights. Returns (history, seconds of each training pass,
-    best epoch)."""
+    best epoch). Data-parallel: rank 0 validates and tells the others the RMSE, so that all
+    stop at the same epoch and keep the same weights."""
+    if config.batch_size is None or config.lr is None:  # a caller that did not resolve them
+        config, _ = resolve_defaults(config, len(train_rows[2]))
     optimizer = LazyAdam(model, config.lr)
-    runner = make_engine(engine, model, optimizer, config, device, *train_rows)
+    if parallel is None:
+        runner = make_engine(engine, model, optimizer, config, device, *train_rows)
+    else:
+        runner = parallel.engine(model, optimizer, config, *train_rows)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     n_train, n_valid = len(train_rows[2]), len(valid_rows[2])
 
@@ -204,9 +245,13 @@ def _fit(
         if device.type == "cuda":
             torch.cuda.synchronize()
         pass_seconds.append(time.perf_counter() - t0)
-        valid_rmse, _ = evaluate_rmse_mae(model, *valid_rows)
+        if parallel is None:
+            valid_rmse, _ = evaluate_rmse_mae(model, *valid_rows)
+        else:
+            validated = evaluate_rmse_mae(model, *valid_rows)[0] if parallel.rank == 0 else 0.0
+            valid_rmse = parallel.from_rank0(validated)
         history.append(EpochStats(epoch, train_rmse, valid_rmse, time.perf_counter() - t0, lr))
-        if progress:
+        if progress and (parallel is None or parallel.rank == 0):
             message = f"epoch {epoch}: train {train_rmse:.4f} valid {valid_rmse:.4f}"
             progress(message, epoch, config.epochs)
         if best.stop_after(epoch, valid_rmse, model, always_keep=n_valid == 0):
@@ -331,13 +376,14 @@ def evaluate_rmse_mae(
                 numba_engine.numba.get_num_threads(),
             )
             return math.sqrt(sq / len(ratings)), ab / len(ratings)
-    sq, ab = 0.0, 0.0
+    sums = torch.zeros(2, dtype=torch.float64, device=p.device)  # on the device: one sync
     for s in range(0, len(ratings), chunk):
         u, i = users[s : s + chunk].long(), items[s : s + chunk].long()
         y = model.w0 + b_u[u] + b_i[i] + (p[u] * q[i]).sum(-1)
         err = (model.apply_link(y).clamp(lo, hi) - ratings[s : s + chunk]).double()
-        sq += float(err.square().sum())
-        ab += float(err.abs().sum())
+        sums[0] += err.square().sum()
+        sums[1] += err.abs().sum()
+    sq, ab = sums.tolist()
     return math.sqrt(sq / len(ratings)), ab / len(ratings)
 
 
@@ -349,8 +395,11 @@ def check_config(config: TrainConfig) -> None:
     checks = [
         (config.epochs >= 1, f"--epochs {config.epochs} must be at least 1"),
         (config.factors >= 1, f"--factors {config.factors} must be at least 1"),
-        (config.lr > 0, f"--lr {config.lr} must be positive"),
-        (config.batch_size >= 1, f"--batch-size {config.batch_size} must be at least 1"),
+        (config.lr is None or config.lr > 0, f"--lr {config.lr} must be positive"),
+        (
+            config.batch_size is None or config.batch_size >= 1,
+            f"--batch-size {config.batch_size} must be at least 1",
+        ),
         (config.weight_decay >= 0, f"--weight-decay {config.weight_decay} must not be negative"),
         (config.prior_reg >= 0, f"--prior-reg {config.prior_reg} must not be negative"),
         (config.link in LINKS, f"--link {config.link!r}: use identity or sigmoid"),

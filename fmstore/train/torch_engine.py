@@ -1,13 +1,25 @@
-"""The training step in plain torch index ops: runs on any device; the reference and the GPU path.
+"""The training step in plain torch ops: runs on any device; the reference, the GPU path and the
+data-parallel path (distributed.py).
 
-How the engine is chosen (`loop.make_engine`): on a GPU always this one; on CPU the numba engine
-(numba_engine.py) when numba is installed and the model's user side is exclusive, else this one.
-Both engines have the same shape: `Engine(model, optimizer, reg_scale, batch_size, users, items,
-ratings)`, then `epoch(order, catch_up_every) -> sum of squared errors`, `step(users, items,
-ratings)` for one minibatch and `catch_up_all()`; they learn the same model.
+How the engine is chosen (`loop.make_engine`): on a GPU and under torch.distributed always this
+one; on CPU the numba engine (numba_engine.py) when numba is installed and the model's user side
+is exclusive, else this one. Both engines have the same shape: `Engine(model, optimizer,
+reg_scale, batch_size, users, items, ratings)`, then `epoch(order, catch_up_every) -> sum of
+squared errors`, `step(users, items, ratings)` for one minibatch and `catch_up_all()`; they learn
+the same model.
+
+No host synchronisation inside a step: every buffer has a size fixed by the model (all user rows,
+all item rows, all features), not by what the batch happens to touch, so there is no
+torch.unique, no .item() and no data-dependent shape; a GPU runs an epoch's steps back to back
+and the host waits once, for the epoch's error. The price is a dense Adam update of every feature
+row per step, which is what LazyAdam emulates anyway (rows the batch did not touch take Adam's
+zero-gradient step); with the large batches the defaults pick for large data most rows are
+touched anyway.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
@@ -15,9 +27,12 @@ from fmstore.model import FactorizationMachine
 from fmstore.serving import SIGMOID_SCALE
 from fmstore.train.lazy_adam import LazyAdam
 
+# Sums a flat float tensor over the processes of a data-parallel run, in place (distributed.py).
+AllReduce = Callable[[torch.Tensor], None]
+
 
 class TorchEngine:
-    """One training step on a minibatch, with closed-form FM gradients and `LazyAdam`.
+    """One training step on a minibatch, with closed-form FM gradients and dense Adam.
 
     For a side (user or item) row d with features j, weights x_j: p_d = sum x_j v_j and
     b_d = sum x_j w_j + 1/2 (|p_d|^2 - sum x_j^2 |v_j|^2). With g = dLoss/dy per rating, G_d the
@@ -27,7 +42,15 @@ class TorchEngine:
         dL/dv_j = sum_d [ x_j (G_d + Gb_d p_d) + x_j^2 (a n_d - Gb_d) v_j ]
         dL/dw_j = sum_d [ x_j Gb_d + a n_d x_j^2 w_j ]
 
-    Each distinct row of the batch is computed once (torch.unique), each feature once.
+    The rows of a side are either all its rows (a row the batch did not touch has G_d = Gb_d =
+    n_d = 0 and contributes nothing) or one row per rating (the sums over d are sums over
+    ratings, so they add up the same), whichever is fewer (`_side_rows`); each feature once.
+
+    Data-parallel (`shard=(rank, world_size)`, `all_reduce`): every process walks the same
+    permutation in the same global batches of `batch_size` ratings and takes its contiguous part
+    of each; the gradients are sums over ratings divided by the global batch size, so the sum of
+    the processes' gradients (one all-reduce of one flat buffer per step) is the single-process
+    gradient, and every process applies the same Adam update to the same state.
     """
 
     def __init__(
@@ -39,47 +62,57 @@ class TorchEngine:
         users,
         items,
         ratings,
+        *,
+        shard: tuple[int, int] = (0, 1),
+        all_reduce: AllReduce | None = None,
     ):
         self.model, self.opt, self.reg_scale = model, optimizer, reg_scale
         self.batch_size = batch_size
         self.users, self.items, self.ratings = users, items, ratings
+        self.rank, self.world_size = shard
+        self.all_reduce = all_reduce
+        v = model.v.data
+        n_feat, k = v.shape
+        # One flat buffer: grad v, grad w, grad w0, sum of squared errors (one all-reduce).
+        self.buffer = torch.zeros(n_feat * k + n_feat + 2, dtype=v.dtype, device=v.device)
+        self.grad_v = self.buffer[: n_feat * k].view(n_feat, k)
+        self.grad_w = self.buffer[n_feat * k : n_feat * k + n_feat]
+        self.grad_w0 = self.buffer[-2:-1].view(())
+        self.sse = self.buffer[-1:].view(())
 
     def epoch(self, order: torch.Tensor, catch_up_every: int) -> float:
-        """One pass over the ratings in `order`; returns the sum of squared errors."""
-        sse = torch.zeros((), dtype=torch.float64, device=order.device)
+        """One pass over the ratings in `order` (this process's share of each batch of it);
+        returns the sum of squared errors over all processes. `catch_up_every` is not needed:
+        every step updates every row."""
+        self.opt.catch_up_all()  # (a no-op after this engine's steps; needed after another's)
+        total = torch.zeros((), dtype=torch.float64, device=order.device)
         for s in range(0, len(order), self.batch_size):
             batch = order[s : s + self.batch_size]
-            sse += self.step(self.users[batch], self.items[batch], self.ratings[batch])
-            if self.opt.t % catch_up_every == 0:
-                self.catch_up_all()
-        return float(sse)
+            n = len(batch)
+            mine = batch.tensor_split(self.world_size)[self.rank]
+            total += self.step(self.users[mine], self.items[mine], self.ratings[mine], n)
+        return float(total)  # the one synchronisation of the epoch
 
     def catch_up_all(self) -> None:
         """Bring every row up to the end of the current step (see LazyAdam.catch_up_all)."""
         self.opt.catch_up_all()
 
     @torch.no_grad()
-    def step(self, u, i, r) -> torch.Tensor:
-        """One minibatch of (user row, item row, rating); returns its sum of squared errors (a
-        tensor on the device, so that an epoch synchronises once)."""
+    def step(self, u, i, r, n: int | None = None) -> torch.Tensor:
+        """One minibatch of (user row, item row, rating); `n`: the global batch size (default
+        len(r)). Returns the batch's sum of squared errors over all processes, as a tensor on the
+        device (so that an epoch synchronises once)."""
         model, opt = self.model, self.opt
-        t, step_size, bc2_sqrt = opt.begin_step()
-        n = len(r)
-        du, inv_u, cnt_u = torch.unique(u, return_inverse=True, return_counts=True)
-        di, inv_i, cnt_i = torch.unique(i, return_inverse=True, return_counts=True)
-        iu = model.user_index.index_select(0, du.long())  # features and weights of the rows
-        xu = model.user_weight.index_select(0, du.long())
-        ii = model.item_index.index_select(0, di.long())
-        xi = model.item_weight.index_select(0, di.long())
-        feats, pos = torch.unique(torch.cat([iu.reshape(-1), ii.reshape(-1)]), return_inverse=True)
-        fu, fi = pos[: iu.numel()].view(iu.shape), pos[iu.numel() :].view(ii.shape)
-
-        rows = opt.gather(feats)
-        V, W = rows[0], rows[3]
-        p, b_u = _side(V, W, fu, xu)
-        q, b_i = _side(V, W, fi, xi)
-        p_n, q_n = p.index_select(0, inv_u), q.index_select(0, inv_i)
-        y = model.w0 + b_u.index_select(0, inv_u) + b_i.index_select(0, inv_i) + (p_n * q_n).sum(-1)
+        n = len(r) if n is None else n
+        _, step_size, bc2_sqrt = opt.begin_step()
+        self.buffer.zero_()
+        V, W = model.v.data, model.w.data
+        fu, xu, at_u = _side_rows(model.user_index, model.user_weight, u.long())
+        fi, xi, at_i = _side_rows(model.item_index, model.item_weight, i.long())
+        p, b_u = model.side(fu, xu)
+        q, b_i = model.side(fi, xi)
+        p_n, q_n = p.index_select(0, at_u), q.index_select(0, at_i)
+        y = model.w0 + b_u.index_select(0, at_u) + b_i.index_select(0, at_i) + (p_n * q_n).sum(-1)
         if model.link == "sigmoid":
             s = torch.sigmoid(y)
             pred, dpred = s * SIGMOID_SCALE, s * (1 - s) * SIGMOID_SCALE
@@ -88,33 +121,39 @@ class TorchEngine:
         err = pred - r
         g = 2.0 * err * dpred / n
 
-        grad_v, grad_w = torch.zeros_like(V), torch.zeros_like(W)
-        a_feat = (2.0 / n) * self.reg_scale.index_select(0, feats)
-        for f, x, vec, inv, other, cnt, size in (
-            (fu, xu, p, inv_u, q_n, cnt_u, len(du)),
-            (fi, xi, q, inv_i, p_n, cnt_i, len(di)),
-        ):
+        scale = 2.0 / n
+        sides = ((fu, xu, p, at_u, q_n), (fi, xi, q, at_i, p_n))
+        for f, x, vec, rows, other in sides:
+            size = len(f)
             G = torch.zeros(size, V.shape[1], dtype=V.dtype, device=V.device)
-            G.index_add_(0, inv, other * g[:, None])
-            Gb = torch.zeros(size, dtype=V.dtype, device=V.device).index_add_(0, inv, g)
+            G.index_add_(0, rows, other * g[:, None])
+            Gb = torch.zeros(size, dtype=V.dtype, device=V.device).index_add_(0, rows, g)
+            cnt = torch.zeros(size, dtype=V.dtype, device=V.device)
+            cnt.index_add_(0, rows, torch.ones_like(g))
             H = G + Gb[:, None] * vec  # x_j (G_d + Gb_d p_d): the pairwise part is Gb_d p_d
             x2 = x * x
-            a = a_feat[f]  # [D, W]
-            coef = x2 * (a * cnt[:, None] - Gb[:, None])  # [D, W]
+            a = scale * self.reg_scale[f]  # [rows, width]
+            coef = x2 * (a * cnt[:, None] - Gb[:, None])
             slot_v = x[..., None] * H[:, None, :] + coef[..., None] * V[f]
             slot_w = x * Gb[:, None] + a * cnt[:, None] * x2 * W[f]
-            grad_v.index_add_(0, f.reshape(-1), slot_v.reshape(-1, V.shape[1]))
-            grad_w.index_add_(0, f.reshape(-1), slot_w.reshape(-1))
-        opt.update(feats, rows, grad_v, grad_w, g.sum(), step_size, bc2_sqrt)
+            self.grad_v.index_add_(0, f.reshape(-1), slot_v.reshape(-1, V.shape[1]))
+            self.grad_w.index_add_(0, f.reshape(-1), slot_w.reshape(-1))
+        self.grad_w0.copy_(g.sum())
+        self.sse.copy_(err.square().sum())
+        if self.all_reduce is not None:
+            self.all_reduce(self.buffer)
+        opt.dense_update(self.grad_v, self.grad_w, self.grad_w0, step_size, bc2_sqrt)
         opt.end_step()
-        return err.double().square().sum()
+        return self.sse.double()
 
 
-def _side(V, W, f, x):
-    """(vector, bias) of side rows given their features' positions f [D, width] in V/W."""
-    vx = V[f] * x[..., None]
-    vector = vx.sum(1)
-    bias = (W[f] * x).sum(1)
-    if f.shape[1] > 1:
-        bias = bias + 0.5 * (vector.square().sum(-1) - vx.square().sum((1, 2)))
-    return vector, bias
+def _side_rows(index: torch.Tensor, weight: torch.Tensor, of_ratings: torch.Tensor):
+    """The rows a step computes for one side, as (features, weights, position of each rating's
+    row among them): every row of the side when the batch has more ratings than the side has
+    rows, else one row per rating (a row rated twice is then computed twice, and its gradients
+    add up the same). Either way the sizes depend only on the batch size and the model, never
+    on the values: nothing to synchronise."""
+    if len(of_ratings) >= len(index):
+        return index, weight, of_ratings
+    positions = torch.arange(len(of_ratings), device=of_ratings.device)
+    return index.index_select(0, of_ratings), weight.index_select(0, of_ratings), positions

@@ -1,0 +1,175 @@
+"""Data-parallel training with torch.distributed: several processes (or GPUs) train one model.
+
+Started by `torchrun --nproc-per-node N -m fmstore train ...` or by `fmstore train --nproc N`
+(`launch` below starts the same processes torchrun would, with the same environment variables).
+Each process loads the data, makes the same split, vocabulary and initial model (same seed), and
+walks the same permutation of every epoch in the same global batches, taking its contiguous share
+of each (torch_engine.TorchEngine, `shard`). The gradient of every feature row (the rows the
+batch touched; the others' are zero) is summed over the processes with one all-reduce of one flat
+buffer per step (gloo on CPU, NCCL on GPU), and every process applies the same Adam update to the
+same state, so parameters and Adam state stay identical across ranks (`describe` checks it at the
+end) and the result is the single-process result up to the order of float additions. Only rank 0
+validates; it tells the others the RMSE so that all stop early at the same epoch; only rank 0's
+result is saved (the CLI's job).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from typing import Mapping, Sequence
+
+import torch
+import torch.distributed as dist
+
+from fmstore.config import TrainConfig
+from fmstore.errors import ConfigError
+from fmstore.train.lazy_adam import LazyAdam
+from fmstore.train.loop import feature_reg
+from fmstore.train.torch_engine import TorchEngine
+
+# The environment torchrun gives each process, which `launch` gives too.
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+class Parallel:
+    """This process's place in a data-parallel run (after `init`)."""
+
+    def __init__(self, rank: int, world_size: int, local_rank: int, backend: str):
+        self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
+        self.backend = backend
+
+    def device_for(self, device: torch.device) -> torch.device:
+        """The device of this rank: its own GPU (LOCAL_RANK) on CUDA, else the CPU."""
+        if device.type == "cuda":
+            torch.cuda.set_device(self.local_rank)
+            return torch.device("cuda", self.local_rank)
+        return device
+
+    def engine(self, model, optimizer: LazyAdam, config: TrainConfig, users, items, ratings):
+        """The torch engine on this rank's share of each batch, gradients summed over ranks."""
+        reg_scale = feature_reg(model, users, items, config.weight_decay, config.prior_reg)
+
+        def all_reduce(buffer: torch.Tensor) -> None:
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+
+        return TorchEngine(
+            model,
+            optimizer,
+            reg_scale,
+            config.batch_size,
+            users,
+            items,
+            ratings,
+            shard=(self.rank, self.world_size),
+            all_reduce=all_reduce,
+        )
+
+    def from_rank0(self, value: float) -> float:
+        """Rank 0's `value` on every rank."""
+        device = "cuda" if self.backend == "nccl" else "cpu"
+        t = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.broadcast(t, src=0)
+        return float(t)
+
+    def describe(self, model) -> dict:
+        """World size, backend, and whether every rank ended with the same parameters (a hash of
+        each rank's weights, gathered)."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        hashes: list = [None] * self.world_size
+        dist.all_gather_object(hashes, digest.hexdigest())
+        return {
+            "world_size": self.world_size,
+            "backend": self.backend,
+            "ranks_identical": len(set(hashes)) == 1,
+        }
+
+
+def init(rank: int, world_size: int, local_rank: int, device: str) -> Parallel:
+    """Join the process group (MASTER_ADDR / MASTER_PORT from the environment, as torchrun
+    sets them): NCCL when training on CUDA, gloo otherwise."""
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    backend = "nccl" if use_cuda else "gloo"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend, rank=rank, world_size=world_size)
+    return Parallel(rank, world_size, local_rank, backend)
+
+
+def finish() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def launch(
+    command: Sequence[str],
+    nproc: int,
+    env: Mapping[str, str],
+    threads: int | None = None,
+    poll_seconds: float = 0.2,
+) -> int:
+    """Run `command` as `nproc` processes of one data-parallel job, as torchrun does (RANK,
+    LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set for each; `threads` intra-op threads
+    each); they share this process's stdout and stderr. When one fails the others are stopped.
+    Returns the first non-zero exit status, else 0."""
+    if nproc < 1:
+        raise ConfigError(f"--nproc {nproc} must be at least 1")
+    port = _free_port()
+    procs = []
+    for rank in range(nproc):
+        child_env = dict(env)
+        child_env.update(
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(nproc),
+            LOCAL_WORLD_SIZE=str(nproc),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+        )
+        if threads is not None:
+            child_env["OMP_NUM_THREADS"] = str(threads)
+            child_env["NUMBA_NUM_THREADS"] = str(threads)
+        procs.append(subprocess.Popen(list(command), env=child_env))
+    try:
+        while True:
+            codes = [p.poll() for p in procs]
+            failed = [c for c in codes if c not in (None, 0)]
+            if failed:
+                _stop(procs)
+                return failed[0]
+            if all(c == 0 for c in codes):
+                return 0
+            time.sleep(poll_seconds)
+    except BaseException:
+        _stop(procs)
+        raise
+
+
+def _stop(procs) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def default_threads(nproc: int) -> int:
+    """Intra-op threads per process so that `nproc` processes share the CPUs."""
+    return max(1, (os.cpu_count() or 1) // nproc)
