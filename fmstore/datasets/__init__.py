@@ -7,6 +7,7 @@ One file per job:
   csvtext    the header check and the row -> line-number map behind every one-line error
   validate   ratings.csv, movies.csv and links.csv parsed and checked
   load       load_dataset and load_ratings_file (the public readers)
+  frames     from_frames: the same Dataset from pandas DataFrames (notebooks)
   cache      the binary cache that lets a second load skip parsing and hashing
   download   fetch_dataset: download, verify the md5, unpack
   synth      synthesize: planted-model data shaped like ml-latest
@@ -15,6 +16,7 @@ One file per job:
 
 from fmstore.datasets.cache import CACHE_FORMAT
 from fmstore.datasets.download import DATASET_NAMES, DEFAULT_URL, KNOWN_MD5, fetch_dataset
+from fmstore.datasets.frames import from_frames
 from fmstore.datasets.load import load_dataset, load_ratings_file
 from fmstore.datasets.splits import split_indices
 from fmstore.datasets.synth import synthesize
@@ -54,6 +56,7 @@ __all__ = [
     "Movies",
     "Ratings",
     "fetch_dataset",
+    "from_frames",
     "load_dataset",
     "load_ratings_file",
     "parse_year",
