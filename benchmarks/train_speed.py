@@ -29,9 +29,13 @@ Each measurement runs in its own process, so peak RSS is that step's own:
 The ratio (fmstore ratings/s / notebook ratings/s) is the robust figure on a shared machine:
 both sides see the same load.
 
-Large-batch settings: the defaults of TrainConfig are tuned on ml-latest-small (batch 1024,
-lr 0.003). At ml-latest scale the step is bound by the rows it touches; batches of 2^19 ratings
-touch each row for many ratings at once. --batch-size and --lr set them (defaults 524288, 0.03).
+Batch size and lr: fmstore's defaults, which follow the data size (fmstore/train/defaults.py:
+batch 1024 and lr 0.003 below 1M training ratings, as tuned on ml-latest-small; at ml-latest
+scale batch 2^19 and lr 0.03, since the step is bound by the rows it touches and batches of 2^19
+ratings touch each row for many ratings at once). --batch-size and --lr override them.
+
+--device cuda: the same measurements on the GPU (the torch engine: data and model resident on
+the device, no host synchronisation inside a step; the notebook's recipe on the GPU as well).
 """
 
 from __future__ import annotations
@@ -65,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         "--movies", type=int, help="default: scaled with --ratings from ml-latest's shape"
     )
     ap.add_argument("--factors", type=int, default=120)
-    ap.add_argument("--batch-size", type=int, default=524_288)
-    ap.add_argument("--lr", type=float, default=0.03)
+    ap.add_argument("--batch-size", type=int, help="default: fmstore's (follows the data size)")
+    ap.add_argument("--lr", type=float, help="default: fmstore's (follows the data size)")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--engine", default="auto", help="auto | numba | torch (fmstore's step)")
     ap.add_argument("--notebook-steps", type=int, default=30)
@@ -156,10 +160,8 @@ def child(kind: str, args, data: Path, cache: Path) -> dict:
         str(cache),
         "--factors",
         str(args.factors),
-        "--batch-size",
-        str(args.batch_size),
-        "--lr",
-        str(args.lr),
+        *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
+        *(["--lr", str(args.lr)] if args.lr else []),
         "--epochs",
         str(args.epochs),
         "--engine",
@@ -223,9 +225,11 @@ def child_fmstore(args) -> dict:
         "train_call_seconds": total,
         "n_train": n_train,
         "valid_rmse": result.metrics["valid_rmse"],
-        "batch_size": args.batch_size,
-        "lr": args.lr,
+        "batch_size": result.config.batch_size,
+        "lr": result.config.lr,
+        "chosen": result.metrics["defaults"]["batch_size"]["chosen"],
         "engine": args.engine,
+        "device": result.device,
     }
 
 
@@ -328,7 +332,8 @@ def table(report: dict, args) -> str:
     lines += [
         "| recipe | batch | measured | ratings/s | s per 25M-rating epoch | peak RSS (GiB) |",
         "| --- | ---: | --- | ---: | ---: | ---: |",
-        f"| fmstore (engine {fm['engine']}, lr {fm['lr']}) | {fm['batch_size']:,} | "
+        f"| fmstore (engine {fm['engine']} on {fm['device']}, lr {fm['lr']}"
+        f"{', defaults' if fm['chosen'] else ''}) | {fm['batch_size']:,} | "
         f"{len(fm['epoch_train_seconds'])} epoch(s), best pass {min(fm['epoch_train_seconds']):.2f} s "
         f"(with validation {min(fm['epoch_seconds']):.2f} s) | {fm['ratings_per_s']:,.0f} | "
         f"{EPOCH_RATINGS / fm['ratings_per_s']:.1f} | {fm['peak_rss_gb']:.2f} |",

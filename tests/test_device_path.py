@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from planted import write_planted
 
 from fmstore import datasets
 from fmstore.config import TrainConfig
 from fmstore.train import TorchEngine, numba_engine, train
-from planted import write_planted
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import os
 import sys
 
 import pytest
-
 from planted import write_planted
 
 ML_SMALL = "/work/shared/data/ml-latest-small"
@@ -26,7 +25,14 @@ def test_two_processes_reach_the_single_process_rmse(tmp_path, fmstore_cli):
     one = fmstore_cli(tmp_path / "one", "train", "--data", ML_SMALL, *CONFIG, "--json", timeout=900)
     assert one.returncode == 0, one.stderr
     two = fmstore_cli(
-        tmp_path / "two", "train", "--data", ML_SMALL, *CONFIG, "--nproc", "2", "--json",
+        tmp_path / "two",
+        "train",
+        "--data",
+        ML_SMALL,
+        *CONFIG,
+        "--nproc",
+        "2",
+        "--json",
         timeout=900,
     )
     assert two.returncode == 0, two.stderr

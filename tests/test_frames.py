@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from planted import write_planted
 
 from fmstore import datasets
 from fmstore.config import TrainConfig
 from fmstore.errors import DataError
 from fmstore.train import train
-from planted import write_planted
 
 
 @pytest.fixture(scope="module")

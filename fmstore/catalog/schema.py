@@ -1,5 +1,9 @@
 """The catalog's schema version: Alembic migrations (migrations/ at the repository root) to head.
 
+The migrations are found through the package: an installed wheel carries them as
+fmstore/_migrations (setup.py copies the top-level folder there at build time); a source checkout
+or an editable install reads the top-level migrations/ folder itself.
+
 Alembic is configured in code, not by alembic.ini, so a library caller needs no config file;
 migrations/env.py uses migration_connection() from here for the `alembic` command line too.
 """
@@ -17,7 +21,17 @@ from sqlalchemy.exc import SQLAlchemyError
 from fmstore.catalog.engine import driver_message
 from fmstore.errors import StoreError
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+def _migrations_dir() -> Path:
+    from importlib.resources import files
+
+    packaged = Path(str(files("fmstore") / "_migrations"))
+    if (packaged / "env.py").is_file():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 
 
 def _alembic_config(connection: Any = None) -> Any:
