@@ -140,6 +140,7 @@ def train(
         test = datasets.load_ratings_file(test_ratings, dataset.movies) if test_ratings else None
     if parallel is None and nproc > 1:
         del dataset, test
+        _check_gpus_for(nproc, resolve_device(config.device))
         raise typer.Exit(_launch_processes(launched, nproc))
     if rank0:
         err.print(
@@ -264,6 +265,18 @@ def _join_parallel_run(device: str):
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
     return distributed.init(rank, world_size, local_rank, device)
+
+
+def _check_gpus_for(nproc: int, device) -> None:
+    if device.type != "cuda":
+        return
+    import torch
+
+    if nproc > torch.cuda.device_count():
+        raise ConfigError(
+            f"--nproc {nproc} on CUDA needs one GPU per process, and "
+            f"{torch.cuda.device_count()} are visible; use --nproc {torch.cuda.device_count()}"
+        )
 
 
 def _launch_processes(options: dict, nproc: int) -> int:
