@@ -7,8 +7,8 @@ walks the same permutation of every epoch in the same global batches, taking its
 of each (torch_engine.TorchEngine, `shard`). The gradient of every feature row (the rows the
 batch touched; the others' are zero) is summed over the processes with one all-reduce of one flat
 buffer per step (gloo on CPU, NCCL on GPU), and every process applies the same Adam update to the
-same state, so parameters and Adam state stay identical across ranks (`describe` checks it at the
-end) and the result is the single-process result up to the order of float additions. Only rank 0
+same state, so parameters and Adam state stay identical across ranks (`check_identical`
+compares them at the end) and the result is the single-process result up to the order of float additions. Only rank 0
 validates; it tells the others the RMSE so that all stop early at the same epoch; only rank 0's
 result is saved (the CLI's job).
 """
@@ -76,19 +76,24 @@ class Parallel:
         dist.broadcast(t, src=0)
         return float(t)
 
-    def describe(self, model) -> dict:
-        """World size, backend, and whether every rank ended with the same parameters (a hash of
-        each rank's weights, gathered)."""
+    def check_identical(self, model, optimizer: LazyAdam) -> None:
+        """Gather a hash of each rank's parameters and Adam state (m, s, last step of every
+        row): `describe` reports whether they are all the same."""
         digest = hashlib.sha256()
-        for name, tensor in sorted(model.state_dict().items()):
+        adam = {"mv": optimizer.mv, "sv": optimizer.sv, "mw": optimizer.mw, "sw": optimizer.sw}
+        adam |= {"m0": optimizer.m0, "s0": optimizer.s0, "last": optimizer.last}
+        for name, tensor in sorted((model.state_dict() | adam).items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         hashes: list = [None] * self.world_size
         dist.all_gather_object(hashes, digest.hexdigest())
+        self.identical = len(set(hashes)) == 1
+
+    def describe(self) -> dict:
         return {
             "world_size": self.world_size,
             "backend": self.backend,
-            "ranks_identical": len(set(hashes)) == 1,
+            "ranks_identical": getattr(self, "identical", None),
         }
 
 

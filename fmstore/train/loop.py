@@ -147,7 +147,7 @@ def train(
         "defaults": chosen,
     }
     if parallel is not None:
-        metrics["distributed"] = parallel.describe(model)
+        metrics["distributed"] = parallel.describe()
     if test_ratings is not None and validates:
         test_rows = _tensors(encode(test_ratings, vocab, dataset.movies), device)
         metrics["test_rmse"], metrics["test_mae"] = evaluate_rmse_mae(model, *test_rows)
@@ -256,6 +256,8 @@ def _fit(
             progress(message, epoch, config.epochs)
         if best.stop_after(epoch, valid_rmse, model, always_keep=n_valid == 0):
             break
+    if parallel is not None:
+        parallel.check_identical(model, optimizer)
     del optimizer, runner  # the Adam state: free it before the best weights come back
     model.load_state_dict(best.state)
     return history, pass_seconds, best.epoch
