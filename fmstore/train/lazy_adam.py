@@ -13,8 +13,8 @@ up to CATCH_UP_EVERY. It ignores eps inside the missed steps (exact when sqrt(s)
 the model learns is dense Adam's up to that.
 
 Both training engines keep their Adam state here: the torch engine through `dense_update` (every
-row each step, no catch-up needed), the numba engine by reading and writing these tensors' memory
-in place (`gather` / `update` do one sparse step in torch, for tests and callers of single steps).
+row each step, so no catch-up is needed), the numba engine by reading and writing these tensors'
+memory in place, catching rows up as above.
 """
 
 from __future__ import annotations
@@ -106,39 +106,6 @@ class LazyAdam:
         sv.mul_(d2[:, None])
         mw.mul_(d1)
         sw.mul_(d2)
-
-    # -- the rows of one batch (torch engine) ----------------------------------------------------
-    def gather(self, feats: torch.Tensor):
-        """Current (caught-up) v, w and their Adam state for rows `feats`, as new tensors."""
-        v, w = self.model.v.data, self.model.w.data
-        rows = [
-            v.index_select(0, feats),
-            self.mv.index_select(0, feats),
-            self.sv.index_select(0, feats),
-            w.index_select(0, feats),
-            self.mw.index_select(0, feats),
-            self.sw.index_select(0, feats),
-        ]
-        lag = (self.t - 1 - self.last.index_select(0, feats)).long()  # missed before this step
-        V, Mv, Sv, W, Mw, Sw = rows
-        self._catch_up(lag, V, Mv, Sv, W, Mw, Sw)
-        return rows
-
-    def update(self, feats, rows, grad_v, grad_w, grad_w0, step_size, bc2_sqrt) -> None:
-        """One Adam step of the gathered `rows` (and w0), written back into the full tensors."""
-        V, Mv, Sv, W, Mw, Sw = rows
-        b1, b2, eps = self.b1, self.b2, self.eps
-        w0 = self.model.w0.data
-        steps = ((V, Mv, Sv, grad_v), (W, Mw, Sw, grad_w), (w0, self.m0, self.s0, grad_w0))
-        for p, m, s, g in steps:
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            s.mul_(b2).addcmul_(g, g, value=1 - b2)
-            p.addcdiv_(m, s.sqrt().div_(bc2_sqrt).add_(eps), value=-step_size)
-        v, w = self.model.v.data, self.model.w.data
-        pairs = ((v, V), (self.mv, Mv), (self.sv, Sv), (w, W), (self.mw, Mw), (self.sw, Sw))
-        for full, part in pairs:
-            full.index_copy_(0, feats, part)
-        self.last.index_fill_(0, feats, self.t)
 
     # -- every row at once (torch engine) ----------------------------------------------------------
     @torch.no_grad()
