@@ -287,7 +287,11 @@ def _launch_processes(options: dict, nproc: int) -> int:
     for name, value in options.items():
         if name in ("nproc", "as_json", "lr_milestones") or value is None:
             continue
-        argv += [f"--{name.replace('_', '-')}", str(value)]
+        flag = name.replace("_", "-")
+        if isinstance(value, bool):  # --refit/--no-refit style switches
+            argv.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            argv += [f"--{flag}", str(value)]
     for milestone in options["lr_milestones"] or ():
         argv += ["--lr-milestone", str(milestone)]
     if options["as_json"]:

@@ -1,0 +1,58 @@
+"""Checks before training: a config that cannot work, and the device asked for, refused with a
+message naming the flag."""
+
+from __future__ import annotations
+
+import torch
+
+from fmstore.config import TrainConfig
+from fmstore.errors import ConfigError
+from fmstore.serving import LINKS
+
+
+def check_config(config: TrainConfig) -> None:
+    """Refuse a config that cannot work, with a message naming the flag."""
+    checks = [
+        (config.epochs >= 1, f"--epochs {config.epochs} must be at least 1"),
+        (config.factors >= 1, f"--factors {config.factors} must be at least 1"),
+        (config.lr is None or config.lr > 0, f"--lr {config.lr} must be positive"),
+        (
+            config.batch_size is None or config.batch_size >= 1,
+            f"--batch-size {config.batch_size} must be at least 1",
+        ),
+        (config.weight_decay >= 0, f"--weight-decay {config.weight_decay} must not be negative"),
+        (config.prior_reg >= 0, f"--prior-reg {config.prior_reg} must not be negative"),
+        (config.link in LINKS, f"--link {config.link!r}: use identity or sigmoid"),
+        (
+            0.0 <= config.valid_fraction < 1.0,
+            f"--valid-fraction {config.valid_fraction} must be in [0, 1)",
+        ),
+        (
+            config.ranking_config.factors >= 1,
+            f"--ranking-factors {config.ranking_config.factors} must be at least 1",
+        ),
+        (
+            config.ranking_config.iterations >= 1,
+            f"--ranking-iterations {config.ranking_config.iterations} must be at least 1",
+        ),
+        (
+            config.device in ("auto", "cpu", "cuda"),
+            f"--device {config.device!r}: use auto, cpu or cuda",
+        ),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' | 'cpu' | 'cuda' -> a torch device; ConfigError when CUDA is asked for but absent."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto"
+        )
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r}: use auto, cpu or cuda")
+    return torch.device(name)
