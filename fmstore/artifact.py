@@ -24,6 +24,7 @@ import os
 import platform
 import secrets
 import shutil
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -112,7 +113,9 @@ def save_run(
     the model on its validation split (kept in the manifest, e.g. before a refit)."""
     run_id = run_id or new_run_id()
     final = runs_dir / run_id
-    tmp = runs_dir / f".tmp-{run_id}"
+    remove_stale_temp_runs(runs_dir)
+    # The pid in the name tells a later training whether this folder is still being written.
+    tmp = runs_dir / f"{_TMP_PREFIX}{run_id}@{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -190,6 +193,35 @@ def save_run(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+_TMP_PREFIX = ".tmp-"
+# A temporary run folder without a pid in its name (older versions) counts as stale after this.
+_UNNAMED_TMP_STALE_SECONDS = 3600
+
+
+def remove_stale_temp_runs(runs_dir: Path) -> list[Path]:
+    """Delete the temporary folders of trainings that were killed; returns them. A folder whose
+    writer (the pid in its name) still runs is left alone."""
+    removed = []
+    for path in Path(runs_dir).glob(f"{_TMP_PREFIX}*") if Path(runs_dir).is_dir() else ():
+        if path.is_dir() and _is_stale(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _is_stale(tmp: Path) -> bool:
+    _, at, pid = tmp.name.rpartition("@")
+    if not at or not pid.isdigit():  # no pid: stale once old
+        return time.time() - tmp.stat().st_mtime > _UNNAMED_TMP_STALE_SECONDS
+    try:
+        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, but is another user's
+        return False
+    return int(pid) == os.getpid()
 
 
 def torch_save_safetensors(state: dict, path: Path) -> None:
@@ -278,17 +310,24 @@ def _versions() -> dict:
 # ---- reading -----------------------------------------------------------------------------------
 
 
+# What every manifest has; a run folder missing one of these is corrupt.
+REQUIRED_KEYS = ("run_id", "created_at", "dataset", "config", "metrics", "serving", "files")
+_REQUIRED_SERVING = ("w0", "link", "rating_range")
+
+
 def load_manifest(run_dir: Path, verify: bool = True) -> dict:
-    """The run's manifest; with `verify`, every listed file's sha256 must match."""
+    """The run's manifest, its format and keys checked; with `verify`, every listed file's
+    sha256 must match. A manifest of a newer fmstore is refused, never half understood."""
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
         raise NotFoundError(f"{run_dir}: no {MANIFEST}; not a run folder (see `fmstore runs`)")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         raise DataError(
             f"{path}: unreadable manifest ({exc}); the run folder is corrupt, retrain"
         ) from None
+    _check_manifest(path, manifest)
     if verify:
         for name, expected in manifest.get("files", {}).items():
             file = Path(run_dir) / name
@@ -300,11 +339,45 @@ def load_manifest(run_dir: Path, verify: bool = True) -> dict:
     return manifest
 
 
+def _check_manifest(path: Path, manifest) -> None:
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path}: not a run manifest (a JSON object); the run folder is corrupt")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise DataError(f"{path}: no valid format_version; the run folder is corrupt, retrain")
+    if version > FORMAT_VERSION:
+        raise DataError(
+            f"{path}: format_version {version} is newer than this fmstore reads "
+            f"({FORMAT_VERSION}); upgrade fmstore"
+        )
+    serving = manifest.get("serving") if isinstance(manifest.get("serving"), dict) else {}
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    missing += [f"serving.{key}" for key in _REQUIRED_SERVING if key not in serving]
+    if missing or not isinstance(manifest.get("files"), dict):
+        raise DataError(
+            f"{path}: the manifest lacks {', '.join(missing) or 'a files table'}; "
+            "the run folder is corrupt, retrain"
+        )
+
+
+def _load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """A safetensors file (never a pickle); a damaged one is a one-line DataError."""
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors' SafetensorError, OSError
+        raise DataError(f"{path}: unreadable ({exc}); the run folder is corrupt, retrain") from None
+
+
 def load_serving(run_dir: Path, manifest: dict | None = None) -> ServingArtifact:
     """The run's serving form (movie and user vectors and biases, w0, link) from
     serving.safetensors and the manifest."""
     manifest = manifest or load_manifest(run_dir)
-    arrays = load_file(str(Path(run_dir) / "serving.safetensors"))
+    arrays = _load_arrays(Path(run_dir) / "serving.safetensors")
+    wanted = ("movie_ids", "item_vectors", "item_bias", "user_ids", "user_vectors", "user_bias")
+    if missing := [name for name in wanted if name not in arrays]:
+        raise DataError(
+            f"{run_dir}/serving.safetensors lacks {missing}; the run is corrupt, retrain"
+        )
     serving = manifest["serving"]
     return ServingArtifact(
         run_id=manifest["run_id"],
@@ -344,7 +417,14 @@ def load_ranking(run_dir: Path, manifest: dict | None = None) -> RankingArtifact
 
 def load_movie_rows(run_dir: Path) -> list[dict]:
     """The run's movies.json: one dict per movie (id, title, year, genres, counts) for the catalog."""
-    return json.loads((Path(run_dir) / "movies.json").read_text(encoding="utf-8"))
+    path = Path(run_dir) / "movies.json"
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable ({exc}); the run folder is corrupt, retrain") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise DataError(f"{path}: not a list of movies; the run folder is corrupt, retrain")
+    return rows
 
 
 def seen_movies(run_dir: Path, user_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -353,13 +433,17 @@ def seen_movies(run_dir: Path, user_id: int) -> tuple[np.ndarray, np.ndarray]:
     Reads only that user's slice of the CSR, so it stays fast for ml-latest-sized runs."""
     from safetensors import safe_open
 
-    with safe_open(str(Path(run_dir) / "seen.safetensors"), framework="numpy") as f:
-        user_ids = f.get_tensor("user_ids")
-        row = np.searchsorted(user_ids, user_id)
-        if row >= len(user_ids) or user_ids[row] != user_id:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        start, end = (int(x) for x in f.get_slice("indptr")[row : row + 2])
-        return f.get_slice("movie_ids")[start:end], f.get_slice("ratings")[start:end]
+    path = Path(run_dir) / "seen.safetensors"
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            user_ids = f.get_tensor("user_ids")
+            row = np.searchsorted(user_ids, user_id)
+            if row >= len(user_ids) or user_ids[row] != user_id:
+                return np.zeros(0, np.int64), np.zeros(0, np.float32)
+            start, end = (int(x) for x in f.get_slice("indptr")[row : row + 2])
+            return f.get_slice("movie_ids")[start:end], f.get_slice("ratings")[start:end]
+    except Exception as exc:  # SafetensorError (damaged file, missing tensor), OSError
+        raise DataError(f"{path}: unreadable ({exc}); the run folder is corrupt, retrain") from None
 
 
 def load_model(run_dir: Path, manifest: dict | None = None):
@@ -370,7 +454,12 @@ def load_model(run_dir: Path, manifest: dict | None = None):
     from fmstore.model import FactorizationMachine
 
     manifest = manifest or load_manifest(run_dir)
-    state = load_torch(str(Path(run_dir) / "model.safetensors"))
+    try:
+        state = load_torch(str(Path(run_dir) / "model.safetensors"))
+    except Exception as exc:  # SafetensorError, OSError
+        raise DataError(
+            f"{run_dir}/model.safetensors: unreadable ({exc}); the run folder is corrupt, retrain"
+        ) from None
     config = manifest["config"]
     model = FactorizationMachine(
         state["v"].shape[0],
@@ -385,7 +474,8 @@ def load_model(run_dir: Path, manifest: dict | None = None):
 
 
 def list_runs(runs_dir: Path) -> list[dict]:
-    """Manifests of all runs (unverified, for listing), oldest first."""
+    """Manifests of all runs (unverified, for listing), oldest first. A run folder whose manifest
+    cannot be read is listed too, as {"run_id", "path", "created_at", "error"}: never hidden."""
     if not Path(runs_dir).is_dir():
         return []
     manifests = []
@@ -394,15 +484,26 @@ def list_runs(runs_dir: Path) -> list[dict]:
             continue
         try:
             manifests.append(load_manifest(path, verify=False) | {"path": str(path)})
-        except DataError:
-            continue
-    return sorted(manifests, key=lambda m: (m.get("created_at", ""), m["run_id"]))
+        except DataError as exc:
+            modified = datetime.fromtimestamp((path / MANIFEST).stat().st_mtime, timezone.utc)
+            created = modified.isoformat(timespec="seconds")
+            manifests.append(
+                {"run_id": path.name, "path": str(path), "created_at": created, "error": str(exc)}
+            )
+    return sorted(manifests, key=lambda m: (str(m.get("created_at", "")), str(m["run_id"])))
 
 
 def resolve_run(runs_dir: Path, run_id: str | None) -> Path:
-    """Folder of `run_id`, or of the latest run when None."""
+    """Folder of `run_id` (a name inside runs_dir, never a path out of it), or of the latest run
+    when None; a latest run that cannot be read is refused, never skipped for an older one."""
     if run_id:
         path = Path(runs_dir) / run_id
+        inside = Path(runs_dir).resolve()
+        if Path(run_id).name != run_id or run_id in (".", "..") or path.resolve().parent != inside:
+            raise NotFoundError(
+                f"run {run_id!r}: give a run id from `fmstore runs`, not a path "
+                f"(runs live in {runs_dir})"
+            )
         if not (path / MANIFEST).is_file():
             raise NotFoundError(f"no run {run_id!r} in {runs_dir}; `fmstore runs` lists them")
         return path
@@ -410,5 +511,10 @@ def resolve_run(runs_dir: Path, run_id: str | None) -> Path:
     if not runs:
         raise NotFoundError(
             f"no runs in {runs_dir}; train one first with `fmstore train --data PATH`"
+        )
+    if "error" in runs[-1]:
+        raise DataError(
+            f"the newest run {runs[-1]['run_id']} is unreadable, so there is no latest run to "
+            f"use: {runs[-1]['error']}; name a run (`fmstore runs` lists them) or remove it"
         )
     return Path(runs[-1]["path"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import List, Optional
 
@@ -11,15 +12,19 @@ from fmstore.cli.app import (
     HomeOpt,
     JsonOpt,
     app,
+    check_home,
     err,
     example,
     out,
     print_json,
     progress_bar,
+    safe,
     settings,
     show_progress,
+    warn,
 )
 from fmstore.config import RankingConfig, TrainConfig
+from fmstore.errors import EnvError
 
 
 @app.command(
@@ -113,11 +118,16 @@ def train(
         ranking_config=RankingConfig(factors=ranking_factors, iterations=ranking_iterations),
     )
     check_config(config)  # refuse bad flags before spending time on the data
-    resolve_device(config.device)
-    with err.status(f"reading {data}"):
+    device_name = resolve_device(config.device)
+    check_home(s, write=True)  # an unwritable home must not cost a whole training
+    with err.status(f"reading {safe(data)}"):
         dataset = datasets.load_dataset(data, cache_dir=s.home / "cache")
         test = datasets.load_ratings_file(test_ratings, dataset.movies) if test_ratings else None
-    err.print(f"{dataset.name}: {len(dataset.ratings):,} ratings, {len(dataset.movies):,} movies")
+    _check_memory(dataset, config, str(device_name))
+    err.print(
+        f"{safe(dataset.name)}: {len(dataset.ratings):,} ratings, {len(dataset.movies):,} movies",
+        markup=False,
+    )
 
     with progress_bar(*_training_columns()) as progress:
         epochs_task = progress.add_task("training", total=config.epochs)
@@ -135,13 +145,21 @@ def train(
                 progress.reset(epoch_task, total=total, description=f"epoch {epoch}")
             progress.update(epoch_task, completed=done)
 
-        result = run_training(
-            dataset,
-            config,
-            test_ratings=test,
-            progress=report,
-            batch_progress=on_batches if show_progress() else None,
-        )
+        try:
+            result = run_training(
+                dataset,
+                config,
+                test_ratings=test,
+                progress=report,
+                batch_progress=on_batches if show_progress() else None,
+            )
+        except RuntimeError as exc:  # torch's allocator: "can't allocate memory", CUDA OOM
+            if "out of memory" in str(exc) or "allocate" in str(exc):
+                raise EnvError(
+                    f"out of memory training {config.factors} factors on {device_name}: "
+                    "use fewer --factors or a smaller --batch-size"
+                ) from None
+            raise
         validation = None
         if len(result.valid_ratings):
             report("measuring the validation split", config.epochs, config.epochs)
@@ -155,6 +173,12 @@ def train(
             batches = on_batches if show_progress() else None
             result = run_refit(dataset, config, result, progress=report, batch_progress=batches)
     run_dir = artifact.save_run(result, dataset, config, s.runs_dir, validation=validation)
+    if not math.isfinite(result.metrics.get("valid_rmse", math.nan)):
+        warn(
+            f"run {run_dir.name} has no validation ratings (--valid-fraction "
+            f"{config.valid_fraction:g}): its valid RMSE is undefined and early stopping never "
+            "applied; judge it with `fmstore evaluate --test-ratings FILE`"
+        )
     summary = {"run_id": run_dir.name, "path": str(run_dir), **result.metrics}
     if as_json:
         print_json(summary)
@@ -199,3 +223,39 @@ def _training_columns() -> tuple:
         RatingsPerSecond(),
         TimeRemainingColumn(),
     )
+
+
+# Weights, their gradients and Adam's two moments, in float32; half of what is free is the most
+# a training may plan on (activations, the data and the OS need the rest).
+_BYTES_PER_WEIGHT = 4 * 4
+
+
+def _check_memory(dataset, config: TrainConfig, device: str) -> None:
+    """Refuse, before allocating, an embedding table that cannot fit in memory (exit 3)."""
+    n_features = (
+        len(set(dataset.ratings.user_id.tolist())) + len(dataset.movies) + 1_000
+    )  # + genres and years, generously
+    need = n_features * (config.factors + 1) * _BYTES_PER_WEIGHT
+    free = _free_memory(device)
+    if free is not None and need > free // 2:
+        raise EnvError(
+            f"out of memory: --factors {config.factors} needs about {need / 2**30:,.1f} GiB for "
+            f"{n_features:,} features on {device}, {free / 2**30:,.1f} GiB are free; "
+            "use fewer --factors"
+        )
+
+
+def _free_memory(device: str) -> int | None:
+    """Bytes free on the device (GPU memory, or the machine's available memory); None unknown."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
