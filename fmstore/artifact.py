@@ -24,7 +24,6 @@ import os
 import platform
 import secrets
 import shutil
-import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,9 +33,18 @@ from safetensors.numpy import load_file, save_file
 
 from fmstore import __version__
 from fmstore.errors import DataError, NotFoundError
+from fmstore.runfolder import (
+    FORMAT_VERSION,
+    SERVING_ARRAYS,
+    TMP_PREFIX,
+    check_manifest,
+    check_run_name,
+    load_arrays,
+    remove_stale_temp_runs,
+    unreadable_run,
+)
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -115,7 +123,7 @@ def save_run(
     final = runs_dir / run_id
     remove_stale_temp_runs(runs_dir)
     # The pid in the name tells a later training whether this folder is still being written.
-    tmp = runs_dir / f"{_TMP_PREFIX}{run_id}@{os.getpid()}"
+    tmp = runs_dir / f"{TMP_PREFIX}{run_id}@{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -193,35 +201,6 @@ def save_run(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
-
-
-_TMP_PREFIX = ".tmp-"
-# A temporary run folder without a pid in its name (older versions) counts as stale after this.
-_UNNAMED_TMP_STALE_SECONDS = 3600
-
-
-def remove_stale_temp_runs(runs_dir: Path) -> list[Path]:
-    """Delete the temporary folders of trainings that were killed; returns them. A folder whose
-    writer (the pid in its name) still runs is left alone."""
-    removed = []
-    for path in Path(runs_dir).glob(f"{_TMP_PREFIX}*") if Path(runs_dir).is_dir() else ():
-        if path.is_dir() and _is_stale(path):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
-def _is_stale(tmp: Path) -> bool:
-    _, at, pid = tmp.name.rpartition("@")
-    if not at or not pid.isdigit():  # no pid: stale once old
-        return time.time() - tmp.stat().st_mtime > _UNNAMED_TMP_STALE_SECONDS
-    try:
-        os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return True
-    except OSError:  # it exists, but is another user's
-        return False
-    return int(pid) == os.getpid()
 
 
 def torch_save_safetensors(state: dict, path: Path) -> None:
@@ -310,11 +289,6 @@ def _versions() -> dict:
 # ---- reading -----------------------------------------------------------------------------------
 
 
-# What every manifest has; a run folder missing one of these is corrupt.
-REQUIRED_KEYS = ("run_id", "created_at", "dataset", "config", "metrics", "serving", "files")
-_REQUIRED_SERVING = ("w0", "link", "rating_range")
-
-
 def load_manifest(run_dir: Path, verify: bool = True) -> dict:
     """The run's manifest, its format and keys checked; with `verify`, every listed file's
     sha256 must match. A manifest of a newer fmstore is refused, never half understood."""
@@ -327,7 +301,7 @@ def load_manifest(run_dir: Path, verify: bool = True) -> dict:
         raise DataError(
             f"{path}: unreadable manifest ({exc}); the run folder is corrupt, retrain"
         ) from None
-    _check_manifest(path, manifest)
+    check_manifest(path, manifest)
     if verify:
         for name, expected in manifest.get("files", {}).items():
             file = Path(run_dir) / name
@@ -339,45 +313,11 @@ def load_manifest(run_dir: Path, verify: bool = True) -> dict:
     return manifest
 
 
-def _check_manifest(path: Path, manifest) -> None:
-    if not isinstance(manifest, dict):
-        raise DataError(f"{path}: not a run manifest (a JSON object); the run folder is corrupt")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise DataError(f"{path}: no valid format_version; the run folder is corrupt, retrain")
-    if version > FORMAT_VERSION:
-        raise DataError(
-            f"{path}: format_version {version} is newer than this fmstore reads "
-            f"({FORMAT_VERSION}); upgrade fmstore"
-        )
-    serving = manifest.get("serving") if isinstance(manifest.get("serving"), dict) else {}
-    missing = [key for key in REQUIRED_KEYS if key not in manifest]
-    missing += [f"serving.{key}" for key in _REQUIRED_SERVING if key not in serving]
-    if missing or not isinstance(manifest.get("files"), dict):
-        raise DataError(
-            f"{path}: the manifest lacks {', '.join(missing) or 'a files table'}; "
-            "the run folder is corrupt, retrain"
-        )
-
-
-def _load_arrays(path: Path) -> dict[str, np.ndarray]:
-    """A safetensors file (never a pickle); a damaged one is a one-line DataError."""
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # safetensors' SafetensorError, OSError
-        raise DataError(f"{path}: unreadable ({exc}); the run folder is corrupt, retrain") from None
-
-
 def load_serving(run_dir: Path, manifest: dict | None = None) -> ServingArtifact:
     """The run's serving form (movie and user vectors and biases, w0, link) from
     serving.safetensors and the manifest."""
     manifest = manifest or load_manifest(run_dir)
-    arrays = _load_arrays(Path(run_dir) / "serving.safetensors")
-    wanted = ("movie_ids", "item_vectors", "item_bias", "user_ids", "user_vectors", "user_bias")
-    if missing := [name for name in wanted if name not in arrays]:
-        raise DataError(
-            f"{run_dir}/serving.safetensors lacks {missing}; the run is corrupt, retrain"
-        )
+    arrays = load_arrays(Path(run_dir) / "serving.safetensors", SERVING_ARRAYS)
     serving = manifest["serving"]
     return ServingArtifact(
         run_id=manifest["run_id"],
@@ -485,11 +425,7 @@ def list_runs(runs_dir: Path) -> list[dict]:
         try:
             manifests.append(load_manifest(path, verify=False) | {"path": str(path)})
         except DataError as exc:
-            modified = datetime.fromtimestamp((path / MANIFEST).stat().st_mtime, timezone.utc)
-            created = modified.isoformat(timespec="seconds")
-            manifests.append(
-                {"run_id": path.name, "path": str(path), "created_at": created, "error": str(exc)}
-            )
+            manifests.append(unreadable_run(path, MANIFEST, exc))
     return sorted(manifests, key=lambda m: (str(m.get("created_at", "")), str(m["run_id"])))
 
 
@@ -497,13 +433,7 @@ def resolve_run(runs_dir: Path, run_id: str | None) -> Path:
     """Folder of `run_id` (a name inside runs_dir, never a path out of it), or of the latest run
     when None; a latest run that cannot be read is refused, never skipped for an older one."""
     if run_id:
-        path = Path(runs_dir) / run_id
-        inside = Path(runs_dir).resolve()
-        if Path(run_id).name != run_id or run_id in (".", "..") or path.resolve().parent != inside:
-            raise NotFoundError(
-                f"run {run_id!r}: give a run id from `fmstore runs`, not a path "
-                f"(runs live in {runs_dir})"
-            )
+        path = check_run_name(runs_dir, run_id)
         if not (path / MANIFEST).is_file():
             raise NotFoundError(f"no run {run_id!r} in {runs_dir}; `fmstore runs` lists them")
         return path

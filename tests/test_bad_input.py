@@ -101,7 +101,7 @@ def test_control_characters_are_never_printed_raw(tmp_path, fmstore_cli):
     assert fmstore_cli(home, "train", "--data", str(data), "--epochs", "2").returncode == 0
     assert fmstore_cli(home, "publish").returncode == 0
     table = fmstore_cli(home, "query", "--movie-id", "1", "--min-ratings", "0")
-    as_json = fmstore_cli(home, "query", "--movie-id", "2", "--min-ratings", "0", "--json")
+    as_json = fmstore_cli(home, "query", "--movie-id", "1", "--min-ratings", "0", "--json")
     missing = fmstore_cli(home, "query", "--movie", "\x1b[2J nothing like it")
     for result in (table, as_json, missing):
         shown = result.stdout + result.stderr
