@@ -33,9 +33,18 @@ from safetensors.numpy import load_file, save_file
 
 from fmstore import __version__
 from fmstore.errors import DataError, NotFoundError
+from fmstore.runfolder import (
+    FORMAT_VERSION,
+    SERVING_ARRAYS,
+    TMP_PREFIX,
+    check_manifest,
+    check_run_name,
+    load_arrays,
+    remove_stale_temp_runs,
+    unreadable_run,
+)
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -112,7 +121,9 @@ def save_run(
     the model on its validation split (kept in the manifest, e.g. before a refit)."""
     run_id = run_id or new_run_id()
     final = runs_dir / run_id
-    tmp = runs_dir / f".tmp-{run_id}"
+    remove_stale_temp_runs(runs_dir)
+    # The pid in the name tells a later training whether this folder is still being written.
+    tmp = runs_dir / f"{TMP_PREFIX}{run_id}@{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -279,16 +290,18 @@ def _versions() -> dict:
 
 
 def load_manifest(run_dir: Path, verify: bool = True) -> dict:
-    """The run's manifest; with `verify`, every listed file's sha256 must match."""
+    """The run's manifest, its format and keys checked; with `verify`, every listed file's
+    sha256 must match. A manifest of a newer fmstore is refused, never half understood."""
     path = Path(run_dir) / MANIFEST
     if not path.is_file():
         raise NotFoundError(f"{run_dir}: no {MANIFEST}; not a run folder (see `fmstore runs`)")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         raise DataError(
             f"{path}: unreadable manifest ({exc}); the run folder is corrupt, retrain"
         ) from None
+    check_manifest(path, manifest)
     if verify:
         for name, expected in manifest.get("files", {}).items():
             file = Path(run_dir) / name
@@ -304,7 +317,7 @@ def load_serving(run_dir: Path, manifest: dict | None = None) -> ServingArtifact
     """The run's serving form (movie and user vectors and biases, w0, link) from
     serving.safetensors and the manifest."""
     manifest = manifest or load_manifest(run_dir)
-    arrays = load_file(str(Path(run_dir) / "serving.safetensors"))
+    arrays = load_arrays(Path(run_dir) / "serving.safetensors", SERVING_ARRAYS)
     serving = manifest["serving"]
     return ServingArtifact(
         run_id=manifest["run_id"],
@@ -344,7 +357,14 @@ def load_ranking(run_dir: Path, manifest: dict | None = None) -> RankingArtifact
 
 def load_movie_rows(run_dir: Path) -> list[dict]:
     """The run's movies.json: one dict per movie (id, title, year, genres, counts) for the catalog."""
-    return json.loads((Path(run_dir) / "movies.json").read_text(encoding="utf-8"))
+    path = Path(run_dir) / "movies.json"
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable ({exc}); the run folder is corrupt, retrain") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise DataError(f"{path}: not a list of movies; the run folder is corrupt, retrain")
+    return rows
 
 
 def seen_movies(run_dir: Path, user_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -353,13 +373,17 @@ def seen_movies(run_dir: Path, user_id: int) -> tuple[np.ndarray, np.ndarray]:
     Reads only that user's slice of the CSR, so it stays fast for ml-latest-sized runs."""
     from safetensors import safe_open
 
-    with safe_open(str(Path(run_dir) / "seen.safetensors"), framework="numpy") as f:
-        user_ids = f.get_tensor("user_ids")
-        row = np.searchsorted(user_ids, user_id)
-        if row >= len(user_ids) or user_ids[row] != user_id:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        start, end = (int(x) for x in f.get_slice("indptr")[row : row + 2])
-        return f.get_slice("movie_ids")[start:end], f.get_slice("ratings")[start:end]
+    path = Path(run_dir) / "seen.safetensors"
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            user_ids = f.get_tensor("user_ids")
+            row = np.searchsorted(user_ids, user_id)
+            if row >= len(user_ids) or user_ids[row] != user_id:
+                return np.zeros(0, np.int64), np.zeros(0, np.float32)
+            start, end = (int(x) for x in f.get_slice("indptr")[row : row + 2])
+            return f.get_slice("movie_ids")[start:end], f.get_slice("ratings")[start:end]
+    except Exception as exc:  # SafetensorError (damaged file, missing tensor), OSError
+        raise DataError(f"{path}: unreadable ({exc}); the run folder is corrupt, retrain") from None
 
 
 def load_model(run_dir: Path, manifest: dict | None = None):
@@ -370,7 +394,12 @@ def load_model(run_dir: Path, manifest: dict | None = None):
     from fmstore.model import FactorizationMachine
 
     manifest = manifest or load_manifest(run_dir)
-    state = load_torch(str(Path(run_dir) / "model.safetensors"))
+    try:
+        state = load_torch(str(Path(run_dir) / "model.safetensors"))
+    except Exception as exc:  # SafetensorError, OSError
+        raise DataError(
+            f"{run_dir}/model.safetensors: unreadable ({exc}); the run folder is corrupt, retrain"
+        ) from None
     config = manifest["config"]
     model = FactorizationMachine(
         state["v"].shape[0],
@@ -385,7 +414,8 @@ def load_model(run_dir: Path, manifest: dict | None = None):
 
 
 def list_runs(runs_dir: Path) -> list[dict]:
-    """Manifests of all runs (unverified, for listing), oldest first."""
+    """Manifests of all runs (unverified, for listing), oldest first. A run folder whose manifest
+    cannot be read is listed too, as {"run_id", "path", "created_at", "error"}: never hidden."""
     if not Path(runs_dir).is_dir():
         return []
     manifests = []
@@ -394,15 +424,16 @@ def list_runs(runs_dir: Path) -> list[dict]:
             continue
         try:
             manifests.append(load_manifest(path, verify=False) | {"path": str(path)})
-        except DataError:
-            continue
-    return sorted(manifests, key=lambda m: (m.get("created_at", ""), m["run_id"]))
+        except DataError as exc:
+            manifests.append(unreadable_run(path, MANIFEST, exc))
+    return sorted(manifests, key=lambda m: (str(m.get("created_at", "")), str(m["run_id"])))
 
 
 def resolve_run(runs_dir: Path, run_id: str | None) -> Path:
-    """Folder of `run_id`, or of the latest run when None."""
+    """Folder of `run_id` (a name inside runs_dir, never a path out of it), or of the latest run
+    when None; a latest run that cannot be read is refused, never skipped for an older one."""
     if run_id:
-        path = Path(runs_dir) / run_id
+        path = check_run_name(runs_dir, run_id)
         if not (path / MANIFEST).is_file():
             raise NotFoundError(f"no run {run_id!r} in {runs_dir}; `fmstore runs` lists them")
         return path
@@ -410,5 +441,10 @@ def resolve_run(runs_dir: Path, run_id: str | None) -> Path:
     if not runs:
         raise NotFoundError(
             f"no runs in {runs_dir}; train one first with `fmstore train --data PATH`"
+        )
+    if "error" in runs[-1]:
+        raise DataError(
+            f"the newest run {runs[-1]['run_id']} is unreadable, so there is no latest run to "
+            f"use: {runs[-1]['error']}; name a run (`fmstore runs` lists them) or remove it"
         )
     return Path(runs[-1]["path"])

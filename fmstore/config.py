@@ -7,9 +7,13 @@ the environment. Library code receives a Settings or explicit paths/clients as a
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
+from urllib.parse import parse_qsl, urlsplit
+
+from fmstore.errors import EnvError
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,22 @@ class Settings:
             movies_collection=env.get("FMSTORE_MOVIES_COLLECTION", "movies"),
             users_collection=env.get("FMSTORE_USERS_COLLECTION", "users"),
         )
+
+    def check(self) -> "Settings":
+        """Refuse a malformed Qdrant or catalog URL in one line (EnvError, exit 3), before any
+        work and without echoing a password; returns self."""
+        if self.qdrant_url:
+            check_qdrant_url(self.qdrant_url)
+        if self.database_url:
+            check_database_url(self.database_url)
+        return self
+
+    def secrets(self) -> list[str]:
+        """Every secret these settings hold, for masking in messages."""
+        found = [self.qdrant_api_key] if self.qdrant_api_key else []
+        for url in (self.qdrant_url, self.database_url):
+            found += url_secrets(url or "")
+        return found
 
     @property
     def runs_dir(self) -> Path:
@@ -138,3 +158,96 @@ class TrainConfig:
         if isinstance(kwargs.get("ranking_config"), Mapping):
             kwargs["ranking_config"] = RankingConfig.from_dict(kwargs["ranking_config"])
         return cls(**kwargs)
+
+
+# ---- URLs: checked before use, never printed with their secrets ---------------------------------
+
+# Query parameters whose values are secrets (…?api_key=…, …?password=…).
+_SECRET_PARAMS = re.compile(r"(?i)(api[-_]?key|apikey|password|passwd|pwd|secret|token)")
+# scheme://user:password@ and ?name=value pairs, anywhere in a text.
+_USERINFO = re.compile(
+    r"(?P<head>(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,30}://)(?P<userinfo>[^/@\s]*)@"
+)
+_SECRET_QUERY = re.compile(
+    r"(?P<name>[?&;](?:api[-_]?key|apikey|password|passwd|pwd|secret|token)=)(?P<value>[^&#\s]*)",
+    re.I,
+)
+
+
+def mask_secrets(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with every URL's password (user:***@), secret query values and the given secret
+    strings replaced by ***."""
+    for secret in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    text = _USERINFO.sub(_mask_userinfo, text)
+    return _SECRET_QUERY.sub(lambda m: m["name"] + "***", text)
+
+
+def _mask_userinfo(match: re.Match) -> str:
+    user, colon, _ = match["userinfo"].partition(":")
+    return f"{match['head']}{user}{':***' if colon else ''}@"
+
+
+def url_secrets(url: str) -> list[str]:
+    """The password and secret query values of a URL (parsed leniently: a malformed URL too)."""
+    found = []
+    for match in _USERINFO.finditer(url):
+        password = match["userinfo"].partition(":")[2]
+        if password:
+            found.append(password)
+    found += [m["value"] for m in _SECRET_QUERY.finditer(url) if m["value"]]
+    return found
+
+
+def _split(url: str, what: str):
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a port that is not a number in 0..65535)
+    except ValueError as exc:
+        reason = "its port is not a number from 1 to 65535" if "port" in str(exc) else exc
+        raise EnvError(f"{what} {mask_secrets(url)!r} is malformed: {reason}") from None
+    if parts.port == 0:
+        raise EnvError(f"{what} {mask_secrets(url)!r}: port 0 is not a port")
+    return parts
+
+
+def check_qdrant_url(url: str) -> None:
+    """Refuse (EnvError) a Qdrant URL that is not http(s)://host[:port], or carries its key."""
+    what = "FMSTORE_QDRANT_URL (or --qdrant-url)"
+    if url.strip() == ":memory:":
+        raise EnvError(
+            f"{what} ':memory:' would serve nothing that lasts; the embedded store is the "
+            "default: unset it, or give a server's http(s)://host:port"
+        )
+    parts = _split(url, what)
+    if parts.scheme not in ("http", "https"):
+        raise EnvError(
+            f"{what} {mask_secrets(url)!r}: use http://host:port or https://host:port "
+            f"(scheme {parts.scheme or 'missing'!r})"
+        )
+    if not parts.hostname:
+        raise EnvError(f"{what} {mask_secrets(url)!r} names no host")
+    for name, _ in parse_qsl(parts.query):
+        if _SECRET_PARAMS.search(name):
+            raise EnvError(f"{what}: put the API key in FMSTORE_QDRANT_API_KEY, not in the URL")
+
+
+def check_database_url(url: str) -> None:
+    """Refuse (EnvError) a catalog URL that is not SQLite or Postgres with a numeric port."""
+    what = "FMSTORE_DATABASE_URL (or --database-url)"
+    parts = _split(url, what)
+    scheme = parts.scheme.split("+")[0]
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise EnvError(
+            f"{what} {mask_secrets(url)!r}: the catalog is SQLite or Postgres "
+            "(sqlite:///PATH or postgresql://user@host:port/db)"
+        )
+    if scheme != "sqlite" and not parts.hostname and "host=" not in parts.query:
+        raise EnvError(f"{what} {mask_secrets(url)!r} names no host")
+
+
+def insecure_api_key(settings: Settings) -> bool:
+    """An API key that would travel over plain http to another machine."""
+    if not (settings.qdrant_api_key and settings.qdrant_url):
+        return False
+    return urlsplit(settings.qdrant_url).scheme == "http"

@@ -1,7 +1,13 @@
 """User-facing errors.
 
 Every error a user can cause or fix is an FmstoreError whose message is one line saying what is
-wrong and what to do. The CLI prints that line and exits 2; nothing else reaches a user.
+wrong and what to do. The CLI prints that line (secrets masked, control characters escaped, long
+values clipped) and exits with the error's `exit_code`:
+
+    2  input: a flag, an argument, a data or ratings file, a run folder, a title or id not found
+    3  environment: an FMSTORE_* setting (or its flag), the home folder, the database or Qdrant
+       (unreachable, refusing, in use), memory, disk, the terminal's encoding
+    1  a bug (an "internal error"); 130 interrupted
 """
 
 
@@ -27,7 +33,14 @@ class AmbiguousError(FmstoreError):
     """A title matches several movies; the message lists them."""
 
 
-class StoreError(FmstoreError):
+class EnvError(FmstoreError):
+    """The environment cannot work: a malformed FMSTORE_* setting, an unusable home folder,
+    not enough memory or disk, an output that cannot be written."""
+
+    exit_code = 3
+
+
+class StoreError(EnvError):
     """The vector store or the catalog refused an operation or is unreachable."""
 
 

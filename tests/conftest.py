@@ -291,3 +291,24 @@ def vector_store(request, tmp_path):
     )
     yield store
     store.close()
+
+
+# ---- a home trained and published by the CLI (bad-input corpus, secrets) ---------------------
+
+PLANTED_CLI_TRAIN = ["--epochs", "3", "--factors", "8", "--lr", "0.03", "--batch-size", "256"]
+
+
+@pytest.fixture(scope="session")
+def planted_home(tmp_path_factory, fmstore_cli) -> tuple[Path, Path, str]:
+    """(home, data, run id): the planted data trained and published by the CLI, once."""
+    import json
+
+    from planted import write_planted
+
+    data = write_planted(tmp_path_factory.mktemp("planted-data"))
+    home = tmp_path_factory.mktemp("planted-home") / "home"
+    trained = fmstore_cli(home, "train", "--data", str(data), *PLANTED_CLI_TRAIN, "--json")
+    assert trained.returncode == 0, trained.stderr
+    published = fmstore_cli(home, "publish")
+    assert published.returncode == 0, published.stderr
+    return home, data, json.loads(trained.stdout)["run_id"]

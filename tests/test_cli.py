@@ -66,7 +66,7 @@ def test_unknown_run_and_no_runs(tmp_path, fmstore_cli, assert_one_line_error):
 def test_database_password_is_never_printed(trained_home, fmstore_cli):
     url = "postgresql://someone:s3cret-pw@127.0.0.1:1/db"
     result = fmstore_cli(trained_home, "publish", env={"FMSTORE_DATABASE_URL": url})
-    assert result.returncode == 2 and "s3cret-pw" not in result.stderr + result.stdout
+    assert result.returncode == 3 and "s3cret-pw" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
 
 

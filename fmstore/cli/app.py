@@ -6,17 +6,21 @@ The commands live in sibling modules that decorate these apps; `fmstore.cli` imp
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
+import re
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 
-from fmstore.config import Settings
-from fmstore.errors import FmstoreError
+from fmstore.config import Settings, insecure_api_key, mask_secrets, url_secrets
+from fmstore.errors import EnvError, FmstoreError
 
 
 def example(*lines: str) -> str:
@@ -89,9 +93,12 @@ def settings(
     home: Optional[Path] = None,
     database_url: Optional[str] = None,
     qdrant_url: Optional[str] = None,
+    stores: bool = False,
 ) -> Settings:
+    """Settings from the environment and flags. `stores`: the command opens Qdrant or the catalog,
+    so their URLs are checked now (one line, exit 3) and an API key over http is warned about."""
     base = Settings.from_env()
-    return Settings(
+    chosen = Settings(
         home=home or base.home,
         database_url=database_url or base.database_url,
         qdrant_url=qdrant_url or base.qdrant_url,
@@ -99,6 +106,46 @@ def settings(
         movies_collection=base.movies_collection,
         users_collection=base.users_collection,
     )
+    if not stores:
+        return chosen
+    chosen.check()
+    if insecure_api_key(chosen):
+        # qdrant-client's own two-line UserWarning is silenced where the client is built
+        warn("FMSTORE_QDRANT_API_KEY travels unencrypted over http; use an https:// URL")
+    return chosen
+
+
+def warn(message: str) -> None:
+    """One line 'warning: ...' on stderr, never wrapped, secrets masked, controls escaped."""
+    sys.stderr.write(
+        clip(safe(" ".join(mask_secrets(f"warning: {message}", _secrets_in_use()).split()))) + "\n"
+    )
+
+
+def check_home(s: Settings, write: bool) -> Path:
+    """The home folder, refused in one line (exit 3) when it cannot work: a file, a dangling
+    symbolic link or, for a command that writes, a folder this process cannot write into.
+    Commands that write call this before any long work (train: before training)."""
+    home = s.home
+    if home.is_symlink() and not home.exists():
+        raise EnvError(
+            f"FMSTORE_HOME {home} is a symbolic link to {os.readlink(home)}, which does not exist"
+        )
+    if home.exists() and not home.is_dir():
+        raise EnvError(f"FMSTORE_HOME {home} is a file, not a folder; point it at a folder")
+    if not write:
+        return home
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        probe = home / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise EnvError(
+            f"FMSTORE_HOME {home} is not writable ({exc.strerror or exc}); "
+            "point FMSTORE_HOME or --home at a folder you can write"
+        ) from None
+    return home
 
 
 HomeOpt = typer.Option(
@@ -122,7 +169,48 @@ JsonOpt = typer.Option(
 
 
 def print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=1, default=str, ensure_ascii=False) + "\n")
+    text = json.dumps(_finite(obj), indent=1, default=str, ensure_ascii=False)
+    # json escapes C0 controls itself; C1 controls (U+0080-U+009F) it leaves raw: escape them
+    sys.stdout.write(_C1.sub(lambda m: f"\\u{ord(m[0]):04x}", text) + "\n")
+
+
+def _finite(obj):
+    """NaN and infinities become null: JSON has no NaN (a run without validation has one)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+_C1 = re.compile("[\x80-\x9f]")
+# C0 controls (ESC included), DEL and C1 controls: a title must never drive the terminal.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def safe(text) -> str:
+    """Text from data (titles, genres, names) made safe to print: every control character
+    (ESC, BEL, CR, C1 ...) shown as an escape such as \\x1b, never sent to the terminal raw."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", str(text))
+
+
+# A one-line error shows at most this much of any one value, and this much in all.
+MAX_VALUE_CHARS = 200
+MAX_MESSAGE_CHARS = 2000
+
+
+def clip(message: str) -> str:
+    """One line: whitespace collapsed, each word (a value) and the whole clipped."""
+    words = [
+        w if len(w) <= MAX_VALUE_CHARS else f"{w[:MAX_VALUE_CHARS]}...({len(w):,} chars)"
+        for w in message.split()
+    ]
+    line = " ".join(words)
+    if len(line) > MAX_MESSAGE_CHARS:
+        line = f"{line[:MAX_MESSAGE_CHARS]}...({len(line):,} chars)"
+    return line
 
 
 def fmt_number(x, digits: int = 4) -> str:
@@ -134,7 +222,9 @@ def fmt_number(x, digits: int = 4) -> str:
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: user errors become one line on stderr and exit 2 (input) or 3
+    (environment); a bug is one line and exit 1 (the traceback with FMSTORE_DEBUG=1)."""
+    _tolerate_any_output_encoding()
     try:
         result = app(standalone_mode=False)
         sys.exit(result if isinstance(result, int) else 0)
@@ -143,35 +233,74 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # a bug: keep it to one line unless asked for the traceback
-        if os.environ.get("FMSTORE_DEBUG"):
-            raise
-        if isinstance(exc, typer.Abort):  # Ctrl-C inside a prompt
-            sys.exit(130)
-        if type(exc).__name__ == "NoArgsIsHelpError":  # `fmstore` or `fmstore data` alone
-            sys.stderr.write(exc.ctx.get_help() + "\n")
-            sys.exit(exc.exit_code)
-        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # a usage error (bad flag)
-            _fail(f"error: {exc.format_message()} (see --help)", exc.exit_code)
-        if type(exc).__module__.split(".")[0] in (
-            "sqlalchemy",
-            "psycopg",
-            "qdrant_client",
-            "httpx",
-            "grpc",
-        ):
-            # The database or Qdrant server failed under us: say so in one line, no traceback.
-            first_line = (
-                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            )
-            _fail(f"error: storage backend failed: {first_line}", 2)
+    except MemoryError:
         _fail(
-            f"internal error: {type(exc).__name__}: {exc} (set FMSTORE_DEBUG=1 for the traceback)",
-            1,
+            "error: out of memory: the model or data do not fit; use fewer --factors or a "
+            "smaller dataset",
+            EnvError.exit_code,
         )
+    except Exception as exc:
+        _fail_unexpected(exc)
+
+
+def _fail_unexpected(exc: Exception) -> None:
+    if isinstance(exc, typer.Abort):  # Ctrl-C inside a prompt
+        sys.exit(130)
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `fmstore` or `fmstore data` alone
+        sys.stderr.write(exc.ctx.get_help() + "\n")
+        sys.exit(exc.exit_code)
+    if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # a usage error (bad flag)
+        _fail(f"error: {exc.format_message()} (see --help)", exc.exit_code)
+    if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
+        # disk full, read-only file system, permission denied: the machine, not a bug
+        where = f" ({exc.filename})" if exc.filename else ""
+        _fail(f"error: {exc.strerror or exc}{where}", EnvError.exit_code)
+    if os.environ.get("FMSTORE_DEBUG"):
+        # Our own traceback print, masked: Python's would echo passwords found in messages.
+        text = "".join(traceback.format_exception(exc))
+        sys.stderr.write(mask_secrets(text, _secrets_in_use()))
+        sys.exit(1)
+    if type(exc).__module__.split(".")[0] in (
+        "sqlalchemy",
+        "psycopg",
+        "qdrant_client",
+        "httpx",
+        "grpc",
+    ):
+        # The database or Qdrant server failed under us: say so in one line, no traceback.
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        _fail(f"error: storage backend failed: {first_line}", EnvError.exit_code)
+    _fail(
+        f"internal error: {type(exc).__name__}: {exc} (set FMSTORE_DEBUG=1 for the traceback)",
+        1,
+    )
+
+
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
+def _tolerate_any_output_encoding() -> None:
+    """PYTHONIOENCODING=ascii (or a latin-1 terminal): characters the encoding lacks are printed
+    as escapes instead of failing the command after its work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):  # not a text stream we can change: leave it
+            pass
+
+
+def _secrets_in_use() -> list[str]:
+    """Secrets this process was given, by environment or by flag, to mask in every message."""
+    found = Settings.from_env().secrets()
+    for value in list(sys.argv[1:]) + [
+        v for k, v in os.environ.items() if k.startswith("FMSTORE_")
+    ]:
+        found += url_secrets(value)
+    return found
 
 
 def _fail(message: str, code: int) -> None:
     # Plain write, not rich: rich would wrap a long message over several lines.
-    sys.stderr.write(" ".join(message.split()) + "\n")
+    line = clip(safe(" ".join(mask_secrets(message, _secrets_in_use()).split())))
+    sys.stderr.write(line + "\n")
     sys.exit(code)

@@ -10,6 +10,7 @@ import typer
 from fmstore.cli.app import (
     DbOpt,
     HomeOpt,
+    check_home,
     data_app,
     db_app,
     err,
@@ -36,7 +37,7 @@ def data_fetch(
 
     from fmstore import datasets
 
-    dest = dest or settings(home).home / "data"
+    dest = dest or check_home(settings(home), write=True) / "data"
     with progress_bar(
         *Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn()
     ) as progress:
@@ -81,7 +82,8 @@ def db_upgrade(home: Optional[Path] = HomeOpt, database_url: Optional[str] = DbO
     """Create or migrate the catalog schema to the latest revision."""
     from fmstore import catalog
 
-    s = settings(home, database_url)
+    s = settings(home, database_url, stores=True)
+    check_home(s, write=not s.database_url)
     engine = catalog.make_engine(s.catalog_url)
     catalog.upgrade(engine)
     out.print(f"catalog at revision {catalog.current_revision(engine)}")

@@ -13,6 +13,7 @@ from fmstore.cli.app import (
     JsonOpt,
     QdrantOpt,
     app,
+    check_home,
     err,
     example,
     out,
@@ -54,7 +55,10 @@ def publish(
     from fmstore import publish as publishing
     from fmstore.vectors import open_store
 
-    s = settings(home, database_url, qdrant_url)
+    s = settings(home, database_url, qdrant_url, stores=True)
+    check_home(s, write=not (s.database_url and s.qdrant_url))
+    if not rollback:  # a run that cannot be published is refused before anything is opened
+        artifact.resolve_run(s.runs_dir, run_id)
     engine = catalog.make_engine(s.catalog_url)
     store = open_store(s)
     aliases = dict(movies_alias=s.movies_collection, users_alias=s.users_collection)

@@ -16,8 +16,26 @@ from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence
 import typer
 from rich.table import Table
 
-from fmstore.cli.app import DbOpt, HomeOpt, JsonOpt, QdrantOpt, app, err, out, print_json, settings
-from fmstore.cli.ratings_input import RatingInput, parse_rated, read_ratings_file
+from fmstore.cli.app import (
+    DbOpt,
+    HomeOpt,
+    JsonOpt,
+    QdrantOpt,
+    app,
+    check_home,
+    err,
+    out,
+    print_json,
+    safe,
+    settings,
+)
+from fmstore.cli.ratings_input import (
+    RatingInput,
+    check_id,
+    check_title_length,
+    parse_rated,
+    read_ratings_file,
+)
 from fmstore.errors import ConfigError, DataError, FmstoreError
 
 if TYPE_CHECKING:
@@ -136,6 +154,12 @@ def query(
     method = method or DEFAULT_METHOD
     with _in_flag_words():
         check_method(method)
+    if movie_id is not None:
+        check_id(movie_id, "--movie-id")
+    if user is not None:
+        check_id(user, "--user")
+    if movie is not None:
+        check_title_length(movie, "--movie")
     inputs = parse_rated(rated or [])
     if ratings_file is not None:
         inputs += read_ratings_file(ratings_file)
@@ -143,7 +167,8 @@ def query(
     if min_ratings is None and similar:
         min_ratings = SIMILAR_MIN_RATINGS
 
-    s = settings(home, database_url, qdrant_url)
+    s = settings(home, database_url, qdrant_url, stores=True)
+    check_home(s, write=False)
     store = open_store(s)
     try:
         # From the URL: a SQLite catalog is read with sqlite3, read-only (SQLAlchemy's import alone
@@ -179,7 +204,7 @@ def query(
 
     results = _results(rec, answer, info)
     for note in rec.notes:
-        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"note: {safe(note)}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         return print_json(
             {"run_id": rec.run_id, "query": answer.question, "results": results, "notes": rec.notes}
@@ -269,7 +294,7 @@ def _resolve_ratings(
         if isinstance(key, int):
             movie_id = key
         else:
-            match = rec.match_title(key)
+            match = _match_title_at(rec, key, where)
             movie_id, matches[match.movie_id] = match.movie_id, match
             if match.note():
                 rec.notes.append(match.note())
@@ -278,6 +303,17 @@ def _resolve_ratings(
             raise DataError(f"{where}: movie id {movie_id} is rated twice")
         ratings[movie_id] = value
     return ratings, matches
+
+
+def _match_title_at(rec: Recommender, title: str, where: str) -> TitleMatch:
+    """A title from a ratings file or a --rated flag; its error says where the title was given."""
+    check_title_length(title, where)
+    try:
+        return rec.match_title(title)
+    except FmstoreError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise type(exc)(f"{where}: {exc}") from None
 
 
 def _results(rec: Recommender, answer: _Answer, info: dict[int, dict]) -> list[dict]:
@@ -316,7 +352,9 @@ def _print_results(heading: str, run_id: str, results: list[dict], for_user: boo
 
     from fmstore.recommend.titles import display_title
 
-    out.print(f"[bold]{escape(heading)}[/bold]  (run {run_id})", highlight=False)
+    out.print(
+        f"[bold]{escape(safe(heading))}[/bold]  (run {escape(safe(run_id))})", highlight=False
+    )
     if not results:
         out.print("no movies match")
         return
@@ -326,12 +364,12 @@ def _print_results(heading: str, run_id: str, results: list[dict], for_user: boo
         shown = r["title"] or ""
         if r["year"] and shown.endswith(f"({r['year']})"):
             shown = shown[: -len(f"({r['year']})")].rstrip()
-        genres = escape("|".join(r["genres"]))
-        row = [str(rank), escape(shown), str(r["year"] or ""), genres]
+        genres = escape(safe("|".join(r["genres"])))
+        row = [str(rank), escape(safe(shown)), safe(r["year"] or ""), genres]
         if for_user:
             stars = f"{r['predicted_rating']:.1f}" + ("+" if r["above_scale"] else "")
             because = r["because"][0]["title"] if r["because"] else None
-            row += [stars, escape(display_title(because)) if because else ""]
+            row += [stars, escape(safe(display_title(because))) if because else ""]
         else:
             row.append(f"{r['score']:.2f}")
         table.add_row(*row)

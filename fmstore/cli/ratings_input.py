@@ -13,6 +13,32 @@ from typing import Sequence
 
 from fmstore.errors import ConfigError, DataError
 
+# Ids are MovieLens ids: whole numbers that fit a 64-bit integer (what Qdrant and the catalog hold).
+MAX_ID = 2**63 - 1
+
+
+def check_id(value: int, where: str) -> int:
+    """A user or movie id as typed: refused in one line when negative or past 64 bits."""
+    if not 0 <= value <= MAX_ID:
+        raise ConfigError(f"{where} {value}: an id is a whole number from 0 to {MAX_ID}")
+    return value
+
+
+# Far past any real title (the longest in ml-32m is under 200): a longer one is refused before
+# fuzzy matching spends seconds on it.
+MAX_TITLE_CHARS = 500
+
+
+def check_title_length(title: str, where: str) -> str:
+    """A title as typed: refused in one line when it is longer than any title can be."""
+    if len(title) > MAX_TITLE_CHARS:
+        raise ConfigError(
+            f"{where}: a title of {len(title):,} characters; titles are at most "
+            f"{MAX_TITLE_CHARS} ('{title[:40]}...')"
+        )
+    return title
+
+
 # One rating as the flags or a ratings file gave it: (title or movie id, rating, where it was
 # given, for messages: '--rated "Toy Story=5"' or 'me.csv, line 3').
 RatingInput = tuple[str | int, float, str]
@@ -53,12 +79,19 @@ def read_ratings_file(path: Path) -> list[RatingInput]:
     except OSError as exc:
         raise DataError(f"{path}: cannot read the ratings file ({exc.strerror or exc})") from None
     with f:
-        reader = csv.DictReader(f)
-        columns = _ratings_file_columns(path, reader.fieldnames or [])
-        rows = [
-            _ratings_file_row(record, columns, f"{path}, line {line}")
-            for line, record in enumerate(reader, start=2)
-        ]
+        try:
+            reader = csv.DictReader(f)
+            columns = _ratings_file_columns(path, reader.fieldnames or [])
+            rows = [
+                _ratings_file_row(record, columns, f"{path}, line {reader.line_num}")
+                for record in reader
+            ]
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); save it as UTF-8"
+            ) from None
+        except csv.Error as exc:
+            raise DataError(f"{path}, line {reader.line_num}: {exc}") from None
     ratings = [row for row in rows if row is not None]
     if not ratings:
         raise DataError(f"{path}: no ratings in the file")
@@ -93,6 +126,6 @@ def _ratings_file_row(
     if not movie_id:
         return title, rating, where
     try:
-        return int(movie_id), rating, where
+        return check_id(int(movie_id), f"{where}: movieId"), rating, where
     except ValueError:
         raise DataError(f"{where}: movieId {movie_id!r} is not an integer") from None

@@ -15,12 +15,15 @@ from fmstore.cli.app import (
     HomeOpt,
     JsonOpt,
     app,
+    check_home,
     err,
     example,
     fmt_number,
     out,
     print_json,
+    safe,
     settings,
+    warn,
 )
 from fmstore.errors import ConfigError
 
@@ -52,12 +55,18 @@ def runs(ctx: typer.Context, home: Optional[Path] = HomeOpt, as_json: bool = Jso
     from fmstore import artifact
 
     s = settings(home)
+    check_home(s, write=False)
     live = _live_run(s)
-    rows = [_row(m, live) for m in artifact.list_runs(s.runs_dir)]
+    manifests = artifact.list_runs(s.runs_dir)
+    broken = [m for m in manifests if "error" in m]
+    rows = [_row(m, live) for m in manifests if "error" not in m]
     if as_json:
-        return print_json(rows)
+        unreadable = [{k: m[k] for k in ("run_id", "path", "error")} for m in broken]
+        return print_json(rows + unreadable)
+    for m in broken:  # a damaged run is reported, never hidden
+        warn(f"run {m['run_id']} is unreadable: {m['error']}")
     if not rows:
-        out.print("no runs yet: `fmstore train --data PATH`")
+        out.print("no readable runs" if broken else "no runs yet: `fmstore train --data PATH`")
         return
     table = Table(
         "",
@@ -77,13 +86,13 @@ def runs(ctx: typer.Context, home: Optional[Path] = HomeOpt, as_json: bool = Jso
     for r in rows:
         table.add_row(
             "*" if r["live"] else "",
-            r["run_id"],
-            r["created_at"],
-            r["dataset"],
+            safe(r["run_id"]),
+            safe(r["created_at"]),
+            safe(r["dataset"]),
             str(r["factors"]),
             f"{r['lr']:g}",
             str(r["batch_size"]),
-            r["link"],
+            safe(r["link"]),
             str(r["seed"]),
             fmt_number(r["valid_rmse"]),
             fmt_number(r["test_rmse"]),
@@ -104,7 +113,9 @@ def _live_run(s) -> str | None:
     try:
         return served(s).live_run
     except FmstoreError as exc:
-        err.print(f"note: cannot tell which run is live: {exc}", markup=False, highlight=False)
+        err.print(
+            f"note: cannot tell which run is live: {safe(exc)}", markup=False, highlight=False
+        )
         return None
 
 
@@ -114,7 +125,7 @@ def _row(manifest: dict, live: str | None) -> dict:
         "run_id": manifest["run_id"],
         "live": manifest["run_id"] == live,
         "created_at": manifest["created_at"],
-        "dataset": manifest["dataset"]["name"],
+        "dataset": manifest["dataset"].get("name"),
         **{key: config.get(key) for key in CONFIG_COLUMNS},
         "valid_rmse": metrics.get("valid_rmse"),
         "test_rmse": metrics.get("test_rmse"),

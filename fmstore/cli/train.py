@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 from pathlib import Path
@@ -14,16 +15,19 @@ from fmstore.cli.app import (
     HomeOpt,
     JsonOpt,
     app,
+    check_home,
     err,
     example,
     out,
     print_json,
     progress_bar,
+    safe,
     settings,
     show_progress,
+    warn,
 )
 from fmstore.config import RankingConfig, TrainConfig
-from fmstore.errors import ConfigError
+from fmstore.errors import ConfigError, EnvError
 
 
 @app.command(
@@ -129,27 +133,38 @@ def train(
         ranking_config=RankingConfig(factors=ranking_factors, iterations=ranking_iterations),
     )
     check_config(config)  # refuse bad flags before spending time on the data
-    resolve_device(config.device)
+    device_name = resolve_device(config.device)
+    check_home(s, write=True)  # an unwritable home must not cost a whole training
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc} must be at least 1")
     parallel = _join_parallel_run(config.device)
     rank0 = parallel is None or parallel.rank == 0
-    with err.status(f"reading {data}") if rank0 else contextlib.nullcontext():
+    with err.status(f"reading {safe(data)}") if rank0 else contextlib.nullcontext():
         # also what --nproc checks (one-line errors) and caches for its processes before they start
         dataset = datasets.load_dataset(data, cache_dir=s.home / "cache")
         test = datasets.load_ratings_file(test_ratings, dataset.movies) if test_ratings else None
+    _check_memory(dataset, config, str(device_name))
     if parallel is None and nproc > 1:
         del dataset, test
         _check_gpus_for(nproc, resolve_device(config.device))
         raise typer.Exit(_launch_processes(launched, nproc))
     if rank0:
         err.print(
-            f"{dataset.name}: {len(dataset.ratings):,} ratings, {len(dataset.movies):,} movies"
+            f"{safe(dataset.name)}: {len(dataset.ratings):,} ratings, "
+            f"{len(dataset.movies):,} movies",
+            markup=False,
         )
     try:
         result, validation, config = _train_with_progress(
             run_training, dataset, config, test, as_json, parallel, quiet=not rank0
         )
+    except RuntimeError as exc:  # torch's allocator: "can't allocate memory", CUDA OOM
+        if "out of memory" in str(exc) or "allocate" in str(exc):
+            raise EnvError(
+                f"out of memory training {config.factors} factors on {device_name}: "
+                "use fewer --factors or a smaller --batch-size"
+            ) from None
+        raise
     finally:
         if parallel is not None:
             from fmstore.train import distributed
@@ -158,6 +173,12 @@ def train(
     if not rank0:
         return
     run_dir = artifact.save_run(result, dataset, config, s.runs_dir, validation=validation)
+    if not math.isfinite(result.metrics.get("valid_rmse", math.nan)):
+        warn(
+            f"run {run_dir.name} has no validation ratings (--valid-fraction "
+            f"{config.valid_fraction:g}): its valid RMSE is undefined and early stopping never "
+            "applied; judge it with `fmstore evaluate --test-ratings FILE`"
+        )
     summary = {"run_id": run_dir.name, "path": str(run_dir), **result.metrics}
     if as_json:
         print_json(summary)
@@ -301,3 +322,39 @@ def _launch_processes(options: dict, nproc: int) -> int:
         env.setdefault("FMSTORE_HOME", str(settings(None).home))
     threads = None if "OMP_NUM_THREADS" in env else distributed.default_threads(nproc)
     return distributed.launch(argv, nproc, env, threads=threads)
+
+
+# Weights, their gradients and Adam's two moments, in float32; half of what is free is the most
+# a training may plan on (activations, the data and the OS need the rest).
+_BYTES_PER_WEIGHT = 4 * 4
+
+
+def _check_memory(dataset, config: TrainConfig, device: str) -> None:
+    """Refuse, before allocating, an embedding table that cannot fit in memory (exit 3)."""
+    n_features = (
+        len(set(dataset.ratings.user_id.tolist())) + len(dataset.movies) + 1_000
+    )  # + genres and years, generously
+    need = n_features * (config.factors + 1) * _BYTES_PER_WEIGHT
+    free = _free_memory(device)
+    if free is not None and need > free // 2:
+        raise EnvError(
+            f"out of memory: --factors {config.factors} needs about {need / 2**30:,.1f} GiB for "
+            f"{n_features:,} features on {device}, {free / 2**30:,.1f} GiB are free; "
+            "use fewer --factors"
+        )
+
+
+def _free_memory(device: str) -> int | None:
+    """Bytes free on the device (GPU memory, or the machine's available memory); None unknown."""
+    if device.startswith("cuda"):
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from fmstore.datasets.csvtext import check_header
+from fmstore.datasets.sources import check_member_size
 from fmstore.datasets.types import MOVIES_COLUMNS, MOVIES_FILE, RATINGS_COLUMNS, RATINGS_FILE
 from fmstore.errors import DataError
 
@@ -152,6 +153,8 @@ def _unpack(zip_path: Path, into: Path, url: str) -> Path:
     """Extract the zip into `into` and return the folder holding ratings.csv and movies.csv."""
     try:
         with zipfile.ZipFile(zip_path) as zf:
+            for info in zf.infolist():  # declared sizes bound what extractall writes
+                check_member_size(url, info.filename, info.file_size, info.compress_size)
             zf.extractall(into)  # extractall strips absolute paths and '..' components
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
         raise DataError(

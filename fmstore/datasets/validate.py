@@ -9,6 +9,7 @@ csv module, which gives exact line numbers directly.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
@@ -18,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from fmstore.datasets.csvtext import LazyLines, check_delimiter, check_header, clip
+from fmstore.datasets.csvtext import LazyLines, Lines, check_delimiter, check_header, clip
 from fmstore.datasets.types import (
     LINKS_COLUMNS,
     MOVIES_COLUMNS,
@@ -88,6 +89,7 @@ def _read_ratings_table(data: bytes, label: str, columns: list[str]) -> pa.Table
 
 def _diagnose_ratings(data: bytes, label: str, columns: list[str], exc: Exception) -> DataError:
     """Locate the line the typed read choked on. Runs only after that read failed."""
+    _check_utf8(data, label)
     bad_rows: list = []
 
     def on_invalid(row) -> str:
@@ -110,13 +112,13 @@ def _diagnose_ratings(data: bytes, label: str, columns: list[str], exc: Exceptio
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         if bad_rows:
-            return _wrong_field_count(bad_rows[0], label, columns)
+            return _wrong_field_count(bad_rows[0], label, columns, data)
         return DataError(
             f"{label}: cannot be read as CSV ({_first_line(exc)}); check that it is "
             f"a comma-separated file with the header {','.join(RATINGS_COLUMNS)}"
         )
     if bad_rows:  # the handler saw a bad row but the reader did not raise: still report it
-        return _wrong_field_count(bad_rows[0], label, columns)
+        return _wrong_field_count(bad_rows[0], label, columns, data)
     lines = LazyLines(data)
     for name in RATINGS_COLUMNS:
         row = _first_uncastable(table.column(name), _RATINGS_TYPES[name])
@@ -132,8 +134,28 @@ def _diagnose_ratings(data: bytes, label: str, columns: list[str], exc: Exceptio
     )
 
 
-def _wrong_field_count(row, label: str, columns: list[str]) -> DataError:
-    line_no = row.number if row.number is not None else "?"
+def _check_utf8(data: bytes, label: str) -> None:
+    """A DataError naming the first line that is not UTF-8; decoded in blocks, not all at once."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view, step = memoryview(data), 1 << 24
+    for start in range(0, len(data), step):
+        try:
+            decoder.decode(view[start : start + step], final=start + step >= len(data))
+        except UnicodeDecodeError as exc:
+            # (a sequence split across blocks starts up to 3 bytes earlier: never a newline)
+            line_no = data.count(b"\n", 0, start + exc.start) + 1
+            raise DataError(
+                f"{label} line {line_no}: not valid UTF-8 text; save the file as UTF-8"
+            ) from None
+
+
+def _wrong_field_count(row, label: str, columns: list[str], data: bytes) -> DataError:
+    # pyarrow numbers rows without the blank lines it skipped (header = 1): map to file lines.
+    line_no: int | str = "?"
+    if row.number is not None:
+        row_lines = Lines(data).row_lines
+        index = row.number - 2
+        line_no = int(row_lines[index]) if 0 <= index < len(row_lines) else row.number
     check_delimiter(row.text, label, line_no)
     return DataError(
         f"{label} line {line_no}: expected {row.expected_columns} comma-separated "

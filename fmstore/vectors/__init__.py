@@ -45,12 +45,20 @@ __all__ = [
 def open_store(settings: Settings) -> VectorStore:
     """A Qdrant server when FMSTORE_QDRANT_URL is set, else the embedded Edge store in home."""
     if settings.qdrant_url:
+        import warnings
+
         from qdrant_client import QdrantClient
 
-        # No compatibility check at construction: it costs a round trip on every CLI call and,
-        # with the server down, prints a warning before our one-line StoreError.
-        client = QdrantClient(
-            url=settings.qdrant_url, api_key=settings.qdrant_api_key, check_compatibility=False
-        )
+        settings.check()  # a malformed URL: one line, never the client's parse error
+        with warnings.catch_warnings():
+            # "Api key is used with an insecure connection": the CLI warns in one line of its own
+            warnings.filterwarnings("ignore", message="Api key is used with an insecure")
+            # No compatibility check at construction: it costs a round trip on every CLI call
+            # and, with the server down, prints a warning before our one-line StoreError.
+            client = QdrantClient(
+                url=settings.qdrant_url,
+                api_key=settings.qdrant_api_key,
+                check_compatibility=False,
+            )
         return ServerStore(client)
     return EdgeStore(settings.qdrant_path)

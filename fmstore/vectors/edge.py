@@ -256,11 +256,19 @@ class EdgeStore(VectorStore):
 
     def _read_aliases(self) -> dict[str, str]:
         try:
-            return json.loads(self._aliases_file.read_text())
+            aliases = json.loads(self._aliases_file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as error:
             raise StoreError(f"cannot read {self._aliases_file}: {_one_line(error)}") from error
+        if not isinstance(aliases, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()
+        ):
+            raise StoreError(
+                f"{self._aliases_file} is corrupt: expected an object of alias -> collection "
+                f"names, found {type(aliases).__name__}; restore it or publish again"
+            )
+        return aliases
 
     def _write_aliases(self, aliases: dict[str, str]) -> None:
         # Readers see the old file or the new one, never a mix; durable, because an alias that
