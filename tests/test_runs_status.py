@@ -112,6 +112,7 @@ def test_help_keeps_brackets_shows_flags_and_ends_with_an_example(fmstore_cli, t
     assert "--json " in publish and "--rollback " in publish
     for command in (
         ["train"],
+        ["query"],
         ["publish"],
         ["evaluate"],
         ["report"],

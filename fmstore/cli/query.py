@@ -24,6 +24,7 @@ from fmstore.cli.app import (
     app,
     check_home,
     err,
+    example,
     out,
     print_json,
     safe,
@@ -92,7 +93,13 @@ class _Answer:
     rating_scores: np.ndarray | None = None
 
 
-@app.command()
+@app.command(
+    epilog=example(
+        'fmstore query --movie "Toy Story (1995)" -n 10',
+        'fmstore query --rated "Terminator 2=5" --rated "Die Hard: With a Vengeance=5"',
+        "fmstore query --user 42 --genre comedy --json",
+    )
+)
 def query(
     movie: Optional[str] = typer.Option(
         None,
