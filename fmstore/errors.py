@@ -48,3 +48,24 @@ class MissingDependencyError(FmstoreError):
     """An optional dependency a command needs is not installed (an environment problem)."""
 
     exit_code = 3
+
+
+class ArgumentError(ConfigError):
+    """A library function's argument has a value that cannot work. `argument` names it, so that
+    the CLI can say which flag it was: str() reads "batch_size -5: use 1 or more"."""
+
+    def __init__(self, argument: str, value: object, advice: str):
+        self.argument, self.value, self.advice = argument, value, advice
+        super().__init__(f"{argument} {value!r}: {advice}")
+
+
+class StoreBusyError(StoreError):
+    """The embedded store is locked by another process (`pid`, None when unknown)."""
+
+    def __init__(self, message: str, pid: int | None = None):
+        self.pid = pid
+        super().__init__(message)
+
+
+class PublishRecordError(StoreError):
+    """The aliases switched (the publication is live) but the catalog could not record it."""

@@ -139,14 +139,25 @@ def whitened_fold_in(whitened: np.ndarray, weights: np.ndarray) -> np.ndarray:
 # ---- collection names ---------------------------------------------------------------------------
 
 
-def physical_name(alias: str, run_id: str) -> str:
-    """The physical collection an alias points at: `movies__<run_id>`."""
-    return f"{alias}__{run_id}"
+def physical_name(alias: str, run_id: str, token: str | None = None) -> str:
+    """The physical collection an alias points at: `movies__<run_id>__<token>`, where `token`
+    names one publication (every publish writes new collections, never the live ones). Without
+    a token, the name collections had before publications were named: `movies__<run_id>`."""
+    return f"{alias}__{run_id}__{token}" if token else f"{alias}__{run_id}"
 
 
 def run_id_of(collection: str) -> str:
-    """The run id a physical collection was published from (`movies__<run_id>` -> run_id)."""
-    return collection.split("__", 1)[1] if "__" in collection else collection
+    """The run id a physical collection was published from (`movies__<run_id>[__<token>]`)."""
+    parts = collection.split("__")
+    return parts[1] if len(parts) > 1 else collection
+
+
+def sibling_collection(collection: str, alias: str) -> str:
+    """The collection of `alias` written by the same publication as `collection`:
+    ('movies__R__T', 'users') -> 'users__R__T'. One alias read names both, so a reader never
+    pairs the movies of one publication with the users of another."""
+    _, sep, suffix = collection.partition("__")
+    return f"{alias}__{suffix}" if sep else alias
 
 
 # ---- titles -------------------------------------------------------------------------------------

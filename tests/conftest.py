@@ -312,3 +312,21 @@ def planted_home(tmp_path_factory, fmstore_cli) -> tuple[Path, Path, str]:
     published = fmstore_cli(home, "publish")
     assert published.returncode == 0, published.stderr
     return home, data, json.loads(trained.stdout)["run_id"]
+
+
+@pytest.fixture(scope="session")
+def live_home(planted_runs, tmp_path_factory) -> Path:
+    """A home (FMSTORE_HOME) with both planted runs and the first one published (embedded store,
+    SQLite catalog): copy it (`shutil.copytree`) before changing it."""
+    from fmstore import catalog
+    from fmstore.publish import publish
+    from fmstore.vectors import EdgeStore
+
+    home = tmp_path_factory.mktemp("live-home")
+    for run in planted_runs:
+        shutil.copytree(run, home / "runs" / run.name)
+    engine = catalog.make_engine(f"sqlite:///{home / 'catalog.db'}")
+    with EdgeStore(home / "qdrant") as store:
+        publish(home / "runs" / planted_runs[0].name, store, engine)
+    engine.dispose()
+    return home

@@ -20,6 +20,7 @@ from fmstore.catalog import Base, writes
 from fmstore.catalog.readers import SqlAlchemyReader, SqliteReader, open_reader
 from fmstore.errors import NotFoundError, StoreError
 
+RUN = "20261129-105500-ab12cd"
 CREATED = datetime(2026, 11, 29, 10, 55, tzinfo=timezone(timedelta(hours=1)))
 
 
@@ -109,13 +110,14 @@ def _movies(n, suffix=""):
 def test_upsert_movies_inserts_then_updates(db, monkeypatch):
     monkeypatch.setattr(writes, "_CHUNK", 300)  # several chunks, some mixing old and new rows
     with Session(db) as s, s.begin():
-        assert catalog.upsert_movies(s, _movies(1500)) == 1500
+        _record(s)
+        assert catalog.upsert_movies(s, _movies(1500), run_id=RUN) == 1500
     with Session(db) as s, s.begin():
         # The second half changes and 200 new movies arrive.
-        assert catalog.upsert_movies(s, _movies(1700, suffix=" (new)")[700:]) == 1000
+        assert catalog.upsert_movies(s, _movies(1700, suffix=" (new)")[700:], run_id=RUN) == 1000
     with Session(db) as s:
-        assert catalog.movie_count(s) == 1700
-        got = catalog.get_movies(s, [1, 3, 10, 800, 1700, 99999])
+        assert catalog.movie_count(s, RUN) == 1700
+        got = catalog.get_movies(s, [1, 3, 10, 800, 1700, 99999], RUN)
         assert sorted(got) == [1, 3, 10, 800, 1700]
         assert got[1].title == "Movie 1" and got[1].n_ratings == 1
         assert got[800].title == "Movie 800 (new)" and got[800].n_ratings == 800 % 50 + 7
@@ -124,7 +126,7 @@ def test_upsert_movies_inserts_then_updates(db, monkeypatch):
         assert got[800].genre_list == ["Action", "Comedy"]
         assert got[10].year is None and got[3].year == 1953
         assert got[10].imdb_id == "0000010" and got[10].tmdb_id == 30 and got[1].tmdb_id is None
-        titles = catalog.movie_titles(s)
+        titles = catalog.movie_titles(s, RUN)
         assert len(titles) == 1700
         assert titles[:2] == [(1, "Movie 1", 1951), (2, "Movie 2", 1952)]
         assert titles[9] == (10, "Movie 10", None)
@@ -141,9 +143,10 @@ def test_upsert_movies_accepts_pandas_like_values(db):
         "mean_rating": np.float64(4.5),
     }
     with Session(db) as s, s.begin():
-        assert catalog.upsert_movies(s, [row]) == 1
+        _record(s)
+        assert catalog.upsert_movies(s, [row], run_id=RUN) == 1
     with Session(db) as s:
-        heat = catalog.get_movies(s, [5])[5]
+        heat = catalog.get_movies(s, [5], RUN)[5]
         assert (heat.year, heat.genre_list, heat.mean_rating, heat.imdb_id) == (
             None,
             ["Action", "Crime"],
@@ -151,7 +154,7 @@ def test_upsert_movies_accepts_pandas_like_values(db):
             None,
         )
     with Session(db) as s, pytest.raises(ValueError, match="bias"):
-        catalog.upsert_movies(s, [{"movie_id": 1, "title": "x", "bias": 0.1}])
+        catalog.upsert_movies(s, [{"movie_id": 1, "title": "x", "bias": 0.1}], run_id=RUN)
 
 
 def test_publication_lifecycle(db):
@@ -209,11 +212,13 @@ def test_publication_errors(db):
 def test_readers_read_what_the_orm_reads(db, catalog_url):
     with Session(db) as s, s.begin():
         _record(s)
-        catalog.upsert_movies(s, _movies(12))
+        catalog.upsert_movies(s, _movies(12), run_id=RUN)
+        _record(s, "other-run")  # another run's movies are never read for this one
+        catalog.upsert_movies(s, _movies(3, suffix=" (other)"), run_id="other-run")
     with Session(db) as s:
         run = catalog.get_run(s, "20261129-105500-ab12cd")
         expected_run = (run.config, run.artifact_path)
-        titles = catalog.movie_titles(s)
+        titles = catalog.movie_titles(s, RUN)
     sqlite = catalog_url.startswith("sqlite")
     # The caller's Engine, and the URL (SQLite: read with sqlite3, without SQLAlchemy).
     for reader, kind in (
@@ -224,8 +229,9 @@ def test_readers_read_what_the_orm_reads(db, catalog_url):
             assert isinstance(reader, kind)
             assert reader.run("20261129-105500-ab12cd") == expected_run
             assert reader.run("nope") is None
-            assert reader.movie_titles() == titles
-            assert sorted(reader.genres()) == ["", "Action", "Action|Comedy"]
+            assert reader.movie_titles(RUN) == titles and len(titles) == 12
+            assert sorted(reader.genres(RUN)) == ["", "Action", "Action|Comedy"]
+            assert [t[1] for t in reader.movie_titles("other-run")][0] == "Movie 1 (other)"
         finally:
             reader.close()
 
@@ -234,13 +240,14 @@ def test_reading_a_sqlite_catalog_imports_no_sqlalchemy(tmp_path):
     engine = catalog.make_engine(f"sqlite:///{tmp_path}/catalog.db")
     catalog.ensure_schema(engine)
     with Session(engine) as s, s.begin():
-        catalog.upsert_movies(s, _movies(3))
+        _record(s)
+        catalog.upsert_movies(s, _movies(3), run_id=RUN)
     engine.dispose()
     script = (
         "import sys\n"
         "from fmstore.catalog.readers import open_reader\n"
         f"reader = open_reader('sqlite:///{tmp_path}/catalog.db')\n"
-        "assert len(reader.movie_titles()) == 3 and reader.run('nope') is None\n"
+        f"assert len(reader.movie_titles({RUN!r})) == 3 and reader.run('nope') is None\n"
         "reader.close()\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'alembic')))\n"
     )
@@ -296,3 +303,38 @@ def test_make_engine_errors_never_show_the_password(postgres_password_url, probl
 
 def test_make_engine_with_the_right_password(postgres_password_url):
     catalog.make_engine(postgres_password_url).dispose()
+
+
+def test_movie_and_tmdb_ids_above_32_bits(db):
+    big = 2**31 + 5  # Postgres' INTEGER stops at 2^31-1; the catalog's ids are 64-bit
+    row = {"movie_id": big, "title": "Far Away (2001)", "tmdb_id": 2**40}
+    with Session(db) as s, s.begin():
+        _record(s)
+        catalog.upsert_movies(s, [row], run_id=RUN)
+    with Session(db) as s:
+        assert catalog.get_movies(s, [big], RUN)[big].tmdb_id == 2**40
+        assert catalog.movie_titles(s, RUN) == [(big, "Far Away (2001)", None)]
+
+
+def test_migration_0002_keeps_the_movies_for_every_run(engine):
+    """A catalog at 0001 (one shared movies table) upgrades with its movies copied to each run,
+    which is what each run read before; publication rows gain pid and host."""
+    from alembic import command
+
+    with catalog.migration_connection(engine) as conn:
+        command.upgrade(catalog.schema._alembic_config(conn), "0001")
+    with engine.begin() as conn:
+        for run_id in ("run-a", "run-b"):
+            conn.exec_driver_sql(
+                "INSERT INTO runs (id, created_at, dataset_name, dataset_fingerprint, config, "
+                f"metrics, artifact_path) VALUES ('{run_id}', '2026-11-29 10:00:00+00:00', 'd', "
+                "'f', '{}', '{}', '/x')"
+            )
+        conn.exec_driver_sql(
+            "INSERT INTO movies (movie_id, title, genres, n_ratings) VALUES (1, 'Heat', '', 3)"
+        )
+    catalog.ensure_schema(engine)
+    assert catalog.current_revision(engine) == catalog.head_revision()
+    with Session(engine) as s:
+        assert catalog.movie_titles(s, "run-a") == catalog.movie_titles(s, "run-b")
+        assert catalog.movie_titles(s, "run-b") == [(1, "Heat", None)]

@@ -55,7 +55,10 @@ def test_collections_match_the_doc(published):
         got = {name: (p.distance.value, p.size) for name, p in info.config.params.vectors.items()}
         assert got == vectors
     aliases = {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
-    assert aliases == {"movies": f"movies__{rec.run_id}", "users": f"users__{rec.run_id}"}
+    # named by publication: movies__<run_id>__<token>, and users of the same publication
+    assert aliases["movies"] == rec.movies_collection
+    assert aliases["movies"].startswith(f"movies__{rec.run_id}__p")
+    assert aliases["users"] == "users" + aliases["movies"][len("movies") :]
 
 
 def test_examples_give_fmstore_rankings(published, capsys):

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from fmstore import artifact, catalog
 from fmstore.errors import NotFoundError
-from fmstore.publish import physical_name, prune, publish, rollback
+from fmstore.publish import prune, publish, rollback, run_id_of
 
 N_MOVIES = len(GROUPS) * (MOVIES_PER_GROUP + UNRATED_PER_GROUP)
 N_USERS = len(GROUPS) * USERS_PER_GROUP
@@ -37,8 +37,12 @@ def test_publish_writes_everything_and_switches_aliases(vector_store, engine, pl
     result = publish(run_dir, vector_store, engine, batch_size=16)
     run_id = run_dir.name
     assert (result.movies, result.users, result.skipped) == (N_MOVIES, N_USERS, False)
-    assert vector_store.resolve_alias("movies") == physical_name("movies", run_id)
-    assert vector_store.resolve_alias("users") == physical_name("users", run_id)
+    # named by publication: movies__<run_id>__<token>, users of the same publication
+    assert vector_store.resolve_alias("movies") == result.movies_collection
+    assert vector_store.resolve_alias("users") == result.users_collection
+    assert result.movies_collection.startswith(f"movies__{run_id}__")
+    assert result.users_collection == "users" + result.movies_collection[len("movies") :]
+    assert run_id_of(result.movies_collection) == run_id
     assert vector_store.count("movies") == N_MOVIES and vector_store.count("users") == N_USERS
 
     # the stored score vector is [q_i, b_i] exactly, unrated movies included
@@ -52,7 +56,7 @@ def test_publish_writes_everything_and_switches_aliases(vector_store, engine, pl
     assert got[1]["n_ratings"] == 0 and got[1]["run_id"] == run_id and got[1]["genres"] == ["Drama"]
 
     with Session(engine) as s:
-        assert catalog.movie_count(s) == N_MOVIES
+        assert catalog.movie_count(s, run_id) == N_MOVIES
         pubs = catalog.publications(s)
         assert {(p.alias, p.status, p.points) for p in pubs} == {
             ("movies", "succeeded", N_MOVIES),
@@ -70,41 +74,56 @@ def test_republish_same_run_is_idempotent(vector_store, engine, planted_runs):
 
 def test_failure_half_way_keeps_previous_publication(vector_store, engine, planted_runs):
     old, new = planted_runs
-    publish(old, vector_store, engine, batch_size=8)
+    live = publish(old, vector_store, engine, batch_size=8)
     with pytest.raises(RuntimeError, match="injected"):
         publish(new, FailingStore(vector_store, fail_at=3), engine, batch_size=8)
-    assert vector_store.resolve_alias("movies") == physical_name("movies", old.name)
-    assert vector_store.resolve_alias("users") == physical_name("users", old.name)
+    assert vector_store.resolve_alias("movies") == live.movies_collection
+    assert vector_store.resolve_alias("users") == live.users_collection
+    # the failed publication's collections are dropped: only the live ones remain
+    assert vector_store.list_collections() == sorted(
+        [live.movies_collection, live.users_collection]
+    )
     with Session(engine) as s:
         failed = catalog.publications(s, status="failed")
         assert {p.run_id for p in failed} == {new.name} and all(p.error for p in failed)
 
-    publish(new, vector_store, engine, batch_size=8)  # the next attempt succeeds
-    assert vector_store.resolve_alias("movies") == physical_name("movies", new.name)
+    result = publish(new, vector_store, engine, batch_size=8)  # the next attempt succeeds
+    assert vector_store.resolve_alias("movies") == result.movies_collection
+    assert run_id_of(result.movies_collection) == new.name
     assert vector_store.count("movies") == N_MOVIES
 
 
 def test_rollback_and_prune(vector_store, engine, planted_runs):
     old, new = planted_runs
-    publish(old, vector_store, engine)
+    first = publish(old, vector_store, engine)
     publish(new, vector_store, engine)
     assert rollback(vector_store, engine) == old.name
-    assert vector_store.resolve_alias("movies") == physical_name("movies", old.name)
-    assert vector_store.resolve_alias("users") == physical_name("users", old.name)
+    assert vector_store.resolve_alias("movies") == first.movies_collection
+    assert vector_store.resolve_alias("users") == first.users_collection
     with pytest.raises(NotFoundError):
         rollback(vector_store, engine)  # nothing older than `old`
 
 
-def test_prune_keeps_the_newest_and_the_live(vector_store, engine, planted_runs):
+def test_prune_keeps_the_newest_the_live_and_the_rollback_target(
+    vector_store, engine, planted_runs
+):
     old, new = planted_runs
-    publish(old, vector_store, engine)
-    publish(new, vector_store, engine)
-    assert prune(vector_store, engine, keep=2) == []
+    first = publish(old, vector_store, engine)
+    second = publish(new, vector_store, engine)
+    third = publish(old, vector_store, engine)  # old run, new publication
+    assert prune(vector_store, engine, keep=3) == []
+    # keep=1 keeps the newest (= live) and the rollback target (the second), never less
     deleted = prune(vector_store, engine, keep=1)
-    assert set(deleted) == {physical_name("movies", old.name), physical_name("users", old.name)}
+    assert deleted == sorted([first.movies_collection, first.users_collection])
     assert vector_store.count("movies") == N_MOVIES
+    assert prune(vector_store, engine, keep=1) == []
+    assert rollback(vector_store, engine) == new.name
+    assert vector_store.resolve_alias("users") == second.users_collection
     with pytest.raises(NotFoundError):
-        rollback(vector_store, engine)  # the earlier publication is gone
+        rollback(vector_store, engine)  # the first publication is gone
+    assert (
+        vector_store.resolve_alias("movies") == second.movies_collection != third.movies_collection
+    )
 
 
 def test_published_vectors_are_both_models_exactly(vector_store, engine, planted_runs):

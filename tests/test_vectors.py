@@ -6,6 +6,7 @@ Synthetic data with known answers: random q_i, b_i, so the right ranking for a q
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -247,7 +248,7 @@ def test_edge_alias_file_survives_reopen_and_store_is_locked(tmp_path):
         publish(store, "movies__a", ids, q, b, payloads)
         store.switch_alias("movies", "movies__a")
         # a second process (or a second store object) is refused while this one holds the folder
-        with pytest.raises(StoreError, match="another fmstore process holds the store"):
+        with pytest.raises(StoreError, match=f"store in use by process {os.getpid()}"):
             EdgeStore(tmp_path).count("movies")
     assert (tmp_path / "aliases.json").is_file()
     assert not list(tmp_path.glob(".tmp-*"))  # the atomic write left no temp file

@@ -33,23 +33,30 @@ def get_run(session: Session, run_id: str) -> Run | None:
     return session.get(Run, run_id)
 
 
-def movie_count(session: Session) -> int:
-    """Number of movies in the catalog."""
-    return session.scalar(select(func.count()).select_from(Movie)) or 0
+def movie_count(session: Session, run_id: str) -> int:
+    """How many movies run `run_id` has in the catalog."""
+    query = select(func.count()).select_from(Movie).where(Movie.run_id == run_id)
+    return session.scalar(query) or 0
 
 
-def movie_titles(session: Session) -> list[tuple[int, str, int | None]]:
-    """(movie_id, title, year) of every movie, by movie_id: what title resolution needs."""
-    rows = session.execute(select(Movie.movie_id, Movie.title, Movie.year).order_by(Movie.movie_id))
+def movie_titles(session: Session, run_id: str) -> list[tuple[int, str, int | None]]:
+    """(movie_id, title, year) of every movie of the run, by movie_id: what title resolution
+    needs."""
+    rows = session.execute(
+        select(Movie.movie_id, Movie.title, Movie.year)
+        .where(Movie.run_id == run_id)
+        .order_by(Movie.movie_id)
+    )
     return [tuple(r) for r in rows]  # type: ignore[misc]
 
 
-def get_movies(session: Session, movie_ids: Iterable[int]) -> dict[int, Movie]:
-    """Movies by id; ids not in the catalog are simply absent from the result."""
+def get_movies(session: Session, movie_ids: Iterable[int], run_id: str) -> dict[int, Movie]:
+    """Movies of the run by id; ids not in the catalog are simply absent from the result."""
     ids = sorted({int(i) for i in movie_ids})
     found: dict[int, Movie] = {}
     for chunk in chunks(ids, _IDS_PER_QUERY):
-        for movie in session.scalars(select(Movie).where(Movie.movie_id.in_(chunk))):
+        query = select(Movie).where(Movie.run_id == run_id, Movie.movie_id.in_(chunk))
+        for movie in session.scalars(query):
             found[movie.movie_id] = movie
     return found
 

@@ -24,8 +24,10 @@ from fmstore.errors import NotFoundError, StoreError
 
 # Named parameters (:run_id): the style both sqlite3 and SQLAlchemy's text() understand.
 RUN_SQL = "SELECT config, artifact_path FROM runs WHERE id = :run_id"
-TITLES_SQL = "SELECT movie_id, title, year FROM movies ORDER BY movie_id"
-GENRES_SQL = "SELECT DISTINCT genres FROM movies"
+# Movies are kept per run: a query reads the movies of the run that is live (and after a
+# rollback, of the run rolled back to), never another run's.
+TITLES_SQL = "SELECT movie_id, title, year FROM movies WHERE run_id = :run_id ORDER BY movie_id"
+GENRES_SQL = "SELECT DISTINCT genres FROM movies WHERE run_id = :run_id"
 
 _SQLITE_URL = re.compile(r"^sqlite(?:\+pysqlite)?:///(?P<path>[^?]+)$")
 _UPGRADE_HINT = "(run `fmstore publish` or `fmstore db upgrade`)"
@@ -37,11 +39,11 @@ class CatalogReader(Protocol):
     def run(self, run_id: str) -> tuple[dict, str | None] | None:
         """(the run's config: {'train': ..., 'serving': ...}, its artifact path), or None."""
 
-    def movie_titles(self) -> list[tuple[int, str, int | None]]:
-        """(movie_id, title, year) of every movie, by movie_id."""
+    def movie_titles(self, run_id: str) -> list[tuple[int, str, int | None]]:
+        """(movie_id, title, year) of every movie of the run, by movie_id."""
 
-    def genres(self) -> list[str | None]:
-        """The distinct `genres` values ('Action|Comedy'), in no particular order."""
+    def genres(self, run_id: str) -> list[str | None]:
+        """The distinct `genres` values ('Action|Comedy') of the run's movies, in no order."""
 
     def close(self) -> None:
         """Release what the reader opened itself (never the caller's Engine)."""
@@ -95,11 +97,11 @@ class SqliteReader:
     def run(self, run_id: str) -> tuple[dict, str | None] | None:
         return _run_row(self._read(RUN_SQL, {"run_id": run_id}))
 
-    def movie_titles(self) -> list[tuple[int, str, int | None]]:
-        return [tuple(r) for r in self._read(TITLES_SQL)]  # type: ignore[misc]
+    def movie_titles(self, run_id: str) -> list[tuple[int, str, int | None]]:
+        return [tuple(r) for r in self._read(TITLES_SQL, {"run_id": run_id})]  # type: ignore[misc]
 
-    def genres(self) -> list[str | None]:
-        return [r[0] for r in self._read(GENRES_SQL)]
+    def genres(self, run_id: str) -> list[str | None]:
+        return [r[0] for r in self._read(GENRES_SQL, {"run_id": run_id})]
 
     def close(self) -> None:
         self._conn.close()
@@ -136,11 +138,11 @@ class SqlAlchemyReader:
     def run(self, run_id: str) -> tuple[dict, str | None] | None:
         return _run_row(self._read(RUN_SQL, {"run_id": run_id}))
 
-    def movie_titles(self) -> list[tuple[int, str, int | None]]:
-        return self._read(TITLES_SQL)  # type: ignore[return-value]
+    def movie_titles(self, run_id: str) -> list[tuple[int, str, int | None]]:
+        return self._read(TITLES_SQL, {"run_id": run_id})  # type: ignore[return-value]
 
-    def genres(self) -> list[str | None]:
-        return [r[0] for r in self._read(GENRES_SQL)]
+    def genres(self, run_id: str) -> list[str | None]:
+        return [r[0] for r in self._read(GENRES_SQL, {"run_id": run_id})]
 
     def close(self) -> None:
         if self._owned is not None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Double,
@@ -73,19 +74,21 @@ class Base(DeclarativeBase):
 
 
 class Movie(Base):
-    """A movie of the live publication's catalog: title, year, genres ('Action|Comedy'), rating
-    count and mean, external ids."""
+    """A movie as one run knows it: movie metadata is kept per run, so that what a query
+    resolves always belongs to the live run, before and after a rollback."""
 
     __tablename__ = "movies"
 
-    movie_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    # 64-bit: MovieLens-style ids are validated as 64-bit integers, and Postgres' INTEGER is 32.
+    movie_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     title: Mapped[str] = mapped_column(String)
     year: Mapped[int | None] = mapped_column(Integer)
     genres: Mapped[str] = mapped_column(String, default="")  # 'Action|Comedy'; '' for none
     n_ratings: Mapped[int] = mapped_column(Integer, default=0)
     mean_rating: Mapped[float | None] = mapped_column(Double)
     imdb_id: Mapped[str | None] = mapped_column(String)  # kept as text: '0114709' has a zero
-    tmdb_id: Mapped[int | None] = mapped_column(Integer)
+    tmdb_id: Mapped[int | None] = mapped_column(BigInteger)
 
     @property
     def genre_list(self) -> list[str]:
@@ -93,7 +96,7 @@ class Movie(Base):
         return self.genres.split("|") if self.genres else []
 
     def __repr__(self) -> str:
-        return f"Movie({self.movie_id}, {self.title!r}, {self.year})"
+        return f"Movie({self.movie_id}, {self.title!r}, {self.year}, run {self.run_id})"
 
 
 class Run(Base):
@@ -137,6 +140,10 @@ class Publication(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     status: Mapped[str] = mapped_column(String(16), default="running")
     error: Mapped[str | None] = mapped_column(Text)
+    # Who runs it: a `running` row whose process is gone is stale (killed mid-way), and the next
+    # publish marks it (see fmstore.publish.history).
+    pid: Mapped[int | None] = mapped_column(Integer)
+    host: Mapped[str | None] = mapped_column(String)
 
     def __repr__(self) -> str:
         return f"Publication({self.id}, {self.alias!r} -> {self.collection!r}, {self.status})"

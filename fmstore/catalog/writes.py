@@ -94,9 +94,9 @@ def _opt(value: Any, convert: Any) -> Any:
     return None if _missing(value) else convert(value)
 
 
-def _movie_row(row: dict) -> dict:
+def _movie_row(row: dict, run_id: str) -> dict:
     """One complete row of plain Python values (rows often come from pandas: NumPy ints, NaN)."""
-    unknown = set(row) - set(_MOVIE_COLUMNS)
+    unknown = set(row) - set(_MOVIE_COLUMNS) - {"run_id"}
     if unknown:
         raise ValueError(f"unknown movie columns: {sorted(unknown)}")
     genres = row.get("genres")
@@ -105,6 +105,7 @@ def _movie_row(row: dict) -> dict:
     elif not isinstance(genres, str):
         genres = "|".join(str(g) for g in genres)
     return {
+        "run_id": run_id,
         "movie_id": int(row["movie_id"]),
         "title": str(row["title"]),
         "year": _opt(row.get("year"), int),
@@ -116,8 +117,9 @@ def _movie_row(row: dict) -> dict:
     }
 
 
-def upsert_movies(session: Session, rows: Iterable[dict]) -> int:
-    """Insert or update movies by movie_id (INSERT ... ON CONFLICT DO UPDATE, executemany).
+def upsert_movies(session: Session, rows: Iterable[dict], *, run_id: str) -> int:
+    """Insert or update the movies of run `run_id` by movie_id (INSERT ... ON CONFLICT DO
+    UPDATE, executemany). Other runs' movies are never touched: movies are kept per run.
 
     Keys are Movie columns; `genres` may be a list. Returns the number of rows written.
     Movie objects already loaded in this session are not refreshed.
@@ -136,11 +138,11 @@ def upsert_movies(session: Session, rows: Iterable[dict]) -> int:
     # executemany does the batching (psycopg pipelines it). Building multi-row VALUES per chunk
     # instead was 10x slower: SQLAlchemy recompiles each such statement.
     stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.movie_id],
-        set_={c: stmt.excluded[c] for c in _MOVIE_COLUMNS if c != "movie_id"},
+        index_elements=[table.c.run_id, table.c.movie_id],
+        set_={c: stmt.excluded[c] for c in _MOVIE_COLUMNS if c not in ("run_id", "movie_id")},
     )
     count = 0
-    for chunk in chunks((_movie_row(r) for r in rows), _CHUNK):
+    for chunk in chunks((_movie_row(r, run_id) for r in rows), _CHUNK):
         session.execute(stmt, chunk)
         count += len(chunk)
     return count
@@ -150,9 +152,17 @@ def upsert_movies(session: Session, rows: Iterable[dict]) -> int:
 
 
 def start_publication(
-    session: Session, *, run_id: str, backend: str, alias: str, collection: str
+    session: Session,
+    *,
+    run_id: str,
+    backend: str,
+    alias: str,
+    collection: str,
+    pid: int | None = None,
+    host: str | None = None,
 ) -> int:
-    """Record that publishing `collection` (for `alias`) began; returns the publication id."""
+    """Record that publishing `collection` (for `alias`) began, by process `pid` on `host`;
+    returns the publication id."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if session.get(Run, run_id) is None:
@@ -166,6 +176,8 @@ def start_publication(
         collection=collection,
         status="running",
         started_at=utc_now(),
+        pid=pid,
+        host=host,
     )
     session.add(publication)
     session.flush()
@@ -195,14 +207,13 @@ def finish_publication(
     session.flush()
 
 
-def mark_rolled_back(session: Session, *, run_id: str, aliases: Iterable[str]) -> None:
-    """The succeeded publications of `run_id` under `aliases` become rolled_back, so that the
-    next rollback looks past them. Their finished_at stays: it records when they went live."""
+def mark_rolled_back(session: Session, *, collections: Iterable[str]) -> None:
+    """The succeeded publications of `collections` become rolled_back, so that the next
+    rollback looks past them. Their finished_at stays: it records when they went live."""
     session.execute(
         update(Publication)
         .where(
-            Publication.run_id == run_id,
-            Publication.alias.in_(list(aliases)),
+            Publication.collection.in_(list(collections)),
             Publication.status == "succeeded",
         )
         .values(status="rolled_back")

@@ -1,9 +1,11 @@
-"""`fmstore publish`: a run into Qdrant and the SQL catalog, or a rollback, and pruning."""
+"""`fmstore publish` (a run into Qdrant and the SQL catalog, or a rollback), `fmstore prune` and
+`fmstore status`."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 
@@ -20,6 +22,61 @@ from fmstore.cli.app import (
     print_json,
     settings,
 )
+from fmstore.errors import ArgumentError, ConfigError, StoreBusyError
+
+# Library argument -> what the user typed.
+_FLAGS = {
+    "batch_size": "--batch-size",
+    "shards": "--shards",
+    "replicas": "--replicas",
+    "write_consistency": "--write-consistency",
+    "keep": "--keep",
+    "movies_alias": "FMSTORE_MOVIES_COLLECTION",
+    "users_alias": "FMSTORE_USERS_COLLECTION",
+}
+
+WaitOpt = typer.Option(
+    0.0,
+    "--wait",
+    metavar="SECONDS",
+    help="Embedded store: wait up to SECONDS for another process to release it.",
+)
+
+
+@contextlib.contextmanager
+def _in_flags() -> Iterator[None]:
+    """Library errors that name arguments, reworded with the flags the user typed."""
+    try:
+        yield
+    except ArgumentError as exc:
+        flag = _FLAGS.get(exc.argument, exc.argument)
+        raise ConfigError(f"{flag} {exc.value}: {exc.advice}") from None
+    except StoreBusyError as exc:
+        raise StoreBusyError(f"{exc}, or pass --wait SECONDS", exc.pid) from None
+
+
+@contextlib.contextmanager
+def _opened(home, database_url, qdrant_url, wait: float, run_id=None, resolve=False):
+    """Settings checked (URLs, a writable home), the run resolved when `resolve` (a run that
+    cannot be published is refused before anything is opened), then the store and catalog."""
+    from fmstore import artifact, catalog
+    from fmstore.vectors import open_store
+
+    if wait < 0:
+        raise ConfigError(f"--wait {wait:g}: use 0 (do not wait) or more seconds")
+    s = settings(home, database_url, qdrant_url, stores=True)
+    check_home(s, write=not (s.database_url and s.qdrant_url))
+    if resolve:
+        artifact.resolve_run(s.runs_dir, run_id)
+    engine = catalog.make_engine(s.catalog_url)
+    store = open_store(s, wait=wait)
+    aliases = dict(movies_alias=s.movies_collection, users_alias=s.users_collection)
+    try:
+        with _in_flags():
+            yield s, store, engine, aliases
+    finally:
+        store.close()
+        engine.dispose()
 
 
 @app.command(
@@ -35,9 +92,7 @@ def publish(
         False, "--rollback", help="Switch the aliases back to the previous publication."
     ),
     prune: Optional[int] = typer.Option(
-        None,
-        "--prune",
-        help="Afterwards keep only the N newest physical collections (and the live one).",
+        None, "--prune", hidden=True, help="Removed: use `fmstore prune --keep N`."
     ),
     batch_size: int = typer.Option(1024, help="Points per upsert."),
     shards: Optional[int] = typer.Option(None, help="Server only: shards per collection."),
@@ -45,68 +100,148 @@ def publish(
     write_consistency: Optional[int] = typer.Option(
         None, help="Server only: write consistency factor."
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Publish the run again even when it is already live: new collections, then the switch.",
+    ),
+    wait: float = WaitOpt,
     home: Optional[Path] = HomeOpt,
     database_url: Optional[str] = DbOpt,
     qdrant_url: Optional[str] = QdrantOpt,
     as_json: bool = JsonOpt,
 ):
-    """Publish a run to Qdrant (movies + users) and the SQL catalog, switching aliases atomically."""
-    from fmstore import artifact, catalog
+    """Publish a run to Qdrant (movies + users) and the SQL catalog, switching both aliases in one
+    step; the live publication keeps serving until then, and whatever fails."""
+    from fmstore import artifact
     from fmstore import publish as publishing
-    from fmstore.vectors import open_store
 
-    s = settings(home, database_url, qdrant_url, stores=True)
-    check_home(s, write=not (s.database_url and s.qdrant_url))
-    if not rollback:  # a run that cannot be published is refused before anything is opened
-        artifact.resolve_run(s.runs_dir, run_id)
-    engine = catalog.make_engine(s.catalog_url)
-    store = open_store(s)
-    aliases = dict(movies_alias=s.movies_collection, users_alias=s.users_collection)
-    try:
-        summary: dict = {}
+    if prune is not None:
+        raise ConfigError(
+            "publish no longer prunes: publish, then run `fmstore prune --keep N` "
+            "(it never removes the live publication or the last rollback target)"
+        )
+    if rollback and run_id:
+        raise ConfigError("--rollback takes no RUN_ID: it goes back to the previous publication")
+    if rollback and force:
+        raise ConfigError("--rollback takes no --force: --force re-publishes a run")
+    opened = _opened(home, database_url, qdrant_url, wait, run_id, resolve=not rollback)
+    with opened as (s, store, engine, aliases):
         if rollback:
-            catalog.ensure_schema(engine)
-            summary["rolled_back_to"] = publishing.rollback(store, engine, **aliases)
+            summary = {"rolled_back_to": publishing.rollback(store, engine, **aliases)}
         else:
             run_dir = artifact.resolve_run(s.runs_dir, run_id)
-            from rich.progress import Progress
-
-            with Progress(console=err, transient=True) as progress:
-                tasks: dict = {}
-
-                def report(what: str, done: int, total: int) -> None:
-                    if what not in tasks:
-                        tasks[what] = progress.add_task(f"publishing {what}", total=total)
-                    progress.update(tasks[what], completed=done)
-
-                result = publishing.publish(
-                    run_dir,
-                    store,
-                    engine,
-                    batch_size=batch_size,
-                    shards=shards,
-                    replicas=replicas,
-                    write_consistency=write_consistency,
-                    progress=report,
-                    **aliases,
-                )
-            summary.update(vars(result))
-        if prune is not None:
-            summary["pruned"] = publishing.prune(
-                store, engine, prune, aliases=tuple(aliases.values())
+            if run_id is None:
+                err.print(f"publishing the latest run, {run_dir.name} (name RUN_ID for another)")
+            options = dict(
+                batch_size=batch_size,
+                shards=shards,
+                replicas=replicas,
+                write_consistency=write_consistency,
+                force=force,
             )
-    finally:
-        store.close()
-        engine.dispose()
+            try:
+                result = _publish_with_progress(run_dir, store, engine, aliases, options)
+            except KeyboardInterrupt:
+                _say_what_is_live(store, aliases["movies_alias"])
+                raise
+            summary = vars(result)
+        backend = store.backend
     if as_json:
         return print_json(summary)
+    for line in summary.get("repaired") or []:
+        err.print(f"repaired a publication left by a killed process: {line}")
     if rollback:
         out.print(f"aliases now point at run {summary['rolled_back_to']}")
-    else:
-        state = "already live, nothing rewritten" if summary["skipped"] else "published"
-        out.print(
-            f"run {summary['run_id']} {state}: {summary['movies']:,} movies -> {summary['movies_collection']}, "
-            f"{summary['users']:,} users -> {summary['users_collection']} ({store.backend})"
+        return
+    state = "already live, nothing rewritten" if summary["skipped"] else "published"
+    out.print(
+        f"run {summary['run_id']} {state}: {summary['movies']:,} movies -> "
+        f"{summary['movies_collection']}, {summary['users']:,} users -> "
+        f"{summary['users_collection']} ({backend})"
+    )
+
+
+def _say_what_is_live(store, movies_alias: str) -> None:
+    """After Ctrl-C: which publication serves now (the interrupted one only if it switched)."""
+    import sys
+
+    try:
+        live = store.resolve_alias(movies_alias)
+    except Exception:  # the store itself may be what was interrupted
+        live = "unknown (see `fmstore status`)"
+    sys.stderr.write(f"interrupted; '{movies_alias}' now serves {live or 'nothing'}\n")
+
+
+def _publish_with_progress(run_dir, store, engine, aliases, options: dict):
+    from rich.progress import Progress
+
+    from fmstore import publish as publishing
+
+    with Progress(console=err, transient=True) as progress:
+        tasks: dict = {}
+
+        def report(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = progress.add_task(f"publishing {what}", total=total)
+            progress.update(tasks[what], completed=done)
+
+        return publishing.publish(
+            run_dir,
+            store,
+            engine,
+            progress=report,
+            **options,
+            **aliases,
         )
-    if summary.get("pruned"):
-        out.print("pruned " + ", ".join(summary["pruned"]))
+
+
+@app.command()
+def prune(
+    keep: int = typer.Option(..., "--keep", help="Publications to keep, newest first (>= 1)."),
+    wait: float = WaitOpt,
+    home: Optional[Path] = HomeOpt,
+    database_url: Optional[str] = DbOpt,
+    qdrant_url: Optional[str] = QdrantOpt,
+    as_json: bool = JsonOpt,
+):
+    """Delete the collections of old publications: all but the KEEP newest, never the live one or
+    the last rollback target."""
+    from fmstore import publish as publishing
+
+    if keep < 1:
+        raise ConfigError(f"--keep {keep}: keep at least 1 publication")
+    with _opened(home, database_url, qdrant_url, wait) as (_, store, engine, aliases):
+        deleted = publishing.prune(store, engine, keep, **aliases)
+    if as_json:
+        return print_json({"pruned": deleted})
+    out.print("pruned " + ", ".join(deleted) if deleted else "nothing to prune")
+
+
+@app.command()
+def status(
+    wait: float = WaitOpt,
+    home: Optional[Path] = HomeOpt,
+    database_url: Optional[str] = DbOpt,
+    qdrant_url: Optional[str] = QdrantOpt,
+    as_json: bool = JsonOpt,
+):
+    """What is live, what a rollback would go back to, and the recent publications (publications
+    left `running` by a killed process are marked first)."""
+    from fmstore import publish as publishing
+
+    with _opened(home, database_url, qdrant_url, wait) as (_, store, engine, aliases):
+        state = publishing.status(store, engine, **aliases)
+    if as_json:
+        return print_json(state)
+    for line in state["repaired"]:
+        err.print(f"repaired a publication left by a killed process: {line}")
+    if state["live_run"] is None:
+        out.print("nothing is published yet: `fmstore publish`")
+    else:
+        shown = ", ".join(f"{a} -> {c}" for a, c in state["aliases"].items())
+        out.print(f"live: run {state['live_run']} ({shown})")
+        out.print(f"rollback would go to: {state['rollback_to'] or 'nothing (no earlier one)'}")
+    for p in state["publications"][:10]:
+        error = f"  {p['error']}" if p["error"] else ""
+        out.print(f"  #{p['id']} {p['status']:<11} {p['collection']}{error}")

@@ -24,9 +24,9 @@ from fmstore.recommend.titles import TitleIndex, TitleMatch
 from fmstore.serving import (
     fold_in,
     link_inverse,
-    physical_name,
     predict,
     run_id_of,
+    sibling_collection,
     weighted_user,
 )
 from fmstore.vectors import QueryFilter, VectorStore
@@ -111,7 +111,8 @@ class Recommender(FactorsMixin, RankingMixin):
             )
         self.run_id = run_id_of(collection)
         self.movies_collection = collection
-        self.users_collection = physical_name(users_alias, self.run_id)
+        # the users written by the same publication: one alias read names both
+        self.users_collection = sibling_collection(collection, users_alias)
         borrowed = _is_reader(catalog)
         try:
             self._catalog: CatalogReader = catalog if borrowed else open_reader(catalog)
@@ -181,7 +182,9 @@ class Recommender(FactorsMixin, RankingMixin):
     def titles(self) -> TitleIndex:
         """The catalog's titles, indexed for resolving what a person typed (built once)."""
         if self._titles is None:
-            self._titles = TitleIndex(self._catalog.movie_titles(), popularity=self._n_ratings)
+            self._titles = TitleIndex(
+                self._catalog.movie_titles(self.run_id), popularity=self._n_ratings
+            )
         return self._titles
 
     def resolve_title(self, text: str) -> int:
@@ -223,7 +226,7 @@ class Recommender(FactorsMixin, RankingMixin):
 
     def genres(self) -> list[str]:
         """Every genre in the catalog, sorted."""
-        return sorted({g for v in self._catalog.genres() if v for g in v.split("|")})
+        return sorted({g for v in self._catalog.genres(self.run_id) if v for g in v.split("|")})
 
     def canonical_genres(self, names: Iterable[str]) -> tuple[str, ...]:
         """Genre names as typed (any case) -> the catalog's spelling; ConfigError for unknown

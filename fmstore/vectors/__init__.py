@@ -42,8 +42,9 @@ __all__ = [
 ]
 
 
-def open_store(settings: Settings) -> VectorStore:
-    """A Qdrant server when FMSTORE_QDRANT_URL is set, else the embedded Edge store in home."""
+def open_store(settings: Settings, *, wait: float = 0.0) -> VectorStore:
+    """A Qdrant server when FMSTORE_QDRANT_URL is set, else the embedded Edge store in home
+    (waiting up to `wait` seconds for another process's lock on it)."""
     if settings.qdrant_url:
         import warnings
 
@@ -61,4 +62,4 @@ def open_store(settings: Settings) -> VectorStore:
                 check_compatibility=False,
             )
         return ServerStore(client)
-    return EdgeStore(settings.qdrant_path)
+    return EdgeStore(settings.qdrant_path, wait=wait)

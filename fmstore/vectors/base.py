@@ -183,10 +183,24 @@ class VectorStore(abc.ABC):
     def resolve_alias(self, alias: str) -> str | None:
         """The physical collection `alias` points at, or None when there is no such alias."""
 
-    @abc.abstractmethod
     def switch_alias(self, alias: str, collection: str) -> None:
-        """Point `alias` at `collection` (created, or moved from where it pointed), in one step;
-        NotFoundError when the collection does not exist."""
+        """Point one alias at a collection (see switch_aliases)."""
+        self.switch_aliases({alias: collection})
+
+    @abc.abstractmethod
+    def switch_aliases(self, mapping: dict[str, str]) -> None:
+        """Point every alias of `mapping` at its collection in ONE atomic operation: a reader
+        sees all the old targets or all the new ones, never a mix. Each collection must exist
+        and is durable (flushed) before any alias points at it."""
+
+    def flush(self, name: str) -> None:
+        """Make what was written to a collection durable (a no-op where upserts already are)."""
+        return None
+
+    def lock(self) -> None:
+        """Take the store for this process before writing (a no-op where the engine has no
+        process lock, as on a server)."""
+        return None
 
     def search(
         self,
@@ -294,6 +308,19 @@ class VectorStore(abc.ABC):
         return NotFoundError(
             f"no published collection '{name}' in {self.where}: run `fmstore publish` first"
         )
+
+    def _check_switch(self, mapping: dict[str, str]) -> None:
+        """Every alias a valid name, every target an existing physical collection."""
+        if not mapping:
+            raise ValueError("switch_aliases: no aliases given")
+        for alias, collection in mapping.items():
+            self._check_name(alias, "alias")
+            if not self.collection_exists(collection):
+                raise self._no_such_collection(alias, collection)
+            if self.collection_exists(alias):
+                raise ConfigError(
+                    f"'{alias}' is a collection in {self.where}; an alias cannot take its name"
+                )
 
     def _no_such_collection(self, alias: str, collection: str) -> NotFoundError:
         return NotFoundError(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
-from fmstore.errors import ConfigError, FmstoreError, StoreError
+from fmstore.errors import ConfigError, FmstoreError, StoreBusyError, StoreError
 from fmstore.fileio import atomic_write_text
 from fmstore.vectors.base import _NAME, FilterSpelling, VectorStore, _one_line
 
@@ -35,7 +35,7 @@ class EdgeStore(VectorStore):
     Shards are created with the write-ahead log off: a published collection is written once and
     never updated, and an interrupted publish never gets the alias. That halves the disk use and
     makes opening faster. Without a WAL, data is durable once flushed: upserts are visible at once,
-    and switch_alias() and close() flush, so no alias ever points at data that is not on disk.
+    and switch_aliases() and close() flush, so no alias ever points at data that is not on disk.
     (Flushing after every batch instead costs 0.1-0.25 s a flush here, most of a publish.)
 
     Search is exact: nothing here builds an HNSW index (EdgeShard.optimize() would), and at
@@ -44,8 +44,9 @@ class EdgeStore(VectorStore):
 
     backend = "edge"
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, *, wait: float = 0.0):
         self.path = Path(path)
+        self.wait = float(wait)  # seconds to wait for another process's lock; 0: refuse at once
         self._shards: dict[str, Any] = {}  # physical name -> open EdgeShard
         self._dirty: set[str] = set()  # physical names written since their last flush
         self._lock_fd: int | None = None
@@ -147,19 +148,23 @@ class EdgeStore(VectorStore):
         self._lock()
         return self._read_aliases().get(alias)
 
-    def switch_alias(self, alias: str, collection: str) -> None:
-        self._check_name(alias, "alias")
+    def switch_aliases(self, mapping: dict[str, str]) -> None:
+        """Every collection flushed first, then one atomic, durable rewrite of the alias file
+        with all the aliases: a reader sees the old file or the new one, never a mix."""
         self._lock()
-        if not self.collection_exists(collection):
-            raise self._no_such_collection(alias, collection)
-        if self.collection_exists(alias):
-            raise ConfigError(
-                f"'{alias}' is a collection in {self.path}; an alias cannot take its name"
-            )
-        self._flush(collection)  # the alias must never point at data that is not on disk yet
+        self._check_switch(mapping)
+        for collection in mapping.values():
+            self.flush(collection)  # an alias must never point at data that is not on disk yet
         aliases = self._read_aliases()
-        aliases[alias] = collection
+        aliases.update(mapping)
         self._write_aliases(aliases)
+
+    def flush(self, name: str) -> None:
+        self._lock()
+        self._flush(self._physical(name))
+
+    def lock(self) -> None:
+        self._lock()
 
     def close(self) -> None:
         try:
@@ -226,21 +231,36 @@ class EdgeStore(VectorStore):
         return self.path / "aliases.json"
 
     def _lock(self) -> None:
+        """flock `<path>/.lock` for this process, waiting up to `self.wait` seconds for it. The
+        file is never written: who holds it is read from the kernel's lock table."""
         if self._lock_fd is not None:
             return
         import fcntl
+        import time
 
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise StoreError(
-                f"another fmstore process holds the store {self.path}: "
-                "wait for it to finish (the embedded store opens in one process at a time)"
-            ) from None
+        deadline = time.monotonic() + max(self.wait, 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise self._busy() from None
+                time.sleep(0.05)
         self._lock_fd = fd
+
+    def _busy(self) -> StoreBusyError:
+        pid = _flock_holder(self.path / ".lock")
+        who = f"process {pid}" if pid else "another process"
+        waited = f" (waited {self.wait:g} s)" if self.wait > 0 else ""
+        return StoreBusyError(
+            f"store in use by {who}{waited}: {self.path} opens in one process at a time; "
+            "wait for it to finish",
+            pid,
+        )
 
     @contextlib.contextmanager
     def _edge_errors(self, name: str) -> Iterator[None]:
@@ -315,3 +335,25 @@ class EdgeStore(VectorStore):
             trash = self._collections_dir / f".trash-{name}-{uuid.uuid4().hex}"
             os.replace(folder, trash)
             shutil.rmtree(trash, ignore_errors=True)
+
+
+def _flock_holder(path: Path) -> int | None:
+    """The pid holding a flock on `path`, from Linux's /proc/locks; None when unknown."""
+    try:
+        inode = os.stat(path).st_ino
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    for line in table.splitlines():
+        # "3: FLOCK  ADVISORY  WRITE 12345 00:2f:1234567 0 EOF" ("->" marks a waiter)
+        fields = line.split()
+        if "->" in fields or "FLOCK" not in fields:
+            continue
+        at = fields.index("FLOCK")
+        try:
+            pid, where = int(fields[at + 3]), fields[at + 4]
+            if int(where.rsplit(":", 1)[1]) == inode:
+                return pid
+        except (IndexError, ValueError):
+            continue
+    return None

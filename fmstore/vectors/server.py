@@ -23,8 +23,8 @@ if TYPE_CHECKING:  # only for annotations: importing qdrant_client costs most of
 class ServerStore(VectorStore):
     """qdrant-client against a server (or ":memory:" local mode, which speaks the same API).
 
-    Aliases are the server's own; switch_alias is a single update_collection_aliases request
-    (delete + create), which Qdrant applies atomically.
+    Aliases are the server's own; switch_aliases is a single update_collection_aliases request
+    (delete + create of every alias), which Qdrant applies atomically.
     """
 
     backend = "server"
@@ -103,20 +103,22 @@ class ServerStore(VectorStore):
                     return a.collection_name
         return None
 
-    def switch_alias(self, alias: str, collection: str) -> None:
+    def switch_aliases(self, mapping: dict[str, str]) -> None:
+        """All aliases in one update_collection_aliases request, which Qdrant applies
+        atomically: delete each existing alias and create it on its new collection."""
         from qdrant_client import models
 
-        self._check_name(alias, "alias")
-        if not self.collection_exists(collection):
-            raise self._no_such_collection(alias, collection)
+        self._check_switch(mapping)
+        with self._errors():
+            existing = {a.alias_name for a in self.client.get_aliases().aliases}
         operations: list[Any] = []
-        if self.resolve_alias(alias) is not None:
-            # Deleting an alias that does not exist fails on a server: only delete a real one.
-            operations.append(
-                models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias))
-            )
-        create = models.CreateAlias(collection_name=collection, alias_name=alias)
-        operations.append(models.CreateAliasOperation(create_alias=create))
+        for alias, collection in mapping.items():
+            if alias in existing:
+                # Deleting an alias that does not exist fails on a server: only delete a real one.
+                delete = models.DeleteAlias(alias_name=alias)
+                operations.append(models.DeleteAliasOperation(delete_alias=delete))
+            create = models.CreateAlias(collection_name=collection, alias_name=alias)
+            operations.append(models.CreateAliasOperation(create_alias=create))
         with self._errors():
             self.client.update_collection_aliases(change_aliases_operations=operations)
 

@@ -1,0 +1,185 @@
+"""The points of a publication: which named vectors are served (`served_vectors`), movies and
+users as vectors + payloads, written in batches, and the probe that verifies a written
+collection before any alias points at it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from fmstore import artifact
+from fmstore.errors import StoreError
+from fmstore.publish.checks import checkpoint
+from fmstore.serving import ranking_lambda, whiten_items
+from fmstore.vectors import CollectionSpec, movies_spec, users_spec
+
+ProgressFn = Callable[[str, int, int], None]  # (what, done, total)
+
+
+@dataclass
+class Points:
+    """One collection's worth of points, built in memory before anything is written."""
+
+    ids: np.ndarray
+    vectors: dict[str, np.ndarray]
+    payloads: list[dict]
+    cosine: tuple[str, ...] = ()  # vectors Qdrant stores normalised (Cosine distance)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class ServedVectors:
+    """The named vectors publish writes, and the serving config that says how to read them."""
+
+    movies: dict[str, np.ndarray]  # item, score, (rank)
+    users: dict[str, np.ndarray]  # score, (rank)
+    rank_k: int | None
+    config: dict  # merged into the catalog's serving config: "ranking", "item_distance", ...
+
+    def movies_spec(self, k: int) -> CollectionSpec:
+        item_size = self.movies["item"].shape[1]
+        return movies_spec(k, self.rank_k, item_size, self.config["item_distance"])
+
+    def users_spec(self, k: int) -> CollectionSpec:
+        return users_spec(k, self.rank_k)
+
+
+# "movies like x" and the whitened vectors: see serving.whiten_items. Dot, not Cosine: the dot
+# product of whitened vectors is exactly the top list of someone who named only x, and it measured
+# best (benchmarks/ranking.py, item-to-item table).
+ITEM_DISTANCE = "dot"
+
+
+def served_vectors(
+    serving: artifact.ServingArtifact, ranking: artifact.RankingArtifact | None
+) -> ServedVectors:
+    """score = [q_i, b_i] / [p_u, 1]: the rating FM, exact. With a ranking model: rank =
+    [r_i, c_i] / [r_u, 1] and item = the whitened r_i (Dot). Without one (a run trained with
+    --no-ranking): item = q_i (Cosine) and the FM's score is the only ranking."""
+    ones = np.ones((len(serving.user_ids), 1), np.float32)
+    movies = {"score": np.hstack([serving.item_vectors, serving.item_bias[:, None]])}
+    users = {"score": np.hstack([serving.user_vectors, ones])}
+    if ranking is None:
+        movies["item"] = serving.item_vectors
+        return ServedVectors(movies, users, None, {"ranking": None, "item_distance": "cosine"})
+    lam = ranking_lambda(ranking.reg, ranking.alpha0, ranking.nu, ranking.n_items_train)
+    movies["item"] = whiten_items(ranking.item_vectors, ranking.alpha0, lam)
+    movies["rank"] = ranking.item_rows
+    users["rank"] = np.hstack([ranking.user_vectors, ones])
+    rank_k = int(ranking.item_vectors.shape[1])
+    config = {
+        "ranking": {
+            "factors": rank_k,
+            "alpha0": ranking.alpha0,
+            "reg": ranking.reg,
+            "nu": ranking.nu,
+            "n_items": ranking.n_items_train,
+            "confidence": ranking.confidence,
+            "conf_alpha": ranking.conf_alpha,
+        },
+        "item_distance": ITEM_DISTANCE,
+    }
+    return ServedVectors(movies, users, rank_k, config)
+
+
+def movie_points(
+    serving: artifact.ServingArtifact, vectors: ServedVectors, movie_rows: list[dict]
+) -> Points:
+    payloads = [
+        {
+            "movie_id": row["movie_id"],
+            "title": row["title"],
+            "year": row["year"],
+            "genres": row["genres"],
+            "bias": float(serving.item_bias[m]),
+            "n_ratings": row["n_ratings"],
+            "mean_rating": row["mean_rating"],
+            "run_id": serving.run_id,
+        }
+        for m, row in enumerate(movie_rows)
+    ]
+    movies = {name: v.astype(np.float32) for name, v in vectors.movies.items()}
+    return Points(serving.movie_ids, movies, payloads, _cosine(vectors))
+
+
+def user_points(serving: artifact.ServingArtifact, vectors: ServedVectors, run_dir: Path) -> Points:
+    rated = _rated_per_user(run_dir, serving.user_ids)
+    payloads = [
+        {
+            "user_id": int(u),
+            "bias": float(b),
+            "n_ratings": len(movies),
+            "rated": movies,
+            "run_id": serving.run_id,
+        }
+        for u, b, movies in zip(serving.user_ids, serving.user_bias, rated, strict=True)
+    ]
+    users = {name: v.astype(np.float32) for name, v in vectors.users.items()}
+    return Points(serving.user_ids, users, payloads)
+
+
+def _cosine(vectors: ServedVectors) -> tuple[str, ...]:
+    return ("item",) if vectors.config["item_distance"] == "cosine" else ()
+
+
+def _rated_per_user(run_dir: Path, user_ids: np.ndarray) -> list[list[int]]:
+    """Each user's rated movie ids (everything the published model saw them rate)."""
+    from safetensors.numpy import load_file
+
+    seen = load_file(str(Path(run_dir) / "seen.safetensors"))
+    if not np.array_equal(seen["user_ids"], user_ids):
+        raise StoreError(
+            f"{run_dir}: seen.safetensors and serving.safetensors disagree on users; retrain"
+        )
+    movie_ids, indptr = seen["movie_ids"].tolist(), seen["indptr"]
+    return [movie_ids[indptr[r] : indptr[r + 1]] for r in range(len(user_ids))]
+
+
+def write(store, coll: str, points: Points, batch_size: int, progress, what: str) -> None:
+    """Upsert in batches; the crash tests may stop the process after the first batch."""
+    n = len(points)
+    for start in range(0, n, batch_size):
+        end = min(start + batch_size, n)
+        batch = {k: v[start:end] for k, v in points.vectors.items()}
+        store.upsert(coll, points.ids[start:end], batch, points.payloads[start:end])
+        if progress:
+            progress(what, end, n)
+        if start == 0:
+            checkpoint(f"{what}_upsert")
+
+
+def verify(store, coll: str, points: Points) -> None:
+    """The collection holds every point, and a probe point reads back exactly as written."""
+    got = store.count(coll)
+    if got != len(points):
+        raise StoreError(
+            f"{coll} holds {got} points after publishing, expected {len(points)}; publish again"
+        )
+    probe = int(points.ids[-1])
+    found = store.retrieve(coll, [probe], vectors=list(points.vectors)).get(probe)
+    expected = {k: v[-1] for k, v in points.vectors.items()}
+    if (
+        found is None
+        or found[1].get("run_id") != points.payloads[-1]["run_id"]
+        or not all(
+            np.allclose(
+                found[0].get(k, np.array([])), _stored(v, k in points.cosine), rtol=1e-5, atol=1e-6
+            )
+            for k, v in expected.items()
+        )
+    ):
+        raise StoreError(f"{coll}: point {probe} does not read back as written; publish again")
+
+
+def _stored(vector: np.ndarray, cosine: bool) -> np.ndarray:
+    # Qdrant stores a Cosine vector normalised.
+    vector = np.asarray(vector, np.float32)
+    if not cosine:
+        return vector
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm else vector
