@@ -3,7 +3,7 @@
 NumPy + the vectors interface + the catalog readers: importing this package must not import torch,
 and a query on a SQLite catalog must not import SQLAlchemy.
 
-    rec = Recommender(store, catalog)             # the live run: alias -> movies__<run_id>
+    rec = Recommender(store, catalog)             # the live run: alias -> movies__<run_id>__<publication>
     ids, scores = rec.similar_items(rec.resolve_title("toy story"), N=10)
     ids, scores = rec.recommend(42, N=10)         # a known user, every movie they rated excluded
     ids, scores = rec.recommend([1, 2, 3], N=10)  # a batch: 2-D arrays, one row per user
