@@ -69,7 +69,7 @@ def test_publish_names_the_run_it_picks_then_prune_and_status(home, planted_runs
     assert f"publishing the latest run, {newest}" in result.stderr
     assert f"run {newest} published" in result.stdout
     state = json.loads(fmstore_cli(home, "status", "--json").stdout)
-    assert state["live_run"] == newest and state["rollback_to"] == planted_runs[0].name
+    assert state["live_run"] == newest and state["rollback_target"] == planted_runs[0].name
     # keep 1: the live one and the rollback target both stay
     result = fmstore_cli(home, "prune", "--keep", "1")
     assert result.returncode == 0 and "nothing to prune" in result.stdout, result.stderr
@@ -103,3 +103,16 @@ def test_a_second_process_is_told_who_holds_the_store_and_may_wait(
     finally:
         holder.wait(timeout=60)
     assert _live_run(fmstore_cli, home) == planted_runs[1].name
+
+
+def test_status_repairs_a_publication_killed_after_the_switch(home, planted_runs, fmstore_cli):
+    from fmstore.publish import KILL_AT_ENV
+
+    new = planted_runs[1].name
+    killed = fmstore_cli(home, "publish", new, env={KILL_AT_ENV: "after_switch:SIGKILL"})
+    assert killed.returncode < 0
+    state = json.loads(fmstore_cli(home, "status", "--json").stdout)
+    assert state["live_run"] == new and state["rollback_target"] == planted_runs[0].name
+    assert len(state["repaired"]) == 2 and all("succeeded" in r for r in state["repaired"])
+    again = json.loads(fmstore_cli(home, "status", "--json").stdout)
+    assert again["repaired"] == []  # repaired once, for good

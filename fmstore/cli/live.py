@@ -40,6 +40,7 @@ class Served:
     aliases: dict[str, str | None] = field(default_factory=dict)  # alias -> physical collection
     points: dict[str, int] = field(default_factory=dict)  # physical collection -> points
     rollback_target: str | None = None  # the run `fmstore publish --rollback` would switch to
+    repaired: list[str] = field(default_factory=list)  # stale publication rows marked just now
 
     @property
     def live_run(self) -> str | None:
@@ -72,30 +73,26 @@ def served(s: Settings, *, count_points: bool = False) -> Served:
                 state.points[collection] = store.count(collection)
         live = state.aliases[s.movies_collection]
         if live and has_catalog(s):
-            state.rollback_target = _rollback_target(s, store, live)
+            state.rollback_target, state.repaired = _rollback_target(s, store)
     return state
 
 
-def _rollback_target(s: Settings, store, live: str) -> str | None:
-    """The run `publish --rollback` would return to: the newest earlier succeeded publication
-    whose collection still exists (the rule of fmstore.publish.rollback)."""
-    from sqlalchemy.orm import Session
-
+def _rollback_target(s: Settings, store) -> tuple[str | None, list[str]]:
+    """The run `publish --rollback` would return to (fmstore.publish.rollback_target, the rule
+    rollback uses), after marking publications left `running` by killed processes (returned)."""
     from fmstore import catalog
+    from fmstore import publish as publishing
+    from fmstore.serving import run_id_of
 
     engine = catalog.make_engine(s.catalog_url)
+    aliases = (s.movies_collection, s.users_collection)
     try:
-        with Session(engine) as session:
-            history = catalog.publications(session, alias=s.movies_collection, status="succeeded")
-            for publication in history:
-                if publication.collection != live and store.collection_exists(
-                    publication.collection
-                ):
-                    return publication.run_id
-    except Exception as exc:  # no schema yet: nothing was published through this catalog
+        repaired = publishing.reconcile(store, engine, aliases)
+        target = publishing.rollback_target(store, engine, *aliases)
+        return (run_id_of(target[0]) if target else None), repaired
+    except Exception as exc:  # no schema (or an older one) yet: nothing to say about history
         if type(exc).__module__.startswith("sqlalchemy"):
-            return None
+            return None, []
         raise
     finally:
         engine.dispose()
-    return None

@@ -1,5 +1,5 @@
-"""`fmstore publish` (a run into Qdrant and the SQL catalog, or a rollback), `fmstore prune` and
-`fmstore status`."""
+"""`fmstore publish` (a run into Qdrant and the SQL catalog, or a rollback) and `fmstore prune`.
+(`fmstore status`, in status.py, also repairs publications left `running` by killed processes.)"""
 
 from __future__ import annotations
 
@@ -216,32 +216,3 @@ def prune(
     if as_json:
         return print_json({"pruned": deleted})
     out.print("pruned " + ", ".join(deleted) if deleted else "nothing to prune")
-
-
-@app.command()
-def status(
-    wait: float = WaitOpt,
-    home: Optional[Path] = HomeOpt,
-    database_url: Optional[str] = DbOpt,
-    qdrant_url: Optional[str] = QdrantOpt,
-    as_json: bool = JsonOpt,
-):
-    """What is live, what a rollback would go back to, and the recent publications (publications
-    left `running` by a killed process are marked first)."""
-    from fmstore import publish as publishing
-
-    with _opened(home, database_url, qdrant_url, wait) as (_, store, engine, aliases):
-        state = publishing.status(store, engine, **aliases)
-    if as_json:
-        return print_json(state)
-    for line in state["repaired"]:
-        err.print(f"repaired a publication left by a killed process: {line}")
-    if state["live_run"] is None:
-        out.print("nothing is published yet: `fmstore publish`")
-    else:
-        shown = ", ".join(f"{a} -> {c}" for a, c in state["aliases"].items())
-        out.print(f"live: run {state['live_run']} ({shown})")
-        out.print(f"rollback would go to: {state['rollback_to'] or 'nothing (no earlier one)'}")
-    for p in state["publications"][:10]:
-        error = f"  {p['error']}" if p["error"] else ""
-        out.print(f"  #{p['id']} {p['status']:<11} {p['collection']}{error}")

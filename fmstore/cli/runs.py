@@ -278,7 +278,7 @@ def delete(
 
 def _delete_collections(s, run: str) -> list[str]:
     from fmstore.cli.live import has_store
-    from fmstore.serving import physical_name
+    from fmstore.serving import run_id_of
 
     if not has_store(s):
         return []
@@ -286,9 +286,11 @@ def _delete_collections(s, run: str) -> list[str]:
 
     deleted = []
     with open_store(s) as store:
+        existing = store.list_collections()
         for alias in (s.movies_collection, s.users_collection):
-            name = physical_name(alias, run)
-            if store.collection_exists(name):
-                store.delete_collection(name)
-                deleted.append(name)
+            # every publication of the run: <alias>__<run>__<publication> (or <alias>__<run>)
+            for name in existing:
+                if name.startswith(f"{alias}__") and run_id_of(name) == run:
+                    store.delete_collection(name)
+                    deleted.append(name)
     return deleted

@@ -61,6 +61,7 @@ def status(
         ],
         "live_run": state.live_run,
         "rollback_target": state.rollback_target,
+        "repaired": state.repaired,
     }
     if has_catalog(s):
         revisions = _probe(s, "catalog", problems, lambda: _revisions(s.catalog_url), (None, None))
@@ -126,6 +127,8 @@ def _print(report: dict) -> None:
     if not report["aliases"]:
         table.add_row("aliases", "nothing published")
     table.add_row("rollback to", report["rollback_target"] or "none")
+    for line in report["repaired"]:  # publications a killed process left `running`
+        table.add_row("repaired", line)
     out.print(table, highlight=False)
 
 
