@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from fmstore import artifact
+
 
 @pytest.fixture
 def home(live_home, tmp_path) -> Path:
@@ -63,13 +65,17 @@ def test_prune_keep_zero_is_refused(home, fmstore_cli, assert_one_line_error):
 
 
 def test_publish_names_the_run_it_picks_then_prune_and_status(home, planted_runs, fmstore_cli):
+    # the two runs may share a creation second: ask which one "latest" means, and make the
+    # other one live first
+    newest = artifact.resolve_run(home / "runs", None).name
+    other = next(run.name for run in planted_runs if run.name != newest)
+    assert fmstore_cli(home, "publish", other).returncode == 0
     result = fmstore_cli(home, "publish")
     assert result.returncode == 0, result.stderr
-    newest = planted_runs[1].name
     assert f"publishing the latest run, {newest}" in result.stderr
     assert f"run {newest} published" in result.stdout
     state = json.loads(fmstore_cli(home, "status", "--json").stdout)
-    assert state["live_run"] == newest and state["rollback_target"] == planted_runs[0].name
+    assert state["live_run"] == newest and state["rollback_target"] == other
     # keep 1: the live one and the rollback target both stay
     result = fmstore_cli(home, "prune", "--keep", "1")
     assert result.returncode == 0 and "nothing to prune" in result.stdout, result.stderr
@@ -97,7 +103,9 @@ def test_a_second_process_is_told_who_holds_the_store_and_may_wait(
     try:
         assert holder.stdout.readline().strip() == "locked"
         refused = fmstore_cli(home, "publish", planted_runs[1].name)
-        assert_one_line_error(refused, f"store in use by process {holder.pid}", "--wait SECONDS")
+        assert_one_line_error(
+            refused, f"store in use by process {holder.pid}", "--wait SECONDS", code=3
+        )
         waited = fmstore_cli(home, "publish", planted_runs[1].name, "--wait", "120")
         assert waited.returncode == 0, waited.stderr
     finally:
