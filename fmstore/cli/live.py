@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from fmstore.config import Settings
+from fmstore.config import Settings, url_secrets
+from fmstore.config import mask_secrets as config_mask_secrets
 
 _USER_INFO = re.compile(r"(?<=//)[^/@]*@")
 _SECRET_PARAM = re.compile(r"(?i)\b(password|passwd|api[_-]?key|token|secret)=[^&;\s]*")
@@ -21,17 +22,17 @@ def mask_url(url: str | None) -> str | None:
 
 
 def mask_secrets(text: str, s: Settings) -> str:
-    """`text` with every password, user name and API key of `s` replaced by ***."""
+    """`text` with every password, user name and API key of `s` replaced by ***: the one masker
+    of config.mask_secrets, given this status page's extra rule that user names are hidden too."""
     from urllib.parse import unquote, urlsplit
 
-    secrets = [s.qdrant_api_key]
+    secrets = [s.qdrant_api_key or ""]
     for url in (s.database_url, s.qdrant_url):
         if url and "//" in url:
-            parts = urlsplit(url)
-            secrets += [parts.username, parts.password]
-            secrets += [unquote(x) for x in (parts.username, parts.password) if x]
-    for secret in sorted(filter(None, set(secrets)), key=len, reverse=True):
-        text = text.replace(secret, "***")
+            secrets += url_secrets(url)
+            user = urlsplit(url).username
+            secrets += [user, unquote(user)] if user else []
+    text = config_mask_secrets(text, secrets)
     return mask_url(text) if "//" in text else text
 
 
