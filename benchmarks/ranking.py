@@ -3,7 +3,7 @@ on ml-latest-small's seed-0 90/10 split (relevant = held-out rating >= 4, each u
 movie not rated in training). One markdown table per section.
 
     python benchmarks/ranking.py                    # every section (~10 min on a busy 2-core box)
-    python benchmarks/ranking.py served cold items  # some of: served, cold, items, time
+    python benchmarks/ranking.py served cold items  # some of: served, cold, coldfm, items, time
 
 - served: fmstore trained with --no-refit, published to a throwaway embedded store, and every
   user's top 10 asked of `Recommender.recommend` (what `fmstore query --user` runs); implicit ALS
@@ -15,6 +15,11 @@ movie not rated in training). One markdown table per section.
 - items: for each (user, liked training movie), is one of the user's held-out liked movies among
   the movie's 10 neighbours: the published `item` vector (Dot, as served; Cosine too), the cosine
   of r_i, co-rating cosine and implicit's similar_items; support floors for the served one.
+- coldfm: the rating model's new users (the stars shown): 10% of users and 10% of movies held
+  out (fmstore's run_cold_start), their first n ratings by time (3/5/10/20), RMSE and Recall@10 /
+  NDCG@10 of the FM built from them: weighted mean, fold-in, and with the `rated` field (SVD++ in
+  FM form, `--rated-field`) the model's own side from the movies named, alone and + fold-in.
+  Set RATED_REG to try the field's regularisation (default: TrainConfig's).
 - time: valid RMSE when the last 10% of each user's ratings (by time) are held out.
 
 implicit (0.7) is a benchmark-only dependency: `pip install -e .[bench]`.
@@ -270,9 +275,6 @@ def cold_section(dataset, sizes=(3, 5, 10, 20)) -> None:
             out.append((name, n, m["recall@10"], m["ndcg@10"], m["users_ranked"]))
     print("\n## Cold start: held-out users, first n ratings by time given\n")
     print(markdown(["method", "n", "Recall@10", "NDCG@10", "users"], out))
-    print(
-        "\n(the implicit 'rated' field, SVD++ in FM form, is not built; the FM's own cold-start RMSE table: benchmarks/quality.py --cold-start)"
-    )
 
 
 def neighbours(V, k=10, candidates=None, dot=False):
@@ -351,6 +353,32 @@ def items_section(dataset) -> None:
     print(markdown(["neighbours", "hit rate@10", "(user, movie) pairs"], out))
 
 
+def cold_fm_section(dataset, sizes=(3, 5, 10, 20)) -> None:
+    rated_reg = float(os.environ.get("RATED_REG", TrainConfig.rated_reg))
+    models = {
+        "FM": TrainConfig(ranking=False, refit=False),
+        "FM + rated field": TrainConfig(
+            ranking=False,
+            refit=False,
+            fields=TrainConfig.fields + ("rated",),
+            rated_reg=rated_reg,
+        ),
+    }
+    rows, fits = [], []
+    for name, config in models.items():
+        report = ev.run_cold_start(dataset, config, sizes=sizes)
+        fits.append((name, report.valid_rmse, report.train_seconds))
+        for r in report.users:
+            if r["method"] in ("popularity", "global-mean+biases") and name != "FM":
+                continue
+            rows.append((name, r["method"], r["n"], r["rmse"], r["recall@10"], r["ndcg@10"]))
+    rows.sort(key=lambda r: (r[2], r[3]))
+    print("\n## The rating model's new users: first n ratings by time given\n")
+    print(markdown(["model", "method", "n", "RMSE", "Recall@10", "NDCG@10"], rows))
+    print(f"\n(rated_reg {rated_reg}; {report.n_cold_users} held-out users)\n")
+    print(markdown(["model", "valid RMSE of the warm model", "train s"], fits))
+
+
 def time_section(dataset) -> None:
     r = dataset.ratings
     order = np.lexsort((r.timestamp, r.user_id))
@@ -381,13 +409,14 @@ def time_section(dataset) -> None:
 
 
 def main(argv) -> int:
-    sections = set(argv) or {"served", "cold", "items", "time"}
+    sections = set(argv) or {"served", "cold", "coldfm", "items", "time"}
     data = Path(os.environ.get("FMSTORE_DATA", REPO.parent / "shared" / "data" / "ml-latest-small"))
     dataset = datasets.load_dataset(data)
     t0 = time.perf_counter()
     for name, fn in (
         ("served", served_section),
         ("cold", cold_section),
+        ("coldfm", cold_fm_section),
         ("items", items_section),
         ("time", time_section),
     ):

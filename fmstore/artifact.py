@@ -10,9 +10,8 @@
       history.csv          per-epoch metrics
       manifest.json        config, metrics, dataset fingerprint, versions, sha256 of every file
 
-A run is written into a temporary sibling folder and renamed into place, so a crash never leaves
-a half run. Loading checks every file's sha256 against the manifest and refuses a mismatch.
-Importing this module does not import torch (publish and query stay NumPy-only).
+Written to a temporary sibling folder, then renamed (a crash never leaves half a run); loading
+refuses any file whose sha256 differs from the manifest's. No torch here: publish stays NumPy-only.
 """
 
 from __future__ import annotations
@@ -390,7 +389,7 @@ def load_model(run_dir: Path, manifest: dict | None = None):
     """The trained FactorizationMachine (torch), weights loaded without unpickling."""
     from safetensors.torch import load_file as load_torch
 
-    from fmstore.features import FeatureRows
+    from fmstore.features import FeatureRows, RatedRows
     from fmstore.model import FactorizationMachine
 
     manifest = manifest or load_manifest(run_dir)
@@ -408,6 +407,7 @@ def load_model(run_dir: Path, manifest: dict | None = None):
         FeatureRows(state["item_index"].numpy(), state["item_weight"].numpy()),
         link=config["link"],
         rating_range=(config["rating_min"], config["rating_max"]),
+        rated=RatedRows.from_state(state),
     )
     model.load_state_dict(state)
     return model

@@ -4,7 +4,10 @@ Every feature of every field gets one index in a single table, LightFM-style: ra
 field, with each field at its own offset. Index 0 is reserved for padding (weight 0), so ragged
 feature lists become fixed-width index/weight matrices that the model gathers in one go.
 
-User-side fields: `user` (the user id). Item-side fields: `movie` (the movie id, only for movies
+User-side fields: `user` (the user id) and, when asked for, `rated`: the set of movies the user
+rated in training, one feature per movie at weight 1/sqrt(n) (SVD++'s implicit feedback in FM
+form, Rendle 2010 section V.B). A user rates hundreds of movies, so `rated` is kept as a CSR
+matrix (`rated_rows`), not in the fixed-width rows. Item-side fields: `movie` (the movie id, only for movies
 with training ratings: a movie nobody rated keeps no id feature, so its vector comes from its
 genres and year alone), `genre` (multi-hot, weights 1/n so a movie's genres sum to 1) and
 `year` (release year in 5-year buckets, plus an "unknown" bucket).
@@ -20,8 +23,10 @@ from fmstore.datasets import Movies, Ratings
 
 PAD = 0
 YEAR_BUCKET = 5
-USER_FIELDS = ("user",)
+USER_FIELDS = ("user", "rated")
 ITEM_FIELDS = ("movie", "genre", "year")
+# Feature-table order. `rated` comes last so that adding it moves no other field's offsets.
+TABLE_ORDER = ("user", "movie", "genre", "year", "rated")
 
 
 def year_bucket(year: np.ndarray) -> np.ndarray:
@@ -69,8 +74,9 @@ class Vocabulary:
             "movie": len(self.movie_ids),
             "genre": len(self.genres),
             "year": len(self.year_buckets),
+            "rated": len(self.movie_ids),  # one per movie with training ratings
         }
-        return {f: all_sizes[f] for f in USER_FIELDS + ITEM_FIELDS if f in self.fields}
+        return {f: all_sizes[f] for f in TABLE_ORDER if f in self.fields}
 
     def offsets(self) -> dict[str, int]:
         """Index where each field's features start in the feature table (0 is padding)."""
@@ -165,6 +171,46 @@ def user_rows(vocab: Vocabulary) -> FeatureRows:
     return FeatureRows(index, weight)
 
 
+@dataclass
+class RatedRows:
+    """The `rated` field as CSR: user row r has features index[indptr[r] : indptr[r + 1]] at
+    weights 1/sqrt(n_r), one row per `user_rows` row (the unseen-user padding row is empty)."""
+
+    indptr: np.ndarray  # int64 [n_user_rows + 1]
+    index: np.ndarray  # int64: feature-table index of a movie's `rated` feature
+    weight: np.ndarray  # float32
+    block: np.ndarray  # int64 [first feature of the field, its number of features]
+    of_item: np.ndarray  # int64 [n_movies]: each movie row's `rated` feature, -1 for none
+
+    @classmethod
+    def from_state(cls, state: dict) -> RatedRows | None:
+        """The field as a model saved it (its `rated_*` buffers), or None for a model without."""
+        if "rated_indptr" not in state:
+            return None
+        names = ("indptr", "index", "weight", "block", "of_item")
+        return cls(*(np.asarray(state[f"rated_{name}"]) for name in names))
+
+
+def rated_rows(vocab: Vocabulary, ratings: Ratings, movies: Movies) -> RatedRows | None:
+    """Each user's training-rated movies as `rated` features (None when the field is not used);
+    a movie rated twice by one user counts once. `movies`: the item rows' order."""
+    if "rated" not in vocab.fields:
+        return None
+    user = vocab.user_index(ratings.user_id)
+    movie = vocab.movie_index(ratings.movie_id)
+    known = (user >= 0) & (movie >= 0)
+    pairs = np.unique(user[known] * len(vocab.movie_ids) + movie[known])
+    user, movie = pairs // len(vocab.movie_ids), pairs % len(vocab.movie_ids)
+    counts = np.bincount(user, minlength=len(vocab.user_ids) + 1)  # + the padding row
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    weight = (1.0 / np.sqrt(np.maximum(counts, 1)))[user].astype(np.float32)
+    first = vocab.offsets()["rated"]
+    item = vocab.movie_index(movies.movie_id)
+    of_item = np.where(item >= 0, first + item, -1).astype(np.int64)
+    block = np.array([first, len(vocab.movie_ids)], np.int64)
+    return RatedRows(indptr, first + movie, weight, block, of_item)
+
+
 def item_rows(vocab: Vocabulary, movies: Movies) -> FeatureRows:
     """Feature rows of every movie of `movies` (in its order), rated or not."""
     offsets, n = vocab.offsets(), len(movies)
@@ -237,10 +283,12 @@ def ranking_item_features(vocab: Vocabulary, movies: Movies):
     """The FM's item features other than the movie id (genres at 1/n_genres, the year bucket) as
     one CSR row per movie: (indptr, column, weight), n_columns; for the ranking model."""
     rows = item_rows(vocab, movies)
-    offsets = vocab.offsets()
-    first = min((offsets[f] for f in ("genre", "year") if f in offsets), default=vocab.n_features)
-    keep = (rows.index >= first) & (rows.weight != 0)
+    offsets, sizes = vocab.offsets(), vocab.sizes()
+    used = [f for f in ("genre", "year") if f in offsets]
+    first = min((offsets[f] for f in used), default=0)
+    end = max((offsets[f] + sizes[f] for f in used), default=0)
+    keep = (rows.index >= first) & (rows.index < end) & (rows.weight != 0)
     indptr = np.concatenate([[0], np.cumsum(keep.sum(1))]).astype(np.int64)
     return (indptr, rows.index[keep] - first, rows.weight[keep].astype(np.float64)), int(
-        vocab.n_features - first
+        end - first
     )

@@ -8,13 +8,17 @@ every feature is user-side or item-side, the score splits exactly (DESIGN.md):
 
     y = w0 + b_u + b_i + <p_u, q_i>,   p_u = sum_{j in U} v_j x_j,  q_i = sum_{j in I} v_j x_j
 
-and b_u, b_i hold the linear terms plus the pairwise terms inside each side. `side()` computes
+and b_u, b_i hold the linear terms plus the pairwise terms inside each side. With the `rated`
+field (features.rated_rows: SVD++'s implicit feedback) a user's side also holds z_u = sum_j x_j y_j
+over the movies they rated, so p_u = v_user + z_u and b_u gains its linear and pairwise terms; that
+part is a sparse matrix product over all user rows (`rated_terms`). `side()` computes
 (p, b) for a batch of rows; `forward` and `serving_form` both use it, so they agree by construction
 and a test checks both against the textbook double loop.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fmstore.features import FeatureRows
+from fmstore.features import FeatureRows, RatedRows
 from fmstore.serving import SIGMOID_SCALE  # the notebook's link, sigmoid(y) * 5.5; re-exported
 
 
@@ -35,6 +39,10 @@ class ServingForm:
     user_vectors: np.ndarray  # float32 [n_users, k]  (p_u, vocabulary order)
     user_bias: np.ndarray  # float32 [n_users]     (b_u)
     w0: float
+    # With the `rated` field: each movie's implicit vector y_j and weight w_j (movies.csv order;
+    # zero for a movie without training ratings), from which a new user's side is built.
+    rated_vectors: np.ndarray | None = None  # float32 [n_items, k]
+    rated_bias: np.ndarray | None = None  # float32 [n_items]
 
 
 class FactorizationMachine(nn.Module):
@@ -51,7 +59,9 @@ class FactorizationMachine(nn.Module):
         link: str = "identity",
         rating_range: tuple[float, float] = (0.5, 5.0),
         init_std: float = 0.01,
+        rated: RatedRows | None = None,
     ):
+        """`rated`: the users' `rated` field (features.rated_rows), or None without it."""
         super().__init__()
         if link not in ("identity", "sigmoid"):
             raise ValueError(f"unknown link {link!r}")
@@ -63,6 +73,16 @@ class FactorizationMachine(nn.Module):
         self.register_buffer("user_weight", torch.as_tensor(users.weight))
         self.register_buffer("item_index", torch.as_tensor(items.index))
         self.register_buffer("item_weight", torch.as_tensor(items.weight))
+        self.has_rated = rated is not None
+        if rated is not None:
+            self.register_buffer("rated_indptr", torch.as_tensor(rated.indptr))
+            self.register_buffer("rated_index", torch.as_tensor(rated.index))
+            self.register_buffer("rated_weight", torch.as_tensor(rated.weight))
+            self.register_buffer("rated_block", torch.as_tensor(rated.block))
+            # (first feature, number of features) as ints: read every step without a device sync
+            self.rated_span = tuple(int(x) for x in rated.block)
+            self.register_buffer("rated_of_item", torch.as_tensor(rated.of_item))
+        self._rated_cache: tuple | None = None
 
     @property
     def factors(self) -> int:
@@ -87,9 +107,62 @@ class FactorizationMachine(nn.Module):
             bias = wx.sum(1) + 0.5 * (vector.square().sum(-1) - vx_sq)
         return vector, bias, vx_sq + wx.square().sum(1)
 
+    # ---- the `rated` field -------------------------------------------------------------------
+
+    def rated_matrices(self):
+        """(A, A*A, A^T, (A*A)^T) as sparse CSR tensors on the model's device: A is user rows x
+        `rated` features with their weights x_j. Cached until the model moves."""
+        device = self.v.device
+        if self._rated_cache is None or self._rated_cache[0] != device:
+            first, size = self.rated_span
+            n_rows = len(self.rated_indptr) - 1
+            rows = torch.repeat_interleave(
+                torch.arange(n_rows, device=device), self.rated_indptr.diff()
+            )
+            cols, x = self.rated_index - first, self.rated_weight.to(self.v.dtype)
+            by_user, by_feature = torch.stack([rows, cols]), torch.stack([cols, rows])
+
+            def csr(at, values, shape):
+                coo = torch.sparse_coo_tensor(at, values, shape, check_invariants=False)
+                with (
+                    warnings.catch_warnings()
+                ):  # "sparse CSR support is in beta": what we use works
+                    warnings.simplefilter("ignore", UserWarning)
+                    return coo.coalesce().to_sparse_csr()
+
+            matrices = (
+                csr(by_user, x, (n_rows, size)),
+                csr(by_user, x * x, (n_rows, size)),
+                csr(by_feature, x, (size, n_rows)),
+                csr(by_feature, x * x, (size, n_rows)),
+            )
+            self._rated_cache = (device, matrices)
+        return self._rated_cache[1]
+
+    def rated_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """For every user row: z = sum_j x_j y_j over the `rated` features and their own bias
+        sum_j x_j w_j + 1/2 (|z|^2 - sum_j x_j^2 |y_j|^2)."""
+        a, a2, _, _ = self.rated_matrices()
+        first, size = self.rated_span
+        y, w = self.v[first : first + size], self.w[first : first + size]
+        z = a @ y
+        sq = (a2 @ y.square().sum(1, keepdim=True)).squeeze(1)
+        bias = (a @ w.unsqueeze(1)).squeeze(1) + 0.5 * (z.square().sum(1) - sq)
+        return z, bias
+
+    def user_side(self, rows: torch.Tensor, rated=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(p_u, b_u) of user rows: their fixed features plus, with the `rated` field, its terms
+        (`rated`: `rated_terms()` when the caller already has them)."""
+        p, b = self.side(self.user_index[rows], self.user_weight[rows])
+        if not self.has_rated:
+            return p, b
+        z, bz = self.rated_terms() if rated is None else rated
+        z, bz = z[rows], bz[rows]
+        return p + z, b + bz + (p * z).sum(-1)
+
     def raw_score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """w0 + b_u + b_i + <p_u, q_i>, before the output link."""
-        p, b_u = self.side(self.user_index[users], self.user_weight[users])
+        p, b_u = self.user_side(users)
         q, b_i = self.side(self.item_index[items], self.item_weight[items])
         return self.w0 + b_u + b_i + (p * q).sum(-1)
 
@@ -112,17 +185,18 @@ class FactorizationMachine(nn.Module):
     def sides(self, which: str, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
         """(vector, bias) of every user row ("user", the unseen-user padding row included, last)
         or every movie ("item"), computed a chunk of rows at a time."""
-        index, weight = (
-            (self.user_index, self.user_weight)
-            if which == "user"
-            else (self.item_index, self.item_weight)
-        )
-        vectors = torch.empty(len(index), self.factors, dtype=self.v.dtype, device=self.v.device)
-        biases = torch.empty(len(index), dtype=self.v.dtype, device=self.v.device)
-        for s in range(0, len(index), chunk):
-            vectors[s : s + chunk], biases[s : s + chunk] = self.side(
-                index[s : s + chunk], weight[s : s + chunk]
-            )
+        n_rows = len(self.user_index if which == "user" else self.item_index)
+        vectors = torch.empty(n_rows, self.factors, dtype=self.v.dtype, device=self.v.device)
+        biases = torch.empty(n_rows, dtype=self.v.dtype, device=self.v.device)
+        rated = self.rated_terms() if which == "user" and self.has_rated else None
+        for s in range(0, n_rows, chunk):
+            rows = torch.arange(s, min(s + chunk, n_rows), device=self.v.device)
+            if which == "user":
+                vectors[rows], biases[rows] = self.user_side(rows, rated)
+            else:
+                vectors[rows], biases[rows] = self.side(
+                    self.item_index[rows], self.item_weight[rows]
+                )
         return vectors, biases
 
     @torch.no_grad()
@@ -134,6 +208,12 @@ class FactorizationMachine(nn.Module):
         def host(t: torch.Tensor) -> np.ndarray:
             return t.float().cpu().numpy()
 
-        return ServingForm(
+        form = ServingForm(
             host(q), host(b_i), host(p[:-1]), host(b_u[:-1]), float(self.w0.detach())
         )
+        if self.has_rated:
+            known = self.rated_of_item >= 0
+            feature = self.rated_of_item.clamp(min=0)
+            form.rated_vectors = host(self.v[feature] * known[:, None])
+            form.rated_bias = host(self.w[feature] * known)
+        return form

@@ -77,6 +77,40 @@ def fold_in(
     return theta[:k].astype(np.float32), float(theta[k])
 
 
+def rated_user(rated_vectors: np.ndarray, rated_bias: np.ndarray) -> tuple[np.ndarray, float]:
+    """The FM's own side (z, b_z) of someone whose `rated` field holds these movies (their y_j,
+    w_j; the model's SVD++ part): z = x sum_j y_j and b_z = x sum_j w_j + 1/2 (|z|^2 - x^2
+    sum_j |y_j|^2) with x = 1/sqrt(n), exactly what training computes for a user's rated set."""
+    y = np.asarray(rated_vectors, np.float64)
+    if len(y) == 0:
+        return np.zeros(y.shape[1], np.float32), 0.0
+    x = 1.0 / np.sqrt(len(y))
+    z = x * y.sum(0)
+    b_z = x * float(np.sum(rated_bias)) + 0.5 * (z @ z - x * x * float(np.square(y).sum()))
+    return z.astype(np.float32), float(b_z)
+
+
+def rated_fold_in(
+    item_vectors: np.ndarray,
+    item_bias: np.ndarray,
+    ratings: np.ndarray,
+    rated_vectors: np.ndarray,
+    rated_bias: np.ndarray,
+    *,
+    w0: float,
+    weight_decay: float,
+    prior: float = 0.0,
+) -> tuple[np.ndarray, float]:
+    """The `rated` field's side (rated_user) plus a fold-in of what it leaves unexplained: with
+    z fixed, a user id's (v, b) and its pairwise term <v, z> enter the score as a free vector and
+    a free bias, so they are the ridge fit of the residual (fold_in) against b_i + <z, q_i>."""
+    z, b_z = rated_user(rated_vectors, rated_bias)
+    q = np.asarray(item_vectors, np.float64)
+    shifted = np.asarray(item_bias, np.float64) + q @ z
+    p, b = fold_in(q, shifted, ratings, w0=w0 + b_z, weight_decay=weight_decay, prior=prior)
+    return (z + p).astype(np.float32), b_z + b
+
+
 def weighted_user(item_vectors: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, float]:
     """The original notebook's user vector: the rated movies' q_i averaged with the ratings as
     weights. It has no bias (b_u = 0) and only its direction is meaningful for ranking."""

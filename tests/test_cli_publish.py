@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -93,9 +94,10 @@ def test_a_second_process_is_told_who_holds_the_store_and_may_wait(
             "import sys, time\n"
             "from fmstore.vectors import EdgeStore\n"
             f"store = EdgeStore({str(home / 'qdrant')!r}); store.lock()\n"
-            "print('locked', flush=True); time.sleep(float(sys.argv[1])); store.close()\n",
-            "4",
+            # holds the lock until told (its stdin closes): no race with a slow machine
+            "print('locked', flush=True); sys.stdin.readline(); store.close()\n",
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         env=os.environ | {"PYTHONPATH": os.environ.get("PYTHONPATH", "")},
@@ -106,9 +108,13 @@ def test_a_second_process_is_told_who_holds_the_store_and_may_wait(
         assert_one_line_error(
             refused, f"store in use by process {holder.pid}", "--wait SECONDS", code=3
         )
+        # let go of the lock while the next publish is waiting for it
+        threading.Timer(3.0, holder.stdin.close).start()
         waited = fmstore_cli(home, "publish", planted_runs[1].name, "--wait", "120")
         assert waited.returncode == 0, waited.stderr
     finally:
+        if not holder.stdin.closed:
+            holder.stdin.close()
         holder.wait(timeout=60)
     assert _live_run(fmstore_cli, home) == planted_runs[1].name
 

@@ -93,6 +93,14 @@ def train(
         "--ranking/--no-ranking",
         help="Also fit the ranking model (implicit feedback) that recommendations are served from.",
     ),
+    rated_field: bool = typer.Option(
+        False,
+        "--rated-field/--no-rated-field",
+        help="Give each user the set of movies they rated as features of their own (SVD++ in FM form): the model then builds a new user's side from the movies they name. Trains with the torch engine.",
+    ),
+    rated_reg: float = typer.Option(
+        TrainConfig.rated_reg, help="With --rated-field: its L2 as a multiple of --weight-decay's."
+    ),
     ranking_factors: int = typer.Option(
         RankingConfig.factors, help="Width of the ranking model's vectors."
     ),
@@ -130,6 +138,8 @@ def train(
         lr_gamma=lr_gamma,
         refit=refit,
         ranking=ranking,
+        fields=TrainConfig.fields + (("rated",) if rated_field else ()),
+        rated_reg=rated_reg,
         ranking_config=RankingConfig(factors=ranking_factors, iterations=ranking_iterations),
     )
     check_config(config)  # refuse bad flags before spending time on the data

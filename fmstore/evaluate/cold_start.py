@@ -28,11 +28,13 @@ from fmstore.evaluate.baselines import (
 )
 from fmstore.evaluate.indexing import Rows, spans
 from fmstore.evaluate.metrics import NDCG_K, HeldOut, mae, rmse
-from fmstore.serving import fold_in, link_inverse, weighted_user
+from fmstore.serving import fold_in, link_inverse, rated_fold_in, rated_user, weighted_user
 
 COLD_SIZES = (5, 10, 20)
 FOLD_IN = "fold-in"
 WEIGHTED = "weighted"
+RATED = "rated field"  # the FM's own side from the `rated` field (SVD++ in FM form)
+RATED_FOLD_IN = "rated field + fold-in"
 
 
 # ---- the split ----------------------------------------------------------------------------------
@@ -126,6 +128,7 @@ def evaluate_cold_users(
     popularity_weight: float = 0.0,
     link: str = "identity",
     rating_range=(0.5, 5.0),
+    rated: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[dict]:
     """For each n of `sizes`: build each held-out user from their first n ratings (by time) and
     score the rest. One row per (method, n) with RMSE, MAE, Recall@k, NDCG@k.
@@ -134,6 +137,9 @@ def evaluate_cold_users(
     (serving.weighted_user: the rating-weighted mean of q_i; ranked by b_i + <p, q_i>, and its
     RMSE uses w0 + b_i + <p, q_i>, a scale it was never calibrated to), popularity, and
     global-mean+biases (b_i fitted on `train`, b_u from the n ratings by the same ALS formula).
+    With `rated` (the serving form's rated_vectors, rated_bias of a model trained with the `rated`
+    field) also: rated field (serving.rated_user: the user's side computed by the model from the
+    movies they rated) and rated field + fold-in (serving.rated_fold_in).
     The same users are used for every n: those with more than max(sizes) ratings.
     `blocked_movie_ids` (e.g. cold-start movies) are left out of every ranking."""
     rows = Rows(np.zeros(0, np.int64), movies.movie_id)
@@ -157,6 +163,10 @@ def evaluate_cold_users(
     out = []
     for n in sizes:
         fitted = _user_models(trained, base, history, fold_target, n, weight_decay, prior)
+        if rated is not None:
+            fitted |= _rated_user_models(
+                trained, history, fold_target, n, weight_decay, prior, rated
+            )
         predictors = _cold_user_predictors(fitted, pop, popularity_weight)
         n_users = len(history.starts)
         ctx_u, ctx = history.first(n)
@@ -211,6 +221,44 @@ def _user_models(
     }
 
 
+def _rated_user_models(
+    trained: BiasedMF,
+    history: _Histories,
+    fold_target: np.ndarray,
+    n: int,
+    weight_decay: float,
+    prior: float,
+    rated: tuple[np.ndarray, np.ndarray],
+) -> dict[str, BiasedMF]:
+    """The held-out users built by the model's `rated` field from their first n movies, alone
+    and with a fold-in of the rest (see evaluate_cold_users)."""
+    q, b_i = trained.item_vectors, trained.item_bias
+    y, w = rated
+    n_users = len(history.starts)
+    users = {
+        name: (np.zeros((n_users, q.shape[1]), np.float32), np.zeros(n_users, np.float32))
+        for name in (RATED, RATED_FOLD_IN)
+    }
+    for row, start in enumerate(history.starts):
+        ctx = slice(start, start + n)
+        items = history.item[ctx]
+        p, b = users[RATED]
+        p[row], b[row] = rated_user(y[items], w[items])
+        p, b = users[RATED_FOLD_IN]
+        p[row], b[row] = rated_fold_in(
+            q[items],
+            b_i[items],
+            fold_target[ctx],
+            y[items],
+            w[items],
+            w0=trained.w0,
+            weight_decay=weight_decay,
+            prior=prior,
+        )
+    link, scale = trained.link, trained.rating_range
+    return {name: BiasedMF(trained.w0, b, b_i, p, q, link, scale) for name, (p, b) in users.items()}
+
+
 def _cold_user_predictors(
     fitted: dict[str, BiasedMF], pop: Popularity, popularity_weight: float
 ) -> dict[str, Predictor]:
@@ -222,6 +270,7 @@ def _cold_user_predictors(
         POPULARITY: pop,
         BIASES: fitted[BIASES],
     }
+    predictors |= {name: fitted[name] for name in (RATED, RATED_FOLD_IN) if name in fitted}
     if popularity_weight:
         for name in (FOLD_IN, WEIGHTED):
             reranked = Reranked(predictors[name], pop.counts, beta=popularity_weight)
@@ -342,6 +391,7 @@ def run_cold_start(
         blocked_movie_ids=split.movie_ids,
         link=config.link,
         rating_range=rating_range,
+        rated=None if form.rated_vectors is None else (form.rated_vectors, form.rated_bias),
     )
     model = BiasedMF.of_form(form, link=config.link, rating_range=rating_range)
     movies = evaluate_cold_movies(

@@ -33,6 +33,11 @@ def checkpoint(stage: str) -> None:
         return
     name, _, signame = wanted.partition(":")
     if name == stage:
+        if signame == "SIGINT":
+            # Ctrl-C as a terminal delivers it: a process started in the background by a
+            # non-interactive shell (CI) inherits SIGINT ignored, and Python then installs no
+            # KeyboardInterrupt handler; the crash test is about what Ctrl-C does, so restore it.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         os.kill(os.getpid(), getattr(signal, signame or "SIGKILL"))
 
 

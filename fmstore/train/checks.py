@@ -22,6 +22,7 @@ def check_config(config: TrainConfig) -> None:
         ),
         (config.weight_decay >= 0, f"--weight-decay {config.weight_decay} must not be negative"),
         (config.prior_reg >= 0, f"--prior-reg {config.prior_reg} must not be negative"),
+        (config.rated_reg >= 0, f"--rated-reg {config.rated_reg} must not be negative"),
         (config.link in LINKS, f"--link {config.link!r}: use identity or sigmoid"),
         (
             0.0 <= config.valid_fraction < 1.0,

@@ -52,7 +52,9 @@ class Parallel:
 
     def engine(self, model, optimizer: LazyAdam, config: TrainConfig, users, items, ratings):
         """The torch engine on this rank's share of each batch, gradients summed over ranks."""
-        reg_scale = feature_reg(model, users, items, config.weight_decay, config.prior_reg)
+        reg_scale = feature_reg(
+            model, users, items, config.weight_decay, config.prior_reg, config.rated_reg
+        )
 
         def all_reduce(buffer: torch.Tensor) -> None:
             dist.all_reduce(buffer, op=dist.ReduceOp.SUM)

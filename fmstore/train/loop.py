@@ -31,7 +31,14 @@ from fmstore.config import TrainConfig
 from fmstore.datasets import Dataset, Ratings
 from fmstore.datasets.splits import split_indices
 from fmstore.errors import ConfigError
-from fmstore.features import EncodedRatings, Vocabulary, encode, item_rows, user_rows
+from fmstore.features import (
+    EncodedRatings,
+    Vocabulary,
+    encode,
+    item_rows,
+    rated_rows,
+    user_rows,
+)
 from fmstore.model import FactorizationMachine
 from fmstore.serving import link_inverse
 from fmstore.train.checks import check_config, resolve_device
@@ -118,7 +125,7 @@ def train(
     del train_idx, valid_idx
     config, chosen = resolve_defaults(config, len(train_ratings))
     vocab = Vocabulary.build(train_ratings, dataset.movies, config.fields)
-    model = _new_model(vocab, dataset, config, float(train_ratings.rating.mean()), device)
+    model = _new_model(vocab, dataset, train_ratings, config, device)
     train_rows = _tensors(encode(train_ratings, vocab, dataset.movies), device)
     valid_rows = _tensors(encode(valid_ratings, vocab, dataset.movies), device)
 
@@ -185,10 +192,10 @@ def fit_ranking_model(ratings: Ratings, vocab, dataset: Dataset, config: TrainCo
 
 
 def _new_model(
-    vocab: Vocabulary, dataset: Dataset, config: TrainConfig, mean_rating: float, device
+    vocab: Vocabulary, dataset: Dataset, ratings: Ratings, config: TrainConfig, device
 ) -> FactorizationMachine:
-    """A freshly initialised FM on `device`, its w0 at the mean rating so that early epochs
-    learn structure, not the offset."""
+    """A freshly initialised FM on `device` for training on `ratings`, its w0 at their mean
+    rating so that early epochs learn structure, not the offset."""
     model = FactorizationMachine(
         vocab.n_features,
         config.factors,
@@ -197,10 +204,11 @@ def _new_model(
         link=config.link,
         rating_range=(config.rating_min, config.rating_max),
         init_std=config.init_std,
+        rated=rated_rows(vocab, ratings, dataset.movies),
     ).to(device)
     model.requires_grad_(False)  # gradients are computed in closed form, not by autograd
     with torch.no_grad():
-        model.w0.fill_(float(link_inverse(mean_rating, config.link)))
+        model.w0.fill_(float(link_inverse(float(ratings.rating.mean()), config.link)))
     return model
 
 
@@ -306,7 +314,9 @@ def make_engine(
 ) -> TrainingEngine:
     """The training engine `name` asks for: "numba" (CPU only), "torch", or "auto": numba on CPU
     when it is installed and can train this model, torch otherwise (and always on a GPU)."""
-    reg_scale = feature_reg(model, users, items, config.weight_decay, config.prior_reg)
+    reg_scale = feature_reg(
+        model, users, items, config.weight_decay, config.prior_reg, config.rated_reg
+    )
     if name not in ENGINES:
         raise ConfigError(f"engine {name!r}: use one of {', '.join(ENGINES)}")
     if name in ("auto", "numba") and device.type == "cpu":
@@ -325,7 +335,12 @@ def make_engine(
 
 
 def feature_reg(
-    model: FactorizationMachine, users, items, weight_decay: float, prior_reg: float
+    model: FactorizationMachine,
+    users,
+    items,
+    weight_decay: float,
+    prior_reg: float,
+    rated_reg: float = 1.0,
 ) -> torch.Tensor:
     """Each feature's L2 coefficient per occurrence: weight_decay + prior_reg / n_j.
 
@@ -334,7 +349,7 @@ def feature_reg(
     prior_reg / n_j per occurrence adds up to prior_reg |theta_j|^2 per epoch whatever n_j is: a
     Gaussian prior, which holds the id features of rarely rated movies and rarely rating users
     near zero instead of letting one enthusiastic rating make a movie "the best" (their genres and
-    year still speak for them)."""
+    year still speak for them). The `rated` field's features take rated_reg times that."""
     n_features = model.v.shape[0]
     counts = torch.zeros(n_features, dtype=torch.float64)
     sides = (
@@ -346,7 +361,13 @@ def feature_reg(
         per_row = torch.bincount(rows.long().cpu(), minlength=len(index)).double()
         present = (weight.cpu() != 0).double() * per_row[:, None]
         counts.index_add_(0, index.cpu().reshape(-1).long(), present.reshape(-1))
+        if model.has_rated and index is model.user_index:  # each rated movie: its users' ratings
+            user_of = torch.repeat_interleave(per_row, model.rated_indptr.cpu().diff())
+            counts.index_add_(0, model.rated_index.cpu(), user_of)
     scale = weight_decay + prior_reg / counts.clamp(min=1.0)
+    if model.has_rated:
+        first, size = model.rated_span
+        scale[first : first + size] *= rated_reg
     return scale.to(dtype=model.v.dtype, device=model.v.device)
 
 

@@ -48,6 +48,8 @@ def unavailable(model) -> str | None:
         return "numba is not installed (pip install numba)"
     if model.v.device.type != "cpu":
         return "the numba engine runs on CPU tensors only"
+    if model.has_rated:
+        return "the 'rated' field (a user-side feature of every movie) trains in the torch engine"
     index, weight = model.user_index.cpu().numpy(), model.user_weight.cpu().numpy()
     used = index[weight != 0]
     if len(np.unique(used)) != len(used):

@@ -43,7 +43,7 @@ def refit(
     epochs = max(validated.best_epoch, 1)
     all_ratings = dataset.ratings
     vocab = Vocabulary.build(all_ratings, dataset.movies, config.fields)
-    model = new_model(vocab, dataset, config, float(all_ratings.rating.mean()), device)
+    model = new_model(vocab, dataset, all_ratings, config, device)
     rows = tensors(encode(all_ratings, vocab, dataset.movies), device)
     empty = tuple(t[:0] for t in rows)
     fit_config = dataclasses.replace(config, epochs=epochs)

@@ -107,9 +107,12 @@ class TorchEngine:
         _, step_size, bc2_sqrt = opt.begin_step()
         self.buffer.zero_()
         V, W = model.v.data, model.w.data
-        fu, xu, at_u = _side_rows(model.user_index, model.user_weight, u.long())
-        fi, xi, at_i = _side_rows(model.item_index, model.item_weight, i.long())
+        fu, xu, at_u, user_rows = _side_rows(model.user_index, model.user_weight, u.long())
+        fi, xi, at_i, _ = _side_rows(model.item_index, model.item_weight, i.long())
         p, b_u = model.side(fu, xu)
+        if model.has_rated:  # p_u = v_user + z_u; the pairwise terms of the whole side in b_u
+            z, b_z = (t.index_select(0, user_rows) for t in model.rated_terms())
+            p, b_u = p + z, b_u + b_z + (p * z).sum(-1)
         q, b_i = model.side(fi, xi)
         p_n, q_n = p.index_select(0, at_u), q.index_select(0, at_i)
         y = model.w0 + b_u.index_select(0, at_u) + b_i.index_select(0, at_i) + (p_n * q_n).sum(-1)
@@ -138,6 +141,8 @@ class TorchEngine:
             slot_w = x * Gb[:, None] + a * cnt[:, None] * x2 * W[f]
             self.grad_v.index_add_(0, f.reshape(-1), slot_v.reshape(-1, V.shape[1]))
             self.grad_w.index_add_(0, f.reshape(-1), slot_w.reshape(-1))
+            if model.has_rated and f is fu:
+                self._rated_gradients(user_rows, H, Gb, cnt, scale)
         self.grad_w0.copy_(g.sum())
         self.sse.copy_(err.square().sum())
         if self.all_reduce is not None:
@@ -146,14 +151,35 @@ class TorchEngine:
         opt.end_step()
         return self.sse.double()
 
+    def _rated_gradients(self, user_rows, H, Gb, cnt, scale: float) -> None:
+        """The `rated` features' gradients, by the formula of the class docstring with the sums
+        over user rows as sparse products: x_j (G_d + Gb_d p_d) summed is A^T H, and the x_j^2
+        terms (A*A)^T of the rows' counts and Gb."""
+        model, V, W = self.model, self.model.v.data, self.model.w.data
+        _, _, a_t, a2_t = model.rated_matrices()
+        first, size = model.rated_span
+        n_rows = len(model.user_index)
+
+        def per_user_row(values):  # the side rows' sums, onto every user row
+            out = torch.zeros((n_rows,) + values.shape[1:], dtype=V.dtype, device=V.device)
+            return out.index_add_(0, user_rows, values)
+
+        H, Gb, cnt = per_user_row(H), per_user_row(Gb), per_user_row(cnt)
+        reg = scale * self.reg_scale[first : first + size] * (a2_t @ cnt[:, None]).squeeze(1)
+        gb2 = (a2_t @ Gb[:, None]).squeeze(1)
+        y, w = V[first : first + size], W[first : first + size]
+        self.grad_v[first : first + size] += a_t @ H + (reg - gb2)[:, None] * y
+        self.grad_w[first : first + size] += (a_t @ Gb[:, None]).squeeze(1) + reg * w
+
 
 def _side_rows(index: torch.Tensor, weight: torch.Tensor, of_ratings: torch.Tensor):
     """The rows a step computes for one side, as (features, weights, position of each rating's
-    row among them): every row of the side when the batch has more ratings than the side has
+    row among them, which side row each is): every row of the side when the batch has more ratings than the side has
     rows, else one row per rating (a row rated twice is then computed twice, and its gradients
     add up the same). Either way the sizes depend only on the batch size and the model, never
     on the values: nothing to synchronise."""
     if len(of_ratings) >= len(index):
-        return index, weight, of_ratings
+        return index, weight, of_ratings, torch.arange(len(index), device=of_ratings.device)
     positions = torch.arange(len(of_ratings), device=of_ratings.device)
-    return index.index_select(0, of_ratings), weight.index_select(0, of_ratings), positions
+    rows = index.index_select(0, of_ratings), weight.index_select(0, of_ratings)
+    return *rows, positions, of_ratings
