@@ -124,7 +124,7 @@ class TrainConfig:
     )
     # With the `rated` field: its features' L2 is rated_reg x that of the others. A rated movie's
     # y_j is in every rating of everyone who rated it, so it fits faster than any other feature.
-    rated_reg: float = 1.0
+    rated_reg: float = 100.0  # best of 1, 10, 100 (benchmarks/ranking.py coldfm)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     link: str = "identity"  # identity | sigmoid
