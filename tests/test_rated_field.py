@@ -13,6 +13,8 @@ rated, at weight 1/sqrt(n), as features of their own.
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,3 +217,22 @@ def test_a_run_with_the_field_trains_saves_and_loads(planted_dataset, planted_tr
     u = torch.arange(5)
     i = torch.arange(5)
     torch.testing.assert_close(loaded.predict(u, i), result.model.predict(u, i))
+
+
+def test_cli_trains_publishes_and_queries_a_run_with_the_field(
+    tmp_path, fmstore_cli, assert_one_line_error
+):
+    from planted import write_planted
+
+    home, data = tmp_path / "home", write_planted(tmp_path / "data")
+    small = ["--epochs", "3", "--factors", "8", "--lr", "0.03", "--batch-size", "256"]
+    trained = fmstore_cli(home, "train", "--data", str(data), *small, "--rated-field", "--json")
+    assert trained.returncode == 0, trained.stderr
+    manifest = json.loads((Path(json.loads(trained.stdout)["path"]) / "manifest.json").read_text())
+    assert "rated" in manifest["config"]["fields"] and manifest["config"]["rated_reg"] == 100.0
+    assert fmstore_cli(home, "publish").returncode == 0
+    answer = fmstore_cli(home, "query", "--user", "1", "--json")
+    assert answer.returncode == 0, answer.stderr
+    assert len(json.loads(answer.stdout)["results"]) == 10
+    refused = fmstore_cli(home, "train", "--data", str(data), "--rated-reg", "-1")
+    assert_one_line_error(refused, "--rated-reg")
