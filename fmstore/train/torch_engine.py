@@ -125,8 +125,9 @@ class TorchEngine:
         g = 2.0 * err * dpred / n
 
         scale = 2.0 / n
-        sides = ((fu, xu, p, at_u, q_n), (fi, xi, q, at_i, p_n))
-        for f, x, vec, rows, other in sides:
+        # (features, weights, side vectors, each rating's row, the other side, the user side?)
+        sides = ((fu, xu, p, at_u, q_n, True), (fi, xi, q, at_i, p_n, False))
+        for f, x, vec, rows, other, is_user_side in sides:
             size = len(f)
             G = torch.zeros(size, V.shape[1], dtype=V.dtype, device=V.device)
             G.index_add_(0, rows, other * g[:, None])
@@ -141,7 +142,7 @@ class TorchEngine:
             slot_w = x * Gb[:, None] + a * cnt[:, None] * x2 * W[f]
             self.grad_v.index_add_(0, f.reshape(-1), slot_v.reshape(-1, V.shape[1]))
             self.grad_w.index_add_(0, f.reshape(-1), slot_w.reshape(-1))
-            if model.has_rated and f is fu:
+            if model.has_rated and is_user_side:
                 self._rated_gradients(user_rows, H, Gb, cnt, scale)
         self.grad_w0.copy_(g.sum())
         self.sse.copy_(err.square().sum())
