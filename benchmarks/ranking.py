@@ -39,6 +39,7 @@ from fmstore import artifact, catalog, datasets
 from fmstore import evaluate as ev
 from fmstore.config import TrainConfig
 from fmstore.datasets import Dataset
+from fmstore.datasets.splits import last_by_time
 from fmstore.features import Vocabulary
 from fmstore.publish import publish
 from fmstore.recommend import Recommender
@@ -381,13 +382,7 @@ def cold_fm_section(dataset, sizes=(3, 5, 10, 20)) -> None:
 
 def time_section(dataset) -> None:
     r = dataset.ratings
-    order = np.lexsort((r.timestamp, r.user_id))
-    users = r.user_id[order]
-    _, start, count = np.unique(users, return_index=True, return_counts=True)
-    rank = np.arange(len(users)) - np.repeat(start, count)
-    n_test = np.round(0.1 * count).astype(int)
-    is_test = np.zeros(len(r), bool)
-    is_test[order] = rank >= np.repeat(count - n_test, count)
+    is_test = last_by_time(r.user_id, r.timestamp, 0.1)
     train_part = Dataset(
         dataset.name, dataset.source, dataset.fingerprint, r.take(~is_test), dataset.movies
     )

@@ -14,6 +14,7 @@ from fmstore.cli.ratings_input import parse_rated, parse_rating, read_ratings_fi
 # these imports keep the order written here.
 # isort: off
 from fmstore.cli import train as _train  # noqa: F401
+from fmstore.cli import tune as _tune  # noqa: F401
 from fmstore.cli import runs as _runs  # noqa: F401  (runs, runs show|compare|delete)
 from fmstore.cli import publish as _publish  # noqa: F401
 from fmstore.cli import evaluate as _evaluate  # noqa: F401
