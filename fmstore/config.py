@@ -6,6 +6,8 @@ the environment. Library code receives a Settings or explicit paths/clients as a
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 from urllib.parse import parse_qsl, urlsplit
 
-from fmstore.errors import EnvError
+from fmstore.errors import ConfigError, EnvError
 
 
 @dataclass(frozen=True)
@@ -161,6 +163,75 @@ class TrainConfig:
         if isinstance(kwargs.get("ranking_config"), Mapping):
             kwargs["ranking_config"] = RankingConfig.from_dict(kwargs["ranking_config"])
         return cls(**kwargs)
+
+
+# ---- the search of `fmstore tune` (fmstore.train.tune) ----------------------------------------
+
+INNER_FRACTION = 0.1  # share of the training ratings the search validates on
+MAX_SEARCH_RATINGS = 2_000_000  # above this many training ratings, search on a sample of users
+
+
+@dataclass(frozen=True)
+class TuneGrid:
+    """The values searched: factors x weight_decay x prior_reg, every combination (full) or
+    the regularisation first and then the width (staged, tune's default)."""
+
+    # Around the constants measured on ml-latest-small (64, 0.03, 5.0): one step below and above
+    # each, wide enough to move when the data asks for it: 27 points, of which the staged search
+    # fits 11.
+    factors: tuple[int, ...] = (32, 64, 128)
+    weight_decay: tuple[float, ...] = (0.01, 0.03, 0.1)
+    prior_reg: tuple[float, ...] = (2.0, 5.0, 12.0)
+
+    def points(self) -> list[dict]:
+        """Every combination, factors varying slowest (so the cheaper widths come first)."""
+        return [
+            {"factors": int(k), "weight_decay": float(wd), "prior_reg": float(pr)}
+            for k, wd, pr in itertools.product(self.factors, self.weight_decay, self.prior_reg)
+        ]
+
+    def middle_factors(self) -> int:
+        """The width the staged search fits the regularisation grid at."""
+        return int(sorted(self.factors)[(len(self.factors) - 1) // 2])
+
+    def regularisation_points(self) -> list[dict]:
+        """Stage 1 of the staged search: weight_decay x prior_reg at the middle width."""
+        return [
+            {"factors": self.middle_factors(), "weight_decay": float(wd), "prior_reg": float(pr)}
+            for wd, pr in itertools.product(self.weight_decay, self.prior_reg)
+        ]
+
+    def factor_points(self, regularisation: dict) -> list[dict]:
+        """Stage 2: the other widths at the chosen regularisation."""
+        others = [k for k in self.factors if k != self.middle_factors()]
+        return [{**regularisation, "factors": int(k)} for k in others]
+
+    def check(self) -> None:
+        """Refuse an empty grid or a value no training accepts, naming the flag."""
+        for name, values in dataclasses.asdict(self).items():
+            flag = "--" + name.replace("_", "-")
+            if not values:
+                raise ConfigError(f"{flag}: give at least one value")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"{flag} {_listed(values)}: a value is given twice")
+        for k in self.factors:
+            if k < 1:
+                raise ConfigError(f"--factors {_listed(self.factors)}: {k} must be at least 1")
+        for name in ("weight_decay", "prior_reg"):
+            for value in getattr(self, name):
+                if not value >= 0:  # (NaN too)
+                    flag = "--" + name.replace("_", "-")
+                    raise ConfigError(
+                        f"{flag} {_listed(getattr(self, name))}: {value:g} is negative"
+                    )
+
+    def to_dict(self) -> dict:
+        """The grid as JSON-ready lists (what a tuned run's manifest records)."""
+        return {name: list(values) for name, values in dataclasses.asdict(self).items()}
+
+
+def _listed(values) -> str:
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
 # ---- URLs: checked before use, never printed with their secrets ---------------------------------

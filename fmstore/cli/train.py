@@ -43,7 +43,9 @@ def train(
     epochs: int = typer.Option(
         TrainConfig.epochs, help="Most epochs (early stopping may end sooner)."
     ),
-    factors: int = typer.Option(TrainConfig.factors, help="Embedding width k."),
+    factors: Optional[int] = typer.Option(
+        None, help=f"Embedding width k [default: {TrainConfig.factors}, or chosen by --tune]."
+    ),
     lr: Optional[float] = typer.Option(
         None,
         help="Adam learning rate [default: follows the data size: 0.003 below 1M training "
@@ -54,12 +56,15 @@ def train(
         help="Ratings per step [default: follows the data size: 1024 below 1M training "
         "ratings, up to 524288 above].",
     ),
-    weight_decay: float = typer.Option(
-        TrainConfig.weight_decay, help="L2 per occurrence of each weight."
+    weight_decay: Optional[float] = typer.Option(
+        None,
+        help=f"L2 per occurrence of each weight [default: {TrainConfig.weight_decay:g}, or "
+        "chosen by --tune].",
     ),
-    prior_reg: float = typer.Option(
-        TrainConfig.prior_reg,
-        help="L2 per weight and epoch (a Gaussian prior): holds rarely seen movies and users near zero.",
+    prior_reg: Optional[float] = typer.Option(
+        None,
+        help="L2 per weight and epoch (a Gaussian prior): holds rarely seen movies and users near "
+        f"zero [default: {TrainConfig.prior_reg:g}, or chosen by --tune].",
     ),
     seed: int = typer.Option(
         TrainConfig.seed, help="Seed of the split, the initialisation and the order."
@@ -111,11 +116,11 @@ def train(
         False,
         "--tune/--no-tune",
         help="First choose --factors, --weight-decay and --prior-reg by the search of `fmstore "
-        "tune` (its default grid: 27 fits of the rating model, judged on an inner split of the "
-        "training ratings, never on the validation split reported here), then train with the "
-        "winner; the manifest records the search. About a minute on ml-latest-small; above 2M "
-        "training ratings the search runs on a sample of users, and still costs about 27 "
-        "trainings of that sample.",
+        "tune` (its default, staged grid: 11 fits of the rating model, judged on an inner split "
+        "of the training ratings, never on the validation split reported here), then train with "
+        "the winner; the manifest records the search. Seconds per fit on ml-latest-small; above "
+        "2M training ratings the search runs on a sample of users of about 2M ratings, and still "
+        "costs about 11 trainings of that sample.",
     ),
     nproc: int = typer.Option(
         1,
@@ -132,13 +137,15 @@ def train(
     from fmstore.train import train as run_training
 
     s = settings(home)
+    if tune:
+        _check_tune_flags(nproc, factors=factors, weight_decay=weight_decay, prior_reg=prior_reg)
     config = TrainConfig(
         epochs=epochs,
-        factors=factors,
+        factors=TrainConfig.factors if factors is None else factors,
         lr=lr,
         batch_size=batch_size,
-        weight_decay=weight_decay,
-        prior_reg=prior_reg,
+        weight_decay=TrainConfig.weight_decay if weight_decay is None else weight_decay,
+        prior_reg=TrainConfig.prior_reg if prior_reg is None else prior_reg,
         seed=seed,
         device=device,
         link=link,
@@ -157,8 +164,6 @@ def train(
     check_home(s, write=True)  # an unwritable home must not cost a whole training
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc} must be at least 1")
-    if tune:
-        _check_tune_flags(nproc)
     parallel = _join_parallel_run(config.device)
     rank0 = parallel is None or parallel.rank == 0
     with err.status(f"reading {safe(data)}") if rank0 else contextlib.nullcontext():
@@ -227,17 +232,10 @@ def train(
         )
 
 
-def _check_tune_flags(nproc: int) -> None:
+def _check_tune_flags(nproc: int, **chosen_by_tune) -> None:
     """--tune chooses three flags: refuse them given too, and a data-parallel run (whose
     processes would each search)."""
-    import click
-
-    context = click.get_current_context()
-    given = [
-        "--" + name.replace("_", "-")
-        for name in ("factors", "weight_decay", "prior_reg")
-        if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
-    ]
+    given = ["--" + name.replace("_", "-") for name, v in chosen_by_tune.items() if v is not None]
     if given:
         raise ConfigError(
             f"--tune chooses {', '.join(given)}: give {'them' if len(given) > 1 else 'it'} or "

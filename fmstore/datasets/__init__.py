@@ -11,14 +11,15 @@ One file per job:
   cache      the binary cache that lets a second load skip parsing and hashing
   download   fetch_dataset: download, verify the md5, unpack
   synth      synthesize: planted-model data shaped like ml-latest
-  splits     split_indices: the deterministic train/validation split
+  splits     split_indices: the deterministic train/validation split; last_by_time: the
+             time-based one (each user's last ratings)
 """
 
 from fmstore.datasets.cache import CACHE_FORMAT
 from fmstore.datasets.download import DATASET_NAMES, DEFAULT_URL, KNOWN_MD5, fetch_dataset
 from fmstore.datasets.frames import from_frames
 from fmstore.datasets.load import load_dataset, load_ratings_file
-from fmstore.datasets.splits import split_indices
+from fmstore.datasets.splits import last_by_time, split_indices
 from fmstore.datasets.synth import synthesize
 from fmstore.datasets.types import (
     GENRES,
@@ -57,6 +58,7 @@ __all__ = [
     "Ratings",
     "fetch_dataset",
     "from_frames",
+    "last_by_time",
     "load_dataset",
     "load_ratings_file",
     "parse_year",

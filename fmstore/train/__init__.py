@@ -1,6 +1,7 @@
 """Training: the loop (loop.py), the row-wise Adam it uses (lazy_adam.py) and the two engines
 that run its step, torch index ops on any device (torch_engine.py) and fused numba kernels on CPU
-(numba_engine.py, imported only when used: numba is optional and slow to import).
+(numba_engine.py, imported only when used: numba is optional and slow to import); the search for
+factors and regularisation (tune.py), the refit (refit.py) and the ranking model (ranking.py).
 
 `from fmstore.train import train, split_indices, ...` keeps working for the callers of the old
 single module.
@@ -23,6 +24,7 @@ from fmstore.train.loop import (
 )
 from fmstore.train.refit import refit
 from fmstore.train.torch_engine import TorchEngine
+from fmstore.train.tune import TuneResult, search_split, tune
 
 __all__ = [
     "ADAM_BETAS",
@@ -36,14 +38,17 @@ __all__ = [
     "TorchEngine",
     "TrainResult",
     "TrainingEngine",
+    "TuneResult",
     "check_config",
     "evaluate_rmse_mae",
     "feature_reg",
     "make_engine",
     "refit",
     "resolve_device",
+    "search_split",
     "split_indices",
     "train",
+    "tune",
 ]
 
 

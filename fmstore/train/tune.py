@@ -15,13 +15,12 @@ ratings) of about that many ratings; the values it finds are then those of the s
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from fmstore.config import TrainConfig
+from fmstore.config import INNER_FRACTION, MAX_SEARCH_RATINGS, TrainConfig, TuneGrid
 from fmstore.datasets import Dataset
 from fmstore.datasets.splits import split_indices
 from fmstore.errors import ConfigError
@@ -33,67 +32,9 @@ from fmstore.train.loop import _fit as fit_epochs
 from fmstore.train.loop import _new_model as new_model
 from fmstore.train.loop import _tensors as tensors
 
-INNER_FRACTION = 0.1  # share of the training ratings the search validates on
-MAX_SEARCH_RATINGS = 2_000_000  # above this many training ratings, search on a sample of users
 # The inner split's and the user sample's random streams: seeded by the run's seed, but never the
 # same draws as its outer split.
 _INNER_STREAM, _SAMPLE_STREAM = 0x7475, 0x6E65
-
-
-@dataclass(frozen=True)
-class Grid:
-    """The values searched: factors x weight_decay x prior_reg, every combination (full) or
-    the regularisation first and then the width (staged, tune's default)."""
-
-    # Around the constants measured on ml-latest-small (64, 0.03, 5.0): one step below and above
-    # each, wide enough to move when the data asks for it: 27 points, of which the staged search
-    # fits 11.
-    factors: tuple[int, ...] = (32, 64, 128)
-    weight_decay: tuple[float, ...] = (0.01, 0.03, 0.1)
-    prior_reg: tuple[float, ...] = (2.0, 5.0, 12.0)
-
-    def points(self) -> list[dict]:
-        """Every combination, factors varying slowest (so the cheaper widths come first)."""
-        return [
-            {"factors": int(k), "weight_decay": float(wd), "prior_reg": float(pr)}
-            for k, wd, pr in itertools.product(self.factors, self.weight_decay, self.prior_reg)
-        ]
-
-    def middle_factors(self) -> int:
-        """The width the staged search fits the regularisation grid at."""
-        return int(sorted(self.factors)[(len(self.factors) - 1) // 2])
-
-    def regularisation_points(self) -> list[dict]:
-        """Stage 1 of the staged search: weight_decay x prior_reg at the middle width."""
-        return [
-            {"factors": self.middle_factors(), "weight_decay": float(wd), "prior_reg": float(pr)}
-            for wd, pr in itertools.product(self.weight_decay, self.prior_reg)
-        ]
-
-    def factor_points(self, regularisation: dict) -> list[dict]:
-        """Stage 2: the other widths at the chosen regularisation."""
-        others = [k for k in self.factors if k != self.middle_factors()]
-        return [{**regularisation, "factors": int(k)} for k in others]
-
-    def check(self) -> None:
-        """Refuse an empty grid or a value no training accepts, naming the flag."""
-        for name, values in dataclasses.asdict(self).items():
-            flag = "--" + name.replace("_", "-")
-            if not values:
-                raise ConfigError(f"{flag}: give at least one value")
-            if len(set(values)) != len(values):
-                raise ConfigError(f"{flag} {_listed(values)}: a value is given twice")
-        for k in self.factors:
-            if k < 1:
-                raise ConfigError(f"--factors {_listed(self.factors)}: {k} must be at least 1")
-        for name in ("weight_decay", "prior_reg"):
-            for value in getattr(self, name):
-                if not value >= 0:  # (NaN too)
-                    flag = "--" + name.replace("_", "-")
-                    raise ConfigError(f"{flag} {_listed(getattr(self, name))}: {value} is negative")
-
-    def to_dict(self) -> dict:
-        return {name: list(values) for name, values in dataclasses.asdict(self).items()}
 
 
 @dataclass
@@ -122,6 +63,7 @@ class PointResult:
     stage: int = 0  # staged search: 1 regularisation, 2 factors; 0 in a full grid
 
     def values(self) -> dict:
+        """{factors, weight_decay, prior_reg} of this point."""
         return {
             "factors": self.factors,
             "weight_decay": self.weight_decay,
@@ -133,7 +75,7 @@ class PointResult:
 class TuneResult:
     """The search: every point fitted, which one won, on what ratings."""
 
-    grid: Grid
+    grid: TuneGrid
     points: list[PointResult]
     best: int  # index into points
     staged: bool  # True: regularisation first, then factors; False: every combination
@@ -207,7 +149,7 @@ def search_split(
 def tune(
     dataset: Dataset,
     config: TrainConfig,
-    grid: Grid | None = None,
+    grid: TuneGrid | None = None,
     *,
     inner_fraction: float = INNER_FRACTION,
     max_ratings: int = MAX_SEARCH_RATINGS,
@@ -216,7 +158,7 @@ def tune(
     progress: ProgressFn | None = None,
 ) -> TuneResult:
     """Fit the rating model of `config` on the search split (search_split) at the points of
-    `grid` (Grid() by default) and return them all with the best: the lowest inner validation
+    `grid` (TuneGrid() by default) and return them all with the best: the lowest inner validation
     RMSE, the earlier point on a tie.
 
     Staged (the default): weight_decay x prior_reg at the grid's middle width, then the other
@@ -225,7 +167,7 @@ def tune(
     moves it by hundredths). `full`: every combination. Epochs, patience, lr, batch size, link,
     seed and device are the config's; lr and batch size, when not given, follow the size of the
     search's training ratings as train() would."""
-    grid = grid or Grid()
+    grid = grid or TuneGrid()
     grid.check()
     check_config(config)
     started = time.perf_counter()
@@ -306,7 +248,3 @@ def _describe(values: dict) -> str:
         f"factors {values['factors']}, weight decay {values['weight_decay']:g}, "
         f"prior reg {values['prior_reg']:g}"
     )
-
-
-def _listed(values) -> str:
-    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
