@@ -78,6 +78,12 @@ def test_outputs_match_their_schemas(home, fmstore_cli, tmp_path):
     assert validate("fmstore runs compare", cli("runs", "compare", a, b))["config"]
     validate("fmstore evaluate", cli("evaluate", a))
     validate("fmstore report", cli("report", a, "--out", str(tmp_path / "report")))
+    fast = ["--epochs", "3", "--lr", "0.03", "--batch-size", "256"]
+    grid = ["--factors", "4,8", "--weight-decay", "0.03", "--prior-reg", "1,5"]
+    searched = validate("fmstore tune", cli("tune", "--data", str(data), *grid, *fast))
+    assert len(searched["points"]) == 3  # staged: 2 regularisation points at width 4, then 8
+    tuned = validate("fmstore train", cli("train", "--data", str(data), "--tune", *fast))
+    assert tuned["tune"]["chosen"]["factors"] in (32, 64, 128)
     title = (data / "movies.csv").read_text(encoding="utf-8").splitlines()[1].split(",")[1]
     for question in (["--movie", title], ["--user", "1"], ["--rated", f"{title}=5"]):
         answer = validate("fmstore query", cli("query", *question, "-n", "3"))

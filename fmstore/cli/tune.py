@@ -80,10 +80,11 @@ def tune(
     as_json: bool = JsonOpt,
 ):
     """Choose factors, weight decay and prior reg for a dataset: the rating model is fitted at
-    every grid point on the training ratings of the run's split and judged on an inner split of
-    them, never on the validation split `train` reports. 11 fits by default (seconds each on
-    ml-latest-small). Writes nothing; `fmstore train --tune` runs the same search and trains
-    with the winner."""
+    the points of a small grid on the training ratings of the run's split and judged on an inner
+    split of them, never on the validation split `train` reports. 11 fits by default (seconds
+    each on ml-latest-small; on large data each is a training of a sample of users, see
+    --max-ratings). Writes nothing; `fmstore train --tune` runs the same search and trains with
+    the winner."""
     from fmstore import datasets
     from fmstore.train.tune import tune as run_search
 
