@@ -14,7 +14,7 @@ from fmstore import datasets
 from fmstore.config import TrainConfig, TuneGrid
 from fmstore.datasets.splits import last_by_time, split_indices
 from fmstore.errors import ConfigError
-from fmstore.train.tune import search_split, tune
+from fmstore.train.tune import choose, search_split, tune
 
 # Small fits: the planted data has 1,800 ratings.
 FAST = dict(epochs=8, lr=0.03, batch_size=256, ranking=False, refit=False)
@@ -52,11 +52,39 @@ def test_staged_search_fits_regularisation_then_widths(planted):
         (2, 8, 0.001),
     ]
     assert result.chosen["weight_decay"] == 0.001
-    best = result.points[result.best]
-    assert best.inner_rmse == min(p.inner_rmse for p in result.points)
+    # no incumbent in stage 1 (the given values are not in the grid); in stage 2, stage 1's
+    # winner, which a width replaces only by more than one SE
+    widths = result.points[2:]
+    if all(p.gain_se <= 1.0 for p in widths):
+        assert result.best == 1
+    else:
+        assert result.points[result.best].inner_rmse == min(p.inner_rmse for p in widths)
     summary = result.to_json()
     assert summary["search"] == "staged" and summary["chosen"] == result.chosen
     assert summary["n_search_train"] + summary["n_search_valid"] == summary["n_outer_train"]
+
+
+def test_the_incumbent_gives_way_only_to_a_gain_beyond_noise():
+    rng = np.random.default_rng(0)
+    incumbent = rng.normal(0.0, 1.0, 10_000) ** 2
+    noise = rng.normal(0.0, 0.3, 10_000)
+    slightly = incumbent + noise - 0.001  # lower mean squared error, well within one SE
+    clearly = incumbent * 0.9  # 10% lower, tens of standard errors
+    assert np.mean(slightly) < np.mean(incumbent)
+    assert choose([incumbent, slightly], [0, 1], incumbent=0) == 0
+    assert choose([incumbent, slightly, clearly], [0, 1, 2], incumbent=0) == 2
+    assert choose([incumbent, slightly], [0, 1], incumbent=None) == 1  # no incumbent: the lowest
+    assert choose([incumbent, np.full(10_000, np.nan)], [0, 1], incumbent=None) == 0
+
+
+def test_the_search_keeps_the_given_values_against_noise(planted):
+    # the config's own point is in the grid: a neighbour must beat it by more than one SE
+    _, dataset = planted
+    config = TrainConfig(**FAST, factors=4, weight_decay=0.001, prior_reg=0.1)
+    grid = TuneGrid(factors=(4,), weight_decay=(0.001, 0.0011), prior_reg=(0.1,))
+    result = tune(dataset, config, grid)
+    assert result.chosen == {"factors": 4, "weight_decay": 0.001, "prior_reg": 0.1}
+    assert result.points[0].gain_se is None and abs(result.points[1].gain_se) < 1.0
 
 
 def test_the_inner_split_never_overlaps_the_reported_validation(planted):

@@ -148,6 +148,7 @@ def print_table(result, name: str) -> None:
         "weight decay",
         "prior reg",
         "inner RMSE",
+        "gain (SE)",
         "best epoch",
         "seconds",
         title=f"{name}: the rating model at each grid point",
@@ -160,10 +161,17 @@ def print_table(result, name: str) -> None:
             f"{p.weight_decay:g}",
             f"{p.prior_reg:g}",
             f"{p.inner_rmse:.4f}" if math.isfinite(p.inner_rmse) else "-",
+            "incumbent" if p.gain_se is None else f"{p.gain_se:+.1f}",
             f"{p.best_epoch}/{p.epochs_run}",
             f"{p.seconds:.1f}",
         )
     out.print(table)
+    out.print(
+        "gain (SE): how many standard errors a point's inner MSE is below its stage's incumbent "
+        "(the given values, then the regularisation chosen); a point must gain more than 1 to "
+        "replace it.",
+        soft_wrap=True,
+    )
     s = result.split
     sample = (
         f", a sample of {s.sampled_users:,} of {s.n_users:,} users"
