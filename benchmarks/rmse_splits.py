@@ -1,11 +1,12 @@
 """Rating RMSE beyond one split: the defaults (TrainConfig, tuned once on the seed-0 split of
 ml-latest-small) against `fmstore train --tune` (fmstore.train.tune: the search chooses factors,
-weight_decay and prior_reg on an inner split of the training ratings), on 5 random 90/10 splits
+weight_decay and prior_reg on an inner split of the training ratings; a point replaces the
+defaults only when it beats them there by more than one standard error), on 5 random 90/10 splits
 (seeds 0-4, as `fmstore train --seed N` splits) and on the time-based split (the last 10% of each
 user's ratings by time held out; the model trains on the rest, validation and the search on a
 random part of it). Rating model only (no ranking model, no refit), as in the search.
 
-    python benchmarks/rmse_splits.py              # seeds 0-4 and time (~30 min on a busy 2-core box)
+    python benchmarks/rmse_splits.py              # seeds 0-4 and time (2.5 min on a quiet 2-core box, 30 on a busy one)
     python benchmarks/rmse_splits.py 0 time       # some splits
     python benchmarks/rmse_splits.py --full       # the full 27-point grid instead of the staged search
 
