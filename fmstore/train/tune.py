@@ -190,7 +190,6 @@ def tune(
     vocab = Vocabulary.build(train_ratings, dataset.movies, config.fields)
     train_rows = tensors(encode(train_ratings, vocab, dataset.movies), device)
     valid_rows = tensors(encode(valid_ratings, vocab, dataset.movies), device)
-    mean = float(train_ratings.rating.mean())
 
     stages = [(0, grid.points())] if full else [(1, grid.regularisation_points()), (2, None)]
     total = (
@@ -212,7 +211,7 @@ def tune(
                 dataclasses.replace(base, **values),
                 vocab,
                 dataset,
-                mean,
+                train_ratings,
                 device,
                 engine,
                 train_rows,
@@ -266,14 +265,14 @@ def gain_in_standard_errors(errors: list[np.ndarray], point: int, incumbent: int
     return mean / se if se > 0 else (0.0 if mean == 0 else float("inf") * np.sign(mean))
 
 
-def _fit_point(config, vocab, dataset, mean, device, engine, train_rows, valid_rows):
+def _fit_point(config, vocab, dataset, ratings, device, engine, train_rows, valid_rows):
     """One grid point: the rating model fitted as train() fits it (same seed, early stopping),
     on the search split; (its PointResult, its squared errors on the inner validation)."""
     import torch
 
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
-    model = new_model(vocab, dataset, config, mean, device)
+    model = new_model(vocab, dataset, ratings, config, device)
     history, _, best_epoch = fit_epochs(
         model, config, device, engine, train_rows, valid_rows, None, None
     )
