@@ -198,3 +198,24 @@ def test_without_the_run_folder_no_reasons_and_a_note(planted_runs, tmp_path):
             ids, _ = moved.recommend(1, N=3)
             assert moved.explain(1, ids) == {i: [] for i in ids.tolist()}
             assert any("not on this machine" in n for n in moved.notes)
+
+
+def test_runs_saved_without_the_gramian_compute_it(planted_runs, tmp_path):
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    run = tmp_path / "runs" / planted_runs[0].name
+    shutil.copytree(planted_runs[0], run)
+    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+    engine = catalog.make_engine(url)
+    with EdgeStore(tmp_path / "qdrant") as store:
+        publish(run, store, engine)
+        engine.dispose()
+        arrays = load_file(str(run / "ranking.safetensors"))
+        rows = np.hstack([arrays["item_vectors"], arrays["item_scalar"][:, None]]).astype(float)
+        np.testing.assert_allclose(arrays.pop("gramian"), rows.T @ rows)
+        save_file(arrays, str(run / "ranking.safetensors"))  # as runs saved before it
+        with Recommender(store, url) as older:
+            ids, scores = older.recommend(31, N=5)
+            assert _relative(older.contributions(31, ids).scores, scores) < RTOL

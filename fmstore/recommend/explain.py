@@ -17,7 +17,7 @@ and implicit's `explain`:
   R^T R over every movie of the run and c_i the movie scalars (0 unless trained with item_bias).
   So score_i = <r_u, r_i> + c_i = sum_j w_uj (1 - c_j) r_i^T A_u^-1 r_j + baseline_i, with
   baseline_i = c_i - alpha0 r_i^T A_u^-1 R^T c. The Gramian R^T R comes from the run folder
-  (ranking.safetensors), like the user's ratings (seen.safetensors).
+  (ranking.safetensors, where training saves it), like the user's ratings (seen.safetensors).
 - someone new, weighted (the default): the query is [sum_j s_j r_j / sum_j s_j, 1] on `rank`,
   so the term of movie j is s_j <r_i, r_j> / sum_j s_j and baseline_i = c_i.
 - someone new, fold-in: the query y = U^T (W^-1 + U U^T)^-1 1 on the whitened `item` vectors
@@ -253,14 +253,18 @@ class ExplainMixin:
         return Contributions(ids, rated, stars, terms, rec[:, -1].copy(), "score")
 
     def _ranking_gramian(self: Recommender) -> np.ndarray:
-        """Q^T Q over every movie's [r_i, c_i], from the run folder's ranking.safetensors (read
-        once per Recommender)."""
+        """Q^T Q over every movie's [r_i, c_i], from the run folder's ranking.safetensors (saved
+        there since explanations need it; computed from the movies' rows for older runs). Read
+        once per Recommender."""
         if self._gramian is None:
             from safetensors import safe_open
 
             path = self.artifact_path / "ranking.safetensors"
             try:
                 with safe_open(str(path), framework="numpy") as f:
+                    if "gramian" in f.keys():
+                        self._gramian = f.get_tensor("gramian").astype(np.float64)
+                        return self._gramian
                     r = f.get_tensor("item_vectors").astype(np.float64)
                     c = f.get_tensor("item_scalar").astype(np.float64)
             except Exception as exc:  # SafetensorError (damaged, missing tensor), OSError
