@@ -1,4 +1,4 @@
-""""Because you liked X" checked on a published home: for each sampled user, do the rated movies'
+""" "Because you liked X" checked on a published home: for each sampled user, do the rated movies'
 terms (Recommender.contributions) add up to the score that ranked each of their top movies?
 
     python benchmarks/explain.py --home PATH      # a home with a published run (fmstore publish)
@@ -38,7 +38,11 @@ def main() -> None:
         users = rec.user_ids
         rng = np.random.default_rng(0)
         sample = rng.choice(users, min(args.users, len(users)), replace=False).tolist()
-        rows: dict[str, list[np.ndarray]] = {"known user": [], "new, weighted": [], "new, fold-in": []}
+        rows: dict[str, list[np.ndarray]] = {
+            "known user": [],
+            "new, weighted": [],
+            "new, fold-in": [],
+        }
         times: dict[str, list[float]] = {name: [] for name in rows}
         for user in sample:
             ids, scores = rec.recommend(user, N=10)
@@ -48,7 +52,8 @@ def main() -> None:
             rows["known user"].append(_relative(found.scores, scores))
             seen, stars = artifact.seen_movies(rec.artifact_path, user)
             pick = rng.choice(len(seen), min(5, len(seen)), replace=False)
-            ratings = dict(zip(seen[pick].tolist(), stars[pick].astype(float).tolist()))
+            picked = zip(seen[pick].tolist(), stars[pick].astype(float).tolist(), strict=True)
+            ratings = dict(picked)
             for method in ("weighted", "fold-in"):
                 ids, scores = rec.recommend_for_ratings(ratings, N=10, method=method)
                 started = time.perf_counter()
