@@ -219,3 +219,45 @@ def test_runs_saved_without_the_gramian_compute_it(planted_runs, tmp_path):
         with Recommender(store, url) as older:
             ids, scores = older.recommend(31, N=5)
             assert _relative(older.contributions(31, ids).scores, scores) < RTOL
+
+
+# ---- a run without a ranking model: the rating model's score is what ranks --------------------
+
+
+@pytest.fixture(scope="module")
+def rating_only(planted_dataset, planted_train, tmp_path_factory):
+    from fmstore import artifact
+    from fmstore.config import TrainConfig
+    from fmstore.train import train
+
+    folder = tmp_path_factory.mktemp("rating-only")
+    config = TrainConfig(**planted_train, ranking=False)
+    run = artifact.save_run(train(planted_dataset, config), planted_dataset, config, folder)
+    url = f"sqlite:///{folder / 'catalog.db'}"
+    engine = catalog.make_engine(url)
+    store = EdgeStore(folder / "qdrant")
+    publish(run, store, engine)
+    engine.dispose()
+    with Recommender(store, url) as recommender:
+        assert not recommender.ranking
+        yield recommender
+    store.close()
+
+
+@pytest.mark.parametrize("method", ["weighted", "fold-in"])
+def test_rating_model_new_users_terms_sum_to_the_served_score(rating_only, method):
+    liked_ids = rated_movie_ids(0)[:3]
+    ratings = {**dict.fromkeys(liked_ids, 5.0), rated_movie_ids(2)[0]: 1.5}
+    ids, scores = rating_only.recommend_for_ratings(ratings, N=6, method=method)
+    found = rating_only.contributions(ratings, ids, method)
+    assert found.vector == "score" and _relative(found.scores, scores) < RTOL
+    reasons = rating_only.explain(ratings, ids, method)
+    assert all(why and {m for m, _ in why} <= set(liked_ids) for why in reasons.values())
+
+
+def test_rating_model_known_user_reasons_are_their_group(rating_only):
+    # the published p_u is what training found; fold-in of the user's ratings approximates it,
+    # so only the reasons are checked here, not the sum
+    ids, _ = rating_only.recommend(45, N=5)
+    for why in rating_only.explain(45, ids).values():
+        assert why and {group_of_movie(m) for m, _ in why} == {group_of_user(45)}
