@@ -204,6 +204,8 @@ class ExplainMixin:
             return Contributions(ids, [], stars, empty, np.zeros(len(ids)), "none")
         if not self.ranking:
             return self._rating_contributions(ids, rated, stars, method or "fold-in")
+        if method is None:
+            return self._known_user_contributions(ids, rated, stars)
         if method == "fold-in":
             u = self.movie_vectors(ids + rated, "item")
             weights = self._confidences(stars)
@@ -211,19 +213,20 @@ class ExplainMixin:
             return Contributions(ids, rated, stars, terms, np.zeros(len(ids)), "item")
         rows = self.movie_vectors(ids + rated, "rank")
         rec, rated_rows = _rows(rows, ids), _rows(rows, rated)
-        if method == "weighted":
-            terms = weighted_contributions(rec[:, :-1], rated_rows[:, :-1], stars)
-            return Contributions(ids, rated, stars, terms, rec[:, -1].copy(), "rank")
-        lam = ranking_lambda(
-            self.ranking["reg"],
-            self.ranking["alpha0"],
-            self.ranking["nu"],
-            self.ranking["n_items"],
-            len(rated),
-        )
-        gramian = self.ranking["alpha0"] * self._ranking_gramian()
+        terms = weighted_contributions(rec[:, :-1], rated_rows[:, :-1], stars)
+        return Contributions(ids, rated, stars, terms, rec[:, -1].copy(), "rank")
+
+    def _known_user_contributions(
+        self: Recommender, ids: list[int], rated: list[int], stars: np.ndarray
+    ) -> Contributions:
+        """A known user of the ranking model: the closed form of their stored r_u."""
+        rows = self.movie_vectors(ids + rated, "rank")
+        c = self.ranking
+        lam = ranking_lambda(c["reg"], c["alpha0"], c["nu"], c["n_items"], len(rated))
+        gramian = c["alpha0"] * self._ranking_gramian()
+        weights = self._confidences(stars)
         terms, baseline = ials_contributions(
-            rec, rated_rows, self._confidences(stars), gramian, lam
+            _rows(rows, ids), _rows(rows, rated), weights, gramian, lam
         )
         return Contributions(ids, rated, stars, terms, baseline, "rank")
 
