@@ -90,8 +90,8 @@ def rating_distribution(data: ReportData) -> bytes:
         color=["tab:blue", "tab:orange"],
     )
     left.set_xlabel("rating (predictions in half-star bins)")
-    left.set_ylabel("held-out ratings")
-    left.set_title("Held-out ratings and their predictions")
+    left.set_ylabel("ratings of the validation split")
+    left.set_title("Validation ratings and their predictions")
     left.legend()
     values = np.unique(data.valid_actual)
     groups = [data.valid_predicted[data.valid_actual == v] for v in values]
