@@ -4,8 +4,10 @@
       model.safetensors    FM weights and feature rows (torch state dict)
       serving.safetensors  the serving form (q_i, b_i for every movie; p_u, b_u for every user),
                            vocabulary arrays: what publish needs, readable without torch
-      ranking.safetensors  the ranking model (train/ranking.py): r_u, [r_i, c_i], feature rows
+      ranking.safetensors  the ranking model (train/ranking.py): r_u, [r_i, c_i], feature rows,
+                           the Gramian of the [r_i, c_i]
       seen.safetensors     each user's training movies (CSR), to exclude already seen movies
+      validation.safetensors  the validated model's predictions of its held-out ratings
       movies.json          catalog rows of every movie (title, year, genres, counts, links)
       history.csv          per-epoch metrics
       manifest.json        config, metrics, dataset fingerprint, versions, sha256 of every file
@@ -20,7 +22,6 @@ import csv
 import hashlib
 import json
 import os
-import platform
 import secrets
 import shutil
 from dataclasses import asdict, dataclass
@@ -30,17 +31,21 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from fmstore import __version__
 from fmstore.errors import DataError, NotFoundError
 from fmstore.runfolder import (
     FORMAT_VERSION,
     SERVING_ARRAYS,
     TMP_PREFIX,
+    VALID_PREDICTIONS,
     check_manifest,
     check_run_name,
     load_arrays,
     remove_stale_temp_runs,
     unreadable_run,
+    versions,
+)
+from fmstore.runfolder import (
+    load_valid_predictions as load_valid_predictions,  # re-exported for the report
 )
 
 MANIFEST = "manifest.json"
@@ -115,9 +120,11 @@ def save_run(
     runs_dir: Path,
     run_id: str | None = None,
     validation: dict | None = None,
+    valid_predictions: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Write a TrainResult as a run folder; returns its path. `validation`: the evaluation of
-    the model on its validation split (kept in the manifest, e.g. before a refit)."""
+    the model on its validation split, `valid_predictions`: its {"actual", "predicted"} ratings
+    there (both kept from before a refit: the refitted model has seen those ratings)."""
     run_id = run_id or new_run_id()
     final = runs_dir / run_id
     remove_stale_temp_runs(runs_dir)
@@ -143,15 +150,21 @@ def save_run(
         )
         ranking = getattr(result, "ranking", None)
         if ranking is not None:
+            rows = np.hstack([ranking.item_vectors, ranking.item_scalar[:, None]]).astype(
+                np.float64
+            )
             save_file(
                 {
                     "user_vectors": ranking.user_vectors,
                     "item_vectors": ranking.item_vectors,
                     "item_scalar": ranking.item_scalar,
                     "feature_vectors": ranking.feature_vectors,
+                    "gramian": rows.T @ rows,  # for explanations (recommend/explain.py)
                 },
                 str(tmp / "ranking.safetensors"),
             )
+        if valid_predictions is not None:
+            save_file(valid_predictions, str(tmp / VALID_PREDICTIONS))
         _save_seen(result.train_ratings, result.vocab.user_ids, tmp / "seen.safetensors")
         _write_json(tmp / "movies.json", movie_rows(dataset))
         _write_history(tmp / "history.csv", result.history)
@@ -191,7 +204,7 @@ def save_run(
             },
             "refit": bool(getattr(result, "refit", False)),
             "validation": validation,
-            "versions": _versions(),
+            "versions": versions(),
             "files": {p.name: sha256_file(p) for p in sorted(tmp.iterdir())},
         }
         _write_json(tmp / MANIFEST, manifest)
@@ -257,10 +270,8 @@ def _write_json(path: Path, obj) -> None:
 
 
 def _json_default(obj):
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
@@ -272,17 +283,6 @@ def _write_history(path: Path, history) -> None:
         )
         writer.writeheader()
         writer.writerows(rows)
-
-
-def _versions() -> dict:
-    import torch
-
-    return {
-        "fmstore": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
 
 
 # ---- reading -----------------------------------------------------------------------------------

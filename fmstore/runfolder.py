@@ -4,6 +4,7 @@ them, and the temporary folders of trainings that were killed, cleaned on the ne
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import time
 from pathlib import Path
@@ -11,9 +12,13 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file
 
+from fmstore import __version__
 from fmstore.errors import DataError, NotFoundError
 
 FORMAT_VERSION = 1
+# The validated model's predictions of the held-out ratings (before any refit); runs saved before
+# fmstore kept them lack the file.
+VALID_PREDICTIONS = "validation.safetensors"
 
 # What every manifest has; a run folder missing one of these is corrupt.
 REQUIRED_KEYS = ("run_id", "created_at", "dataset", "config", "metrics", "serving", "files")
@@ -85,6 +90,25 @@ def load_arrays(path: Path, wanted: tuple[str, ...] = ()) -> dict[str, np.ndarra
     if missing := [name for name in wanted if name not in arrays]:
         raise DataError(f"{path} lacks {missing}; the run folder is corrupt, retrain")
     return arrays
+
+
+def load_valid_predictions(run_dir: Path) -> dict[str, np.ndarray] | None:
+    """{"actual", "predicted"}: the held-out ratings and the validated model's predictions of
+    them, kept from before a refit; None for a run that has no such file."""
+    path = Path(run_dir) / VALID_PREDICTIONS
+    return load_arrays(path, ("actual", "predicted")) if path.is_file() else None
+
+
+def versions() -> dict:
+    """The versions a run was trained with (manifest["versions"])."""
+    import torch
+
+    return {
+        "fmstore": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def check_run_name(runs_dir: Path, run_id: str) -> Path:

@@ -148,3 +148,63 @@ def test_a_refit_is_marked(planted_runs, planted_dataset, tmp_path):
     result = build_report(run, tmp_path / "out", dataset=planted_dataset)
     page = result.html.read_text(encoding="utf-8")
     assert "Refit: epochs 3" in page and "refit on all ratings" in page
+
+
+# ---- a refitted run: the validated model's predictions, not the refitted one's -----------------
+
+
+def test_refitted_run_draws_the_validated_models_predictions(planted_home, tmp_path):
+    from fmstore import artifact, datasets
+    from fmstore.evaluate.metrics import rmse
+    from fmstore.report import collect
+
+    home, data, run_id = planted_home
+    run = home / "runs" / run_id
+    manifest = artifact.load_manifest(run)
+    assert manifest["refit"] and (run / "validation.safetensors").is_file()
+    report = collect(run, dataset=datasets.load_dataset(data))
+    assert report.predictions_from == "validated"
+    # the validated model's own valid RMSE, as the manifest recorded it before the refit
+    validated = manifest["validation"]["metrics"]["model"]["rmse"]
+    assert rmse(report.valid_actual, report.valid_predicted) == pytest.approx(validated, rel=1e-4)
+    # the refitted model has seen these ratings: it predicts them better, which is why it is not
+    # what the report draws
+    (tmp_path / "old").mkdir()
+    old = _without_kept_predictions(run, tmp_path / "old" / run_id)
+    seen = collect(old, dataset=datasets.load_dataset(data))
+    assert seen.predictions_from == "seen"
+    np.testing.assert_array_equal(seen.valid_actual, report.valid_actual)
+    assert rmse(seen.valid_actual, seen.valid_predicted) < validated
+
+    page = build_report(run, tmp_path / "out", dataset=datasets.load_dataset(data))
+    text = page.html.read_text(encoding="utf-8")
+    assert "the model as validated, before the refit on all ratings" in text
+    assert "optimistic" not in text
+
+
+def test_old_refitted_run_still_reports_with_a_note(planted_home, tmp_path):
+    from fmstore import datasets
+
+    home, data, run_id = planted_home
+    old = _without_kept_predictions(home / "runs" / run_id, tmp_path / "runs" / run_id)
+    page = build_report(old, tmp_path / "out", dataset=datasets.load_dataset(data))
+    text = page.html.read_text(encoding="utf-8")
+    assert "NOTE: this run was refitted on all ratings, these included" in text
+    assert "optimistic, not a held-out measure" in text
+
+
+def test_run_without_refit_draws_its_own_model(planted_runs, planted_dataset):
+    from fmstore.report import collect
+
+    report = collect(planted_runs[0], dataset=planted_dataset)
+    assert not report.refit and report.predictions_from == "published"
+
+
+def _without_kept_predictions(run: Path, to: Path) -> Path:
+    """A copy of `run` as fmstore saved refitted runs before it kept the validated predictions."""
+    shutil.copytree(run, to)
+    (to / "validation.safetensors").unlink()
+    manifest = json.loads((to / "manifest.json").read_text())
+    del manifest["files"]["validation.safetensors"]
+    (to / "manifest.json").write_text(json.dumps(manifest))
+    return to

@@ -273,7 +273,7 @@ def _ask_new_user(
     notes = list(rec.notes)  # the title notes: recommend_for_ratings starts its own
     ids, scores = rec.recommend_for_ratings(ratings, n, method, flt)
     p_u, b_u = rec.recalculate_user(ratings)  # the rating model's fold-in: the stars shown
-    reasons = rec.explain(ratings, ids.tolist(), "fold-in")
+    reasons = rec.explain(ratings, ids.tolist(), method)  # the method that ranked them
     rec.notes = notes + [n for n in rec.notes if n not in notes]
     rating_scores = rec.rating_scores(p_u, ids.tolist())
     info = rec.movie_info(ratings)

@@ -187,7 +187,7 @@ def train(
         config = search.apply(config)
         _check_memory(dataset, config, str(device_name))
     try:
-        result, validation, config = _train_with_progress(
+        result, (validation, predictions), config = _train_with_progress(
             run_training, dataset, config, test, as_json, parallel, quiet=not rank0
         )
     except RuntimeError as exc:  # torch's allocator: "can't allocate memory", CUDA OOM
@@ -206,7 +206,9 @@ def train(
         return
     if search is not None:
         result.metrics["tune"] = search.to_json()
-    run_dir = artifact.save_run(result, dataset, config, s.runs_dir, validation=validation)
+    run_dir = artifact.save_run(
+        result, dataset, config, s.runs_dir, validation=validation, valid_predictions=predictions
+    )
     if not math.isfinite(result.metrics.get("valid_rmse", math.nan)):
         warn(
             f"run {run_dir.name} has no validation ratings (--valid-fraction "
@@ -273,13 +275,18 @@ def _tune_first(dataset, config: TrainConfig, as_json: bool):
 
 
 def _train_with_progress(run_training, dataset, config, test, as_json, parallel, quiet):
-    """train(), then (rank 0) the validation split's served metrics and the refit, with a
-    progress bar on stderr; returns (result, validation, the config as trained). Ranks other than 0 only train."""
+    """train(), then (rank 0) the validation split's served metrics and predictions and the refit,
+    with a progress bar on stderr; returns (result, (validation, predictions), the config as
+    trained). Ranks other than 0 only train."""
     from fmstore import evaluate as evaluation
     from fmstore.train import refit as run_refit
 
     if quiet:
-        return run_training(dataset, config, test_ratings=test, parallel=parallel), None, config
+        return (
+            run_training(dataset, config, test_ratings=test, parallel=parallel),
+            (None, None),
+            config,
+        )
 
     with progress_bar(*_training_columns()) as progress:
         epochs_task = progress.add_task("training", total=config.epochs)
@@ -307,10 +314,11 @@ def _train_with_progress(run_training, dataset, config, test, as_json, parallel,
             parallel=parallel,
         )
         config = result.config or config
-        validation = None
+        validation = predictions = None
         if len(result.valid_ratings):
             report("measuring the validation split", config.epochs, config.epochs)
             validation = evaluation.evaluate_result(result, dataset, config).to_json()
+            predictions = evaluation.valid_predictions(result, dataset, config)
             served = validation["metrics"].get(evaluation.SERVED)
             if served:
                 result.metrics["valid_recall@10"] = served["recall@10"]
@@ -319,7 +327,8 @@ def _train_with_progress(run_training, dataset, config, test, as_json, parallel,
             # (a data-parallel run refits in rank 0 alone: the other ranks have finished)
             report(f"refitting on every rating ({result.best_epoch} epochs)", 0, config.epochs)
             result = run_refit(dataset, config, result, progress=report, batch_progress=batches)
-    return result, validation, config  # config: batch size and lr as chosen for the data
+    # config: batch size and lr as chosen for the data
+    return result, (validation, predictions), config
 
 
 def _training_columns() -> tuple:

@@ -10,7 +10,8 @@ with the link and clamp of fmstore.serving. One file per section:
 - metrics: RMSE, MAE, Recall@K, NDCG@K, and all of them on one held-out set.
 - baselines: the `Predictor` protocol, the model's `BiasedMF` form, the popularity and
   global-mean+biases baselines, and `Reranked` (serving-time re-rankings).
-- runs: the model and the baselines on a training result or a saved run (`Report`).
+- runs: the model and the baselines on a training result or a saved run (`Report`); the
+  validated model's predictions of its held-out ratings (`valid_predictions`).
 - cold_start: users and movies held out of training entirely.
 
 Nothing here imports torch, except `run_cold_start` when it trains.
@@ -63,6 +64,7 @@ from fmstore.evaluate.runs import (
     evaluate_result,
     evaluate_run,
     evaluate_serving,
+    valid_predictions,
 )
 
 __all__ = [
@@ -107,4 +109,5 @@ __all__ = [
     "rmse",
     "run_cold_start",
     "top_k",
+    "valid_predictions",
 ]

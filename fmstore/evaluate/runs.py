@@ -111,6 +111,21 @@ def evaluate_result(result, dataset: Dataset, config, test: Ratings | None = Non
     )
 
 
+def valid_predictions(result, dataset: Dataset, config) -> dict[str, np.ndarray]:
+    """A train.TrainResult's validation ratings and its predictions of them, {"actual",
+    "predicted"} (float32): what the report draws, kept in the run folder from before a refit."""
+    rating_range = (config.rating_min, config.rating_max)
+    form = result.model.serving_form()
+    model = BiasedMF.of_form(form, link=config.link, rating_range=rating_range)
+    rows = Rows(result.vocab.user_ids, dataset.movies.movie_id)
+    valid = result.valid_ratings
+    predicted = model.predict(rows.users(valid.user_id), rows.items(valid.movie_id))
+    return {
+        "actual": valid.rating.astype(np.float32),
+        "predicted": np.asarray(predicted, np.float32),
+    }
+
+
 def evaluate_run(
     run_dir: Path,
     *,

@@ -11,7 +11,8 @@ and a query on a SQLite catalog must not import SQLAlchemy.
     p_u, b_u = rec.recalculate_user({589: 5, 165: 4.5})           # their rating-model vector
     stars = rec.predicted_ratings(p_u, b_u, ids)                  # predicted ratings of the list
     rec.predict(42, [1, 2571])                    # predicted ratings of a known user
-    rec.similar_users(42), rec.item_factors, rec.user_factors, rec.explain(42, ids)
+    rec.similar_users(42), rec.item_factors, rec.user_factors
+    rec.explain(42, ids)                          # {movie: [(liked movie, its term in the score)]}
     rec.recommend(42, filter={"genres": ["comedy"], "min_ratings": 50}, filter_items=[1])
 
 Every ranking is a pair of NumPy arrays `(ids, scores)`, best first, like `implicit`. Scores are
@@ -21,11 +22,13 @@ model's exact `score` vectors [q_i, b_i]. Every error is an FmstoreError.
 
 Files: titles.py (what a person typed -> a movie id, and whether that was a guess),
 recommender.py (Recommender and the checks it shares with the CLI), factors.py (predict, factors,
-similar users, explanations, batches), explain.py ("because you liked X"), filters.py (filters as
-dicts or QueryFilters, ids). The serving math is fmstore.serving's, re-exported here for callers
+similar users, batches), ranking.py (someone new's ranking query), explain.py ("because you liked
+X": the exact terms of the score that ranked each movie), filters.py (filters as dicts or
+QueryFilters, ids). The serving math is fmstore.serving's, re-exported here for callers
 of the former module; reading `--rated` flags and ratings files is the CLI's (fmstore.cli).
 """
 
+from fmstore.recommend.explain import Contributions
 from fmstore.recommend.filters import FILTER_KEYS
 from fmstore.recommend.recommender import (
     DEFAULT_METHOD,
@@ -50,6 +53,7 @@ __all__ = [
     "FILTER_KEYS",
     "METHODS",
     "SIGMOID_SCALE",
+    "Contributions",
     "Recommender",
     "TitleIndex",
     "TitleMatch",

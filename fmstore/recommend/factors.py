@@ -1,24 +1,17 @@
 """The Recommender's calls that work on the stored vectors themselves, next to implicit's and
-LightFM's: `predict`, `item_factors` / `user_factors`, `similar_users`, `explain` and the batch
-form of `recommend`. A mixin, so recommender.py stays about rankings from the store.
+LightFM's: `predict`, `item_factors` / `user_factors`, `similar_users` and the batch form of
+`recommend` (`explain` is explain.py's). A mixin, so recommender.py stays about rankings from the store.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from fmstore.errors import ConfigError, NotFoundError
-from fmstore.recommend.explain import (
-    Reasons,
-    fold_in_contributions,
-    liked,
-    top_reasons,
-    weighted_contributions,
-)
 from fmstore.recommend.filters import as_id, as_ids, is_one_id
-from fmstore.serving import link_inverse, predict
+from fmstore.serving import predict
 
 if TYPE_CHECKING:
     from fmstore.recommend.recommender import Recommender
@@ -31,7 +24,7 @@ _EXACT_SIMILAR_USERS = 20_000
 
 
 class FactorsMixin:
-    """predict, factors, similar users, explanations and batch recommend (see the module)."""
+    """predict, factors, similar users and batch recommend (see the module)."""
 
     # -- predictions -----------------------------------------------------------------------------
 
@@ -133,52 +126,6 @@ class FactorsMixin:
         cosine = vectors @ (p_u / norm) / np.where(norms > 0, norms, 1.0)
         order = np.argsort(-cosine, kind="stable")[: int(N)]
         return np.array(ids, np.int64)[order], cosine[order].astype(np.float32)
-
-    # -- explanations ----------------------------------------------------------------------------
-
-    def explain(
-        self: Recommender,
-        user: int | Mapping[int | str, float],
-        movie_ids: Sequence[int],
-        method: str = "fold-in",
-        top: int = 3,
-    ) -> dict[int, Reasons]:
-        """Why each movie is recommended: up to `top` (rated movie id, contribution) pairs of the
-        movies the user liked, largest first. `user` is a known user id (their training ratings,
-        read from the run folder; no reasons and a note without it) or {movie: rating} of someone
-        new. See fmstore.recommend.explain for the decomposition and what "liked" means."""
-        from fmstore.recommend.recommender import check_method
-
-        if isinstance(user, Mapping):
-            ratings, method = self.ratings_by_id(user), check_method(method)
-        else:
-            ratings, method = self._training_ratings(user), "fold-in"
-        ids = as_ids(movie_ids)
-        if not ratings or not ids:
-            return {i: [] for i in ids}
-        rated = list(ratings)
-        stars = np.array(list(ratings.values()))
-        q_rec, _ = self.item_terms(ids)
-        q, b = self.item_terms(rated)
-        if method == "weighted":
-            contributions = weighted_contributions(q_rec, q, stars)
-        else:
-            raw = link_inverse(stars, self.link)
-            contributions = fold_in_contributions(
-                q_rec, q, b, raw, w0=self.w0, weight_decay=self.weight_decay, prior=self.prior_reg
-            )
-        reasons = top_reasons(contributions, liked(stars, self.rating_range), top)
-        return {i: [(rated[j], c) for j, c in r] for i, r in zip(ids, reasons, strict=True)}
-
-    def _training_ratings(self: Recommender, user_id: int) -> dict[int, float]:
-        """A known user's training ratings from the run folder; {} (and a note) without it."""
-        from fmstore import artifact
-
-        self.user_vector(user_id)  # NotFoundError for a user who is not published
-        if self.seen_items(user_id) is None:
-            return {}
-        ids, stars = artifact.seen_movies(self.artifact_path, as_id(user_id))
-        return dict(zip(ids.tolist(), stars.astype(np.float64).tolist(), strict=True))
 
     # -- batches ---------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from fmstore.catalog.readers import CatalogReader, open_reader
 from fmstore.errors import ConfigError, DataError, NotFoundError, StoreError
+from fmstore.recommend.explain import ExplainMixin
 from fmstore.recommend.factors import FactorsMixin
 from fmstore.recommend.filters import as_id, as_ids, as_query_filter, is_one_id
 from fmstore.recommend.ranking import DEFAULT_METHOD, RankingMixin
@@ -75,7 +76,7 @@ def _is_reader(catalog: Any) -> bool:
     return all(hasattr(catalog, name) for name in ("run", "movie_titles", "genres", "close"))
 
 
-class Recommender(FactorsMixin, RankingMixin):
+class Recommender(FactorsMixin, RankingMixin, ExplainMixin):
     """Queries against the live publication, mirroring implicit's API.
 
     `store` is any VectorStore (EdgeStore or ServerStore). `catalog` is a SQLAlchemy Engine or
@@ -130,6 +131,7 @@ class Recommender(FactorsMixin, RankingMixin):
         self._titles: TitleIndex | None = None
         self._payloads: dict[int, dict] = {}
         self._users: dict[int, tuple[dict, dict]] = {}  # user id -> (vectors, payload)
+        self._gramian: np.ndarray | None = None  # the ranking model's, for explanations
 
     def _read_run(self) -> tuple[dict, str | None]:
         found = self._catalog.run(self.run_id)

@@ -13,8 +13,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from fmstore.evaluate import MODEL, SERVED
 from fmstore.fileio import atomic_write_bytes, atomic_write_text
-from fmstore.report.collect import ReportData, collect
+from fmstore.report.collect import PUBLISHED, VALIDATED, ReportData, collect
 from fmstore.report.embedding import MIN_RATINGS, embedding_map
 
 __all__ = ["ReportData", "ReportResult", "build_report", "collect"]
@@ -49,22 +50,13 @@ def build_report(run_dir: Path, out_dir: Path, *, dataset=None, cache_dir=None) 
         (
             "ratings.png",
             "Predicted and actual ratings",
-            f"The {len(data.valid_actual):,} held-out ratings and the served predictions for "
-            "them (clamped to the rating scale). Boxes: quartiles of the predictions for each "
-            "actual rating; whiskers 1.5 IQR."
-            + (
-                " The run was refitted on all ratings, these included, so this fit is optimistic."
-                if data.refit
-                else ""
-            ),
+            _ratings_caption(data),
             figures.rating_distribution(data),
         ),
         (
             "ranking.png",
             "Ranking against the baselines",
-            "Recall@K and NDCG@10 of the model and of the baselines, as fmstore evaluate "
-            "reports them on the same held-out ratings: the model ranked by its FM score alone, "
-            "without the popularity prior that fmstore publish adds to the served ranking.",
+            _ranking_caption(data),
             figures.ranking(data),
         ),
         (
@@ -103,4 +95,45 @@ def _curves_caption(data: ReportData) -> str:
     )
     if data.refit:
         text += " The shaded span: the refit on all ratings for that many epochs."
+    return text
+
+
+def _ratings_caption(data: ReportData) -> str:
+    """Which model predicted the held-out ratings drawn, and whether it had seen them."""
+    n = f"{len(data.valid_actual):,}"
+    if data.predictions_from == VALIDATED:
+        who = (
+            "the model as validated, before the refit on all ratings (the published, refitted "
+            "model has seen these ratings; this one had not)"
+            if data.refit
+            else "the run's model, which never saw them"
+        )
+    elif data.predictions_from == PUBLISHED:
+        who = "the run's model, which never saw them"
+    else:
+        who = (
+            "the published model. NOTE: this run was refitted on all ratings, these included, and "
+            "was saved before fmstore kept the validated model's predictions, so this fit is "
+            "optimistic, not a held-out measure (train it again for one)"
+        )
+    return (
+        f"The {n} held-out ratings of the validation split and the predictions of {who}, "
+        "clamped to the rating scale. Boxes: quartiles of the predictions for each actual "
+        "rating; whiskers 1.5 IQR."
+    )
+
+
+def _ranking_caption(data: ReportData) -> str:
+    text = (
+        "Recall@K and NDCG@10 of the model and of the baselines, as fmstore evaluate reports "
+        "them on the held-out ratings"
+    )
+    if SERVED in data.evaluation.rows:
+        text += (
+            f": {SERVED} is the ranking publish serves (the ranking model's order), {MODEL} "
+            "the rating model's score alone"
+        )
+    text += "."
+    if data.refit:
+        text += " Measured before the refit on all ratings, with the models that had not seen them."
     return text

@@ -15,6 +15,8 @@ from fmstore.datasets.splits import split_indices
 from fmstore.errors import ConfigError, DataError
 from fmstore.evaluate import BiasedMF, Report, Rows, evaluate_run
 
+VALIDATED, PUBLISHED, SEEN = "validated", "published", "seen"
+
 
 @dataclass
 class Epoch:
@@ -32,11 +34,16 @@ class ReportData:
     manifest: dict
     history: list[Epoch]
     valid_actual: np.ndarray  # float32 [n_valid] held-out ratings
-    valid_predicted: np.ndarray  # float32 [n_valid] the served prediction of each
+    valid_predicted: np.ndarray  # float32 [n_valid] the prediction of each (see predictions_from)
     evaluation: Report  # the model and the baselines, as `fmstore evaluate` prints them
     movie_rows: list[dict]  # movies.json: title, genres, n_ratings, ...
     item_vectors: np.ndarray  # float32 [n_movies, k], in movie_rows order
     refit: dict | None = field(default=None)  # the manifest's refit section, when there is one
+    # Whose predictions valid_predicted holds: VALIDATED (the model before any refit, kept in the
+    # run folder), PUBLISHED (the run's model, recomputed: held out from it only without a
+    # refit) or SEEN (a refitted run saved before fmstore kept the validated predictions: the
+    # published model was trained on these ratings too).
+    predictions_from: str = "validated"
 
     @property
     def run_id(self) -> str:
@@ -58,7 +65,12 @@ def collect(
     dataset = dataset or _read_dataset(manifest, cache_dir)
     evaluation = evaluate_run(run_dir, dataset=dataset)  # checks the fingerprint and the split
     serving = artifact.load_serving(run_dir, manifest)
-    actual, predicted = _validation_predictions(manifest, dataset, serving)
+    kept = artifact.load_valid_predictions(run_dir)
+    if kept is not None:
+        actual, predicted, source = kept["actual"], kept["predicted"], VALIDATED
+    else:
+        actual, predicted = _validation_predictions(manifest, dataset, serving)
+        source = SEEN if refit_of(manifest) else PUBLISHED
     rows = artifact.load_movie_rows(run_dir)
     if [r["movie_id"] for r in rows] != serving.movie_ids.tolist():
         raise DataError(f"run {manifest['run_id']}: movies.json and the serving form disagree")
@@ -71,6 +83,7 @@ def collect(
         movie_rows=rows,
         item_vectors=serving.item_vectors,
         refit=refit_of(manifest),
+        predictions_from=source,
     )
 
 
@@ -104,8 +117,8 @@ def _read_dataset(manifest: dict, cache_dir: Path | None) -> datasets.Dataset:
 
 
 def _validation_predictions(manifest: dict, dataset, serving) -> tuple[np.ndarray, np.ndarray]:
-    """The run's held-out ratings (its seeded split, recomputed) and the served prediction of
-    each: the same split `evaluate_run` scores."""
+    """The run's held-out ratings (its seeded split, recomputed) and the run's prediction of
+    each: for a run without the validated model's predictions in its folder."""
     config = manifest["config"]
     train_idx, valid_idx = split_indices(
         len(dataset.ratings), config["valid_fraction"], config["seed"]

@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 
-from fmstore.report.collect import ReportData
+from fmstore.report.collect import SEEN, VALIDATED, ReportData
 from fmstore.report.embedding import OTHER, EmbeddingMap
 
 DPI = 80
@@ -90,19 +90,32 @@ def rating_distribution(data: ReportData) -> bytes:
         color=["tab:blue", "tab:orange"],
     )
     left.set_xlabel("rating (predictions in half-star bins)")
-    left.set_ylabel("held-out ratings")
-    left.set_title("Held-out ratings and their predictions")
+    left.set_ylabel("ratings of the validation split")
+    left.set_title("Validation ratings and their predictions")
     left.legend()
     values = np.unique(data.valid_actual)
     groups = [data.valid_predicted[data.valid_actual == v] for v in values]
     right.boxplot(groups, positions=values, widths=0.3, showfliers=False)
     right.plot([lo, hi], [lo, hi], color="grey", ls="--", lw=1, label="perfect")
     right.set_xticks(values, [f"{v:g}" for v in values], fontsize=8)
+    fig.suptitle(
+        _whose_predictions(data),
+        fontsize=9,
+        color="firebrick" if data.predictions_from == SEEN else "black",
+    )
     right.set_xlabel("actual rating")
     right.set_ylabel("predicted rating")
     right.set_title("Predicted per actual rating")
     right.legend(loc="upper left")
     return _png(fig)
+
+
+def _whose_predictions(data: ReportData) -> str:
+    if data.predictions_from == SEEN:
+        return "predictions of the refitted model, which was trained on these ratings: optimistic"
+    if data.predictions_from == VALIDATED and data.refit:
+        return "predictions of the model as validated, before the refit on all ratings"
+    return "predictions of the run's model, which was not trained on these ratings"
 
 
 def ranking(data: ReportData) -> bytes:
