@@ -7,10 +7,10 @@ feature lists become fixed-width index/weight matrices that the model gathers in
 User-side fields: `user` (the user id) and, when asked for, `rated`: the set of movies the user
 rated in training, one feature per movie at weight 1/sqrt(n) (SVD++'s implicit feedback in FM
 form, Rendle 2010 section V.B). A user rates hundreds of movies, so `rated` is kept as a CSR
-matrix (`rated_rows`), not in the fixed-width rows. Item-side fields: `movie` (the movie id, only for movies
-with training ratings: a movie nobody rated keeps no id feature, so its vector comes from its
-genres and year alone), `genre` (multi-hot, weights 1/n so a movie's genres sum to 1) and
-`year` (release year in 5-year buckets, plus an "unknown" bucket).
+matrix (`rated_rows`), not in the fixed-width rows. Item-side fields: `movie` (the movie id, only
+for movies with training ratings: a movie nobody rated keeps no id feature, so its vector comes
+from its genres and year alone), `genre` (multi-hot, weights 1/n so a movie's genres sum to 1)
+and `year` (release year in 5-year buckets, plus an "unknown" bucket).
 """
 
 from __future__ import annotations

@@ -124,9 +124,8 @@ class FactorizationMachine(nn.Module):
 
             def csr(at, values, shape):
                 coo = torch.sparse_coo_tensor(at, values, shape, check_invariants=False)
-                with (
-                    warnings.catch_warnings()
-                ):  # "sparse CSR support is in beta": what we use works
+                # torch warns that sparse CSR support is in beta; what is used here is tested
+                with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)
                     return coo.coalesce().to_sparse_csr()
 

@@ -175,9 +175,9 @@ class TorchEngine:
 
 def _side_rows(index: torch.Tensor, weight: torch.Tensor, of_ratings: torch.Tensor):
     """The rows a step computes for one side, as (features, weights, position of each rating's
-    row among them, which side row each is): every row of the side when the batch has more ratings than the side has
-    rows, else one row per rating (a row rated twice is then computed twice, and its gradients
-    add up the same). Either way the sizes depend only on the batch size and the model, never
+    row among them, which side row each is): every row of the side when the batch has more
+    ratings than the side has rows, else one row per rating (a row rated twice is then computed
+    twice, and its gradients add up the same). Either way the sizes depend only on the batch size and the model, never
     on the values: nothing to synchronise."""
     if len(of_ratings) >= len(index):
         return index, weight, of_ratings, torch.arange(len(index), device=of_ratings.device)
