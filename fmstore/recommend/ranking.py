@@ -3,8 +3,8 @@ ranking query, and the rating model's stars for a list the ranking model chose.
 
 A new user's ranking vector is, by default, the rating-weighted mean of the ranking vectors of the
 movies they rated: it measured better than the ranking model's exact fold-in at 3, 5, 10 and 20
-ratings (benchmarks/ranking.py, cold-start table: Recall@10 0.068 vs 0.057 at 3 ratings, 0.114
-vs 0.097 at 20; NDCG@10 0.228 vs 0.171 and 0.319 vs 0.254).
+ratings (benchmarks/ranking.py, cold-start table: Recall@10 0.069 vs 0.059 at 3 ratings, 0.117
+vs 0.109 at 20; NDCG@10 0.235 vs 0.167 and 0.320 vs 0.259).
 """
 
 from __future__ import annotations
