@@ -50,6 +50,8 @@ from fmstore.vectors import EdgeStore
 
 REPO = Path(__file__).resolve().parent.parent
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+# the best of the served section's grid, for the cold and items sections
+TUNED_ALS = dict(factors=256, regularization=10.0, alpha=1.0, iterations=15)
 
 
 def markdown(headers, rows) -> str:
@@ -216,10 +218,7 @@ def cold_section(dataset, sizes=(3, 5, 10, 20)) -> None:
         wi,
         rows_.n_users,
         rows_.n_items,
-        factors=256,
-        regularization=10.0,
-        alpha=1.0,
-        iterations=15,
+        **TUNED_ALS,
     )
     rc = config.ranking_config
     lam = ranking_lambda(rc.reg, rc.alpha0, rc.nu, len(dataset.movies))
@@ -316,10 +315,7 @@ def items_section(dataset) -> None:
         ti,
         rows_.n_users,
         rows_.n_items,
-        factors=256,
-        regularization=10.0,
-        alpha=1.0,
-        iterations=15,
+        **TUNED_ALS,
     )
     ids, _ = als.similar_items(np.arange(rows_.n_items), N=11)
     cands = {

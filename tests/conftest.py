@@ -314,6 +314,42 @@ def planted_home(tmp_path_factory, fmstore_cli) -> tuple[Path, Path, str]:
     return home, data, json.loads(trained.stdout)["run_id"]
 
 
+@pytest.fixture(scope="module")
+def planted_recommender(planted_runs, tmp_path_factory):
+    """A Recommender on planted run 0 published to Qdrant Edge and SQLite (one per module)."""
+    from fmstore import catalog
+    from fmstore.publish import publish
+    from fmstore.recommend import Recommender
+    from fmstore.vectors import EdgeStore
+
+    folder = tmp_path_factory.mktemp("recommender")
+    url = f"sqlite:///{folder / 'catalog.db'}"
+    engine = catalog.make_engine(url)
+    store = EdgeStore(folder / "qdrant")
+    publish(planted_runs[0], store, engine)
+    engine.dispose()
+    with Recommender(store, url) as recommender:
+        yield recommender
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def planted_published_home(planted_runs, tmp_path_factory) -> Path:
+    """An FMSTORE_HOME with planted run 0 published to the embedded store and SQLite."""
+    from fmstore import catalog
+    from fmstore.config import Settings
+    from fmstore.publish import publish
+    from fmstore.vectors import EdgeStore
+
+    home = tmp_path_factory.mktemp("home")
+    settings = Settings(home=home)
+    engine = catalog.make_engine(settings.catalog_url)
+    with EdgeStore(settings.qdrant_path) as store:
+        publish(planted_runs[0], store, engine)
+    engine.dispose()
+    return home
+
+
 @pytest.fixture(scope="session")
 def live_home(planted_runs, tmp_path_factory) -> Path:
     """A home (FMSTORE_HOME) with both planted runs and the first one published (embedded store,

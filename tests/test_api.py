@@ -14,28 +14,18 @@ import numpy as np
 import pytest
 from planted import GROUPS, group_of_movie, group_of_user, rated_movie_ids, unrated_movie_ids
 
-from fmstore import catalog
 from fmstore.errors import ConfigError, DataError, FmstoreError, NotFoundError
-from fmstore.publish import publish
 from fmstore.recommend import Recommender, fold_in
 from fmstore.recommend.explain import fold_in_contributions, liked, weighted_contributions
-from fmstore.vectors import EdgeStore, QueryFilter
+from fmstore.vectors import QueryFilter
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def rec(planted_runs, tmp_path_factory):
+def rec(planted_recommender):
     """A Recommender on planted run 0 (Qdrant Edge + SQLite), pure FM ranking."""
-    folder = tmp_path_factory.mktemp("api")
-    url = f"sqlite:///{folder / 'catalog.db'}"
-    engine = catalog.make_engine(url)
-    store = EdgeStore(folder / "qdrant")
-    publish(planted_runs[0], store, engine)
-    engine.dispose()
-    with Recommender(store, url) as recommender:
-        yield recommender
-    store.close()
+    return planted_recommender
 
 
 def _groups(ids) -> list[int]:

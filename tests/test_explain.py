@@ -140,16 +140,9 @@ def test_stored_user_vectors_are_the_closed_form_ml_latest_small():
 
 
 @pytest.fixture(scope="module")
-def rec(planted_runs, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("explain")
-    url = f"sqlite:///{folder / 'catalog.db'}"
-    engine = catalog.make_engine(url)
-    store = EdgeStore(folder / "qdrant")
-    publish(planted_runs[0], store, engine)
-    engine.dispose()
-    with Recommender(store, url) as recommender:
-        yield recommender
-    store.close()
+def rec(planted_recommender):
+    """A Recommender on planted run 0 (Qdrant Edge + SQLite)."""
+    return planted_recommender
 
 
 @pytest.mark.parametrize("user", [1, 31, 45, 75, 90])

@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 from planted import group_of_movie, group_of_user, rated_movie_ids
 
-from fmstore import catalog
 from fmstore.errors import AmbiguousError, DataError
-from fmstore.publish import publish
 from fmstore.recommend.titles import TitleIndex, display_title
 
 TITLES = [
@@ -116,18 +114,9 @@ def test_match_as_dict(titles):
 
 
 @pytest.fixture(scope="module")
-def home(planted_runs, tmp_path_factory):
-    """An FMSTORE_HOME with planted run 0 published to the embedded store and SQLite."""
-    from fmstore.config import Settings
-    from fmstore.vectors import EdgeStore
-
-    home = tmp_path_factory.mktemp("home")
-    settings = Settings(home=home)
-    engine = catalog.make_engine(settings.catalog_url)
-    with EdgeStore(settings.qdrant_path) as store:
-        publish(planted_runs[0], store, engine)
-    engine.dispose()
-    return home
+def home(planted_published_home):
+    """An FMSTORE_HOME with planted run 0 published (conftest)."""
+    return planted_published_home
 
 
 @pytest.mark.parametrize(

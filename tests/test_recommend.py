@@ -351,18 +351,9 @@ def test_import_does_not_pull_torch():
 
 
 @pytest.fixture(scope="module")
-def cli_home(planted_runs, tmp_path_factory):
-    """An FMSTORE_HOME with planted run 0 published to the embedded store and SQLite."""
-    from fmstore.config import Settings
-    from fmstore.vectors import EdgeStore
-
-    home = tmp_path_factory.mktemp("home")
-    settings = Settings(home=home)
-    engine = catalog.make_engine(settings.catalog_url)
-    with EdgeStore(settings.qdrant_path) as store:
-        publish(planted_runs[0], store, engine)
-    engine.dispose()
-    return home
+def cli_home(planted_published_home):
+    """An FMSTORE_HOME with planted run 0 published (conftest)."""
+    return planted_published_home
 
 
 def test_cli_similar_table(cli_home, fmstore_cli):
