@@ -186,17 +186,63 @@ def engine(catalog_url):
 # ---- the CLI, as a user runs it -----------------------------------------------------------------
 
 
-def _run_fmstore(home: Path, *args: str, env: dict | None = None, timeout: int = 300):
-    """`python -m fmstore ARGS` in a subprocess with FMSTORE_HOME=home and no other FMSTORE_*
-    variable from the caller's environment: real exit codes, real stdout and stderr."""
+def _cli_env(home: Path, env: dict | None) -> dict:
+    """The caller's environment without FMSTORE_* variables, plus FMSTORE_HOME=home and `env`."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FMSTORE_")}
-    full_env |= {"FMSTORE_HOME": str(home), "COLUMNS": "200"} | (env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "fmstore", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
+    return full_env | {"FMSTORE_HOME": str(home), "COLUMNS": "200"} | (env or {})
+
+
+def _run_fmstore(
+    home: Path, *args: str, env: dict | None = None, timeout: int = 300, process: bool = False
+):
+    """`fmstore ARGS` with FMSTORE_HOME=home and no other FMSTORE_* variable from the caller's
+    environment: exit code, stdout and stderr as a user sees them (a CompletedProcess).
+
+    In this process by default (cli.main with the environment, argv and standard streams
+    swapped for the call: no interpreter start-up, no torch import per call); `process=True`
+    runs `python -m fmstore` in a subprocess, for tests where the process boundary is the point
+    (signals, locks held by another process, output encodings, real start-up)."""
+    if process or "FMSTORE_TEST_KILL_AT" in (env or {}):  # (the hook kills its own process)
+        return subprocess.run(
+            [sys.executable, "-m", "fmstore", *args],
+            capture_output=True,
+            text=True,
+            env=_cli_env(home, env),
+            timeout=timeout,
+        )
+    return _run_in_process(_cli_env(home, env), list(args))
+
+
+def _run_in_process(env: dict, args: list[str]) -> subprocess.CompletedProcess:
+    import importlib
+    import io
+
+    import fmstore.cli  # noqa: F401  (registers the commands)
+
+    cli_app = importlib.import_module("fmstore.cli.app")  # the module, not the Typer app
+
+    saved_env, saved_argv = dict(os.environ), sys.argv
+    saved_streams = sys.stdin, sys.stdout, sys.stderr
+    saved_width, saved_quiet = cli_app.out._width, cli_app.err.quiet
+    stdout, stderr = io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv = ["fmstore", *args]
+    sys.stdin, sys.stdout, sys.stderr = io.StringIO(""), stdout, stderr
+    cli_app.out._width = None  # as in a fresh process with COLUMNS set: follow it
+    code = 0
+    try:
+        cli_app.main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.argv = saved_argv
+        sys.stdin, sys.stdout, sys.stderr = saved_streams
+        cli_app.out._width, cli_app.err.quiet = saved_width, saved_quiet
+    return subprocess.CompletedProcess(
+        ["fmstore", *args], code, stdout.getvalue(), stderr.getvalue()
     )
 
 
@@ -212,7 +258,8 @@ def _assert_one_line_error(result, *fragments: str, code: int = 2) -> None:
 
 @pytest.fixture(scope="session")
 def fmstore_cli():
-    """The one CLI harness: `fmstore_cli(home, "query", "--movie", "x", env={...})`."""
+    """The one CLI harness: `fmstore_cli(home, "query", "--movie", "x", env={...})`, in this
+    process unless `process=True`."""
     return _run_fmstore
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 from bad_input_cases import CASES, Ctx
+from planted import copy_home
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -43,7 +43,7 @@ def tree(root: Path) -> dict[str, str]:
 def case_ctx(planted_home, tmp_path) -> Ctx:
     home, data, run_id = planted_home
     copy = tmp_path / "home"
-    shutil.copytree(home, copy, symlinks=True)
+    copy_home(home, copy)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     return Ctx(home=copy, tmp=scratch, data=data, run_id=run_id)
@@ -113,7 +113,7 @@ def test_control_characters_are_never_printed_raw(tmp_path, fmstore_cli):
 def test_ascii_output_encoding_still_works(planted_home, tmp_path, fmstore_cli):
     home, _, _ = planted_home
     for args in (["runs"], ["query", "--movie-id", "1"]):
-        result = fmstore_cli(home, *args, env={"PYTHONIOENCODING": "ascii"})
+        result = fmstore_cli(home, *args, env={"PYTHONIOENCODING": "ascii"}, process=True)
         assert result.returncode == 0 and result.stdout.strip(), result.stderr
 
 

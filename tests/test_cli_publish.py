@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
+from planted import copy_home
 
 from fmstore import artifact
 
@@ -20,7 +20,7 @@ from fmstore import artifact
 @pytest.fixture
 def home(live_home, tmp_path) -> Path:
     copy = tmp_path / "home"
-    shutil.copytree(live_home, copy)
+    copy_home(live_home, copy)
     return copy
 
 
@@ -132,7 +132,9 @@ def test_status_repairs_a_publication_killed_after_the_switch(home, planted_runs
     from fmstore.publish import KILL_AT_ENV
 
     new = planted_runs[1].name
-    killed = fmstore_cli(home, "publish", new, env={KILL_AT_ENV: "after_switch:SIGKILL"})
+    killed = fmstore_cli(
+        home, "publish", new, env={KILL_AT_ENV: "after_switch:SIGKILL"}, process=True
+    )
     assert killed.returncode < 0
     state = json.loads(fmstore_cli(home, "status", "--json").stdout)
     assert state["live_run"] == new and state["rollback_target"] == planted_runs[0].name

@@ -10,11 +10,17 @@ test-only hook FMSTORE_TEST_KILL_AT=<stage>:<signal> (fmstore/publish/checks.py)
 
 from __future__ import annotations
 
-import shutil
 import signal
 
 import pytest
-from planted import GROUPS, MOVIES_PER_GROUP, UNRATED_PER_GROUP, USERS_PER_GROUP, rated_movie_ids
+from planted import (
+    GROUPS,
+    MOVIES_PER_GROUP,
+    UNRATED_PER_GROUP,
+    USERS_PER_GROUP,
+    copy_home,
+    rated_movie_ids,
+)
 from sqlalchemy.orm import Session
 
 from fmstore import catalog
@@ -40,7 +46,7 @@ def test_killed_publish_leaves_one_complete_publication(
     live_home, planted_runs, tmp_path, fmstore_cli, stage, kind, signame
 ):
     home = tmp_path / "home"
-    shutil.copytree(live_home, home)
+    copy_home(live_home, home)
     old, new = (run.name for run in planted_runs)
     before = _live(home)
     assert run_id_of(before[0]) == old
@@ -54,6 +60,7 @@ def test_killed_publish_leaves_one_complete_publication(
         "--batch-size",
         "16",  # several batches of movies and of users: "mid-upsert" is mid-way
         env={KILL_AT_ENV: f"{stage}:{signame}"},
+        process=True,  # the process is killed: it must be one of its own
     )
     if signame == "SIGKILL":
         assert killed.returncode == -signal.SIGKILL, killed.stderr

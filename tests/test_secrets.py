@@ -5,7 +5,6 @@ FMSTORE_HOME."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from bad_input_cases import CASES, Ctx
+from planted import copy_home
 
 DB_PASSWORD = "Db-PaSsWoRd-31337"
 QDRANT_PASSWORD = "Qd-PaSsWoRd-4242"
@@ -74,7 +74,7 @@ def commands(ctx: Ctx) -> list[list[str]]:
 @pytest.fixture
 def ctx(planted_home, tmp_path) -> Ctx:
     home, data, run_id = planted_home
-    shutil.copytree(home, tmp_path / "home", symlinks=True)
+    copy_home(home, tmp_path / "home")
     (tmp_path / "scratch").mkdir()
     return Ctx(home=tmp_path / "home", tmp=tmp_path / "scratch", data=data, run_id=run_id)
 
@@ -107,7 +107,7 @@ def test_every_corpus_case_with_secrets_set(ctx, planted_home, tmp_path, fmstore
     assert len(chosen) >= 20
     for number, case in enumerate(chosen):
         case_home = tmp_path / f"h{number}"
-        shutil.copytree(home, case_home, symlinks=True)
+        copy_home(home, case_home)
         scratch = tmp_path / f"s{number}"
         scratch.mkdir()
         args, env = case.setup(Ctx(home=case_home, tmp=scratch, data=data, run_id=run_id))

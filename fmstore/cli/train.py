@@ -132,9 +132,8 @@ def train(
 ):
     """Train the rating FM and the ranking model on a dataset, validate, refit, save as a run."""
     launched = dict(locals())  # the options, for --nproc's processes
-    from fmstore import artifact, datasets
-    from fmstore.train import check_config, resolve_device
-    from fmstore.train import train as run_training
+    from fmstore import datasets, pipeline
+    from fmstore.train import check_config, check_memory, resolve_device
 
     s = settings(home)
     if tune:
@@ -170,10 +169,10 @@ def train(
         # also what --nproc checks (one-line errors) and caches for its processes before they start
         dataset = datasets.load_dataset(data, cache_dir=s.home / "cache")
         test = datasets.load_ratings_file(test_ratings, dataset.movies) if test_ratings else None
-    _check_memory(dataset, config, str(device_name))
+    check_memory(dataset, config, device_name)  # (pipeline.run checks again after --tune)
     if parallel is None and nproc > 1:
         del dataset, test
-        _check_gpus_for(nproc, resolve_device(config.device))
+        _check_gpus_for(nproc, device_name)
         raise typer.Exit(_launch_processes(launched, nproc))
     if rank0:
         err.print(
@@ -181,15 +180,18 @@ def train(
             f"{len(dataset.movies):,} movies",
             markup=False,
         )
-    search = None
-    if tune:
-        search = _tune_first(dataset, config, as_json)
-        config = search.apply(config)
-        _check_memory(dataset, config, str(device_name))
     try:
-        result, (validation, predictions), config = _train_with_progress(
-            run_training, dataset, config, test, as_json, parallel, quiet=not rank0
-        )
+        with _progress(as_json, quiet=not rank0) as (report, batches):
+            trained = pipeline.run(
+                dataset,
+                config,
+                runs_dir=s.runs_dir if rank0 else None,
+                test_ratings=test,
+                tune=tune,
+                progress=report,
+                batch_progress=batches,
+                parallel=parallel,
+            )
     except RuntimeError as exc:  # torch's allocator: "can't allocate memory", CUDA OOM
         if "out of memory" in str(exc) or "allocate" in str(exc):
             raise EnvError(
@@ -202,13 +204,9 @@ def train(
             from fmstore.train import distributed
 
             distributed.finish()
+    result, config, run_dir = trained.result, trained.config, trained.run_dir
     if not rank0:
         return
-    if search is not None:
-        result.metrics["tune"] = search.to_json()
-    run_dir = artifact.save_run(
-        result, dataset, config, s.runs_dir, validation=validation, valid_predictions=predictions
-    )
     if not math.isfinite(result.metrics.get("valid_rmse", math.nan)):
         warn(
             f"run {run_dir.name} has no validation ratings (--valid-fraction "
@@ -250,53 +248,23 @@ def _check_tune_flags(nproc: int, **chosen_by_tune) -> None:
         )
 
 
-def _tune_first(dataset, config: TrainConfig, as_json: bool):
-    """The search of `fmstore tune` (default grid) on the run's training ratings, with its
-    progress on stderr; returns the TuneResult."""
-    from fmstore.train.tune import tune as run_search
-
-    with err.status("tuning") as status:
-
-        def report(message: str, done: int, total: int) -> None:
-            status.update(message)
-            if not as_json:
-                err.print(message, markup=False)
-
-        search = run_search(dataset, config, progress=report)
-    chosen = search.chosen
-    if not as_json:
-        err.print(
-            f"tuned: --factors {chosen['factors']} --weight-decay {chosen['weight_decay']:g} "
-            f"--prior-reg {chosen['prior_reg']:g} (inner RMSE "
-            f"{search.points[search.best].inner_rmse:.4f}, {search.seconds:.0f}s)",
-            markup=False,
-        )
-    return search
-
-
-def _train_with_progress(run_training, dataset, config, test, as_json, parallel, quiet):
-    """train(), then (rank 0) the validation split's served metrics and predictions and the refit,
-    with a progress bar on stderr; returns (result, (validation, predictions), the config as
-    trained). Ranks other than 0 only train."""
-    from fmstore import evaluate as evaluation
-    from fmstore.train import refit as run_refit
-
+@contextlib.contextmanager
+def _progress(as_json: bool, quiet: bool):
+    """(report, batch report) for pipeline.run: a bar for the epochs and one for the current
+    epoch's ratings on stderr, each stage also as a line unless --json; (None, None) when quiet
+    (the other ranks of a data-parallel run)."""
     if quiet:
-        return (
-            run_training(dataset, config, test_ratings=test, parallel=parallel),
-            (None, None),
-            config,
-        )
-
+        yield None, None
+        return
     with progress_bar(*_training_columns()) as progress:
-        epochs_task = progress.add_task("training", total=config.epochs)
+        epochs_task = progress.add_task("training", total=None)
         epoch_task = progress.add_task("epoch 1", total=None, unit="ratings")
         current = {"epoch": 0}
 
         def report(message: str, done: int, total: int) -> None:
-            progress.update(epochs_task, completed=done, description=message)
+            progress.update(epochs_task, completed=done, total=total, description=message)
             if not as_json:
-                err.print(message)
+                err.print(message, markup=False)
 
         def on_batches(epoch: int, done: int, total: int) -> None:
             if epoch != current["epoch"]:  # a new epoch: its own bar, rate and ETA
@@ -304,31 +272,7 @@ def _train_with_progress(run_training, dataset, config, test, as_json, parallel,
                 progress.reset(epoch_task, total=total, description=f"epoch {epoch}")
             progress.update(epoch_task, completed=done)
 
-        batches = on_batches if show_progress() else None
-        result = run_training(
-            dataset,
-            config,
-            test_ratings=test,
-            progress=report,
-            batch_progress=batches,
-            parallel=parallel,
-        )
-        config = result.config or config
-        validation = predictions = None
-        if len(result.valid_ratings):
-            report("measuring the validation split", config.epochs, config.epochs)
-            validation = evaluation.evaluate_result(result, dataset, config).to_json()
-            predictions = evaluation.valid_predictions(result, dataset, config)
-            served = validation["metrics"].get(evaluation.SERVED)
-            if served:
-                result.metrics["valid_recall@10"] = served["recall@10"]
-                result.metrics["valid_ndcg@10"] = served["ndcg@10"]
-        if config.refit and len(result.valid_ratings):
-            # (a data-parallel run refits in rank 0 alone: the other ranks have finished)
-            report(f"refitting on every rating ({result.best_epoch} epochs)", 0, config.epochs)
-            result = run_refit(dataset, config, result, progress=report, batch_progress=batches)
-    # config: batch size and lr as chosen for the data
-    return result, (validation, predictions), config
+        yield report, (on_batches if show_progress() else None)
 
 
 def _training_columns() -> tuple:
@@ -405,39 +349,3 @@ def _launch_processes(options: dict, nproc: int) -> int:
         env.setdefault("FMSTORE_HOME", str(settings(None).home))
     threads = None if "OMP_NUM_THREADS" in env else distributed.default_threads(nproc)
     return distributed.launch(argv, nproc, env, threads=threads)
-
-
-# Weights, their gradients and Adam's two moments, in float32; half of what is free is the most
-# a training may plan on (activations, the data and the OS need the rest).
-_BYTES_PER_WEIGHT = 4 * 4
-
-
-def _check_memory(dataset, config: TrainConfig, device: str) -> None:
-    """Refuse, before allocating, an embedding table that cannot fit in memory (exit 3)."""
-    n_features = (
-        len(set(dataset.ratings.user_id.tolist())) + len(dataset.movies) + 1_000
-    )  # + genres and years, generously
-    need = n_features * (config.factors + 1) * _BYTES_PER_WEIGHT
-    free = _free_memory(device)
-    if free is not None and need > free // 2:
-        raise EnvError(
-            f"out of memory: --factors {config.factors} needs about {need / 2**30:,.1f} GiB for "
-            f"{n_features:,} features on {device}, {free / 2**30:,.1f} GiB are free; "
-            "use fewer --factors"
-        )
-
-
-def _free_memory(device: str) -> int | None:
-    """Bytes free on the device (GPU memory, or the machine's available memory); None unknown."""
-    if device.startswith("cuda"):
-        import torch
-
-        return int(torch.cuda.mem_get_info()[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None

@@ -8,6 +8,7 @@ single module.
 """
 
 from fmstore.datasets.splits import split_indices
+from fmstore.train.checks import check_memory, free_memory
 from fmstore.train.lazy_adam import ADAM_BETAS, ADAM_EPS, CATCH_UP_EVERY, LazyAdam
 from fmstore.train.loop import (
     ENGINES,
@@ -18,7 +19,11 @@ from fmstore.train.loop import (
     check_config,
     evaluate_rmse_mae,
     feature_reg,
+    fit_epochs,
     make_engine,
+    new_model,
+    prepare,
+    rating_tensors,
     resolve_device,
     train,
 )
@@ -40,6 +45,12 @@ __all__ = [
     "TrainingEngine",
     "TuneResult",
     "check_config",
+    "check_memory",
+    "free_memory",
+    "fit_epochs",
+    "new_model",
+    "prepare",
+    "rating_tensors",
     "evaluate_rmse_mae",
     "feature_reg",
     "make_engine",

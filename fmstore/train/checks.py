@@ -3,10 +3,11 @@ message naming the flag."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from fmstore.config import TrainConfig
-from fmstore.errors import ConfigError
+from fmstore.errors import ConfigError, EnvError
 from fmstore.serving import LINKS
 
 
@@ -57,3 +58,32 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise ConfigError(f"--device {name!r}: use auto, cpu or cuda")
     return torch.device(name)
+
+
+# Weights, their gradients and Adam's two moments, in float32; half of what is free is the most
+# a training may plan on (activations, the data and the OS need the rest).
+_BYTES_PER_WEIGHT = 4 * 4
+
+
+def check_memory(dataset, config: TrainConfig, device: torch.device) -> None:
+    """Refuse, before allocating, an embedding table that cannot fit in memory (EnvError)."""
+    n_features = (
+        len(np.unique(dataset.ratings.user_id)) + len(dataset.movies) + 1_000
+    )  # + genres and years, generously
+    need = n_features * (config.factors + 1) * _BYTES_PER_WEIGHT
+    free = free_memory(device)
+    if free is not None and need > free // 2:
+        raise EnvError(
+            f"out of memory: --factors {config.factors} needs about {need / 2**30:,.1f} GiB for "
+            f"{n_features:,} features on {device}, {free / 2**30:,.1f} GiB are free; "
+            "use fewer --factors"
+        )
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on `device`: GPU memory, or the machine's available memory."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)

@@ -113,7 +113,6 @@ def train(
     batches within one. `parallel`: this process's place in a data-parallel run
     (distributed.py); then only rank 0 validates and its result is the one to save."""
     check_config(config)
-    torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     if parallel is not None:
         device = parallel.device_for(device)
@@ -124,12 +123,11 @@ def train(
     train_ratings, valid_ratings = dataset.ratings.take(train_idx), dataset.ratings.take(valid_idx)
     del train_idx, valid_idx
     config, chosen = resolve_defaults(config, len(train_ratings))
-    vocab = Vocabulary.build(train_ratings, dataset.movies, config.fields)
-    model = _new_model(vocab, dataset, train_ratings, config, device)
-    train_rows = _tensors(encode(train_ratings, vocab, dataset.movies), device)
-    valid_rows = _tensors(encode(valid_ratings, vocab, dataset.movies), device)
+    vocab, model, train_rows, valid_rows = prepare(
+        dataset, train_ratings, valid_ratings, config, device
+    )
 
-    history, pass_seconds, best_epoch = _fit(
+    history, pass_seconds, best_epoch = fit_epochs(
         model,
         config,
         device,
@@ -157,7 +155,7 @@ def train(
     if parallel is not None:
         metrics["distributed"] = parallel.describe()
     if test_ratings is not None and validates:
-        test_rows = _tensors(encode(test_ratings, vocab, dataset.movies), device)
+        test_rows = rating_tensors(encode(test_ratings, vocab, dataset.movies), device)
         metrics["test_rmse"], metrics["test_mae"] = evaluate_rmse_mae(model, *test_rows)
         metrics["n_test"] = len(test_ratings)
     ranking = (
@@ -191,7 +189,19 @@ def fit_ranking_model(ratings: Ratings, vocab, dataset: Dataset, config: TrainCo
     return fit_ratings(ratings, vocab, dataset.movies, config.ranking_config, seed=config.seed)
 
 
-def _new_model(
+def prepare(dataset: Dataset, train_ratings: Ratings, valid_ratings: Ratings, config, device):
+    """The one setup of every fit (train, refit, each point of tune): (vocabulary of
+    `train_ratings`, a fresh model seeded by the config, training rows, validation rows), the
+    rows as tensors on `device`."""
+    torch.manual_seed(config.seed)
+    vocab = Vocabulary.build(train_ratings, dataset.movies, config.fields)
+    model = new_model(vocab, dataset, train_ratings, config, device)
+    train_rows = rating_tensors(encode(train_ratings, vocab, dataset.movies), device)
+    valid_rows = rating_tensors(encode(valid_ratings, vocab, dataset.movies), device)
+    return vocab, model, train_rows, valid_rows
+
+
+def new_model(
     vocab: Vocabulary, dataset: Dataset, ratings: Ratings, config: TrainConfig, device
 ) -> FactorizationMachine:
     """A freshly initialised FM on `device` for training on `ratings`, its w0 at their mean
@@ -212,7 +222,7 @@ def _new_model(
     return model
 
 
-def _fit(
+def fit_epochs(
     model,
     config: TrainConfig,
     device,
@@ -414,7 +424,7 @@ def evaluate_rmse_mae(
 # ---- checks and small helpers -----------------------------------------------------------------
 
 
-def _tensors(enc: EncodedRatings, device: torch.device):
+def rating_tensors(enc: EncodedRatings, device: torch.device):
     return (
         torch.as_tensor(enc.user, device=device),
         torch.as_tensor(enc.item, device=device),

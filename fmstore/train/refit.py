@@ -7,21 +7,19 @@ from __future__ import annotations
 import dataclasses
 import time
 
-import torch
+import numpy as np
 
 from fmstore.config import TrainConfig
 from fmstore.datasets import Dataset
-from fmstore.features import Vocabulary, encode
 from fmstore.train.loop import (
     BatchProgressFn,
     ProgressFn,
     TrainResult,
+    fit_epochs,
     fit_ranking_model,
+    prepare,
     resolve_device,
 )
-from fmstore.train.loop import _fit as fit_epochs
-from fmstore.train.loop import _new_model as new_model
-from fmstore.train.loop import _tensors as tensors
 
 
 def refit(
@@ -37,15 +35,12 @@ def refit(
     validation chose (`validated.best_epoch`), with the ranking model refitted on every rating
     too. The result keeps `validated`'s metrics (measured on the validation split) and adds
     `refit`; its train_ratings are all the ratings, its valid_ratings the validation split."""
-    torch.manual_seed(config.seed)
     device = resolve_device(config.device)
     started = time.perf_counter()
     epochs = max(validated.best_epoch, 1)
     all_ratings = dataset.ratings
-    vocab = Vocabulary.build(all_ratings, dataset.movies, config.fields)
-    model = new_model(vocab, dataset, all_ratings, config, device)
-    rows = tensors(encode(all_ratings, vocab, dataset.movies), device)
-    empty = tuple(t[:0] for t in rows)
+    no_ratings = all_ratings.take(np.arange(0))
+    vocab, model, rows, empty = prepare(dataset, all_ratings, no_ratings, config, device)
     fit_config = dataclasses.replace(config, epochs=epochs)
     history, _, _ = fit_epochs(
         model, fit_config, device, engine, rows, empty, progress, batch_progress

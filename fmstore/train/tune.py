@@ -29,13 +29,9 @@ from fmstore.config import INNER_FRACTION, MAX_SEARCH_RATINGS, TrainConfig, Tune
 from fmstore.datasets import Dataset
 from fmstore.datasets.splits import split_indices
 from fmstore.errors import ConfigError
-from fmstore.features import Vocabulary, encode
 from fmstore.train.checks import check_config, resolve_device
 from fmstore.train.defaults import resolve_defaults
-from fmstore.train.loop import ProgressFn, evaluate_rmse_mae
-from fmstore.train.loop import _fit as fit_epochs
-from fmstore.train.loop import _new_model as new_model
-from fmstore.train.loop import _tensors as tensors
+from fmstore.train.loop import ProgressFn, evaluate_rmse_mae, fit_epochs, new_model, prepare
 
 # The inner split's and the user sample's random streams: seeded by the run's seed, but never the
 # same draws as its outer split.
@@ -187,9 +183,7 @@ def tune(
     valid_ratings = dataset.ratings.take(split.valid_rows)
     base, _ = resolve_defaults(config, len(train_ratings))
     device = resolve_device(config.device)
-    vocab = Vocabulary.build(train_ratings, dataset.movies, config.fields)
-    train_rows = tensors(encode(train_ratings, vocab, dataset.movies), device)
-    valid_rows = tensors(encode(valid_ratings, vocab, dataset.movies), device)
+    vocab, _, train_rows, valid_rows = prepare(dataset, train_ratings, valid_ratings, base, device)
 
     stages = [(0, grid.points())] if full else [(1, grid.regularisation_points()), (2, None)]
     total = (
