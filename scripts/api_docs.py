@@ -28,6 +28,7 @@ REGENERATE = "python scripts/api_docs.py"
 
 # The public API, in the order the page presents it.
 MODULES = (
+    "fmstore.pipeline",
     "fmstore.recommend",
     "fmstore.vectors",
     "fmstore.catalog",

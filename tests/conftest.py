@@ -202,7 +202,9 @@ def _run_fmstore(
     swapped for the call: no interpreter start-up, no torch import per call); `process=True`
     runs `python -m fmstore` in a subprocess, for tests where the process boundary is the point
     (signals, locks held by another process, output encodings, real start-up)."""
-    if process or "FMSTORE_TEST_KILL_AT" in (env or {}):  # (the hook kills its own process)
+    # The kill hook kills its own process; PYTHON* variables act only when an interpreter starts.
+    startup = any(k.startswith("PYTHON") or k == "FMSTORE_TEST_KILL_AT" for k in env or {})
+    if process or startup:
         return subprocess.run(
             [sys.executable, "-m", "fmstore", *args],
             capture_output=True,

@@ -302,7 +302,15 @@ def test_make_engine_errors_never_show_the_password(postgres_password_url, probl
 
 
 def test_make_engine_with_the_right_password(postgres_password_url):
-    catalog.make_engine(postgres_password_url).dispose()
+    from conftest import PG_PASSWORD_ROLE
+    from sqlalchemy import text
+
+    engine = catalog.make_engine(postgres_password_url)
+    try:
+        with engine.connect() as connection:  # logged in as the role that needs its password
+            assert connection.execute(text("select current_user")).scalar() == PG_PASSWORD_ROLE[0]
+    finally:
+        engine.dispose()
 
 
 def test_movie_and_tmdb_ids_above_32_bits(db):

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from planted import write_planted
 
+pytestmark = pytest.mark.slow  # trains ml-latest-small in several processes
+
 
 def _find_ml_small() -> str:
     """The real ml-latest-small in shared/data beside this checkout or any folder above it."""

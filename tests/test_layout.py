@@ -37,6 +37,7 @@ ALLOWED = {
     "recommend": {"artifact", "catalog", "errors", "serving", "vectors"},
     "evaluate": {"artifact", "config", "datasets", "errors", "features", "serving", "train"},
     "report": {"artifact", "datasets", "errors", "evaluate", "fileio"},
+    "pipeline": {"artifact", "config", "datasets", "evaluate", "train"},
 }
 # numba kernels are long straight-line code that reads best in one file
 LONG_FILES_ALLOWED = {"train/numba_engine.py"}

@@ -89,6 +89,7 @@ def test_report_is_one_self_contained_page_with_pngs_beside_it(report):
     assert result.run_id in page and "global-mean+biases" in page
 
 
+@pytest.mark.slow  # starts headless Chromium
 def test_report_renders_in_a_browser(report):
     result, _ = report
     dom = run_chromium(result.html, "--virtual-time-budget=5000", "--dump-dom")

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from planted import write_planted
 
+pytestmark = pytest.mark.slow  # builds a wheel and installs it with torch into a fresh venv
+
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("qdrant_client", "sqlalchemy", "torch")
 # The CLI in-process, then the heavy modules it imported (none expected on the embedded store).

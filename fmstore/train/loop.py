@@ -425,6 +425,7 @@ def evaluate_rmse_mae(
 
 
 def rating_tensors(enc: EncodedRatings, device: torch.device):
+    """(user rows, movie rows, ratings) of encoded ratings as tensors on `device`."""
     return (
         torch.as_tensor(enc.user, device=device),
         torch.as_tensor(enc.item, device=device),
