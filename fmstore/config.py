@@ -144,6 +144,10 @@ class TrainConfig:
     # Also fit the ranking model (fmstore.train.ranking) on the implicit signal.
     ranking: bool = True
     ranking_config: RankingConfig = field(default_factory=RankingConfig)
+    # search the ranking model's reg, alpha0 and conf_alpha on an inner split of the training
+    # ratings before fitting it (fmstore/ranking_search.py); False keeps ranking_config as given
+    tune_ranking: bool = True
+    ranking_pinned: tuple[str, ...] = ()  # ranking_config settings given by hand: not searched
 
     def to_dict(self) -> dict:
         """The config as JSON-ready values (tuples as lists)."""
@@ -157,7 +161,7 @@ class TrainConfig:
         """A config back from to_dict(); unknown keys (from other versions) are ignored."""
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
-        for key in ("fields", "lr_milestones"):
+        for key in ("fields", "lr_milestones", "ranking_pinned"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
         if isinstance(kwargs.get("ranking_config"), Mapping):
@@ -325,3 +329,25 @@ def insecure_api_key(settings: Settings) -> bool:
     if not (settings.qdrant_api_key and settings.qdrant_url):
         return False
     return urlsplit(settings.qdrant_url).scheme == "http"
+
+
+# ---- the search of the ranking model's settings (fmstore.ranking_search) ------------------------
+
+
+@dataclass(frozen=True)
+class RankingGrid:
+    """The values the ranking model's search may move to, each axis in increasing order. The
+    search starts from the config's values and moves one grid step at a time (ranking_search)."""
+
+    # steps of about 3x: the served NDCG changes little within one, much across several
+    reg: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
+    alpha0: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0)
+    conf_alpha: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0)
+
+    def axes(self) -> dict[str, tuple[float, ...]]:
+        """{setting: its values}, in the order the search visits them."""
+        return {"reg": self.reg, "alpha0": self.alpha0, "conf_alpha": self.conf_alpha}
+
+    def to_dict(self) -> dict:
+        """The grid as plain JSON values (for the run manifest)."""
+        return {name: list(values) for name, values in self.axes().items()}

@@ -1,5 +1,6 @@
-"""The training pipeline as one library call: check -> (tune) -> train both models -> measure the
-served ranking on the validation split -> refit on every rating -> save the run folder.
+"""The training pipeline as one library call: check -> (tune the rating model) -> search the
+ranking model's settings -> train both models -> measure the served ranking on the validation
+split -> refit on every rating -> save the run folder.
 
 `fmstore train` is this call with flags and a progress bar; a notebook calls it directly:
 
@@ -24,6 +25,7 @@ from fmstore.config import TrainConfig
 from fmstore.datasets import Dataset, Ratings
 
 if TYPE_CHECKING:
+    from fmstore.ranking_search import RankingSearch
     from fmstore.train import TrainResult, TuneResult
     from fmstore.train.distributed import Parallel
     from fmstore.train.loop import BatchProgressFn, ProgressFn
@@ -38,6 +40,7 @@ class Trained:
     validation: dict | None  # the validation split's evaluation (evaluate.Report.to_json())
     valid_predictions: dict | None  # the validated model's predictions of its held-out ratings
     search: TuneResult | None  # the search that chose the config, when asked for
+    ranking_search: RankingSearch | None  # the search that chose the ranking model's settings
     run_dir: Path | None  # the run folder, when saved
 
     @property
@@ -71,6 +74,16 @@ def run(
     if search is not None:
         config = search.apply(config)
         check_memory(dataset, config, device)
+    ranking_search = None
+    searched = {"reg", "alpha0", "conf_alpha"} - set(config.ranking_pinned)
+    if (
+        config.ranking
+        and config.tune_ranking
+        and searched
+        and (parallel is None or parallel.rank == 0)
+    ):
+        ranking_search = _search_ranking(dataset, config, progress)
+        config = ranking_search.apply(config)
 
     result = train(
         dataset,
@@ -83,13 +96,15 @@ def run(
     )
     config = result.config or config
     if parallel is not None and parallel.rank != 0:
-        return Trained(result, config, None, None, search, None)
+        return Trained(result, config, None, None, search, None, None)
 
     validation, predictions = _validate(result, dataset, config, progress)
     if config.refit and len(result.valid_ratings):
         result = _refit(result, dataset, config, engine, progress, batch_progress)
     if search is not None:
         result.metrics["tune"] = search.to_json()
+    if ranking_search is not None:
+        result.metrics["ranking_search"] = ranking_search.to_json()
     run_dir = None
     if runs_dir is not None:
         from fmstore import artifact
@@ -102,7 +117,7 @@ def run(
             validation=validation,
             valid_predictions=predictions,
         )
-    return Trained(result, config, validation, predictions, search, run_dir)
+    return Trained(result, config, validation, predictions, search, ranking_search, run_dir)
 
 
 def _tune(dataset: Dataset, config: TrainConfig, engine: str, progress) -> TuneResult:
@@ -120,6 +135,24 @@ def _tune(dataset: Dataset, config: TrainConfig, engine: str, progress) -> TuneR
             config.epochs,
         )
     return search
+
+
+def _search_ranking(dataset: Dataset, config: TrainConfig, progress) -> RankingSearch:
+    """The ranking model's reg, alpha0 and conf_alpha searched on an inner split of the training
+    ratings (ranking_search), reporting its choice."""
+    from fmstore.ranking_search import search_ranking
+
+    found = search_ranking(dataset, config, progress=progress)
+    if progress:
+        chosen = found.chosen
+        progress(
+            f"ranking model: reg {chosen['reg']:g}, alpha0 {chosen['alpha0']:g}, conf_alpha "
+            f"{chosen['conf_alpha']:g} (inner NDCG@10 {found.points[found.best].ndcg:.4f}, "
+            f"{len(found.points)} points, {found.seconds:.0f}s)",
+            0,
+            config.epochs,
+        )
+    return found
 
 
 def _validate(result, dataset: Dataset, config: TrainConfig, progress):

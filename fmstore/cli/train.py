@@ -112,6 +112,19 @@ def train(
     ranking_iterations: int = typer.Option(
         RankingConfig.iterations, help="Alternating sweeps of the ranking model."
     ),
+    tune_ranking: bool = typer.Option(
+        TrainConfig.tune_ranking,
+        "--tune-ranking/--no-tune-ranking",
+        help="Search the ranking model's reg, alpha0 and conf_alpha on an inner split of the "
+        "training ratings (never the validation split) before fitting it; the manifest records "
+        "the search. About 7-12 short fits of the ranking model.",
+    ),
+    ranking_set: Optional[str] = typer.Option(
+        None,
+        "--ranking-set",
+        help="Pin ranking model settings instead of searching them, e.g. "
+        "'reg=0.01,alpha0=0.3,conf_alpha=1' (any of the three).",
+    ),
     tune: bool = typer.Option(
         False,
         "--tune/--no-tune",
@@ -136,6 +149,7 @@ def train(
     from fmstore.train import check_config, check_memory, resolve_device
 
     s = settings(home)
+    pinned = _parse_ranking_set(ranking_set)
     if tune:
         _check_tune_flags(nproc, factors=factors, weight_decay=weight_decay, prior_reg=prior_reg)
     config = TrainConfig(
@@ -156,7 +170,11 @@ def train(
         ranking=ranking,
         fields=TrainConfig.fields + (("rated",) if rated_field else ()),
         rated_reg=rated_reg,
-        ranking_config=RankingConfig(factors=ranking_factors, iterations=ranking_iterations),
+        ranking_config=RankingConfig(
+            factors=ranking_factors, iterations=ranking_iterations, **pinned
+        ),
+        tune_ranking=tune_ranking,
+        ranking_pinned=tuple(pinned),
     )
     check_config(config)  # refuse bad flags before spending time on the data
     device_name = resolve_device(config.device)
@@ -230,6 +248,31 @@ def train(
             f"run {run_dir.name}: valid RMSE {m['valid_rmse']:.4f} (best epoch {m['best_epoch']}/{m['epochs_run']})"
             f"{test_part}{ranking_part}{refit_part}, {seconds:.1f}s on {result.device}"
         )
+
+
+_SEARCHED = ("reg", "alpha0", "conf_alpha")
+
+
+def _parse_ranking_set(text: str | None) -> dict[str, float]:
+    """--ranking-set 'reg=0.01,alpha0=0.3' -> {"reg": 0.01, "alpha0": 0.3}, checked."""
+    pinned: dict[str, float] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, sep, value = (x.strip() for x in part.partition("="))
+        if not sep or name not in _SEARCHED:
+            raise ConfigError(
+                f"--ranking-set {part.strip()!r}: use NAME=VALUE with NAME one of "
+                f"{', '.join(_SEARCHED)}"
+            )
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or number < 0:
+            raise ConfigError(f"--ranking-set {name}={value!r}: use a number >= 0")
+        pinned[name] = number
+    return pinned
 
 
 def _check_tune_flags(nproc: int, **chosen_by_tune) -> None:

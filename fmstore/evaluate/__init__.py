@@ -57,6 +57,7 @@ from fmstore.evaluate.metrics import (
     recall_at_k,
     rmse,
     top_k,
+    user_ndcg,
 )
 from fmstore.evaluate.runs import (
     Report,
@@ -105,6 +106,7 @@ __all__ = [
     "mae",
     "ndcg_at_k",
     "ranking_metrics",
+    "user_ndcg",
     "recall_at_k",
     "rmse",
     "run_cold_start",

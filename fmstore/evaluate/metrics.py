@@ -91,6 +91,36 @@ def ranking_metrics(
     depth = max(max(recall_ks), ndcg_k)
     sums = {f"recall@{k}": 0.0 for k in recall_ks} | {f"ndcg@{ndcg_k}": 0.0}
     n_ranked = 0
+    for hits, n_rel in ranked_hits(predictor, exclude, relevant, users, depth, blocked, chunk):
+        for k in recall_ks:
+            sums[f"recall@{k}"] += float(recall_at_k(hits, n_rel, k).sum())
+        sums[f"ndcg@{ndcg_k}"] += float(ndcg_at_k(hits, n_rel, ndcg_k).sum())
+        n_ranked += len(n_rel)
+    means = {name: (total / n_ranked if n_ranked else float("nan")) for name, total in sums.items()}
+    return means | {"users_ranked": n_ranked}
+
+
+def user_ndcg(
+    predictor: Predictor, exclude: CSR, relevant: CSR, users: np.ndarray, k: int = NDCG_K
+) -> np.ndarray:
+    """NDCG@k of each of `users` that has a relevant item, in their order: what a search compares
+    point by point (paired over the same users), where ranking_metrics gives the mean."""
+    parts = [ndcg_at_k(h, n, k) for h, n in ranked_hits(predictor, exclude, relevant, users, k)]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def ranked_hits(
+    predictor: Predictor,
+    exclude: CSR,
+    relevant: CSR,
+    users: np.ndarray,
+    depth: int,
+    blocked: np.ndarray | None = None,
+    chunk: int = 1024,
+):
+    """For blocks of `users` with a relevant item: (hits of their top `depth` [users, depth],
+    their number of relevant items). Each user ranks every item but their `exclude` items and
+    the `blocked` ones."""
     for s in range(0, len(users), chunk):
         rows = np.asarray(users[s : s + chunk])
         scores = np.array(predictor.scores(rows), dtype=np.float32)  # a writable copy
@@ -107,13 +137,7 @@ def ranking_metrics(
         if not keep.any():
             continue
         top = top_k(scores[keep], depth)
-        hits = np.take_along_axis(rel[keep], top, 1)
-        for k in recall_ks:
-            sums[f"recall@{k}"] += float(recall_at_k(hits, n_rel[keep], k).sum())
-        sums[f"ndcg@{ndcg_k}"] += float(ndcg_at_k(hits, n_rel[keep], ndcg_k).sum())
-        n_ranked += int(keep.sum())
-    means = {name: (total / n_ranked if n_ranked else float("nan")) for name, total in sums.items()}
-    return means | {"users_ranked": n_ranked}
+        yield np.take_along_axis(rel[keep], top, 1), n_rel[keep]
 
 
 # ---- both, on one held-out set ------------------------------------------------------------------
