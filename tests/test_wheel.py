@@ -1,6 +1,7 @@
-"""What a user installs: the built wheel carries the migrations (fmstore db upgrade works from it)
-and answers queries; and the embedded-store query path leaves qdrant-client, SQLAlchemy and torch
-unimported."""
+"""What a user installs: the built wheel, without the `train` extra (what a service that only
+queries installs: no torch, numba or SciPy), carries the migrations (fmstore db upgrade works from
+it), answers queries and says in one line which extra `fmstore train` needs; and the
+embedded-store query path leaves qdrant-client, SQLAlchemy and torch unimported."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from planted import write_planted
 
-pytestmark = pytest.mark.slow  # builds a wheel and installs it with torch into a fresh venv
+pytestmark = pytest.mark.slow  # builds a wheel and installs it into a fresh venv
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("qdrant_client", "sqlalchemy", "torch")
@@ -67,8 +68,8 @@ def test_embedded_query_path_imports_no_server_client(published_home):
 
 @pytest.fixture(scope="module")
 def wheel_venv(tmp_path_factory) -> Path:
-    """`pip wheel --no-deps` of a copy of this checkout, installed in a fresh venv (torch
-    first, as scripts/setup.sh pins it; the other dependencies from the configured index)."""
+    """`pip wheel --no-deps` of a copy of this checkout, installed in a fresh venv without
+    extras (its dependencies from the configured index): the light install of a service."""
     root = tmp_path_factory.mktemp("wheel")
     source = root / "source"
     source.mkdir()
@@ -92,7 +93,6 @@ def wheel_venv(tmp_path_factory) -> Path:
     venv = root / "venv"
     run(sys.executable, "-m", "venv", str(venv))
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    run(*pip, "torch==2.13.0")
     run(*pip, str(wheel))
     return venv
 
@@ -124,3 +124,21 @@ def test_the_wheel_migrates_a_catalog_and_answers_a_query(wheel_venv, published_
     assert query.returncode == 0, query.stderr
     assert "Action Movie" in query.stdout
     assert query.stdout.rstrip().splitlines()[-1] == "HEAVY", query.stdout
+
+
+def test_the_light_install_has_no_torch_and_train_names_the_extra(wheel_venv, tmp_path):
+    python = str(wheel_venv / "bin" / "python")
+    for module in ("torch", "numba", "scipy"):
+        found = subprocess.run(
+            [python, "-c", f"import importlib.util as u; print(u.find_spec({module!r}) is None)"],
+            capture_output=True, text=True, env=_clean_env(), check=True,
+        )  # fmt: skip
+        assert found.stdout.strip() == "True", f"{module} was installed without the extra"
+    data = write_planted(tmp_path / "planted")
+    train = subprocess.run(
+        [str(wheel_venv / "bin" / "fmstore"), "train", "--data", str(data)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        env=_clean_env(FMSTORE_HOME=str(tmp_path / "home")),
+    )  # fmt: skip
+    assert train.returncode == 3 and "Traceback" not in train.stderr, train.stderr
+    assert "pip install 'fmstore[train]'" in train.stderr and len(train.stderr.splitlines()) == 1

@@ -251,6 +251,14 @@ def _fail_unexpected(exc: Exception) -> None:
         sys.exit(exc.exit_code)
     if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # a usage error (bad flag)
         _fail(f"error: {exc.format_message()} (see --help)", exc.exit_code)
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in _TRAIN_EXTRA:
+        # a light install (a service that only publishes and queries) asked to train
+        command = " ".join(a for a in sys.argv[1:2] if not a.startswith("-")) or "this command"
+        _fail(
+            f"error: `fmstore {command}` needs the training extra ({exc.name} is not installed): "
+            "pip install 'fmstore[train]'",
+            EnvError.exit_code,
+        )
     if isinstance(exc, OSError) and exc.errno in _ENVIRONMENT_ERRNOS:
         # disk full, read-only file system, permission denied: the machine, not a bug
         where = f" ({exc.filename})" if exc.filename else ""
@@ -276,6 +284,8 @@ def _fail_unexpected(exc: Exception) -> None:
     )
 
 
+# What `pip install 'fmstore[train]'` adds (pyproject.toml): training and tuning need it.
+_TRAIN_EXTRA = {"torch", "numba", "llvmlite", "scipy", "psutil"}
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
 
