@@ -95,18 +95,23 @@ class BiasedMF:
 
     def raw(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """w0 + b_u + b_i (+ <p_u, q_i>) of each (user row, item) pair, before the link."""
-        y = self.w0 + self.user_bias[users].astype(np.float64) + self.item_bias[items]
-        if self.user_vectors is not None:
-            y = y + np.einsum("ij,ij->i", self.user_vectors[users], self.item_vectors[items])
-        return y
+        has_vectors = self.user_vectors is not None
+        return serving.score(
+            self.item_bias[items],
+            self.item_vectors[items] if has_vectors else None,
+            self.user_vectors[users] if has_vectors else None,
+            w0=self.w0,
+            b_u=self.user_bias[users],
+        )
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Predicted rating of each (user row, item) pair: raw() through the link, clamped."""
         return serving.predict(self.raw(users, items), self.link, self.rating_range)
 
     def scores(self, users: np.ndarray) -> np.ndarray:
-        # b_u does not change the order, but keeps scores on the rating scale for reading
-        """Ranking scores [len(users), n_items]: b_u + b_i (+ <p_u, q_i>)."""
+        """Ranking scores [len(users), n_items]: b_u + b_i (+ <p_u, q_i>), serving.score without
+        w0 for every (user, item) pair at once, as one matrix product (float32: only the order
+        matters; b_u does not change it, but keeps the scores on the rating scale for reading)."""
         s = self.user_bias[users][:, None] + self.item_bias[None, :]
         if self.user_vectors is not None:
             s = s + self.user_vectors[users] @ self.item_vectors.T
