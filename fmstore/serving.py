@@ -39,13 +39,24 @@ def score(
     *,
     w0: float = 0.0,
     b_u: np.ndarray | float = 0.0,
+    every_pair: bool = False,
 ) -> np.ndarray:
-    """The FM's raw score w0 + b_u + b_i + <p_u, q_i>, float64, before the link.
+    """The FM's raw score w0 + b_u + b_i + <p_u, q_i>, before the link.
 
     Rows of q_i [..., k] and p_u pair up by broadcasting: one user's p_u [k] against many movies,
-    or pair by pair. Without vectors it is w0 + b_u + b_i (a biases-only model). With w0 and b_u
-    left at 0 it is b_i + <p_u, q_i>: the dot product of a stored `score` vector [q_i, b_i] with
-    the query [p_u, 1], i.e. what the vector store ranks by."""
+    or pair by pair; float64. Without vectors it is w0 + b_u + b_i (a biases-only model). With w0
+    and b_u left at 0 it is b_i + <p_u, q_i>: the dot product of a stored `score` vector
+    [q_i, b_i] with the query [p_u, 1], i.e. what the vector store ranks by.
+
+    every_pair: every user (rows of p_u, b_u) against every movie (rows of q_i, b_i) as one
+    [n_users, n_movies] matrix product, in the arrays' own precision (evaluation ranks every movie
+    for blocks of users, where float32 halves the memory)."""
+    if every_pair:
+        user_rows = np.asarray(b_u)[:, None] if np.ndim(b_u) else b_u  # a plain 0: no upcast
+        y = user_rows + np.asarray(b_i) + w0
+        if q_i is None or p_u is None:
+            return y
+        return y + np.asarray(p_u) @ np.asarray(q_i).T
     y = w0 + np.asarray(b_u, np.float64) + np.asarray(b_i, np.float64)
     if q_i is not None and p_u is not None:
         # the dot product in the vectors' own precision: evaluation passes millions of pairs

@@ -110,12 +110,16 @@ class BiasedMF:
 
     def scores(self, users: np.ndarray) -> np.ndarray:
         """Ranking scores [len(users), n_items]: b_u + b_i (+ <p_u, q_i>), serving.score without
-        w0 for every (user, item) pair at once, as one matrix product (float32: only the order
-        matters; b_u does not change it, but keeps the scores on the rating scale for reading)."""
-        s = self.user_bias[users][:, None] + self.item_bias[None, :]
-        if self.user_vectors is not None:
-            s = s + self.user_vectors[users] @ self.item_vectors.T
-        return s
+        w0 for every (user, item) pair (b_u does not change the order, but keeps the scores on
+        the rating scale for reading)."""
+        has_vectors = self.user_vectors is not None
+        return serving.score(
+            self.item_bias,
+            self.item_vectors if has_vectors else None,
+            self.user_vectors[users] if has_vectors else None,
+            b_u=self.user_bias[users],
+            every_pair=True,
+        )
 
 
 @dataclass
@@ -142,7 +146,9 @@ class Served:
 
     def scores(self, users: np.ndarray) -> np.ndarray:
         """The ranking model's scores <r_u, r_i> + c_i (the served order)."""
-        return self.user_vectors[users] @ self.item_vectors.T + self.item_scalar
+        return serving.score(
+            self.item_scalar, self.item_vectors, self.user_vectors[users], every_pair=True
+        )
 
 
 @dataclass
