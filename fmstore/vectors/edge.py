@@ -50,6 +50,7 @@ class EdgeStore(VectorStore):
         self._shards: dict[str, Any] = {}  # physical name -> open EdgeShard
         self._dirty: set[str] = set()  # physical names written since their last flush
         self._lock_file: Any = None  # the held portalocker.Lock
+        self._lock_handle: Any = None  # its open file, which holds our pid
 
     # -- the interface ---------------------------------------------------------------------------
 
@@ -178,8 +179,7 @@ class EdgeStore(VectorStore):
                     shard.close()
         finally:
             if self._lock_file is not None:
-                self._lock_file.release()
-                self._lock_file = None
+                self._unlock()
 
     @property
     def where(self) -> str:
@@ -252,7 +252,20 @@ class EdgeStore(VectorStore):
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
-        self._lock_file = lock
+        self._lock_file, self._lock_handle = lock, handle
+
+    def _unlock(self) -> None:
+        """Empty the lock file, then release it: the file names a holder only while one holds
+        it, so a store that nobody uses is byte for byte what it was (a command refused on bad
+        input leaves the home as it found it)."""
+        lock, handle = self._lock_file, self._lock_handle
+        self._lock_file = self._lock_handle = None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+        finally:
+            lock.release()
 
     def _busy(self) -> StoreBusyError:
         pid = _lock_holder(self.path / ".lock")
