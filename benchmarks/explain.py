@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=200, help="users sampled (seed 0)")
     args = parser.parse_args()
 
-    from fmstore import artifact
+    from fmstore import runs
     from fmstore.config import Settings
     from fmstore.recommend import Recommender
     from fmstore.vectors import EdgeStore
@@ -50,7 +50,7 @@ def main() -> None:
             found = rec.contributions(user, ids)
             times["known user"].append(time.perf_counter() - started)
             rows["known user"].append(_relative(found.scores, scores))
-            seen, stars = artifact.seen_movies(rec.artifact_path, user)
+            seen, stars = runs.seen_movies(rec.artifact_path, user)
             pick = rng.choice(len(seen), min(5, len(seen)), replace=False)
             picked = zip(seen[pick].tolist(), stars[pick].astype(float).tolist(), strict=True)
             ratings = dict(picked)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmstore import artifact, catalog, datasets
+from fmstore import catalog, datasets, runs
 from fmstore import evaluate as ev
 from fmstore.config import TrainConfig
 from fmstore.datasets import Dataset
@@ -105,7 +105,7 @@ def served_section(dataset) -> None:
     P = Protocol(result, dataset)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = artifact.save_run(result, dataset, config, Path(tmp) / "runs")
+        run_dir = runs.save_run(result, dataset, config, Path(tmp) / "runs")
         engine = catalog.make_engine(f"sqlite:///{tmp}/catalog.db")
         store = EdgeStore(Path(tmp) / "qdrant")
         publish(run_dir, store, engine)

@@ -107,9 +107,9 @@ def run(
         result.metrics["ranking_search"] = ranking_search.to_json()
     run_dir = None
     if runs_dir is not None:
-        from fmstore import artifact
+        from fmstore import runs
 
-        run_dir = artifact.save_run(
+        run_dir = runs.save_run(
             result,
             dataset,
             config,

@@ -2,10 +2,17 @@
 query layer share.
 
 A trained FM serves as biased matrix factorisation, rating(u, i) = link(w0 + b_u + b_i + <p_u, q_i>)
-clamped to the rating scale (DESIGN.md). This module holds that link and its inverse, the two ways
-of building a user vector from a handful of ratings (fold-in and the notebook's weighted average),
-the rule that names physical collections, and the year suffix of a MovieLens title. It imports
-nothing of ours and nothing heavier than NumPy, so the query path can use it without torch.
+clamped to the rating scale (DESIGN.md). This module holds each formula once: the score (`score`),
+the link and its inverse, the predicted rating (`predict`), the FM side's vector and bias
+(`side_terms`), the ways of building a user vector from a handful of ratings (fold-in, the
+notebook's weighted average, the ranking model's whitened fold-in), the rule that names physical
+collections, and the year suffix of a MovieLens title. It imports nothing of ours and nothing
+heavier than NumPy, so the query path can use it without torch.
+
+Every user vector built here is linear in what each rated movie brings, so each has a `*_parts`
+form: one row per rated movie, summing to the vector. The vector is the sum of its parts, and an
+explanation ("because you liked X") is the dot product of a movie with each part: both come from
+the same routine, so they can never disagree.
 """
 
 from __future__ import annotations
@@ -22,6 +29,42 @@ LINKS = ("identity", "sigmoid")
 _LOGIT_CLIP = 1e-3
 
 
+# ---- the score ----------------------------------------------------------------------------------
+
+
+def score(
+    b_i: np.ndarray | float,
+    q_i: np.ndarray | None = None,
+    p_u: np.ndarray | None = None,
+    *,
+    w0: float = 0.0,
+    b_u: np.ndarray | float = 0.0,
+    every_pair: bool = False,
+) -> np.ndarray:
+    """The FM's raw score w0 + b_u + b_i + <p_u, q_i>, before the link.
+
+    Rows of q_i [..., k] and p_u pair up by broadcasting: one user's p_u [k] against many movies,
+    or pair by pair; float64. Without vectors it is w0 + b_u + b_i (a biases-only model). With w0
+    and b_u left at 0 it is b_i + <p_u, q_i>: the dot product of a stored `score` vector
+    [q_i, b_i] with the query [p_u, 1], i.e. what the vector store ranks by.
+
+    every_pair: every user (rows of p_u, b_u) against every movie (rows of q_i, b_i) as one
+    [n_users, n_movies] matrix product, in the arrays' own precision (evaluation ranks every movie
+    for blocks of users, where float32 halves the memory)."""
+    if every_pair:
+        user_rows = np.asarray(b_u)[:, None] if np.ndim(b_u) else b_u  # a plain 0: no upcast
+        y = user_rows + np.asarray(b_i) + w0
+        if q_i is None or p_u is None:
+            return y
+        return y + np.asarray(p_u) @ np.asarray(q_i).T
+    y = w0 + np.asarray(b_u, np.float64) + np.asarray(b_i, np.float64)
+    if q_i is not None and p_u is not None:
+        # the dot product in the vectors' own precision: evaluation passes millions of pairs
+        q, p = np.asarray(q_i), np.asarray(p_u)
+        y = y + (q @ p if p.ndim == 1 else np.einsum("...k,...k->...", q, p))
+    return y
+
+
 # ---- the link -----------------------------------------------------------------------------------
 
 
@@ -32,9 +75,15 @@ def apply_link(y: np.ndarray | float, link: str) -> np.ndarray | float:
     return y
 
 
-def predict(y: np.ndarray | float, link: str, rating_range: Sequence[float]) -> np.ndarray | float:
-    """Raw FM score y = w0 + b_u + b_i + <p_u, q_i> -> rating: the link, then the rating scale."""
-    return np.clip(apply_link(y, link), rating_range[0], rating_range[1])
+def predict(
+    y: np.ndarray | float, link: str, rating_range: Sequence[float] | None
+) -> np.ndarray | float:
+    """Raw FM score y (`score`) -> rating: the link, then clamped to the rating scale (not
+    clamped when rating_range is None: to tell how far above the scale a prediction lies)."""
+    rating = apply_link(y, link)
+    if rating_range is None:
+        return rating
+    return np.clip(rating, rating_range[0], rating_range[1])
 
 
 def link_inverse(ratings: np.ndarray, link: str) -> np.ndarray:
@@ -46,7 +95,51 @@ def link_inverse(ratings: np.ndarray, link: str) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+# ---- the FM's user side --------------------------------------------------------------------------
+
+
+def side_terms(
+    vectors: np.ndarray, biases: np.ndarray, x: np.ndarray | float
+) -> tuple[np.ndarray, float]:
+    """One side of the FM (DESIGN.md: the user's fields U) as (p, b): p = sum_j x_j v_j and
+    b = sum_j x_j w_j + 1/2 (|p|^2 - sum_j x_j^2 |v_j|^2), its own pairwise terms folded into b."""
+    v = np.asarray(vectors, np.float64)
+    x = np.broadcast_to(np.asarray(x, np.float64), (len(v),))
+    p = x @ v
+    pairwise = 0.5 * (p @ p - float(np.square(x) @ np.square(v).sum(1)))
+    return p.astype(np.float32), float(x @ np.asarray(biases, np.float64)) + pairwise
+
+
+def rated_user(rated_vectors: np.ndarray, rated_bias: np.ndarray) -> tuple[np.ndarray, float]:
+    """The FM's own side (z, b_z) of someone whose `rated` field holds these movies (their y_j,
+    w_j; the model's SVD++ part): side_terms with x = 1/sqrt(n) on each, exactly what training
+    computes for a user's rated set."""
+    y = np.asarray(rated_vectors, np.float64)
+    if len(y) == 0:
+        return np.zeros(y.shape[1], np.float32), 0.0
+    return side_terms(y, rated_bias, 1.0 / np.sqrt(len(y)))
+
+
 # ---- user vectors from a few ratings ------------------------------------------------------------
+
+
+def fold_in_parts(
+    item_vectors: np.ndarray,
+    item_bias: np.ndarray,
+    ratings: np.ndarray,
+    *,
+    w0: float,
+    weight_decay: float,
+    prior: float = 0.0,
+) -> np.ndarray:
+    """Each rated movie's share [n, k+1] of the fold-in user's theta = [p_u, b_u] (see fold_in):
+    theta = A^-1 X^T y is linear in the targets y_j, so row j is A^-1 x_j y_j."""
+    q = np.asarray(item_vectors, dtype=np.float64)
+    n, k = q.shape
+    x = np.hstack([q, np.ones((n, 1))])  # [q_i, 1]: the last coordinate carries b_u
+    target = np.asarray(ratings, np.float64) - w0 - np.asarray(item_bias, np.float64)
+    gram = x.T @ x + (weight_decay * n + prior) * np.eye(k + 1)
+    return (np.linalg.solve(gram, x.T) * target).T
 
 
 def fold_in(
@@ -65,29 +158,16 @@ def fold_in(
     a user's weights `weight_decay` once per rating plus `prior` (TrainConfig.prior_reg) once per
     epoch), so for a known user it recovers their published vector up to how far training
     converged. Like implicit's `recalculate_user`. `ratings` are raw scores (see link_inverse).
+    The sum of fold_in_parts.
     """
-    q = np.asarray(item_vectors, dtype=np.float64)
-    n, k = q.shape
-    if n == 0:
+    k = np.asarray(item_vectors).shape[1]
+    if len(item_vectors) == 0:
         return np.zeros(k, np.float32), 0.0
-    x = np.hstack([q, np.ones((n, 1))])  # [q_i, 1]: the last coordinate carries b_u
-    target = np.asarray(ratings, np.float64) - w0 - np.asarray(item_bias, np.float64)
-    gram = x.T @ x + (weight_decay * n + prior) * np.eye(k + 1)
-    theta = np.linalg.solve(gram, x.T @ target)
+    parts = fold_in_parts(
+        item_vectors, item_bias, ratings, w0=w0, weight_decay=weight_decay, prior=prior
+    )
+    theta = parts.sum(0)
     return theta[:k].astype(np.float32), float(theta[k])
-
-
-def rated_user(rated_vectors: np.ndarray, rated_bias: np.ndarray) -> tuple[np.ndarray, float]:
-    """The FM's own side (z, b_z) of someone whose `rated` field holds these movies (their y_j,
-    w_j; the model's SVD++ part): z = x sum_j y_j and b_z = x sum_j w_j + 1/2 (|z|^2 - x^2
-    sum_j |y_j|^2) with x = 1/sqrt(n), exactly what training computes for a user's rated set."""
-    y = np.asarray(rated_vectors, np.float64)
-    if len(y) == 0:
-        return np.zeros(y.shape[1], np.float32), 0.0
-    x = 1.0 / np.sqrt(len(y))
-    z = x * y.sum(0)
-    b_z = x * float(np.sum(rated_bias)) + 0.5 * (z @ z - x * x * float(np.square(y).sum()))
-    return z.astype(np.float32), float(b_z)
 
 
 def rated_fold_in(
@@ -106,19 +186,24 @@ def rated_fold_in(
     a free bias, so they are the ridge fit of the residual (fold_in) against b_i + <z, q_i>."""
     z, b_z = rated_user(rated_vectors, rated_bias)
     q = np.asarray(item_vectors, np.float64)
-    shifted = np.asarray(item_bias, np.float64) + q @ z
+    shifted = score(item_bias, q, z)
     p, b = fold_in(q, shifted, ratings, w0=w0 + b_z, weight_decay=weight_decay, prior=prior)
     return (z + p).astype(np.float32), b_z + b
 
 
-def weighted_user(item_vectors: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, float]:
-    """The original notebook's user vector: the rated movies' q_i averaged with the ratings as
-    weights. It has no bias (b_u = 0) and only its direction is meaningful for ranking."""
+def weighted_parts(item_vectors: np.ndarray, ratings: np.ndarray) -> np.ndarray:
+    """Each rated movie's share [n, k] of the weighted user (see weighted_user): s_j q_j / sum s."""
     q = np.asarray(item_vectors, dtype=np.float64)
     w = np.asarray(ratings, dtype=np.float64)
-    if len(w) == 0 or w.sum() == 0:
-        return np.zeros(q.shape[1], np.float32), 0.0
-    return (w @ q / w.sum()).astype(np.float32), 0.0
+    total = w.sum() if len(w) else 0.0
+    return q * (w / total)[:, None] if total else np.zeros_like(q)
+
+
+def weighted_user(item_vectors: np.ndarray, ratings: np.ndarray) -> tuple[np.ndarray, float]:
+    """The original notebook's user vector: the rated movies' q_i averaged with the ratings as
+    weights (the sum of weighted_parts). It has no bias (b_u = 0) and only its direction is
+    meaningful for ranking."""
+    return weighted_parts(item_vectors, ratings).sum(0).astype(np.float32), 0.0
 
 
 # ---- the ranking model's users (train/ranking.py) ------------------------------------------------
@@ -153,21 +238,27 @@ def whiten_items(item_vectors: np.ndarray, alpha0: float, lam: float) -> np.ndar
     return np.linalg.solve(L, R.T).T.astype(np.float32)
 
 
+def whitened_parts(whitened: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Each rated movie's share [n, k] of the whitened fold-in query (see whitened_fold_in):
+    a_j u_j with a = (W^-1 + U U^T)^-1 1."""
+    U = np.asarray(whitened, np.float64)
+    w = np.asarray(weights, np.float64)
+    if len(w) == 0:
+        return np.zeros((0, U.shape[1]))
+    K = U @ U.T + np.diag(1.0 / w)
+    return U * np.linalg.solve(K, np.ones(len(w)))[:, None]
+
+
 def whitened_fold_in(whitened: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Someone new who rated movies with whitened vectors `whitened` (rows u_i) and confidences
     `weights`: the ranking model's user step, solved in the whitened space,
 
         y = (I + U^T W U)^-1 U^T W 1 = U^T (W^-1 + U U^T)^-1 1     (an n x n solve)
 
-    so that <y, u_j> = <r_u, r_j>: query y against the whitened vectors. (The user's L2 is the
-    one of a single rating, reg (1 + alpha0 n_items)^nu, which differs from n ratings' by
-    reg * (n - 1): 0.2% at 20 ratings on ml-latest-small.)"""
-    U = np.asarray(whitened, np.float64)
-    w = np.asarray(weights, np.float64)
-    if len(w) == 0:
-        return np.zeros(U.shape[1], np.float32)
-    K = U @ U.T + np.diag(1.0 / w)
-    return (U.T @ np.linalg.solve(K, np.ones(len(w)))).astype(np.float32)
+    so that <y, u_j> = <r_u, r_j>: query y against the whitened vectors; the sum of
+    whitened_parts. (The user's L2 is the one of a single rating, reg (1 + alpha0 n_items)^nu,
+    which differs from n ratings' by reg * (n - 1): 0.2% at 20 ratings on ml-latest-small.)"""
+    return whitened_parts(whitened, weights).sum(0).astype(np.float32)
 
 
 # ---- collection names ---------------------------------------------------------------------------

@@ -36,7 +36,7 @@ MODULES = (
     "fmstore.features",
     "fmstore.model",
     "fmstore.train",
-    "fmstore.artifact",
+    "fmstore.runs",
     "fmstore.evaluate",
     "fmstore.report",
     "fmstore.publish",

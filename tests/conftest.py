@@ -301,12 +301,12 @@ def planted_train() -> dict:
 
 
 def _train_and_save(dataset, runs_dir: Path, seed: int) -> Path:
-    from fmstore import artifact
+    from fmstore import runs
     from fmstore.config import TrainConfig
     from fmstore.train import train
 
     config = TrainConfig(**PLANTED_TRAIN, seed=seed)
-    return artifact.save_run(train(dataset, config), dataset, config, runs_dir)
+    return runs.save_run(train(dataset, config), dataset, config, runs_dir)
 
 
 @pytest.fixture(scope="session")

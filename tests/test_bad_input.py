@@ -148,7 +148,7 @@ def test_stale_temporary_runs_are_cleaned_live_ones_kept(tmp_path, planted_datas
     import subprocess
     import sys
 
-    from fmstore import artifact
+    from fmstore import runs as run_folders
     from fmstore.config import TrainConfig
     from fmstore.train import train
 
@@ -163,7 +163,7 @@ def test_stale_temporary_runs_are_cleaned_live_ones_kept(tmp_path, planted_datas
         folder.mkdir()
         (folder / "model.safetensors").write_bytes(b"half")
     config = TrainConfig(**planted_train | {"epochs": 1})
-    artifact.save_run(train(planted_dataset, config), planted_dataset, config, runs)
+    run_folders.save_run(train(planted_dataset, config), planted_dataset, config, runs)
     assert not killed.exists() and live.exists()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from planted import copy_home
 
-from fmstore import artifact
+from fmstore import runs
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_prune_keep_zero_is_refused(home, fmstore_cli, assert_one_line_error):
 def test_publish_names_the_run_it_picks_then_prune_and_status(home, planted_runs, fmstore_cli):
     # the two runs may share a creation second: ask which one "latest" means, and make the
     # other one live first
-    newest = artifact.resolve_run(home / "runs", None).name
+    newest = runs.resolve_run(home / "runs", None).name
     other = next(run.name for run in planted_runs if run.name != newest)
     assert fmstore_cli(home, "publish", other).returncode == 0
     result = fmstore_cli(home, "publish")

@@ -11,7 +11,7 @@ import pytest
 from planted import rated_movie_ids
 from qdrant_client import QdrantClient, models
 
-from fmstore import artifact, catalog
+from fmstore import catalog, runs
 from fmstore.publish import publish
 from fmstore.recommend import Recommender
 from fmstore.vectors import ServerStore
@@ -120,7 +120,7 @@ def test_examples_give_fmstore_rankings(published, capsys):
 def test_known_user_example_excludes_everything_they_rated(published, planted_runs):
     """The `rated` payload is every movie the published run saw the user rate."""
     client, rec, _ = published
-    seen, _ = artifact.seen_movies(planted_runs[0], 5)
+    seen, _ = runs.seen_movies(planted_runs[0], 5)
     rated = client.retrieve("users", [5])[0].payload["rated"]
     assert sorted(rated) == sorted(seen.tolist())
     ids, _ = rec.recommend(5, N=50)

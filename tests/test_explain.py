@@ -219,13 +219,13 @@ def test_runs_saved_without_the_gramian_compute_it(planted_runs, tmp_path):
 
 @pytest.fixture(scope="module")
 def rating_only(planted_dataset, planted_train, tmp_path_factory):
-    from fmstore import artifact
+    from fmstore import runs
     from fmstore.config import TrainConfig
     from fmstore.train import train
 
     folder = tmp_path_factory.mktemp("rating-only")
     config = TrainConfig(**planted_train, ranking=False)
-    run = artifact.save_run(train(planted_dataset, config), planted_dataset, config, folder)
+    run = runs.save_run(train(planted_dataset, config), planted_dataset, config, folder)
     url = f"sqlite:///{folder / 'catalog.db'}"
     engine = catalog.make_engine(url)
     store = EdgeStore(folder / "qdrant")

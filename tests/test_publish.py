@@ -8,7 +8,7 @@ import pytest
 from planted import GROUPS, MOVIES_PER_GROUP, UNRATED_PER_GROUP, USERS_PER_GROUP
 from sqlalchemy.orm import Session
 
-from fmstore import artifact, catalog
+from fmstore import catalog, runs
 from fmstore.errors import NotFoundError
 from fmstore.publish import prune, publish, rollback, run_id_of
 
@@ -46,7 +46,7 @@ def test_publish_writes_everything_and_switches_aliases(vector_store, engine, pl
     assert vector_store.count("movies") == N_MOVIES and vector_store.count("users") == N_USERS
 
     # the stored score vector is [q_i, b_i] exactly, unrated movies included
-    serving = artifact.load_serving(run_dir)
+    serving = runs.load_serving(run_dir)
     unrated = int(serving.movie_ids[-1])
     got = vector_store.retrieve("movies", [unrated], vectors=["score", "item"])[unrated]
     row = int(np.flatnonzero(serving.movie_ids == unrated)[0])
@@ -134,7 +134,7 @@ def test_published_vectors_are_both_models_exactly(vector_store, engine, planted
 
     run_dir = planted_runs[0]
     publish(run_dir, vector_store, engine)
-    serving, ranking = artifact.load_serving(run_dir), artifact.load_ranking(run_dir)
+    serving, ranking = runs.load_serving(run_dir), runs.load_ranking(run_dir)
     ids = [int(m) for m in serving.movie_ids[:5]]
     got = vector_store.retrieve("movies", ids, vectors=["score", "rank", "item"])
     R = ranking.item_vectors.astype(np.float64)

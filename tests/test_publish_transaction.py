@@ -140,7 +140,7 @@ def test_a_locked_store_is_refused_before_the_catalog_is_written(tmp_path, engin
 @pytest.fixture(scope="module")
 def renamed_run(planted_train, tmp_path_factory):
     """A run whose movie 1 has another title: catalog rows differ between runs."""
-    from fmstore import artifact, datasets
+    from fmstore import datasets, runs
     from fmstore.config import TrainConfig
     from fmstore.train import train
 
@@ -149,7 +149,7 @@ def renamed_run(planted_train, tmp_path_factory):
     movies.write_text(movies.read_text().replace("Action Movie 1 (1991)", "Renamed Feature (1991)"))
     dataset = datasets.load_dataset(folder)
     config = TrainConfig(**planted_train, seed=2)
-    return artifact.save_run(train(dataset, config), dataset, config, tmp_path_factory.mktemp("r"))
+    return runs.save_run(train(dataset, config), dataset, config, tmp_path_factory.mktemp("r"))
 
 
 def test_titles_belong_to_the_live_run_through_publish_and_rollback(

@@ -163,11 +163,11 @@ def test_user_table_shows_stars_and_why(home, fmstore_cli):
 
 @pytest.mark.parametrize("user", [1, 45, 75])
 def test_user_json_keeps_scores_and_gives_reasons(home, fmstore_cli, planted_runs, user):
-    from fmstore import artifact
+    from fmstore import runs
 
     res = fmstore_cli(home, "query", "--user", str(user), "-n", "5", "--json")
     assert res.returncode == 0, res.stderr
-    seen, stars = artifact.seen_movies(planted_runs[0], user)
+    seen, stars = runs.seen_movies(planted_runs[0], user)
     liked = {int(m) for m, s in zip(seen, stars) if s >= 4}
     for r in json.loads(res.stdout)["results"]:
         assert isinstance(r["score"], float) and 0.5 <= r["predicted_rating"] <= 5

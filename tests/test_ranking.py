@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from planted import GROUPS, group_of_movie, group_of_user, rated_movie_ids, write_planted
 
-from fmstore import artifact
+from fmstore import runs
 from fmstore.config import RankingConfig
 from fmstore.features import Vocabulary, encode, ranking_item_features
 from fmstore.serving import implicit_weight, ranking_lambda, whiten_items, whitened_fold_in
@@ -106,14 +106,14 @@ def test_cli_trains_validates_and_refits(tmp_path, fmstore_cli):
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    manifest = artifact.load_manifest(summary["path"])
+    manifest = runs.load_manifest(summary["path"])
     assert manifest["refit"] is True and manifest["ranking"]["factors"] == 8
     assert manifest["metrics"]["refit"]["n_train"] == manifest["dataset"]["n_ratings"]
     assert manifest["metrics"]["refit"]["epochs"] == manifest["metrics"]["best_epoch"]
     assert "served" in manifest["validation"]["metrics"]
     assert summary["valid_recall@10"] == manifest["validation"]["metrics"]["served"]["recall@10"]
     # the published model knows every rating: every user, and their seen movies are all of them
-    seen, _ = artifact.seen_movies(summary["path"], 1)
+    seen, _ = runs.seen_movies(summary["path"], 1)
     assert len(seen) == 20
     shown = fmstore_cli(tmp_path / "home", "evaluate")
     assert shown.returncode == 0, shown.stderr
@@ -122,7 +122,7 @@ def test_cli_trains_validates_and_refits(tmp_path, fmstore_cli):
     no_refit = fmstore_cli(
         tmp_path / "home2", "train", "--data", str(data), *small, *ranking, "--no-refit", "--json"
     )
-    manifest = artifact.load_manifest(json.loads(no_refit.stdout)["path"])
+    manifest = runs.load_manifest(json.loads(no_refit.stdout)["path"])
     assert manifest["refit"] is False and "refit" not in manifest["metrics"]
 
 

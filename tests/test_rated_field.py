@@ -205,14 +205,14 @@ def test_numba_engine_says_why_it_cannot_train_the_field():
 
 
 def test_a_run_with_the_field_trains_saves_and_loads(planted_dataset, planted_train, tmp_path):
-    from fmstore import artifact
+    from fmstore import runs
     from fmstore.train import train
 
     fields = ("user", "movie", "genre", "year", "rated")
     config = TrainConfig(**planted_train | dict(epochs=3, ranking=False), fields=fields)
     result = train(planted_dataset, config)
-    run_dir = artifact.save_run(result, planted_dataset, config, tmp_path)
-    loaded = artifact.load_model(run_dir)
+    run_dir = runs.save_run(result, planted_dataset, config, tmp_path)
+    loaded = runs.load_model(run_dir)
     assert loaded.has_rated
     u = torch.arange(5)
     i = torch.arange(5)

@@ -155,13 +155,13 @@ def test_a_refit_is_marked(planted_runs, planted_dataset, tmp_path):
 
 
 def test_refitted_run_draws_the_validated_models_predictions(planted_home, tmp_path):
-    from fmstore import artifact, datasets
+    from fmstore import datasets, runs
     from fmstore.evaluate.metrics import rmse
     from fmstore.report import collect
 
     home, data, run_id = planted_home
     run = home / "runs" / run_id
-    manifest = artifact.load_manifest(run)
+    manifest = runs.load_manifest(run)
     assert manifest["refit"] and (run / "validation.safetensors").is_file()
     report = collect(run, dataset=datasets.load_dataset(data))
     assert report.predictions_from == "validated"

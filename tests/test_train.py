@@ -14,7 +14,7 @@ from planted import (
     write_planted,
 )
 
-from fmstore import artifact, datasets
+from fmstore import datasets, runs
 from fmstore.config import TrainConfig
 from fmstore.datasets.splits import split_indices
 from fmstore.errors import ConfigError, DataError
@@ -109,8 +109,8 @@ def test_bad_config_is_refused(planted, bad):
 
 def test_artifact_round_trip(planted, planted_run, tmp_path):
     result, config = planted_run
-    run_dir = artifact.save_run(result, planted, config, tmp_path / "runs")
-    manifest = artifact.load_manifest(run_dir)
+    run_dir = runs.save_run(result, planted, config, tmp_path / "runs")
+    manifest = runs.load_manifest(run_dir)
     assert manifest["metrics"]["valid_rmse"] == result.metrics["valid_rmse"]
     assert manifest["dataset"]["fingerprint"] == planted.fingerprint
     assert set(manifest["files"]) == {
@@ -122,37 +122,37 @@ def test_artifact_round_trip(planted, planted_run, tmp_path):
         "history.csv",
     }
 
-    model = artifact.load_model(run_dir)
+    model = runs.load_model(run_dir)
     u, i = torch.arange(10), torch.arange(10)
     torch.testing.assert_close(model.predict(u, i), result.model.predict(u, i))
 
-    serving = artifact.load_serving(run_dir)
+    serving = runs.load_serving(run_dir)
     form = result.model.serving_form()
     np.testing.assert_array_equal(serving.item_vectors, form.item_vectors)
     assert len(serving.movie_ids) == len(planted.movies)  # unrated movies included
 
-    seen_ids, seen_ratings = artifact.seen_movies(run_dir, 1)
+    seen_ids, seen_ratings = runs.seen_movies(run_dir, 1)
     in_train = result.train_ratings.movie_id[result.train_ratings.user_id == 1]
     assert sorted(seen_ids.tolist()) == sorted(in_train.tolist()) and len(seen_ratings) == len(
         seen_ids
     )
-    assert artifact.resolve_run(tmp_path / "runs", None) == run_dir
+    assert runs.resolve_run(tmp_path / "runs", None) == run_dir
     assert not list((tmp_path / "runs").glob(".tmp-*"))
 
 
 def test_tampered_weights_are_refused(planted, planted_run, tmp_path):
     result, config = planted_run
-    run_dir = artifact.save_run(result, planted, config, tmp_path / "runs")
+    run_dir = runs.save_run(result, planted, config, tmp_path / "runs")
     with open(run_dir / "serving.safetensors", "r+b") as f:
         f.seek(-4, 2)
         f.write(b"\x00\x01\x02\x03")
     with pytest.raises(DataError, match="sha256"):
-        artifact.load_manifest(run_dir)
+        runs.load_manifest(run_dir)
 
 
 def test_manifest_is_plain_json(planted, planted_run, tmp_path):
     result, config = planted_run
-    run_dir = artifact.save_run(result, planted, config, tmp_path / "runs")
+    run_dir = runs.save_run(result, planted, config, tmp_path / "runs")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["config"]["factors"] == config.factors
     assert {"torch", "numpy", "fmstore"} <= set(manifest["versions"])

@@ -42,14 +42,14 @@ def evaluate(
     as_json: bool = JsonOpt,
 ):
     """RMSE, MAE, Recall@10/20 and NDCG@10 of a run on held-out ratings, beside two baselines."""
-    from fmstore import artifact, datasets
+    from fmstore import datasets, runs
     from fmstore import evaluate as evaluation
 
     s = settings(home)
     folder = (
         Path(run)
-        if run and (Path(run) / artifact.MANIFEST).is_file()
-        else artifact.resolve_run(s.runs_dir, run)
+        if run and (Path(run) / runs.MANIFEST).is_file()
+        else runs.resolve_run(s.runs_dir, run)
     )
     with err.status(f"evaluating run {folder.name}"):
         dataset = datasets.load_dataset(data, cache_dir=s.home / "cache") if data else None

@@ -59,7 +59,7 @@ def _in_flags() -> Iterator[None]:
 def _opened(home, database_url, qdrant_url, wait: float, run_id=None, resolve=False):
     """Settings checked (URLs, a writable home), the run resolved when `resolve` (a run that
     cannot be published is refused before anything is opened), then the store and catalog."""
-    from fmstore import artifact, catalog
+    from fmstore import catalog, runs
     from fmstore.vectors import open_store
 
     if wait < 0:
@@ -67,7 +67,7 @@ def _opened(home, database_url, qdrant_url, wait: float, run_id=None, resolve=Fa
     s = settings(home, database_url, qdrant_url, stores=True)
     check_home(s, write=not (s.database_url and s.qdrant_url))
     if resolve:
-        artifact.resolve_run(s.runs_dir, run_id)
+        runs.resolve_run(s.runs_dir, run_id)
     engine = catalog.make_engine(s.catalog_url)
     store = open_store(s, wait=wait)
     aliases = dict(movies_alias=s.movies_collection, users_alias=s.users_collection)
@@ -113,8 +113,8 @@ def publish(
 ):
     """Publish a run to Qdrant (movies + users) and the SQL catalog, switching both aliases in one
     step; the live publication keeps serving until then, and whatever fails."""
-    from fmstore import artifact
     from fmstore import publish as publishing
+    from fmstore import runs
 
     if prune is not None:
         raise ConfigError(
@@ -130,7 +130,7 @@ def publish(
         if rollback:
             summary = {"rolled_back_to": publishing.rollback(store, engine, **aliases)}
         else:
-            run_dir = artifact.resolve_run(s.runs_dir, run_id)
+            run_dir = runs.resolve_run(s.runs_dir, run_id)
             if run_id is None:
                 err.print(f"publishing the latest run, {run_dir.name} (name RUN_ID for another)")
             options = dict(

@@ -59,7 +59,7 @@ def _in_flag_words() -> Iterator[None]:
     """Re-raise a query library error with its argument names and hints worded as this command's
     flags: the library says `method 'x'` and "use the movie id", a user here types --method and
     --movie-id."""
-    from fmstore.recommend.recommender import USE_THEIR_RATINGS
+    from fmstore.recommend.checks import USE_THEIR_RATINGS
     from fmstore.recommend.titles import USE_MOVIE_ID
 
     flag_words = (
@@ -326,8 +326,6 @@ def _match_title_at(rec: Recommender, title: str, where: str) -> TitleMatch:
 def _results(rec: Recommender, answer: _Answer, info: dict[int, dict]) -> list[dict]:
     """The ranking as rows: the movie's payload, its raw score and, for users, a predicted rating
     (clamped to the scale; `above_scale` when the model predicts more) and the reasons."""
-    from fmstore.serving import apply_link
-
     results = []
     for rank, (movie_id, score) in enumerate(
         zip(answer.ids.tolist(), answer.scores.tolist(), strict=True)
@@ -344,8 +342,8 @@ def _results(rec: Recommender, answer: _Answer, info: dict[int, dict]) -> list[d
         if answer.b_u is not None:
             fm = float(answer.rating_scores[rank])  # the rating model's, not the ranking score
             row["predicted_rating"] = round(rec.predict_rating(answer.b_u, fm), 3)
-            raw = float(apply_link(rec.w0 + answer.b_u + fm, rec.link))
-            row["above_scale"] = raw >= rec.rating_range[1] + 0.05
+            unclamped = rec.predict_rating(answer.b_u, fm, clamp=False)
+            row["above_scale"] = unclamped >= rec.rating_range[1] + 0.05
             row["because"] = [
                 {"movie_id": j, "title": info.get(j, {}).get("title"), "contribution": round(c, 5)}
                 for j, c in answer.reasons.get(movie_id, [])

@@ -30,14 +30,14 @@ def report(
 ):
     """Draw a run: learning curves, predicted vs actual ratings, ranking against the baselines
     and a map of the movie embeddings, in report.html (figures embedded, opens offline) and PNGs."""
-    from fmstore import artifact, datasets
+    from fmstore import datasets, runs
     from fmstore.report import build_report
 
     s = settings(home)
     folder = (
         Path(run)
-        if run and (Path(run) / artifact.MANIFEST).is_file()
-        else artifact.resolve_run(s.runs_dir, run)
+        if run and (Path(run) / runs.MANIFEST).is_file()
+        else runs.resolve_run(s.runs_dir, run)
     )
     with err.status(f"drawing run {folder.name}"):
         dataset = datasets.load_dataset(data, cache_dir=s.home / "cache") if data else None

@@ -52,12 +52,12 @@ def runs(ctx: typer.Context, home: Optional[Path] = HomeOpt, as_json: bool = Jso
     """List the training runs, oldest first: the live one marked with *, their config and metrics."""
     if ctx.invoked_subcommand is not None:
         return
-    from fmstore import artifact
+    from fmstore import runs as run_folders
 
     s = settings(home)
     check_home(s, write=False)
     live = _live_run(s)
-    manifests = artifact.list_runs(s.runs_dir)
+    manifests = run_folders.list_runs(s.runs_dir)
     broken = [m for m in manifests if "error" in m]
     rows = [_row(m, live) for m in manifests if "error" not in m]
     if as_json:
@@ -141,12 +141,12 @@ def show(
     as_json: bool = JsonOpt,
 ):
     """One run: dataset, config, metrics, the epochs, and whether it is live."""
-    from fmstore import artifact
+    from fmstore import runs as run_folders
     from fmstore.report.collect import read_history
 
     s = settings(home)
-    folder = artifact.resolve_run(s.runs_dir, run)
-    m = artifact.load_manifest(folder, verify=False)
+    folder = run_folders.resolve_run(s.runs_dir, run)
+    m = run_folders.load_manifest(folder, verify=False)
     detail = {
         "run_id": m["run_id"],
         "path": str(folder),
@@ -185,11 +185,11 @@ def compare(
     as_json: bool = JsonOpt,
 ):
     """Two runs side by side: the settings that differ, and every metric with B minus A."""
-    from fmstore import artifact
+    from fmstore import runs as run_folders
 
     s = settings(home)
     a, b = (
-        artifact.load_manifest(artifact.resolve_run(s.runs_dir, r), verify=False)
+        run_folders.load_manifest(run_folders.resolve_run(s.runs_dir, r), verify=False)
         for r in (run_a, run_b)
     )
     keys = sorted(set(a["config"]) | set(b["config"]))
@@ -249,11 +249,11 @@ def delete(
 ):
     """Delete a run folder and its published collections. Refuses the live run and the run a
     rollback would return to."""
-    from fmstore import artifact
+    from fmstore import runs as run_folders
     from fmstore.cli.live import served
 
     s = settings(home)
-    folder = artifact.resolve_run(s.runs_dir, run)
+    folder = run_folders.resolve_run(s.runs_dir, run)
     state = served(s)
     if run == state.live_run:
         raise ConfigError(f"run {run} is live; publish or roll back to another run first")

@@ -31,7 +31,7 @@ def status(
     """Home, backends (passwords and API keys never shown), the run each alias serves with its
     point count, the run a rollback would return to, and the catalog's schema revision. Exit
     code 3 when a backend cannot be reached (the rest is still reported)."""
-    from fmstore import artifact
+    from fmstore import runs
     from fmstore.cli.live import Served, has_catalog, mask_url, served
 
     s = settings(home, database_url, qdrant_url)
@@ -39,7 +39,7 @@ def status(
     state = _probe(s, "vectors", problems, lambda: served(s, count_points=True), Served())
     report = {
         "home": str(s.home.resolve()),
-        "runs": len(artifact.list_runs(s.runs_dir)),
+        "runs": len(runs.list_runs(s.runs_dir)),
         "vectors": {
             "backend": "server" if s.qdrant_url else "edge",
             "location": mask_url(s.qdrant_url) if s.qdrant_url else str(s.qdrant_path.resolve()),

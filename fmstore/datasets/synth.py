@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from fmstore import serving
 from fmstore.datasets.types import (
     GENRES,
     MOVIES_COLUMNS,
@@ -246,8 +247,10 @@ def _rate(
     p = rng.normal(0.0, 0.5, (stop - start, _SYNTH_RANK)).astype(np.float32)
     user_bias = rng.normal(0.0, 0.35, stop - start)
     local = users - start
-    score = 3.5 + user_bias[local] + model.movie_bias[movies]
-    score += np.einsum("ij,ij->i", p[local], model.q[movies])  # 3x faster than (a * b).sum(1)
+    # the planted truth is itself a biased MF: serving's score, around a mean of 3.5 stars
+    score = serving.score(
+        model.movie_bias[movies], model.q[movies], p[local], w0=3.5, b_u=user_bias[local]
+    )
     score += rng.normal(0.0, 0.6, len(users))
     halves = np.clip(np.round(score * 2), 1, 10).astype(np.int64)
     return halves - 1

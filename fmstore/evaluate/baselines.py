@@ -67,7 +67,7 @@ class BiasedMF:
         link: str = "identity",
         rating_range=(0.5, 5.0),
     ) -> BiasedMF:
-        """From a serving form (model.ServingForm or artifact.ServingArtifact arrays): appends the
+        """From a serving form (model.ServingForm or runs.ServingArtifact arrays): appends the
         zero row that stands for a user unseen at training."""
         k = np.asarray(item_vectors).shape[1]
         return cls(
@@ -82,7 +82,7 @@ class BiasedMF:
 
     @classmethod
     def of_form(cls, form, *, link: str = "identity", rating_range=(0.5, 5.0)) -> BiasedMF:
-        """`from_serving` of a whole model.ServingForm or artifact.ServingArtifact."""
+        """`from_serving` of a whole model.ServingForm or runs.ServingArtifact."""
         return cls.from_serving(
             form.item_vectors,
             form.item_bias,
@@ -95,22 +95,31 @@ class BiasedMF:
 
     def raw(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """w0 + b_u + b_i (+ <p_u, q_i>) of each (user row, item) pair, before the link."""
-        y = self.w0 + self.user_bias[users].astype(np.float64) + self.item_bias[items]
-        if self.user_vectors is not None:
-            y = y + np.einsum("ij,ij->i", self.user_vectors[users], self.item_vectors[items])
-        return y
+        has_vectors = self.user_vectors is not None
+        return serving.score(
+            self.item_bias[items],
+            self.item_vectors[items] if has_vectors else None,
+            self.user_vectors[users] if has_vectors else None,
+            w0=self.w0,
+            b_u=self.user_bias[users],
+        )
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Predicted rating of each (user row, item) pair: raw() through the link, clamped."""
         return serving.predict(self.raw(users, items), self.link, self.rating_range)
 
     def scores(self, users: np.ndarray) -> np.ndarray:
-        # b_u does not change the order, but keeps scores on the rating scale for reading
-        """Ranking scores [len(users), n_items]: b_u + b_i (+ <p_u, q_i>)."""
-        s = self.user_bias[users][:, None] + self.item_bias[None, :]
-        if self.user_vectors is not None:
-            s = s + self.user_vectors[users] @ self.item_vectors.T
-        return s
+        """Ranking scores [len(users), n_items]: b_u + b_i (+ <p_u, q_i>), serving.score without
+        w0 for every (user, item) pair (b_u does not change the order, but keeps the scores on
+        the rating scale for reading)."""
+        has_vectors = self.user_vectors is not None
+        return serving.score(
+            self.item_bias,
+            self.item_vectors if has_vectors else None,
+            self.user_vectors[users] if has_vectors else None,
+            b_u=self.user_bias[users],
+            every_pair=True,
+        )
 
 
 @dataclass
@@ -126,7 +135,7 @@ class Served:
 
     @classmethod
     def of(cls, rating: BiasedMF, ranking) -> Served:
-        """From a ranking model (train.ranking.RankingModel or artifact.RankingArtifact)."""
+        """From a ranking model (train.ranking.RankingModel or runs.RankingArtifact)."""
         zero = np.zeros((1, ranking.user_vectors.shape[1]), np.float32)
         users = np.vstack([np.asarray(ranking.user_vectors, np.float32), zero])
         return cls(rating, users, ranking.item_vectors, ranking.item_scalar)
@@ -137,7 +146,9 @@ class Served:
 
     def scores(self, users: np.ndarray) -> np.ndarray:
         """The ranking model's scores <r_u, r_i> + c_i (the served order)."""
-        return self.user_vectors[users] @ self.item_vectors.T + self.item_scalar
+        return serving.score(
+            self.item_scalar, self.item_vectors, self.user_vectors[users], every_pair=True
+        )
 
 
 @dataclass

@@ -28,7 +28,14 @@ from fmstore.evaluate.baselines import (
 )
 from fmstore.evaluate.indexing import Rows, spans
 from fmstore.evaluate.metrics import NDCG_K, HeldOut, mae, rmse
-from fmstore.serving import fold_in, link_inverse, rated_fold_in, rated_user, weighted_user
+from fmstore.serving import (
+    fold_in,
+    link_inverse,
+    rated_fold_in,
+    rated_user,
+    score,
+    weighted_user,
+)
 
 COLD_SIZES = (5, 10, 20)
 FOLD_IN = "fold-in"
@@ -211,7 +218,7 @@ def _user_models(
             prior=prior,
         )
         p_w[row], _ = weighted_user(q[items], rated)
-        residual = rated - base.w0 - base.item_bias[items]
+        residual = rated - score(base.item_bias[items], w0=base.w0)
         b_base[row] = np.sum(residual) / (BASELINE_REG_USER + n)
     link, scale = trained.link, trained.rating_range
     return {

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fmstore import artifact, datasets
+from fmstore import datasets, runs
 from fmstore.datasets import Dataset, Movies, Ratings
 from fmstore.datasets.splits import split_indices
 from fmstore.errors import ConfigError, DataError
@@ -136,10 +136,10 @@ def evaluate_run(
     """Evaluate a saved run: on its own held-out ratings (the seeded split of training, recomputed
     from the manifest) or on a ratings file. The dataset is read from the manifest's source unless
     given; its fingerprint must match the one the run was trained on."""
-    manifest = artifact.load_manifest(run_dir)
+    manifest = runs.load_manifest(run_dir)
     run_id, config = manifest["run_id"], manifest["config"]
     dataset = _run_dataset(manifest, dataset, cache_dir)
-    serving = artifact.load_serving(run_dir, manifest)
+    serving = runs.load_serving(run_dir, manifest)
     if not np.array_equal(serving.movie_ids, dataset.movies.movie_id):
         raise DataError(
             f"run {run_id}: its movies differ from {dataset.source}'s movies.csv; "
@@ -171,7 +171,7 @@ def evaluate_run(
         test = dataset.ratings.take(valid_idx)
         source = _split_label(config["seed"], config["valid_fraction"])
     model = BiasedMF.of_form(serving, link=serving.link, rating_range=serving.rating_range)
-    ranking = artifact.load_ranking(run_dir, manifest)
+    ranking = runs.load_ranking(run_dir, manifest)
     return _evaluate_model(
         model, serving.user_ids, dataset.movies, train, test, source, run_id, ranking
     )

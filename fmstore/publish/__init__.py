@@ -5,7 +5,7 @@
 - transaction.py: `publish`: new collections per publication, one switch of both aliases.
 - history.py: `reconcile` (stale rows), `rollback`, `prune` (its own action), `status`.
 
-This package orchestrates artifact + catalog + vectors; it imports no torch.
+This package orchestrates runs + catalog + vectors; it imports no torch.
 """
 
 from fmstore.publish.checks import KILL_AT_ENV, STAGES

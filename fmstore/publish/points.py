@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from fmstore import artifact
+from fmstore import runs
 from fmstore.errors import StoreError
 from fmstore.publish.checks import checkpoint
 from fmstore.serving import ranking_lambda, whiten_items
@@ -56,7 +56,7 @@ ITEM_DISTANCE = "dot"
 
 
 def served_vectors(
-    serving: artifact.ServingArtifact, ranking: artifact.RankingArtifact | None
+    serving: runs.ServingArtifact, ranking: runs.RankingArtifact | None
 ) -> ServedVectors:
     """score = [q_i, b_i] / [p_u, 1]: the rating FM, exact. With a ranking model: rank =
     [r_i, c_i] / [r_u, 1] and item = the whitened r_i (Dot). Without one (a run trained with
@@ -88,7 +88,7 @@ def served_vectors(
 
 
 def movie_points(
-    serving: artifact.ServingArtifact, vectors: ServedVectors, movie_rows: list[dict]
+    serving: runs.ServingArtifact, vectors: ServedVectors, movie_rows: list[dict]
 ) -> Points:
     payloads = [
         {
@@ -107,7 +107,7 @@ def movie_points(
     return Points(serving.movie_ids, movies, payloads, _cosine(vectors))
 
 
-def user_points(serving: artifact.ServingArtifact, vectors: ServedVectors, run_dir: Path) -> Points:
+def user_points(serving: runs.ServingArtifact, vectors: ServedVectors, run_dir: Path) -> Points:
     rated = _rated_per_user(run_dir, serving.user_ids)
     payloads = [
         {

@@ -25,7 +25,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from fmstore import artifact, catalog
+from fmstore import catalog, runs
 from fmstore.errors import PublishRecordError
 from fmstore.publish import points as pts
 from fmstore.publish.checks import check_publish_arguments, checkpoint
@@ -83,10 +83,10 @@ def publish(
         replicas=replicas,
         write_consistency=write_consistency,
     )
-    manifest = artifact.load_manifest(run_dir)  # refuses a corrupt run before anything is written
-    serving = artifact.load_serving(run_dir, manifest)
-    vectors = pts.served_vectors(serving, artifact.load_ranking(run_dir, manifest))
-    movie_rows = artifact.load_movie_rows(run_dir)
+    manifest = runs.load_manifest(run_dir)  # refuses a corrupt run before anything is written
+    serving = runs.load_serving(run_dir, manifest)
+    vectors = pts.served_vectors(serving, runs.load_ranking(run_dir, manifest))
+    movie_rows = runs.load_movie_rows(run_dir)
     movies = pts.movie_points(serving, vectors, movie_rows)
     users = pts.user_points(serving, vectors, run_dir)
     run_id = manifest["run_id"]

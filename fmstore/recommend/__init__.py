@@ -20,24 +20,18 @@ what Qdrant returns: the dot product of whitened ranking vectors (`item`) for si
 ranking model's <r_u, r_i> + c_i (`rank`) for users. Predicted ratings always come from the rating
 model's exact `score` vectors [q_i, b_i]. Every error is an FmstoreError.
 
-Files: titles.py (what a person typed -> a movie id, and whether that was a guess),
-recommender.py (Recommender and the checks it shares with the CLI), factors.py (predict, factors,
-similar users, batches), ranking.py (someone new's ranking query), explain.py ("because you liked
-X": the exact terms of the score that ranked each movie), filters.py (filters as dicts or
-QueryFilters, ids). The serving math is fmstore.serving's, re-exported here for callers
-of the former module; reading `--rated` flags and ratings files is the CLI's (fmstore.cli).
+Files: recommender.py (the Recommender, one class read top to bottom), titles.py (what a person
+typed -> a movie id, and whether that was a guess), explain.py ("because you liked X": the exact
+terms of the score that ranked each movie, plain functions over vectors), checks.py (a method, a
+rating: the checks the Recommender shares with the CLI), filters.py (filters as dicts or
+QueryFilters, ids). The serving math is fmstore.serving's, re-exported here for callers of the
+former module; reading `--rated` flags and ratings files is the CLI's (fmstore.cli).
 """
 
+from fmstore.recommend.checks import DEFAULT_METHOD, METHODS, check_method, check_rating
 from fmstore.recommend.explain import Contributions
-from fmstore.recommend.filters import FILTER_KEYS
-from fmstore.recommend.recommender import (
-    DEFAULT_METHOD,
-    METHODS,
-    Recommender,
-    check_method,
-    check_rating,
-    with_excluded,
-)
+from fmstore.recommend.filters import FILTER_KEYS, with_excluded
+from fmstore.recommend.recommender import Recommender
 from fmstore.recommend.titles import TitleIndex, TitleMatch, display_title, query_key, title_keys
 from fmstore.serving import (
     SIGMOID_SCALE,

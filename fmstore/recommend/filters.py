@@ -119,3 +119,10 @@ def as_ids(values: Any, what: str = "movie id") -> list[int]:
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise ConfigError(f"expected a list of {what}s, not {values!r}")
     return [as_id(v, what) for v in values]
+
+
+def with_excluded(filter: QueryFilter | None, ids: Iterable[int]) -> QueryFilter:
+    """`filter` plus must_not has_id(ids)."""
+    base = filter or QueryFilter()
+    extra = tuple(int(i) for i in ids)
+    return dataclasses.replace(base, exclude_ids=tuple(dict.fromkeys(base.exclude_ids + extra)))

@@ -9,61 +9,34 @@ arguments (`method 'mean'`, `use the movie id`); the CLI words them as its flags
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from fmstore import runs, serving
 from fmstore.catalog.readers import CatalogReader, open_reader
 from fmstore.errors import ConfigError, DataError, NotFoundError, StoreError
-from fmstore.recommend.explain import ExplainMixin
-from fmstore.recommend.factors import FactorsMixin
-from fmstore.recommend.filters import as_id, as_ids, as_query_filter, is_one_id
-from fmstore.recommend.ranking import DEFAULT_METHOD, RankingMixin
-from fmstore.recommend.titles import TitleIndex, TitleMatch
-from fmstore.serving import (
-    fold_in,
-    link_inverse,
-    predict,
-    run_id_of,
-    sibling_collection,
-    weighted_user,
+from fmstore.recommend.checks import DEFAULT_METHOD, USE_THEIR_RATINGS, check_method, check_rating
+from fmstore.recommend.explain import (
+    Contributions,
+    Reasons,
+    fold_in_contributions,
+    ials_contributions,
+    liked,
+    top_reasons,
+    weighted_contributions,
+    whitened_contributions,
 )
+from fmstore.recommend.filters import as_id, as_ids, as_query_filter, is_one_id, with_excluded
+from fmstore.recommend.titles import TitleIndex, TitleMatch
 from fmstore.vectors import QueryFilter, VectorStore
 
-METHODS = ("weighted", "fold-in")  # DEFAULT_METHOD first: see fmstore.recommend.ranking
-# How user_vector's error for an unknown user ends; the CLI words it as its flags.
-USE_THEIR_RATINGS = "use their ratings (recommend_for_ratings)"
-
-
-def check_method(method: str) -> str:
-    """`method` if it is one of METHODS; ConfigError naming the argument otherwise."""
-    if method not in METHODS:
-        raise ConfigError(f"method {method!r}: use one of {', '.join(METHODS)}")
-    return method
-
-
-def check_rating(value: Any, rating_range: Sequence[float], where: str) -> float:
-    """`value` as a float if it is a number on the rating scale; DataError naming `where` it came
-    from otherwise."""
-    lo, hi = float(rating_range[0]), float(rating_range[1])
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise DataError(f"{where}: rating {value!r} is not a number") from None
-    if value != value:  # NaN
-        raise DataError(f"{where}: rating {value!r} is not a number")
-    if not lo <= value <= hi:
-        raise DataError(f"{where}: rating {value:g} is outside the rating scale {lo:g}-{hi:g}")
-    return value
-
-
-def with_excluded(filter: QueryFilter | None, ids: Iterable[int]) -> QueryFilter:
-    """`filter` plus must_not has_id(ids)."""
-    base = filter or QueryFilter()
-    extra = tuple(int(i) for i in ids)
-    return dataclasses.replace(base, exclude_ids=tuple(dict.fromkeys(base.exclude_ids + extra)))
+# Retrieve at most this many points per call: keeps one request to a server small.
+_RETRIEVE_BATCH = 2048
+# similar_users ranks every user by cosine up to this many users; beyond it, the candidates are
+# the top users by dot product with the unit query (see similar_users).
+_EXACT_SIMILAR_USERS = 20_000
 
 
 def _ranking(hits: list) -> tuple[np.ndarray, np.ndarray]:
@@ -72,11 +45,21 @@ def _ranking(hits: list) -> tuple[np.ndarray, np.ndarray]:
     return ids, np.array([h.score for h in hits], dtype=np.float32)
 
 
+def _rows(vectors: Mapping[int, np.ndarray], ids: Sequence[int]) -> np.ndarray:
+    return np.stack([vectors[i] for i in ids]).astype(np.float64)
+
+
+def _check_n(N: Any) -> int:
+    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
+        raise ConfigError(f"N must be a whole number of at least 1, not {N!r}")
+    return int(N)
+
+
 def _is_reader(catalog: Any) -> bool:
     return all(hasattr(catalog, name) for name in ("run", "movie_titles", "genres", "close"))
 
 
-class Recommender(FactorsMixin, RankingMixin, ExplainMixin):
+class Recommender:
     """Queries against the live publication, mirroring implicit's API.
 
     `store` is any VectorStore (EdgeStore or ServerStore). `catalog` is a SQLAlchemy Engine or
@@ -91,6 +74,11 @@ class Recommender(FactorsMixin, RankingMixin, ExplainMixin):
     arrays, one row per user). `filter` is a QueryFilter or a dict with its field names
     (`{"min_ratings": 50, "genres": ["comedy"]}`; genres in any case); `filter_items` are movie ids
     to leave out. Every error is an FmstoreError subclass with a one-line message.
+
+    Sections, in order: the run; the catalog (titles, genres, filters); the store (vectors,
+    payloads); users (stored and new); rankings; predicted ratings; factors (implicit's
+    item_factors, user_factors, similar_users); explanations. The math is fmstore.serving's
+    (scores, links, fold-ins) and fmstore.recommend.explain's (the terms of a score).
     """
 
     def __init__(
@@ -110,10 +98,10 @@ class Recommender(FactorsMixin, RankingMixin, ExplainMixin):
             raise NotFoundError(
                 f"nothing is published as '{movies_alias}' yet: run `fmstore publish` first"
             )
-        self.run_id = run_id_of(collection)
+        self.run_id = serving.run_id_of(collection)
         self.movies_collection = collection
         # the users written by the same publication: one alias read names both
-        self.users_collection = sibling_collection(collection, users_alias)
+        self.users_collection = serving.sibling_collection(collection, users_alias)
         borrowed = _is_reader(catalog)
         try:
             self._catalog: CatalogReader = catalog if borrowed else open_reader(catalog)
@@ -257,9 +245,7 @@ class Recommender(FactorsMixin, RankingMixin, ExplainMixin):
     def _search(
         self, collection: str, vector: np.ndarray, using: str, N: int, filter: QueryFilter | None
     ) -> list:
-        if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
-            raise ConfigError(f"N must be a whole number of at least 1, not {N!r}")
-        hits = self.store.search(collection, vector, using=using, limit=int(N), filter=filter)
+        hits = self.store.search(collection, vector, using=using, limit=_check_n(N), filter=filter)
         for h in hits:
             self._payloads[h.id] = h.payload
         return hits
@@ -331,16 +317,14 @@ class Recommender(FactorsMixin, RankingMixin, ExplainMixin):
         _, payload = self._user(user_id)
         if "rated" in payload:
             return np.asarray(payload["rated"], dtype=np.int64)
-        from fmstore import artifact
-
-        folder = self.artifact_path
-        if folder is None or not (folder / "seen.safetensors").is_file():
+        if not runs.has_seen(self.artifact_path):
             self.notes.append(
-                f"the run folder {folder} is not on this machine: movies user {user_id} "
-                "already rated are not excluded"
+                f"the run folder {self.artifact_path} is not on this machine: movies user "
+                f"{user_id} already rated are not excluded"
             )
             return None
-        return np.asarray(artifact.seen_movies(folder, int(user_id))[0], dtype=np.int64)
+        movie_ids, _ = runs.seen_movies(self.artifact_path, int(user_id))
+        return np.asarray(movie_ids, dtype=np.int64)
 
     def _checked(self, ratings: Mapping[int, float]) -> tuple[list[int], np.ndarray]:
         if not ratings:
@@ -360,9 +344,37 @@ class Recommender(FactorsMixin, RankingMixin, ExplainMixin):
         ids, values = self._checked(ratings)
         q, b = self.item_terms(ids)
         if method == "weighted":
-            return weighted_user(q, values)
-        raw = link_inverse(values, self.link)
-        return fold_in(q, b, raw, w0=self.w0, weight_decay=self.weight_decay, prior=self.prior_reg)
+            return serving.weighted_user(q, values)
+        raw = serving.link_inverse(values, self.link)
+        return serving.fold_in(
+            q, b, raw, w0=self.w0, weight_decay=self.weight_decay, prior=self.prior_reg
+        )
+
+    def ranking_query(
+        self, ratings: Mapping[int, float], method: str = DEFAULT_METHOD
+    ) -> tuple[np.ndarray, str]:
+        """Someone new's ranking query from {movie_id: rating}: (vector, named vector to search).
+
+        weighted: the rating-weighted mean of their movies' r_i, as [r, 1] on `rank`;
+        fold-in: the ranking model's user step (serving.whitened_fold_in) on the whitened `item`
+        vectors. A run without a ranking model: the rating model's (p_u) as [p_u, 1] on `score`.
+        The default method and why: fmstore.recommend.checks."""
+        check_method(method)
+        ids, values = self._checked(ratings)
+        if not self.ranking:
+            p_u, _ = self.recalculate_user(ratings, method)
+            return np.append(p_u, np.float32(1.0)), "score"
+        if method == "weighted":
+            rank = _rows(self.movie_vectors(ids, "rank"), ids)
+            p, _ = serving.weighted_user(rank[:, :-1], values)
+            return np.append(p, np.float32(1.0)), "rank"
+        whitened = _rows(self.movie_vectors(ids, "item"), ids)
+        return serving.whitened_fold_in(whitened, self._confidences(values)), "item"
+
+    def _confidences(self, stars: np.ndarray) -> np.ndarray:
+        return serving.implicit_weight(
+            stars, self.ranking["confidence"], self.ranking["conf_alpha"]
+        )
 
     # -- rankings --------------------------------------------------------------------------------
 
@@ -439,12 +451,243 @@ class Recommender(FactorsMixin, RankingMixin, ExplainMixin):
         query = np.append(p_u, np.float32(1.0))
         return _ranking(self._search(self.movies_collection, query, "score", N, filter))
 
-    def predict_rating(self, b_u: float, score: float | np.ndarray) -> float | np.ndarray:
+    def _recommend_many(
+        self,
+        user_ids: Sequence[int],
+        N: int,
+        filter_already_liked_items: bool,
+        filter: Any,
+        filter_items: Any,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """recommend() of each user, as 2-D arrays padded with id -1 and score -inf."""
+        users = as_ids(user_ids, "user id")
+        ids = np.full((len(users), int(N) if is_one_id(N) else 0), -1, np.int64)
+        scores = np.full(ids.shape, -np.inf, np.float32)
+        notes: list[str] = []
+        for row, user in enumerate(users):
+            got_ids, got_scores = self.recommend(
+                user, N, filter_already_liked_items, filter, filter_items
+            )
+            ids[row, : len(got_ids)], scores[row, : len(got_scores)] = got_ids, got_scores
+            notes += [n for n in self.notes if n not in notes]
+        self.notes = notes
+        return ids, scores
+
+    # -- predicted ratings (the rating model, whatever ranked the movies) ----------------------
+
+    def predict(self, user_id: int, movie_ids: int | Sequence[int]) -> Any:
+        """Predicted ratings of a known user for movies: link(w0 + b_u + b_i + <p_u, q_i>),
+        clamped to the rating scale. One movie id: a float; a sequence: an array in that order."""
+        p_u, b_u = self.user_vector(user_id)
+        one = is_one_id(movie_ids)
+        ids = [as_id(movie_ids, "movie id")] if one else as_ids(movie_ids)
+        ratings = self.predicted_ratings(p_u, b_u, ids)
+        return float(ratings[0]) if one else ratings
+
+    def rating_scores(self, p_u: np.ndarray, movie_ids: Sequence[int]) -> np.ndarray:
+        """The rating model's b_i + <p_u, q_i> of movies (the `score` dot product), float64."""
+        q, b = self.item_terms(movie_ids)
+        return serving.score(b, q, p_u)
+
+    def predicted_ratings(
+        self, p_u: np.ndarray, b_u: float, movie_ids: Sequence[int]
+    ) -> np.ndarray:
+        """The rating model's predictions w0 + b_u + b_i + <p_u, q_i> (linked, clamped) for
+        movies of the live run, whatever ranked them."""
+        scores = self.rating_scores(p_u, movie_ids)
+        return np.asarray(self.predict_rating(b_u, scores), dtype=np.float64).reshape(-1)
+
+    def predict_rating(
+        self, b_u: float, score: float | np.ndarray, clamp: bool = True
+    ) -> float | np.ndarray:
         """A `score` dot product (b_i + <p_u, q_i>) -> rating: w0 + b_u + score, through the run's
-        link, clamped."""
-        y = self.w0 + float(b_u) + np.asarray(score, np.float64)
-        out = predict(y, self.link, self.rating_range)
+        link, clamped to the rating scale (unless `clamp` is False: to show a prediction above
+        the scale)."""
+        y = serving.score(score, w0=self.w0, b_u=float(b_u))
+        out = serving.predict(y, self.link, self.rating_range if clamp else None)
         return float(out) if np.ndim(out) == 0 else out
+
+    # -- factors (implicit's item_factors, user_factors, similar_users) -------------------------
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        """Movie ids of the live publication, ascending: the row order of item_factors and
+        item_biases."""
+        return np.array(sorted(m for m, _, _ in self.titles().movies), dtype=np.int64)
+
+    @property
+    def item_factors(self) -> np.ndarray:
+        """q_i of every movie, float32 [n_movies, k], rows in item_ids order (ascending movie
+        id). Read from the store on each access: keep the array rather than asking twice."""
+        return self._item_arrays()[0].astype(np.float32)
+
+    @property
+    def item_biases(self) -> np.ndarray:
+        """b_i of every movie (the FM's, without the ranking prior), float64, in item_ids order."""
+        return self._item_arrays()[1]
+
+    def _item_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        ids = self.item_ids.tolist()
+        batches = range(0, len(ids), _RETRIEVE_BATCH)
+        parts = [self.item_terms(ids[s : s + _RETRIEVE_BATCH]) for s in batches]
+        if not parts:
+            return np.zeros((0, self.factors)), np.zeros(0)
+        return np.concatenate([q for q, _ in parts]), np.concatenate([b for _, b in parts])
+
+    @property
+    def user_ids(self) -> np.ndarray:
+        """Published user ids (users with training ratings), ascending: the row order of
+        user_factors. Read from the run folder; NotFoundError when it is not on this machine."""
+        if not runs.has_seen(self.artifact_path):
+            raise NotFoundError(
+                f"the run folder {self.artifact_path} is not on this machine: the list of users "
+                "is read from it; ask for users by id (user_vector) instead"
+            )
+        return runs.seen_user_ids(self.artifact_path)
+
+    @property
+    def user_factors(self) -> np.ndarray:
+        """p_u of every published user, float32 [n_users, k], rows in user_ids order."""
+        return self._user_rows(self.user_ids.tolist()).astype(np.float32)
+
+    def _user_rows(self, user_ids: list[int]) -> np.ndarray:
+        """p_u of published users, float64 [n, k] (zeros for users not in the store)."""
+        rows = np.zeros((len(user_ids), self.factors))
+        for start in range(0, len(user_ids), _RETRIEVE_BATCH):
+            chunk = user_ids[start : start + _RETRIEVE_BATCH]
+            found = self.store.retrieve(self.users_collection, chunk, vectors=["score"])
+            for offset, user in enumerate(chunk):
+                if user in found:
+                    rows[start + offset] = found[user][0]["score"][:-1]
+        return rows
+
+    def similar_users(self, user_id: int, N: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Users whose taste vector p_u points the same way as this user's: (ids, cosines), best
+        first, the user excluded. Exact up to 20,000 published users; beyond that the candidates
+        are the 50 N (at least 5,000) users with the largest dot product with the unit query,
+        ranked by cosine (the store holds [p_u, 1] for dot products only)."""
+        p_u, _ = self.user_vector(user_id)
+        N = _check_n(N)
+        norm = float(np.linalg.norm(p_u))
+        if norm == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        total = self.store.count(self.users_collection)
+        pool = total if total <= _EXACT_SIMILAR_USERS else max(50 * N, 5000)
+        query = np.append(p_u / norm, np.float32(0.0))
+        hits = self.store.search(self.users_collection, query, using="score", limit=pool)
+        ids = [h.id for h in hits if h.id != as_id(user_id)]
+        vectors = self._user_rows(ids)
+        norms = np.linalg.norm(vectors, axis=1)
+        cosine = vectors @ (p_u / norm) / np.where(norms > 0, norms, 1.0)
+        order = np.argsort(-cosine, kind="stable")[:N]
+        return np.array(ids, np.int64)[order], cosine[order].astype(np.float32)
+
+    # -- explanations ("because you liked X": fmstore.recommend.explain) -----------------------
+
+    def explain(
+        self,
+        user: int | Mapping[int | str, float],
+        movie_ids: Sequence[int],
+        method: str | None = None,
+        top: int = 3,
+    ) -> dict[int, Reasons]:
+        """Why each movie is recommended: up to `top` (rated movie id, term) pairs of the movies
+        the user liked, largest first; the terms are shares of the score that ranked the movie
+        (see `contributions`). `user` is a known user id (their ratings are read from the run
+        folder; no reasons and a note without it) or {movie: rating} of someone new, with the
+        `method` their list was made with (recommend_for_ratings's default when None)."""
+        found = self.contributions(user, movie_ids, method)
+        if not found.rated_ids:
+            return {i: [] for i in found.movie_ids}
+        reasons = top_reasons(found.terms, liked(found.stars, self.rating_range), top)
+        return {
+            i: [(found.rated_ids[j], c) for j, c in r]
+            for i, r in zip(found.movie_ids, reasons, strict=True)
+        }
+
+    def contributions(
+        self,
+        user: int | Mapping[int | str, float],
+        movie_ids: Sequence[int],
+        method: str | None = None,
+    ) -> Contributions:
+        """Every rated movie's exact term in the served score of each movie (the ranking model's,
+        or the rating model's for a run without one), for a known user or someone new as in
+        `explain`: `.scores` equals what recommend / recommend_for_ratings return for them."""
+        if isinstance(user, Mapping):
+            ratings, method = self.ratings_by_id(user), check_method(method or DEFAULT_METHOD)
+        else:
+            ratings, method = self._training_ratings(user), None
+        ids, rated = as_ids(movie_ids), list(ratings)
+        stars = np.array(list(ratings.values()), np.float64)
+        if not ratings or not ids:
+            return Contributions.none(ids, stars)
+        if not self.ranking:
+            return self._rating_contributions(ids, rated, stars, method or "fold-in")
+        if method is None:
+            return self._known_user_contributions(ids, rated, stars)
+        if method == "fold-in":
+            u = self.movie_vectors(ids + rated, "item")
+            weights = self._confidences(stars)
+            terms = whitened_contributions(_rows(u, ids), _rows(u, rated), weights)
+            return Contributions(ids, rated, stars, terms, np.zeros(len(ids)), "item")
+        rows = self.movie_vectors(ids + rated, "rank")
+        asked, rated_rows = _rows(rows, ids), _rows(rows, rated)
+        terms = weighted_contributions(asked[:, :-1], rated_rows[:, :-1], stars)
+        return Contributions(ids, rated, stars, terms, asked[:, -1].copy(), "rank")
+
+    def _known_user_contributions(
+        self, ids: list[int], rated: list[int], stars: np.ndarray
+    ) -> Contributions:
+        """A known user of the ranking model: the closed form of their stored r_u."""
+        rows = self.movie_vectors(ids + rated, "rank")
+        c = self.ranking
+        lam = serving.ranking_lambda(c["reg"], c["alpha0"], c["nu"], c["n_items"], len(rated))
+        if self._gramian is None:  # read once per Recommender
+            self._gramian = runs.ranking_gramian(self.artifact_path)
+        terms, baseline = ials_contributions(
+            _rows(rows, ids),
+            _rows(rows, rated),
+            self._confidences(stars),
+            c["alpha0"] * self._gramian,
+            lam,
+        )
+        return Contributions(ids, rated, stars, terms, baseline, "rank")
+
+    def _rating_contributions(
+        self, ids: list[int], rated: list[int], stars: np.ndarray, method: str
+    ) -> Contributions:
+        """A run without a ranking model: the rating model's b_i + <p_u, q_i>."""
+        scores = self.movie_vectors(ids + rated, "score")
+        asked, q_rated = _rows(scores, ids), _rows(scores, rated)
+        if method == "weighted":
+            terms = weighted_contributions(asked[:, :-1], q_rated[:, :-1], stars)
+        else:
+            _, b = self.item_terms(rated)
+            raw = serving.link_inverse(stars, self.link)
+            terms = fold_in_contributions(
+                asked[:, :-1],
+                q_rated[:, :-1],
+                b,
+                raw,
+                w0=self.w0,
+                weight_decay=self.weight_decay,
+                prior=self.prior_reg,
+            )
+        return Contributions(ids, rated, stars, terms, asked[:, -1].copy(), "score")
+
+    def _training_ratings(self, user_id: int) -> dict[int, float]:
+        """A known user's ratings that the published model was trained on, from the run folder;
+        {} (and a note) without it."""
+        self.user_vector(user_id)  # NotFoundError for a user who is not published
+        if not runs.has_seen(self.artifact_path):
+            self.notes.append(
+                f"the run folder {self.artifact_path} is not on this machine: the reasons for "
+                f"user {user_id}'s recommendations are read from it, so none are given"
+            )
+            return {}
+        ids, stars = runs.seen_movies(self.artifact_path, as_id(user_id))
+        return dict(zip(ids.tolist(), stars.astype(np.float64).tolist(), strict=True))
 
     def __repr__(self) -> str:
         return f"Recommender(run {self.run_id}, {self.store!r})"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fmstore import artifact, datasets
+from fmstore import datasets, runs
 from fmstore.datasets.splits import split_indices
 from fmstore.errors import ConfigError, DataError
 from fmstore.evaluate import BiasedMF, Report, Rows, evaluate_run
@@ -61,17 +61,17 @@ def collect(
 ) -> ReportData:
     """Everything the report draws, for the run in `run_dir`. The dataset is read from the
     manifest's source unless given; either way it must be the one the run was trained on."""
-    manifest = artifact.load_manifest(run_dir)
+    manifest = runs.load_manifest(run_dir)
     dataset = dataset or _read_dataset(manifest, cache_dir)
     evaluation = evaluate_run(run_dir, dataset=dataset)  # checks the fingerprint and the split
-    serving = artifact.load_serving(run_dir, manifest)
-    kept = artifact.load_valid_predictions(run_dir)
+    serving = runs.load_serving(run_dir, manifest)
+    kept = runs.load_valid_predictions(run_dir)
     if kept is not None:
         actual, predicted, source = kept["actual"], kept["predicted"], VALIDATED
     else:
         actual, predicted = _validation_predictions(manifest, dataset, serving)
         source = SEEN if refit_of(manifest) else PUBLISHED
-    rows = artifact.load_movie_rows(run_dir)
+    rows = runs.load_movie_rows(run_dir)
     if [r["movie_id"] for r in rows] != serving.movie_ids.tolist():
         raise DataError(f"run {manifest['run_id']}: movies.json and the serving form disagree")
     return ReportData(

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 class EdgeStore(VectorStore):
     """Qdrant Edge in-process: one EdgeShard per physical collection, aliases in a JSON file.
 
-    One process at a time: the store folder is locked (flock on `<path>/.lock`) from the first
-    operation until close(). Edge rewrites some of its files even when only loading a shard, so
+    One process at a time: the store folder is locked (portalocker, an exclusive lock on
+    `<path>/.lock`, which names the holder's pid) from the first operation until close(). Edge rewrites some of its files even when only loading a shard, so
     concurrent readers are not safe either.
 
     Shards are created with the write-ahead log off: a published collection is written once and
@@ -49,7 +49,8 @@ class EdgeStore(VectorStore):
         self.wait = float(wait)  # seconds to wait for another process's lock; 0: refuse at once
         self._shards: dict[str, Any] = {}  # physical name -> open EdgeShard
         self._dirty: set[str] = set()  # physical names written since their last flush
-        self._lock_fd: int | None = None
+        self._lock_file: Any = None  # the held portalocker.Lock
+        self._lock_handle: Any = None  # its open file, which holds our pid
 
     # -- the interface ---------------------------------------------------------------------------
 
@@ -177,9 +178,8 @@ class EdgeStore(VectorStore):
                 with self._edge_errors(name):
                     shard.close()
         finally:
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)  # closing the descriptor releases the flock
-                self._lock_fd = None
+            if self._lock_file is not None:
+                self._unlock()
 
     @property
     def where(self) -> str:
@@ -231,29 +231,44 @@ class EdgeStore(VectorStore):
         return self.path / "aliases.json"
 
     def _lock(self) -> None:
-        """flock `<path>/.lock` for this process, waiting up to `self.wait` seconds for it. The
-        file is never written: who holds it is read from the kernel's lock table."""
-        if self._lock_fd is not None:
+        """Lock `<path>/.lock` for this process, waiting up to `self.wait` seconds for it, and
+        write this process's pid into it: a second writer's error names the holder."""
+        if self._lock_file is not None:
             return
-        import fcntl
-        import time
+        import portalocker
 
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + max(self.wait, 0.0)
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise self._busy() from None
-                time.sleep(0.05)
-        self._lock_fd = fd
+        lock = portalocker.Lock(
+            self.path / ".lock",
+            mode="a+",  # never truncated before the lock is ours: the holder's pid stays readable
+            timeout=max(self.wait, 0.0),
+            check_interval=0.05,
+        )
+        try:
+            handle = lock.acquire()
+        except portalocker.AlreadyLocked:
+            raise self._busy() from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock_file, self._lock_handle = lock, handle
+
+    def _unlock(self) -> None:
+        """Empty the lock file, then release it: the file names a holder only while one holds
+        it, so a store that nobody uses is byte for byte what it was (a command refused on bad
+        input leaves the home as it found it)."""
+        lock, handle = self._lock_file, self._lock_handle
+        self._lock_file = self._lock_handle = None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+        finally:
+            lock.release()
 
     def _busy(self) -> StoreBusyError:
-        pid = _flock_holder(self.path / ".lock")
+        pid = _lock_holder(self.path / ".lock")
         who = f"process {pid}" if pid else "another process"
         waited = f" (waited {self.wait:g} s)" if self.wait > 0 else ""
         return StoreBusyError(
@@ -337,23 +352,10 @@ class EdgeStore(VectorStore):
             shutil.rmtree(trash, ignore_errors=True)
 
 
-def _flock_holder(path: Path) -> int | None:
-    """The pid holding a flock on `path`, from Linux's /proc/locks; None when unknown."""
+def _lock_holder(path: Path) -> int | None:
+    """The pid the holder of the store's lock wrote into it; None when unknown."""
     try:
-        inode = os.stat(path).st_ino
-        table = Path("/proc/locks").read_text()
-    except OSError:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
         return None
-    for line in table.splitlines():
-        # "3: FLOCK  ADVISORY  WRITE 12345 00:2f:1234567 0 EOF" ("->" marks a waiter)
-        fields = line.split()
-        if "->" in fields or "FLOCK" not in fields:
-            continue
-        at = fields.index("FLOCK")
-        try:
-            pid, where = int(fields[at + 3]), fields[at + 4]
-            if int(where.rsplit(":", 1)[1]) == inode:
-                return pid
-        except (IndexError, ValueError):
-            continue
-    return None
+    return int(text) if text.isdigit() else None
