@@ -1,169 +1,194 @@
-"""The two inner loops of the ranking model's fit (ranking.py), as numba kernels when numba is
-installed and as NumPy with the same arithmetic when it is not (slower, same answers).
+"""The inner loops of the ranking model's fit (ranking.py), as float32 numba kernels.
 
-- `sparse_apply`: for each row r, sum over its entries t of w_t (target - <v_j, z_r>) v_j: the
-  data term of a least-squares gradient (target 1) or of a Hessian-vector product (target 0).
-- `feature_step`: Gauss-Seidel over the item features: for each feature f the exact minimiser of
-  the loss in the first n_free coordinates of its embedding e_f with everything else fixed, then
-  the item rows that carry f are moved with it.
+- `cg_rows`: for every row (a user, or a movie) a few conjugate-gradient steps on its own least
+  squares system, done while the row is in cache (as implicit's `_als.pyx`, after Takacs et al.
+  2011): the residual r = b - A x is built from the Gramian G and the row's rated columns, then
+  each step is one Hessian-vector product over the same rated columns. Rows run in parallel
+  (`prange`) with a few d-sized scratch vectors per block of rows: no [n_rows, d] temporaries.
+- `gramian`: alpha0 * X^T X, summed in float64 over float32 blocks (one BLAS call each).
+- `feature_weights`: Z[u, f] = sum_{i rated by u} w_ui x_if^2, the data part of the Hessian of
+  feature f's embedding, one pass over the ratings.
+- `feature_hessians`: H[f] = sum_u Z[u, f] p_u p_u^T for every feature, in blocks of users.
+- `feature_gradient`: the gradient pieces of one feature's embedding, parallel over its movies.
+
+numba is a required dependency: there is no NumPy twin to keep in step.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+from numba import njit, prange
 
-try:  # numba is optional: without it the NumPy versions below run
-    import numba
-    from numba import njit, prange
-except ImportError:  # pragma: no cover - exercised by forcing use_numba=False in the tests
-    numba = None
-
-_CHUNK = 1 << 15  # entries per NumPy block: bounds the [entries, d] temporaries
-
-
-def available() -> bool:
-    return numba is not None
+# Rows per scratch block: enough blocks that threads stay busy when row lengths differ a lot.
+_BLOCKS_PER_THREAD = 16
+# feature_gradient sums its blocks' partial sums: a fixed block count (not one per thread) keeps
+# that order, and so the model, the same whatever the thread count.
+_GRADIENT_BLOCKS = 64
+# Users per BLAS block in `gramian` and `feature_hessians`: 16k x 257 floats = 16 MB temporaries.
+_BLOCK_ROWS = 1 << 14
 
 
-# ---- NumPy ----------------------------------------------------------------------------------------
+@njit(inline="always", fastmath=True)
+def _dot(a, b, n):
+    s = np.float32(0.0)
+    for c in range(n):
+        s += a[c] * b[c]
+    return s
 
 
-def _segment_sum(values: np.ndarray, indptr: np.ndarray, n_rows: int) -> np.ndarray:
-    """Sum of values[indptr[r]:indptr[r+1]] for each row r (empty rows: 0)."""
-    out = np.zeros((n_rows, values.shape[1]))
-    lengths = np.diff(indptr)
-    nonempty = np.flatnonzero(lengths)
-    if len(nonempty):
-        out[nonempty] = np.add.reduceat(values, indptr[:-1][nonempty], axis=0)
-    return out
+@njit(inline="always", fastmath=True)
+def _matvec(G, z, n_out, n_in, out):
+    """out[:n_out] = G[:n_out, :n_in] @ z[:n_in]; G row-major, so each row is a contiguous dot."""
+    for a in range(n_out):
+        out[a] = _dot(G[a], z, n_in)
 
 
-def sparse_apply_numpy(indptr, indices, weights, V, Z, target, out) -> None:
-    n_rows = Z.shape[0]
-    out[:] = 0.0
-    start = 0
-    while start < n_rows:  # blocks of whole rows, about _CHUNK entries each
-        end = int(np.searchsorted(indptr, indptr[start] + _CHUNK, side="right")) - 1
-        end = min(max(end, start + 1), n_rows)
-        a, b = indptr[start], indptr[end]
-        rows = np.repeat(np.arange(start, end), np.diff(indptr[start : end + 1]))
-        Vj = V[indices[a:b]]
-        coef = weights[a:b] * (target - np.einsum("ij,ij->i", Vj, Z[rows]))
-        out[start:end] = _segment_sum(Vj * coef[:, None], indptr[start : end + 1] - a, end - start)
-        start = end
+@njit(fastmath=True)
+def _cg_row(
+    row, indptr, indices, weights, V, G, lam, X, offset, has_offset, n_free, steps, z, r, p, ap
+):  # noqa: E501
+    """CG on row `row`: min_x sum_j w_j (<x + o, v_j> - 1)^2 + (x + o)^T G (x + o) + lam |x|^2
+    over x[:n_free], warm-started from X[row] (updated in place)."""
+    d = X.shape[1]
+    x = X[row]
+    for c in range(d):
+        z[c] = x[c] + offset[row, c] if has_offset else x[c]
+    # r = b - A x = sum_j w_j (1 - <z, v_j>) v_j - G z - lam x, on the free coordinates only
+    _matvec(G, z, n_free, d, r)
+    for a in range(n_free):
+        r[a] = -r[a] - lam[row] * x[a]
+    for t in range(indptr[row], indptr[row + 1]):
+        v = V[indices[t]]
+        coef = weights[t] * (np.float32(1.0) - _dot(v, z, d))
+        for a in range(n_free):
+            r[a] += coef * v[a]
+    rs = 0.0  # float64 scalars: the step sizes must not underflow near convergence
+    for a in range(n_free):
+        p[a] = r[a]
+        rs += r[a] * r[a]
+    for _ in range(steps):
+        if rs <= 1e-30:
+            break
+        # ap = A p = G p + lam p + sum_j w_j <p, v_j> v_j  (p is 0 on the fixed coordinates)
+        _matvec(G, p, n_free, n_free, ap)
+        for a in range(n_free):
+            ap[a] += lam[row] * p[a]
+        for t in range(indptr[row], indptr[row + 1]):
+            v = V[indices[t]]
+            coef = weights[t] * _dot(v, p, n_free)
+            for a in range(n_free):
+                ap[a] += coef * v[a]
+        pap = 0.0
+        for a in range(n_free):
+            pap += p[a] * ap[a]
+        if pap <= 1e-30:
+            break
+        alpha = np.float32(rs / pap)
+        rs_new = 0.0
+        for a in range(n_free):
+            x[a] += alpha * p[a]
+            r[a] -= alpha * ap[a]
+            rs_new += r[a] * r[a]
+        beta = np.float32(rs_new / rs)
+        for a in range(n_free):
+            p[a] = r[a] + beta * p[a]
+        rs = rs_new
 
 
-def _entries_of(rows: np.ndarray, indptr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(position of each entry's row in `rows`, entry index) for the CSR entries of `rows`."""
-    lengths = indptr[rows + 1] - indptr[rows]
-    owner = np.repeat(np.arange(len(rows)), lengths)
-    first = np.repeat(indptr[rows] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return owner, first + np.arange(int(lengths.sum()))
+@njit(parallel=True, cache=True)
+def _cg_rows(indptr, indices, weights, V, G, lam, X, offset, has_offset, n_free, steps, n_blocks):
+    n_rows, d = X.shape
+    for b in prange(n_blocks):
+        z = np.empty(d, np.float32)
+        r = np.zeros(d, np.float32)
+        p = np.zeros(d, np.float32)
+        ap = np.zeros(d, np.float32)
+        for row in range(b * n_rows // n_blocks, (b + 1) * n_rows // n_blocks):
+            _cg_row(
+                row, indptr, indices, weights, V, G, lam, X, offset, has_offset, n_free, steps,
+                z, r, p, ap,
+            )  # fmt: skip
 
 
-def feature_step_numpy(
-    f_indptr,
-    f_items,
-    f_x,
-    r_indptr,
-    r_users,
-    r_weights,
-    P,
-    G_alpha,
-    H_data,
-    lam_f,
-    E,
-    Q,
-    GQ,
-    n_free,
-) -> None:
-    for f in range(E.shape[0]):
-        s, e = f_indptr[f], f_indptr[f + 1]
-        if s == e:
-            continue
-        items, x = f_items[s:e], f_x[s:e]
-        owner, entries = _entries_of(items, r_indptr)
-        pu = P[r_users[entries]]
-        resid = r_weights[entries] * (1.0 - np.einsum("ij,ij->i", pu, Q[items][owner]))
-        g = -lam_f[f] * E[f] - x @ GQ[items] + (x[owner] * resid) @ pu
-        H = H_data[f] + (x @ x) * G_alpha + lam_f[f] * np.eye(E.shape[1])
-        delta = np.zeros(E.shape[1])
-        delta[:n_free] = np.linalg.solve(H[:n_free, :n_free], g[:n_free])
-        E[f] += delta
-        np.add.at(Q, items, x[:, None] * delta)
-        np.add.at(GQ, items, x[:, None] * (G_alpha @ delta))
+def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int) -> None:
+    """`steps` CG steps for every row of X (float32, updated in place) on
+
+        min_x  sum_{j in row r} w_rj (<x + o_r, v_j> - 1)^2 + (x + o_r)^T G (x + o_r) + lam_r |x|^2
+
+    over its first n_free coordinates (the others stay fixed); o_r = offset[r] (None: 0).
+    csr = (indptr, indices, weights) of the rows' rated columns of V."""
+    indptr, indices, weights = csr
+    has_offset = offset is not None
+    if not has_offset:
+        offset = np.zeros((1, X.shape[1]), np.float32)
+    # blocks only share out the rows: each row's arithmetic is the same whatever their number
+    n_blocks = max(1, min(X.shape[0], _BLOCKS_PER_THREAD * numba.get_num_threads()))
+    _cg_rows(indptr, indices, weights, V, G, lam, X, offset, has_offset, n_free, steps, n_blocks)
 
 
-# ---- numba ----------------------------------------------------------------------------------------
+def gramian(X: np.ndarray, alpha0: float) -> np.ndarray:
+    """alpha0 * X^T X as float32, accumulated in float64 across blocks of rows (each block one
+    float32 BLAS product): the sum over 283k users keeps float64's accuracy at float32's speed."""
+    G = np.zeros((X.shape[1], X.shape[1]))
+    for a in range(0, X.shape[0], _BLOCK_ROWS):
+        block = X[a : a + _BLOCK_ROWS]
+        G += block.T @ block
+    return (alpha0 * G).astype(np.float32)
 
-if numba is not None:
 
-    @njit(parallel=True, cache=True)
-    def _sparse_apply_numba(indptr, indices, weights, V, Z, target, out):  # pragma: no cover
-        n_rows, d = Z.shape
-        for r in prange(n_rows):
-            for c in range(d):
-                out[r, c] = 0.0
-            for t in range(indptr[r], indptr[r + 1]):
-                j = indices[t]
-                dot = 0.0
-                for c in range(d):
-                    dot += V[j, c] * Z[r, c]
-                coef = weights[t] * (target - dot)
-                for c in range(d):
-                    out[r, c] += coef * V[j, c]
+@njit(parallel=True, cache=True)
+def feature_weights(u_indptr, u_items, u_weights, f_indptr, f_cols, f_x, n_features):
+    """Z[u, f] = sum_{i rated by u} w_ui x_if^2 (float32 [n_users, n_features]); f_* is the
+    item -> feature CSR."""
+    n_users = len(u_indptr) - 1
+    Z = np.zeros((n_users, n_features), np.float32)
+    for u in prange(n_users):
+        for t in range(u_indptr[u], u_indptr[u + 1]):
+            i = u_items[t]
+            for s in range(f_indptr[i], f_indptr[i + 1]):
+                Z[u, f_cols[s]] += u_weights[t] * f_x[s] * f_x[s]
+    return Z
 
-    @njit(cache=True)
-    def _feature_step_numba(
-        f_indptr,
-        f_items,
-        f_x,
-        r_indptr,
-        r_users,
-        r_weights,
-        P,
-        G_alpha,
-        H_data,
-        lam_f,
-        E,
-        Q,
-        GQ,
-        n_free,
-    ):  # pragma: no cover
-        n_f, d = E.shape
-        for f in range(n_f):
-            s, e = f_indptr[f], f_indptr[f + 1]
-            if s == e:
+
+def feature_hessians(P: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """H[f] = sum_u Z[u, f] p_u p_u^T (float64 [n_features, d, d]), in blocks of users: each
+    block one float32 BLAS product per feature over the users that touch it, summed in float64."""
+    n_features, d = Z.shape[1], P.shape[1]
+    H = np.zeros((n_features, d, d))
+    for a in range(0, P.shape[0], _BLOCK_ROWS):
+        block, z = P[a : a + _BLOCK_ROWS], Z[a : a + _BLOCK_ROWS]
+        for f in range(n_features):
+            touched = np.flatnonzero(z[:, f])
+            if len(touched) == 0:
                 continue
-            H = H_data[f].copy()
-            sx2 = 0.0
-            g = -lam_f[f] * E[f]
-            for t in range(s, e):
-                i, x = f_items[t], f_x[t]
-                sx2 += x * x
-                q = Q[i]
-                g -= x * GQ[i]
-                for k in range(r_indptr[i], r_indptr[i + 1]):
-                    pu = P[r_users[k]]
-                    coef = x * r_weights[k] * (1.0 - pu @ q)
-                    for c in range(d):
-                        g[c] += coef * pu[c]
-            H += sx2 * G_alpha
-            for a in range(d):
-                H[a, a] += lam_f[f]
-            delta = np.zeros(d)
-            delta[:n_free] = np.linalg.solve(H[:n_free, :n_free].copy(), g[:n_free].copy())
-            E[f] += delta
-            Gd = G_alpha @ delta
-            for t in range(s, e):
-                Q[f_items[t]] += f_x[t] * delta
-                GQ[f_items[t]] += f_x[t] * Gd
+            rows = block[touched]
+            H[f] += (rows * z[touched, f, None]).T @ rows
+    return H
 
 
-def kernels(use_numba: bool | None = None):
-    """(sparse_apply, feature_step): numba's when available (and not refused), else NumPy's."""
-    if use_numba is None:
-        use_numba = available()
-    if use_numba and available():
-        return _sparse_apply_numba, _feature_step_numba
-    return sparse_apply_numpy, feature_step_numpy
+@njit(parallel=True, fastmath=True, cache=True)
+def feature_gradient(items, xs, r_indptr, r_users, r_weights, P, Q):
+    """For the movies `items` carrying a feature with weights `xs`: (sum_i x_i sum_{u rated i}
+    w_ui (1 - <p_u, q_i>) p_u, sum_i x_i q_i), both float64 [d]; parallel over the movies."""
+    d = Q.shape[1]
+    n = len(items)
+    n_blocks = max(1, min(n, _GRADIENT_BLOCKS))
+    data = np.zeros((n_blocks, d))
+    qsum = np.zeros((n_blocks, d))
+    for b in prange(n_blocks):
+        acc = np.zeros(d, np.float32)
+        for t in range(b * n // n_blocks, (b + 1) * n // n_blocks):
+            i, x = items[t], xs[t]
+            q = Q[i]
+            for c in range(d):
+                acc[c] = 0.0
+            for k in range(r_indptr[i], r_indptr[i + 1]):
+                pu = P[r_users[k]]
+                coef = r_weights[k] * (np.float32(1.0) - _dot(pu, q, d))
+                for c in range(d):
+                    acc[c] += coef * pu[c]
+            for c in range(d):
+                data[b, c] += x * acc[c]
+                qsum[b, c] += x * q[c]
+    return data.sum(axis=0), qsum.sum(axis=0)
