@@ -192,7 +192,8 @@ def fit_ranking(
 
 
 class _Features:
-    """The item features' embeddings E and what their exact per-feature step needs."""
+    """The item features' embeddings E and their step: Gauss-Seidel over the features, each e_f
+    given `cg_steps` CG steps on its own system with the rest fixed, like the rows."""
 
     def __init__(self, item_features, n_features, by_user, n_i, n_users, c):
         self.c = c
@@ -205,10 +206,9 @@ class _Features:
         rows = np.repeat(np.arange(n_items), np.diff(indptr))
         cols, x = np.asarray(cols, np.int64), np.asarray(x, np.float64)
         self.by_feature = _csr(cols, rows, x, self.n)
-        # Z[u, f] = sum_{i rated by u} w_ui x_if^2: the data part of e_f's Hessian
-        self.Z = kernels.feature_weights(
-            *by_user, indptr, cols.astype(np.int32), x.astype(F32), self.n
-        )
+        # Z[u, f] = sum_{i rated by u} w_ui x_if^2: e_f's data Hessian is sum_u Z[u, f] p_u p_u^T
+        Z = kernels.feature_weights(*by_user, indptr, cols.astype(np.int32), x.astype(F32), self.n)
+        self.users = kernels.feature_users(Z)
         occurrence = np.zeros(self.n)
         np.add.at(occurrence, cols, x**2 * (n_i[rows] + c.alpha0 * n_users))
         self.lam = c.reg * occurrence**c.nu
@@ -217,34 +217,51 @@ class _Features:
         """S = sum_f x_if e_f for every movie (float32 [n_items, d]; zeros without features)."""
         S = np.zeros((n_items, E.shape[1]), F32)
         for f in range(self.n):
-            items, x = self._of(f)
+            items, x = self._of(f, self.by_feature)
             S[items] += x[:, None] * E[f]
         return S
 
-    def _of(self, f):
-        f_ptr, f_items, f_x = self.by_feature
-        return f_items[f_ptr[f] : f_ptr[f + 1]], f_x[f_ptr[f] : f_ptr[f + 1]]
+    @staticmethod
+    def _of(f, csr):
+        indptr, columns, values = csr
+        return columns[indptr[f] : indptr[f + 1]], values[indptr[f] : indptr[f + 1]]
 
     def step(self, P, G_p, M, S, by_item) -> np.ndarray:
-        """One Gauss-Seidel pass over the features, each e_f the exact minimiser with the rest
-        fixed; returns the new sum_f x_if e_f."""
+        """One Gauss-Seidel pass over the features; returns the new sum_f x_if e_f."""
         d = P.shape[1]
         n_free = d if self.c.item_bias else d - 1
         Q = M + S
-        H_data = kernels.feature_hessians(P, self.Z)
         G = G_p.astype(np.float64)
         for f in range(self.n):
-            items, x = self._of(f)
+            items, x = self._of(f, self.by_feature)
             if len(items) == 0:
                 continue
-            data, qsum = kernels.feature_gradient(items, x, *by_item, P, Q)
-            g = data - G @ qsum - self.lam[f] * self.E[f]
-            H = H_data[f] + float(x.astype(np.float64) @ x) * G + self.lam[f] * np.eye(d)
-            delta = np.zeros(d)
-            delta[:n_free] = np.linalg.solve(H[:n_free, :n_free], g[:n_free])
-            self.E[f] += delta.astype(F32)
-            Q[items] += x[:, None] * delta.astype(F32)
+            delta = self._solve(f, items, x, P, G, Q, by_item, n_free)
+            self.E[f] += delta
+            Q[items] += x[:, None] * delta
         return Q - M
+
+    def _solve(self, f, items, x, P, G, Q, by_item, n_free) -> np.ndarray:
+        """CG from delta = 0 on e_f's system: (H_f + sum_i x_if^2 G + lam_f I) delta = -gradient,
+        H_f = sum_u Z[u, f] p_u p_u^T applied by a pass over the users that touch f."""
+        users, z = self._of(f, self.users)
+        data, qsum = kernels.feature_gradient(items, x, *by_item, P, Q)
+        r = data - G @ qsum - self.lam[f] * self.E[f]
+        r[n_free:] = 0.0
+        x2 = float(x.astype(np.float64) @ x)
+        delta, p, rs = np.zeros_like(r), r.copy(), r @ r
+        for _ in range(self.c.cg_steps):
+            if rs <= 1e-30:
+                break
+            ap = kernels.feature_hessian_times(users, z, P, p.astype(F32), n_free)
+            ap += x2 * (G @ p) + self.lam[f] * p
+            ap[n_free:] = 0.0
+            alpha = rs / (p @ ap)
+            delta += alpha * p
+            r -= alpha * ap
+            rs, rs_old = r @ r, rs
+            p = r + (rs / rs_old) * p
+        return delta.astype(F32)
 
 
 def fit_ratings(

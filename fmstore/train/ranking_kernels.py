@@ -8,7 +8,9 @@
 - `gramian`: alpha0 * X^T X, summed in float64 over float32 blocks (one BLAS call each).
 - `feature_weights`: Z[u, f] = sum_{i rated by u} w_ui x_if^2, the data part of the Hessian of
   feature f's embedding, one pass over the ratings.
-- `feature_hessians`: H[f] = sum_u Z[u, f] p_u p_u^T for every feature, in blocks of users.
+- `feature_hessian_times`: sum_u Z[u, f] <p_u, v> p_u, a feature's data Hessian times v, one
+  pass over the users that touch f (the d x d Hessian itself, for 40 features x 283k users,
+  would cost more than the rest of a sweep).
 - `feature_gradient`: the gradient pieces of one feature's embedding, parallel over its movies.
 
 numba is a required dependency: there is no NumPy twin to keep in step.
@@ -22,10 +24,10 @@ from numba import njit, prange
 
 # Rows per scratch block: enough blocks that threads stay busy when row lengths differ a lot.
 _BLOCKS_PER_THREAD = 16
-# feature_gradient sums its blocks' partial sums: a fixed block count (not one per thread) keeps
+# feature_gradient and feature_hessian_times sum their blocks' partial sums: a fixed block count (not one per thread) keeps
 # that order, and so the model, the same whatever the thread count.
 _GRADIENT_BLOCKS = 64
-# Users per BLAS block in `gramian` and `feature_hessians`: 16k x 257 floats = 16 MB temporaries.
+# Rows per BLAS block in `gramian`: 16k x 257 floats = 16 MB.
 _BLOCK_ROWS = 1 << 14
 
 
@@ -151,20 +153,34 @@ def feature_weights(u_indptr, u_items, u_weights, f_indptr, f_cols, f_x, n_featu
     return Z
 
 
-def feature_hessians(P: np.ndarray, Z: np.ndarray) -> np.ndarray:
-    """H[f] = sum_u Z[u, f] p_u p_u^T (float64 [n_features, d, d]), in blocks of users: each
-    block one float32 BLAS product per feature over the users that touch it, summed in float64."""
-    n_features, d = Z.shape[1], P.shape[1]
-    H = np.zeros((n_features, d, d))
-    for a in range(0, P.shape[0], _BLOCK_ROWS):
-        block, z = P[a : a + _BLOCK_ROWS], Z[a : a + _BLOCK_ROWS]
-        for f in range(n_features):
-            touched = np.flatnonzero(z[:, f])
-            if len(touched) == 0:
-                continue
-            rows = block[touched]
-            H[f] += (rows * z[touched, f, None]).T @ rows
-    return H
+def feature_users(Z: np.ndarray):
+    """Z as one sparse row per feature: (indptr int64, users int32, z float32) of its nonzeros;
+    a feature's Hessian-vector product reads only the users that touch it."""
+    users, features = np.nonzero(Z)
+    order = np.argsort(features, kind="stable")
+    indptr = np.zeros(Z.shape[1] + 1, np.int64)
+    np.cumsum(np.bincount(features, minlength=Z.shape[1]), out=indptr[1:])
+    return indptr, users[order].astype(np.int32), Z[users[order], features[order]]
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def feature_hessian_times(users, z, P, v, n_free):
+    """sum_u z_u <p_u, v> p_u over the given users (float64 [d], 0 past n_free): a feature's data
+    Hessian times v, one pass over those users' rows, without forming the d x d matrix."""
+    d = P.shape[1]
+    n = len(users)
+    n_blocks = max(1, min(n, _GRADIENT_BLOCKS))
+    out = np.zeros((n_blocks, d))
+    for b in prange(n_blocks):
+        acc = np.zeros(d, np.float32)
+        for t in range(b * n // n_blocks, (b + 1) * n // n_blocks):
+            p = P[users[t]]
+            coef = z[t] * _dot(p, v, n_free)
+            for c in range(n_free):
+                acc[c] += coef * p[c]
+        for c in range(n_free):
+            out[b, c] = acc[c]
+    return out.sum(axis=0)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
