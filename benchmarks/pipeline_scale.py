@@ -111,8 +111,11 @@ def child(kind: str, args, cache: Path | None = None) -> dict:
     cmd += ["--cache", str(cache or args.cache), "--factors", str(args.factors)]
     cmd += ["--sweeps", str(args.sweeps), "--fm-epochs", str(args.fm_epochs)]
     print(f"running {kind} ...", file=sys.stderr, flush=True)
+    env = dict(os.environ)
+    if kind == "implicit":  # as implicit asks: its threads call BLAS, which must not start more
+        env["OPENBLAS_NUM_THREADS"] = env["MKL_NUM_THREADS"] = "1"
     before = os.getloadavg()[0]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"the {kind} phase failed (exit {proc.returncode}); see above")

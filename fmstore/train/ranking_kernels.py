@@ -8,9 +8,9 @@
 - `gramian`: alpha0 * X^T X, summed in float64 over float32 blocks (one BLAS call each).
 - `feature_weights`: Z[u, f] = sum_{i rated by u} w_ui x_if^2, the data part of the Hessian of
   feature f's embedding, one pass over the ratings.
-- `feature_hessian_times`: sum_u Z[u, f] <p_u, v> p_u, a feature's data Hessian times v, one
-  pass over the users that touch f (the d x d Hessian itself, for 40 features x 283k users,
-  would cost more than the rest of a sweep).
+- `feature_cg`: CG steps on one feature's system, its data Hessian sum_u Z[u, f] p_u p_u^T
+  applied by a pass over the users that touch f (the d x d Hessians themselves, for 40 features
+  x 283k users, would cost more than the rest of a sweep).
 - `feature_gradient`: the gradient pieces of one feature's embedding, parallel over its movies.
 
 numba is a required dependency: there is no NumPy twin to keep in step.
@@ -24,47 +24,56 @@ from numba import njit, prange
 
 # Rows per scratch block: enough blocks that threads stay busy when row lengths differ a lot.
 _BLOCKS_PER_THREAD = 16
-# feature_gradient and feature_hessian_times sum their blocks' partial sums: a fixed block count (not one per thread) keeps
+# feature_gradient sums its blocks' partial sums: a fixed block count (not one per thread) keeps
 # that order, and so the model, the same whatever the thread count.
 _GRADIENT_BLOCKS = 64
 # Rows per BLAS block in `gramian`: 16k x 257 floats = 16 MB.
 _BLOCK_ROWS = 1 << 14
 
 
+# The helpers index 2-D arrays by (row, column) rather than taking row views: numba vectorises
+# these loops, where a view per row (V[j]) made the same kernel several times slower.
+
+
 @njit(inline="always", fastmath=True)
-def _dot(a, b, n):
+def _dot_row(A, i, b, n):
+    """<A[i, :n], b[:n]> in float32."""
     s = np.float32(0.0)
     for c in range(n):
-        s += a[c] * b[c]
+        s += A[i, c] * b[c]
     return s
+
+
+@njit(inline="always", fastmath=True)
+def _add_row(out, coef, A, i, n):
+    """out[:n] += coef * A[i, :n]."""
+    for c in range(n):
+        out[c] += coef * A[i, c]
 
 
 @njit(inline="always", fastmath=True)
 def _matvec(G, z, n_out, n_in, out):
     """out[:n_out] = G[:n_out, :n_in] @ z[:n_in]; G row-major, so each row is a contiguous dot."""
     for a in range(n_out):
-        out[a] = _dot(G[a], z, n_in)
+        out[a] = _dot_row(G, a, z, n_in)
 
 
 @njit(fastmath=True)
 def _cg_row(
     row, indptr, indices, weights, V, G, lam, X, offset, has_offset, n_free, steps, z, r, p, ap
-):  # noqa: E501
+):
     """CG on row `row`: min_x sum_j w_j (<x + o, v_j> - 1)^2 + (x + o)^T G (x + o) + lam |x|^2
     over x[:n_free], warm-started from X[row] (updated in place)."""
     d = X.shape[1]
-    x = X[row]
     for c in range(d):
-        z[c] = x[c] + offset[row, c] if has_offset else x[c]
+        z[c] = X[row, c] + offset[row, c] if has_offset else X[row, c]
     # r = b - A x = sum_j w_j (1 - <z, v_j>) v_j - G z - lam x, on the free coordinates only
     _matvec(G, z, n_free, d, r)
     for a in range(n_free):
-        r[a] = -r[a] - lam[row] * x[a]
+        r[a] = -r[a] - lam[row] * X[row, a]
     for t in range(indptr[row], indptr[row + 1]):
-        v = V[indices[t]]
-        coef = weights[t] * (np.float32(1.0) - _dot(v, z, d))
-        for a in range(n_free):
-            r[a] += coef * v[a]
+        j = indices[t]
+        _add_row(r, weights[t] * (np.float32(1.0) - _dot_row(V, j, z, d)), V, j, n_free)
     rs = 0.0  # float64 scalars: the step sizes must not underflow near convergence
     for a in range(n_free):
         p[a] = r[a]
@@ -77,10 +86,8 @@ def _cg_row(
         for a in range(n_free):
             ap[a] += lam[row] * p[a]
         for t in range(indptr[row], indptr[row + 1]):
-            v = V[indices[t]]
-            coef = weights[t] * _dot(v, p, n_free)
-            for a in range(n_free):
-                ap[a] += coef * v[a]
+            j = indices[t]
+            _add_row(ap, weights[t] * _dot_row(V, j, p, n_free), V, j, n_free)
         pap = 0.0
         for a in range(n_free):
             pap += p[a] * ap[a]
@@ -89,7 +96,7 @@ def _cg_row(
         alpha = np.float32(rs / pap)
         rs_new = 0.0
         for a in range(n_free):
-            x[a] += alpha * p[a]
+            X[row, a] += alpha * p[a]
             r[a] -= alpha * ap[a]
             rs_new += r[a] * r[a]
         beta = np.float32(rs_new / rs)
@@ -163,24 +170,45 @@ def feature_users(Z: np.ndarray):
     return indptr, users[order].astype(np.int32), Z[users[order], features[order]]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def feature_hessian_times(users, z, P, v, n_free):
-    """sum_u z_u <p_u, v> p_u over the given users (float64 [d], 0 past n_free): a feature's data
-    Hessian times v, one pass over those users' rows, without forming the d x d matrix."""
+@njit(fastmath=True, cache=True)
+def _hessian_times(users, z, P, v, n_free, out):
+    """out = sum_u z_u <p_u, v> p_u over the given users (0 past n_free): a feature's data Hessian
+    times v, one pass over those users' rows, without forming the d x d matrix."""
+    out[:] = 0.0
+    for t in range(len(users)):
+        u = users[t]
+        _add_row(out, z[t] * _dot_row(P, u, v, n_free), P, u, n_free)
+
+
+@njit(cache=True)
+def feature_cg(users, z, P, G, r, x2, lam, n_free, steps):
+    """`steps` CG steps from delta = 0 on one feature's system
+
+        (sum_u z_u p_u p_u^T + x2 G + lam I) delta = r        (r: its negative gradient)
+
+    over the first n_free coordinates; returns delta (float32 [d]). One thread: a feature's
+    products are a few milliseconds each, less than what waking the other threads costs when
+    the machine is shared (tens of them per sweep)."""
     d = P.shape[1]
-    n = len(users)
-    n_blocks = max(1, min(n, _GRADIENT_BLOCKS))
-    out = np.zeros((n_blocks, d))
-    for b in prange(n_blocks):
-        acc = np.zeros(d, np.float32)
-        for t in range(b * n // n_blocks, (b + 1) * n // n_blocks):
-            p = P[users[t]]
-            coef = z[t] * _dot(p, v, n_free)
-            for c in range(n_free):
-                acc[c] += coef * p[c]
-        for c in range(n_free):
-            out[b, c] = acc[c]
-    return out.sum(axis=0)
+    delta = np.zeros(d)
+    r = r.copy()
+    r[n_free:] = 0.0
+    p = r.copy()
+    hv = np.zeros(d, np.float32)
+    rs = r @ r
+    for _ in range(steps):
+        if rs <= 1e-30:
+            break
+        _hessian_times(users, z, P, p.astype(np.float32), n_free, hv)
+        ap = hv.astype(np.float64) + x2 * (G @ p) + lam * p
+        ap[n_free:] = 0.0
+        alpha = rs / (p @ ap)
+        delta += alpha * p
+        r -= alpha * ap
+        rs_new = r @ r
+        p = r + (rs_new / rs) * p
+        rs = rs_new
+    return delta.astype(np.float32)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
@@ -196,14 +224,11 @@ def feature_gradient(items, xs, r_indptr, r_users, r_weights, P, Q):
         acc = np.zeros(d, np.float32)
         for t in range(b * n // n_blocks, (b + 1) * n // n_blocks):
             i, x = items[t], xs[t]
-            q = Q[i]
-            for c in range(d):
-                acc[c] = 0.0
+            q = Q[i].copy()
+            acc[:] = 0.0
             for k in range(r_indptr[i], r_indptr[i + 1]):
-                pu = P[r_users[k]]
-                coef = r_weights[k] * (np.float32(1.0) - _dot(pu, q, d))
-                for c in range(d):
-                    acc[c] += coef * pu[c]
+                u = r_users[k]
+                _add_row(acc, r_weights[k] * (np.float32(1.0) - _dot_row(P, u, q, d)), P, u, d)
             for c in range(d):
                 data[b, c] += x * acc[c]
                 qsum[b, c] += x * q[c]
