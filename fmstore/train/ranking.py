@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from fmstore.config import RankingConfig
@@ -84,10 +85,7 @@ def confidence(rating: np.ndarray, kind: str, alpha: float) -> np.ndarray:
 
 def _csr(rows, cols, vals, n_rows):
     """(indptr int64, columns int32, values float32) of the triples, one row per `rows` value."""
-    order = np.argsort(rows, kind="stable")
-    indptr = np.zeros(n_rows + 1, np.int64)
-    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
-    return indptr, np.asarray(cols)[order].astype(np.int32), np.asarray(vals)[order].astype(F32)
+    return kernels.csr(np.asarray(rows), np.asarray(cols), np.asarray(vals), n_rows)
 
 
 def _normal(rng, shape, std) -> np.ndarray:
@@ -237,13 +235,14 @@ class _Features:
         n_free = d if self.c.item_bias else d - 1
         Q = M + S
         G = G_p.astype(np.float64)
-        for f in range(self.n):
-            items, x = self._of(f, self.by_feature)
-            if len(items) == 0:
-                continue
-            delta = self._solve(f, items, x, P, G, Q, by_item, n_free)
-            self.E[f] += delta
-            Q[items] += x[:, None] * delta
+        with numba.parallel_chunksize(1):  # blocks to whichever thread is free
+            for f in range(self.n):
+                items, x = self._of(f, self.by_feature)
+                if len(items) == 0:
+                    continue
+                delta = self._solve(f, items, x, P, G, Q, by_item, n_free)
+                self.E[f] += delta
+                Q[items] += x[:, None] * delta
         return Q - M
 
     def _solve(self, f, items, x, P, G, Q, by_item, n_free) -> np.ndarray:

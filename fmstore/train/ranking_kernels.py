@@ -22,11 +22,15 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-# Rows per scratch block: enough blocks that threads stay busy when row lengths differ a lot.
+# Rows per scratch block: enough blocks that threads stay busy when row lengths differ a lot or
+# when one thread is descheduled on a shared machine: blocks are handed out as threads come free
+# (numba.parallel_chunksize(1)) rather than split evenly up front, as implicit's OpenMP loops do.
 _BLOCKS_PER_THREAD = 16
-# feature_gradient sums its blocks' partial sums: a fixed block count (not one per thread) keeps
-# that order, and so the model, the same whatever the thread count.
+# feature_gradient and _hessian_times_parallel sum their blocks' partial sums: a fixed block
+# count (not one per thread) keeps that order, and so the model, the same whatever the threads.
 _GRADIENT_BLOCKS = 64
+# Users of a feature from which its Hessian-vector products run on every thread (~4 ms on one).
+_PARALLEL_USERS = 1 << 15
 # Rated columns a row may copy into its cache-resident buffer: 512 x 257 floats = 0.5 MB.
 _BUFFER_ROWS = 512
 # Rows per BLAS block in `gramian`: 16k x 257 floats = 16 MB.
@@ -164,11 +168,31 @@ def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int) -> None:
         _rotate(A, U)
     # blocks only share out the rows: each row's arithmetic is the same whatever their number
     n_blocks = max(1, min(X.shape[0], _BLOCKS_PER_THREAD * numba.get_num_threads()))
-    _cg_rows(
-        indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks
-    )
+    with numba.parallel_chunksize(1):  # a block to whichever thread is free
+        _cg_rows(
+            indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks
+        )
     for A in turned:
         _rotate(A, U.T.copy())
+
+
+@njit(cache=True)
+def csr(rows, cols, vals, n_rows):
+    """(indptr int64, columns int32, values float32) of the triples grouped by row, in their
+    order within a row: a counting sort, one pass to count and one to place (an argsort of 27M
+    keys took seconds)."""
+    indptr = np.zeros(n_rows + 1, np.int64)
+    for r in rows:
+        indptr[r + 1] += 1
+    indptr = np.cumsum(indptr)
+    fill = indptr[:-1].copy()
+    out_cols = np.empty(len(rows), np.int32)
+    out_vals = np.empty(len(rows), np.float32)
+    for t in range(len(rows)):
+        k = fill[rows[t]]
+        out_cols[k], out_vals[k] = cols[t], vals[t]
+        fill[rows[t]] += 1
+    return indptr, out_cols, out_vals
 
 
 def gramian(X: np.ndarray, alpha0: float) -> np.ndarray:
@@ -206,13 +230,37 @@ def feature_users(Z: np.ndarray):
 
 
 @njit(fastmath=True, cache=True)
-def _hessian_times(users, z, P, v, n_free, out):
-    """out = sum_u z_u <p_u, v> p_u over the given users (0 past n_free): a feature's data Hessian
-    times v, one pass over those users' rows, without forming the d x d matrix."""
+def _hessian_times_part(users, z, P, v, n_free, first, end, out):
+    """out[:n_free] = sum_t z_t <p_u, v> p_u over users[first:end] (u = users[t])."""
     out[:] = 0.0
-    for t in range(len(users)):
+    for t in range(first, end):
         u = users[t]
         _add_row(out, z[t] * _dot_row(P, u, v, n_free), P, u, n_free)
+
+
+@njit(parallel=True, cache=True)
+def _hessian_times_parallel(users, z, P, v, n_free, out):
+    n_blocks = _GRADIENT_BLOCKS
+    parts = np.zeros((n_blocks, P.shape[1]), np.float32)
+    n = len(users)
+    for b in prange(n_blocks):
+        _hessian_times_part(users, z, P, v, n_free, b * n // n_blocks, (b + 1) * n // n_blocks,
+                            parts[b])  # fmt: skip
+    out[:] = 0.0
+    for b in range(n_blocks):
+        out += parts[b]
+
+
+@njit(cache=True)
+def _hessian_times(users, z, P, v, n_free, out):
+    """out = sum_u z_u <p_u, v> p_u over the given users (0 past n_free): a feature's data Hessian
+    times v, one pass over those users' rows, without forming the d x d matrix. A feature of few
+    users runs on one thread: waking the others costs more than its pass when the machine is
+    shared (a sweep has hundreds of these products)."""
+    if len(users) < _PARALLEL_USERS:
+        _hessian_times_part(users, z, P, v, n_free, 0, len(users), out)
+    else:
+        _hessian_times_parallel(users, z, P, v, n_free, out)
 
 
 @njit(cache=True)
@@ -221,9 +269,7 @@ def feature_cg(users, z, P, G, r, x2, lam, n_free, steps):
 
         (sum_u z_u p_u p_u^T + x2 G + lam I) delta = r        (r: its negative gradient)
 
-    over the first n_free coordinates; returns delta (float32 [d]). One thread: a feature's
-    products are a few milliseconds each, less than what waking the other threads costs when
-    the machine is shared (tens of them per sweep)."""
+    over the first n_free coordinates; returns delta (float32 [d])."""
     d = P.shape[1]
     delta = np.zeros(d)
     r = r.copy()
