@@ -26,11 +26,13 @@ from numba import njit, prange
 # when one thread is descheduled on a shared machine: blocks are handed out as threads come free
 # (numba.parallel_chunksize(1)) rather than split evenly up front, as implicit's OpenMP loops do.
 _BLOCKS_PER_THREAD = 16
-# feature_gradient and _hessian_times_parallel sum their blocks' partial sums: a fixed block
+# feature_gradient and _hessian_times sum their blocks' partial sums: a fixed block
 # count (not one per thread) keeps that order, and so the model, the same whatever the threads.
 _GRADIENT_BLOCKS = 64
-# Users of a feature from which its Hessian-vector products run on every thread (~4 ms on one).
+# Users of a feature, and ratings of its movies, from which its Hessian-vector products and its
+# gradient run on every thread (a few milliseconds on one).
 _PARALLEL_USERS = 1 << 15
+_PARALLEL_ENTRIES = 1 << 15
 # Rated columns a row may copy into its cache-resident buffer: 512 x 257 floats = 0.5 MB.
 _BUFFER_ROWS = 512
 # Rows per BLAS block in `gramian`: 16k x 257 floats = 16 MB.
@@ -239,28 +241,30 @@ def _hessian_times_part(users, z, P, v, n_free, first, end, out):
 
 
 @njit(parallel=True, cache=True)
-def _hessian_times_parallel(users, z, P, v, n_free, out):
-    n_blocks = _GRADIENT_BLOCKS
-    parts = np.zeros((n_blocks, P.shape[1]), np.float32)
-    n = len(users)
+def _hessian_blocks_parallel(users, z, P, v, n_free, parts):
+    n, n_blocks = len(users), parts.shape[0]
     for b in prange(n_blocks):
         _hessian_times_part(users, z, P, v, n_free, b * n // n_blocks, (b + 1) * n // n_blocks,
                             parts[b])  # fmt: skip
-    out[:] = 0.0
-    for b in range(n_blocks):
-        out += parts[b]
 
 
 @njit(cache=True)
 def _hessian_times(users, z, P, v, n_free, out):
     """out = sum_u z_u <p_u, v> p_u over the given users (0 past n_free): a feature's data Hessian
-    times v, one pass over those users' rows, without forming the d x d matrix. A feature of few
-    users runs on one thread: waking the others costs more than its pass when the machine is
-    shared (a sweep has hundreds of these products)."""
-    if len(users) < _PARALLEL_USERS:
-        _hessian_times_part(users, z, P, v, n_free, 0, len(users), out)
+    times v, one pass over those users' rows, without forming the d x d matrix. The same blocks
+    of users either way; on every thread only for a feature of many users (a sweep has hundreds
+    of these products, and waking the threads costs a time slice on a shared machine)."""
+    n, n_blocks = len(users), _GRADIENT_BLOCKS
+    parts = np.zeros((n_blocks, P.shape[1]), np.float32)
+    if n >= _PARALLEL_USERS:
+        _hessian_blocks_parallel(users, z, P, v, n_free, parts)
     else:
-        _hessian_times_parallel(users, z, P, v, n_free, out)
+        for b in range(n_blocks):
+            _hessian_times_part(users, z, P, v, n_free, b * n // n_blocks,
+                                (b + 1) * n // n_blocks, parts[b])  # fmt: skip
+    out[:] = 0.0
+    for b in range(n_blocks):
+        out += parts[b]
 
 
 @njit(cache=True)
@@ -292,25 +296,49 @@ def feature_cg(users, z, P, G, r, x2, lam, n_free, steps):
     return delta.astype(np.float32)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(fastmath=True, cache=True)
+def _gradient_part(items, xs, first, end, r_indptr, r_users, r_weights, P, Q, data, qsum):
+    """data += sum_t x_t sum_{u rated i} w_ui (1 - <p_u, q_i>) p_u, qsum += sum_t x_t q_i over
+    items[first:end] (i = items[t])."""
+    d = Q.shape[1]
+    acc = np.zeros(d, np.float32)
+    for t in range(first, end):
+        i, x = items[t], xs[t]
+        q = Q[i].copy()
+        acc[:] = 0.0
+        for k in range(r_indptr[i], r_indptr[i + 1]):
+            u = r_users[k]
+            _add_row(acc, r_weights[k] * (np.float32(1.0) - _dot_row(P, u, q, d)), P, u, d)
+        for c in range(d):
+            data[c] += x * acc[c]
+            qsum[c] += x * q[c]
+
+
+@njit(parallel=True, cache=True)
+def _gradient_blocks_parallel(items, xs, r_indptr, r_users, r_weights, P, Q, data, qsum):
+    n, n_blocks = len(items), data.shape[0]
+    for b in prange(n_blocks):
+        _gradient_part(items, xs, b * n // n_blocks, (b + 1) * n // n_blocks, r_indptr, r_users,
+                       r_weights, P, Q, data[b], qsum[b])  # fmt: skip
+
+
+@njit(cache=True)
+def _gradient_blocks_serial(items, xs, r_indptr, r_users, r_weights, P, Q, data, qsum):
+    n, n_blocks = len(items), data.shape[0]
+    for b in range(n_blocks):
+        _gradient_part(items, xs, b * n // n_blocks, (b + 1) * n // n_blocks, r_indptr, r_users,
+                       r_weights, P, Q, data[b], qsum[b])  # fmt: skip
+
+
 def feature_gradient(items, xs, r_indptr, r_users, r_weights, P, Q):
     """For the movies `items` carrying a feature with weights `xs`: (sum_i x_i sum_{u rated i}
-    w_ui (1 - <p_u, q_i>) p_u, sum_i x_i q_i), both float64 [d]; parallel over the movies."""
-    d = Q.shape[1]
-    n = len(items)
-    n_blocks = max(1, min(n, _GRADIENT_BLOCKS))
-    data = np.zeros((n_blocks, d))
-    qsum = np.zeros((n_blocks, d))
-    for b in prange(n_blocks):
-        acc = np.zeros(d, np.float32)
-        for t in range(b * n // n_blocks, (b + 1) * n // n_blocks):
-            i, x = items[t], xs[t]
-            q = Q[i].copy()
-            acc[:] = 0.0
-            for k in range(r_indptr[i], r_indptr[i + 1]):
-                u = r_users[k]
-                _add_row(acc, r_weights[k] * (np.float32(1.0) - _dot_row(P, u, q, d)), P, u, d)
-            for c in range(d):
-                data[b, c] += x * acc[c]
-                qsum[b, c] += x * q[c]
-    return data.sum(axis=0), qsum.sum(axis=0)
+    w_ui (1 - <p_u, q_i>) p_u, sum_i x_i q_i), both float64 [d]. The same blocks of movies
+    either way; on every thread only when the feature has enough ratings to pay for waking them
+    (a shared machine makes that a time slice)."""
+    n_blocks = max(1, min(len(items), _GRADIENT_BLOCKS))
+    data = np.zeros((n_blocks, Q.shape[1]), np.float32)
+    qsum = np.zeros((n_blocks, Q.shape[1]), np.float32)
+    entries = int((r_indptr[items + 1] - r_indptr[items]).sum())
+    blocks = _gradient_blocks_parallel if entries >= _PARALLEL_ENTRIES else _gradient_blocks_serial
+    blocks(items, xs, r_indptr, r_users, r_weights, P, Q, data, qsum)
+    return data.astype(np.float64).sum(axis=0), qsum.astype(np.float64).sum(axis=0)
