@@ -54,3 +54,33 @@ def test_enough_cg_steps_reach_the_dense_solve(n_free, with_offset):
     np.testing.assert_allclose(X, expected, rtol=1e-4, atol=1e-5)
     # the columns' matrix is turned into G's eigenbasis and back: unchanged to rounding
     np.testing.assert_allclose(V, V_before, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_free", [9, 8])
+@pytest.mark.parametrize("with_offset", [False, True])
+def test_the_torch_twin_takes_the_same_cg_steps(n_free, with_offset):
+    """ranking_torch.cg_rows (the GPU path, run here on CPU) against the numba kernels: three
+    steps, far from converged, so the iterates themselves are compared; blocks of at most 100
+    entries (the long row alone in one)."""
+    import torch
+
+    from fmstore.train import ranking_torch
+
+    csr, V, G, lam, X, offset = _problem(seed=7 + n_free)
+    offset = offset if with_offset else None
+    expected = X.copy()
+    kernels.cg_rows(csr, V.copy(), G, lam, expected, offset, n_free, steps=3)
+    got = torch.from_numpy(X.copy())
+    tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in csr]
+    ranking_torch.cg_rows(
+        tensors,
+        torch.from_numpy(V),
+        torch.from_numpy(G),
+        torch.from_numpy(lam),
+        got,
+        None if offset is None else torch.from_numpy(offset),
+        n_free,
+        steps=3,
+        max_entries=100,
+    )
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-5)
