@@ -23,7 +23,9 @@ solve, so the stored user vectors are the closed form r_u = A_u^-1 sum_j w_uj r_
 item vectors (with c_i = 0; A_u = alpha0 R^T R + sum_j w_uj r_j r_j^T + lam_u I). Rows are
 independent within a half step: a seed gives the same vectors whatever the thread count. Factors
 are float32 (Gramians summed in float64); the inner loops are fused per-row numba kernels
-(ranking_kernels.py), so memory is the factor matrices and the ratings' two CSR copies.
+(ranking_kernels.py), so memory is the factor matrices and the ratings' two CSR copies. The
+genre and year embeddings get a Gauss-Seidel pass a sweep, each FEATURE_CG_STEPS CG steps on its
+own system with the rest fixed (`_Features`).
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ ProgressFn = Callable[[str, int, int], None]  # (message, done, total)
 FINAL_USER_CG_STEPS = 16
 # CG steps on each genre or year embedding per sweep (rows get config.cg_steps). The feature step
 # used to be an exact solve; 8 steps from the current embedding keep its served ranking on
-# ml-latest-small (Recall@10 0.2531, NDCG@10 0.2649 vs 0.2530, 0.2647; 3 steps: 0.2528, 0.2643)
-# and cost a pass over the users that touch the feature each.
+# ml-latest-small (`fmstore train`: Recall@10 0.2530, NDCG@10 0.2648 vs 0.2530, 0.2647 with the
+# exact solve; 3 steps: 0.2528, 0.2643) and cost a pass over the users that touch the feature each.
 FEATURE_CG_STEPS = 8
 
 
