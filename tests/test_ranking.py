@@ -1,5 +1,6 @@
-"""The ranking model (fmstore/train/ranking.py): it finds the planted groups, its NumPy path
-(no numba) gives the numba path's answers, and its serving math (whitening, fold-in) is exact."""
+"""The ranking model (fmstore/train/ranking.py): it finds the planted groups, its stored user
+vectors solve their normal equations exactly, it warm-starts and reports progress, and its
+serving math (whitening, fold-in) is exact."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from fmstore import runs
 from fmstore.config import RankingConfig
 from fmstore.features import Vocabulary, encode, ranking_item_features
 from fmstore.serving import implicit_weight, ranking_lambda, whiten_items, whitened_fold_in
-from fmstore.train import ranking_kernels
+from fmstore.threads import apply_threads
 from fmstore.train.ranking import fit_ranking
 
 # planted users rate at random: only the confidence in liked movies tells their taste
@@ -29,7 +30,7 @@ def planted_data(planted_dataset):
     return d, vocab, enc, features, n_features
 
 
-def _fit(planted_data, use_numba, config=CONFIG):
+def _fit(planted_data, config=CONFIG, **options):
     d, vocab, enc, features, n_features = planted_data
     return fit_ranking(
         enc.user,
@@ -40,13 +41,13 @@ def _fit(planted_data, use_numba, config=CONFIG):
         features,
         n_features,
         config,
-        use_numba=use_numba,
+        **options,
     )
 
 
 def test_users_get_their_groups_movies_first(planted_data):
     d, vocab, enc, _, _ = planted_data
-    model = _fit(planted_data, None)
+    model = _fit(planted_data)
     scores = model.scores(np.arange(len(vocab.user_ids)))
     scores[enc.user, enc.item] = -np.inf  # what they rated
     top = np.argsort(-scores, axis=1)[:, :3]
@@ -57,21 +58,64 @@ def test_users_get_their_groups_movies_first(planted_data):
     assert np.mean(right) >= 0.95
 
 
-@pytest.mark.skipif(not ranking_kernels.available(), reason="numba not installed")
+def _closed_form(model, enc, config, u):
+    """The exact solve of user u's normal equations against the model's movie rows [r_i, c_i]:
+    min_x sum_{j rated} w_j (<x, r_j> + c_j - 1)^2 + alpha0 sum_i (<x, r_i> + c_i)^2 + lam |x|^2."""
+    q = model.item_rows.astype(np.float64)
+    k = q.shape[1] - 1
+    gramian = config.alpha0 * q.T @ q
+    mine = enc.user == u
+    rated = enc.item[mine]
+    w = implicit_weight(enc.rating[mine], config.confidence, config.conf_alpha)
+    lam = ranking_lambda(config.reg, config.alpha0, config.nu, len(q), len(rated))
+    r, c = q[rated, :k], q[rated, k]
+    A = gramian[:k, :k] + (r * w[:, None]).T @ r + lam * np.eye(k)
+    b = (w * (1.0 - c)) @ r - gramian[:k, k]
+    return np.linalg.solve(A, b)
+
+
 @pytest.mark.parametrize("item_bias", [False, True])
-def test_numpy_path_gives_the_numba_answer(planted_data, item_bias):
+def test_stored_user_vectors_solve_their_normal_equations(planted_data, item_bias):
     config = RankingConfig(factors=8, reg=0.1, conf_alpha=5.0, iterations=4, item_bias=item_bias)
-    with_numba = _fit(planted_data, True, config)
-    without = _fit(planted_data, False, config)
+    _, vocab, enc, _, _ = planted_data
+    model = _fit(planted_data, config)
+    for u in range(len(vocab.user_ids)):
+        exact = _closed_form(model, enc, config, u)
+        error = np.linalg.norm(model.user_vectors[u] - exact) / np.linalg.norm(exact)
+        assert error < 1e-4, (u, error)
+
+
+def test_a_seed_gives_the_same_model_whatever_the_thread_count(planted_data):
+    one = _fit(planted_data, seed=3)
+    apply_threads(1)
+    try:
+        other = _fit(planted_data, seed=3)
+    finally:
+        apply_threads(None)
     for name in ("user_vectors", "item_vectors", "item_scalar", "feature_vectors"):
-        np.testing.assert_allclose(
-            getattr(without, name), getattr(with_numba, name), rtol=1e-4, atol=1e-6
-        )
+        np.testing.assert_array_equal(getattr(one, name), getattr(other, name))
+
+
+def test_progress_hears_each_sweep_and_a_warm_start_starts_near_the_end(planted_data):
+    heard = []
+    config = RankingConfig(factors=8, reg=0.1, conf_alpha=5.0, iterations=3)
+    cold = _fit(planted_data, config, progress=lambda m, done, total: heard.append((m, done)))
+    assert [done for _, done in heard] == [1, 2, 3]
+    assert heard[0][0].startswith("ranking sweep 1/3 (")
+    assert len(cold.sweep_seconds) == 3
+    # one more sweep from the fitted model moves the movies far less than a first sweep does
+    one = RankingConfig(factors=8, reg=0.1, conf_alpha=5.0, iterations=1)
+    warm = _fit(planted_data, one, init=cold)
+    again = _fit(planted_data, one)
+    moved_warm = np.linalg.norm(warm.item_vectors - cold.item_vectors)
+    moved_cold = np.linalg.norm(again.item_vectors - cold.item_vectors)
+    assert moved_warm < 0.5 * moved_cold
+    np.testing.assert_allclose(warm.feature_vectors, cold.feature_vectors, atol=0.05)
 
 
 def test_unrated_movies_are_their_features(planted_data):
     d, *_ = planted_data
-    model = _fit(planted_data, None)
+    model = _fit(planted_data)
     # the two unrated Action movies share genre and (maybe) year bucket: nonzero vectors, and the
     # Action fans rank them above the other groups' unrated movies
     unrated = [j for j, m in enumerate(d.movies.movie_id) if m not in set(d.ratings.movie_id)]
@@ -79,7 +123,7 @@ def test_unrated_movies_are_their_features(planted_data):
 
 
 def test_whitened_vectors_and_fold_in_are_the_ranking_models_user_step(planted_data):
-    model = _fit(planted_data, None)
+    model = _fit(planted_data)
     c = CONFIG
     n_items = model.item_vectors.shape[0]
     lam = ranking_lambda(c.reg, c.alpha0, c.nu, n_items)
@@ -129,7 +173,7 @@ def test_cli_trains_validates_and_refits(tmp_path, fmstore_cli):
 @pytest.mark.parametrize("group", range(len(GROUPS)))
 def test_planted_fans_of_a_group_get_it_from_both_methods(planted_data, group):
     d, *_ = planted_data
-    model = _fit(planted_data, None)
+    model = _fit(planted_data)
     col = {int(m): j for j, m in enumerate(d.movies.movie_id)}
     liked = np.array([col[m] for m in rated_movie_ids(group)[:3]])
     stars = np.full(3, 5.0)

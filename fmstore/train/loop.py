@@ -179,14 +179,18 @@ def train(
 
 
 def fit_ranking_model(ratings: Ratings, vocab, dataset: Dataset, config: TrainConfig, progress):
-    """The ranking model of `ratings` when the config asks for one (ranking.py; numpy + numba)."""
+    """The ranking model of `ratings` when the config asks for one (ranking.py; numba kernels);
+    `progress` hears after each of its sweeps."""
     if not config.ranking or len(ratings) == 0:
         return None
     from fmstore.train.ranking import fit_ratings
 
+    ranking_config = config.ranking_config
     if progress:
-        progress("fitting the ranking model", 0, 1)
-    return fit_ratings(ratings, vocab, dataset.movies, config.ranking_config, seed=config.seed)
+        progress("fitting the ranking model", 0, ranking_config.iterations)
+    return fit_ratings(
+        ratings, vocab, dataset.movies, ranking_config, seed=config.seed, progress=progress
+    )
 
 
 def prepare(dataset: Dataset, train_ratings: Ratings, valid_ratings: Ratings, config, device):

@@ -1,169 +1,344 @@
-"""The two inner loops of the ranking model's fit (ranking.py), as numba kernels when numba is
-installed and as NumPy with the same arithmetic when it is not (slower, same answers).
+"""The inner loops of the ranking model's fit (ranking.py), as float32 numba kernels.
 
-- `sparse_apply`: for each row r, sum over its entries t of w_t (target - <v_j, z_r>) v_j: the
-  data term of a least-squares gradient (target 1) or of a Hessian-vector product (target 0).
-- `feature_step`: Gauss-Seidel over the item features: for each feature f the exact minimiser of
-  the loss in the first n_free coordinates of its embedding e_f with everything else fixed, then
-  the item rows that carry f are moved with it.
+- `cg_rows`: for every row (a user, or a movie) a few conjugate-gradient steps on its own least
+  squares system, done while the row is in cache (as implicit's `_als.pyx`, after Takacs et al.
+  2011): the residual r = b - A x is built from the Gramian G and the row's rated columns, then
+  each step is one Hessian-vector product over the same rated columns. Rows run in parallel
+  (`prange`) with a few d-sized scratch vectors per block of rows: no [n_rows, d] temporaries.
+- `gramian`: alpha0 * X^T X, summed in float64 over float32 blocks (one BLAS call each).
+- `feature_weights`: Z[u, f] = sum_{i rated by u} w_ui x_if^2, the data part of the Hessian of
+  feature f's embedding, one pass over the ratings.
+- `feature_cg`: CG steps on one feature's system, its data Hessian sum_u Z[u, f] p_u p_u^T
+  applied by a pass over the users that touch f (the d x d Hessians themselves, for 40 features
+  x 283k users, would cost more than the rest of a sweep).
+- `feature_gradient`: the gradient pieces of one feature's embedding, parallel over its movies.
+
+numba is a required dependency: there is no NumPy twin to keep in step.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+from numba import njit, prange
 
-try:  # numba is optional: without it the NumPy versions below run
-    import numba
-    from numba import njit, prange
-except ImportError:  # pragma: no cover - exercised by forcing use_numba=False in the tests
-    numba = None
-
-_CHUNK = 1 << 15  # entries per NumPy block: bounds the [entries, d] temporaries
-
-
-def available() -> bool:
-    return numba is not None
-
-
-# ---- NumPy ----------------------------------------------------------------------------------------
-
-
-def _segment_sum(values: np.ndarray, indptr: np.ndarray, n_rows: int) -> np.ndarray:
-    """Sum of values[indptr[r]:indptr[r+1]] for each row r (empty rows: 0)."""
-    out = np.zeros((n_rows, values.shape[1]))
-    lengths = np.diff(indptr)
-    nonempty = np.flatnonzero(lengths)
-    if len(nonempty):
-        out[nonempty] = np.add.reduceat(values, indptr[:-1][nonempty], axis=0)
-    return out
+# Rows per scratch block: enough blocks that threads stay busy when row lengths differ a lot or
+# when one thread is descheduled on a shared machine: blocks are handed out as threads come free
+# (numba.parallel_chunksize(1)) rather than split evenly up front, as implicit's OpenMP loops do.
+_BLOCKS_PER_THREAD = 16
+# feature_gradient and _hessian_times sum their blocks' partial sums: a fixed block
+# count (not one per thread) keeps that order, and so the model, the same whatever the threads.
+_GRADIENT_BLOCKS = 64
+# Users of a feature, and ratings of its movies, from which its Hessian-vector products and its
+# gradient run on every thread (a few milliseconds on one).
+_PARALLEL_USERS = 1 << 15
+_PARALLEL_ENTRIES = 1 << 15
+# Rated columns a row may copy into its cache-resident buffer: 512 x 257 floats = 0.5 MB.
+_BUFFER_ROWS = 512
+# Rows per BLAS block in `gramian`: 16k x 257 floats = 16 MB.
+_BLOCK_ROWS = 1 << 14
 
 
-def sparse_apply_numpy(indptr, indices, weights, V, Z, target, out) -> None:
-    n_rows = Z.shape[0]
+# The helpers index 2-D arrays by (row, column) rather than taking row views: numba vectorises
+# these loops, where a view per row (V[j]) made the same kernel several times slower.
+
+
+@njit(inline="always", fastmath=True)
+def _dot_row(A, i, b, n):
+    """<A[i, :n], b[:n]> in float32."""
+    s = np.float32(0.0)
+    for c in range(n):
+        s += A[i, c] * b[c]
+    return s
+
+
+@njit(inline="always", fastmath=True)
+def _add_row(out, coef, A, i, n):
+    """out[:n] += coef * A[i, :n]."""
+    for c in range(n):
+        out[c] += coef * A[i, c]
+
+
+@njit(fastmath=True)
+def _cg_row(
+    row, indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, z, r, p, ap,
+    buf,
+):  # fmt: skip
+    """CG on row `row`: min_x sum_j w_j (<x + o, v_j> - 1)^2 + (x + o)^T G (x + o) + lam |x|^2
+    over x[:n_free], warm-started from X[row] (updated in place), in the basis where G's free
+    block is diagonal: G[:n_free, :n_free] = diag(eig), G[:n_free, n_free:] = C (see cg_rows)."""
+    d = X.shape[1]
+    for c in range(d):
+        z[c] = X[row, c] + offset[row, c] if has_offset else X[row, c]
+    # r = b - A x = sum_j w_j (1 - <z, v_j>) v_j - G z - lam x, on the free coordinates only
+    for a in range(n_free):
+        r[a] = -eig[a] * z[a] - lam[row] * X[row, a]
+        for c in range(n_free, d):
+            r[a] -= C[a, c - n_free] * z[c]
+    start, n = indptr[row], indptr[row + 1] - indptr[row]
+    # The row's rated columns are gathered from all over V once, into a contiguous buffer that
+    # stays in cache for the CG steps (a row too long for it reads V again at every step).
+    buffered = n <= buf.shape[0]
+    for t in range(n):
+        j = indices[start + t]
+        _add_row(r, weights[start + t] * (np.float32(1.0) - _dot_row(V, j, z, d)), V, j, n_free)
+        if buffered:
+            for c in range(n_free):
+                buf[t, c] = V[j, c]
+    rs = 0.0  # float64 scalars: the step sizes must not underflow near convergence
+    for a in range(n_free):
+        p[a] = r[a]
+        rs += r[a] * r[a]
+    for _ in range(steps):
+        if rs <= 1e-30:
+            break
+        # ap = A p = G p + lam p + sum_j w_j <p, v_j> v_j  (p is 0 on the fixed coordinates)
+        for a in range(n_free):
+            ap[a] = (eig[a] + lam[row]) * p[a]
+        if buffered:
+            for t in range(n):
+                _add_row(ap, weights[start + t] * _dot_row(buf, t, p, n_free), buf, t, n_free)
+        else:
+            for t in range(n):
+                j = indices[start + t]
+                _add_row(ap, weights[start + t] * _dot_row(V, j, p, n_free), V, j, n_free)
+        pap = 0.0
+        for a in range(n_free):
+            pap += p[a] * ap[a]
+        if pap <= 1e-30:
+            break
+        alpha = np.float32(rs / pap)
+        rs_new = 0.0
+        for a in range(n_free):
+            X[row, a] += alpha * p[a]
+            r[a] -= alpha * ap[a]
+            rs_new += r[a] * r[a]
+        beta = np.float32(rs_new / rs)
+        for a in range(n_free):
+            p[a] = r[a] + beta * p[a]
+        rs = rs_new
+
+
+@njit(parallel=True, cache=True)
+def _cg_rows(
+    indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks
+):
+    n_rows, d = X.shape
+    for b in prange(n_blocks):
+        z = np.empty(d, np.float32)
+        r = np.zeros(d, np.float32)
+        p = np.zeros(d, np.float32)
+        ap = np.zeros(d, np.float32)
+        buf = np.empty((_BUFFER_ROWS, d), np.float32)
+        for row in range(b * n_rows // n_blocks, (b + 1) * n_rows // n_blocks):
+            _cg_row(
+                row, indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free,
+                steps, z, r, p, ap, buf,
+            )  # fmt: skip
+
+
+def _rotate(A: np.ndarray, U: np.ndarray) -> None:
+    """A[:, :n] = A[:, :n] @ U in place (n = len(U)), a block of rows at a time."""
+    n = len(U)
+    for a in range(0, A.shape[0], _BLOCK_ROWS):
+        block = A[a : a + _BLOCK_ROWS, :n]
+        block[...] = block @ U
+
+
+def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int) -> None:
+    """`steps` CG steps for every row of X (float32, updated in place) on
+
+        min_x  sum_{j in row r} w_rj (<x + o_r, v_j> - 1)^2 + (x + o_r)^T G (x + o_r) + lam_r |x|^2
+
+    over its first n_free coordinates (the others stay fixed); o_r = offset[r] (None: 0).
+    csr = (indptr, indices, weights) of the rows' rated columns of V.
+
+    The free coordinates are first turned (in place; turned back at the end) into the
+    eigenbasis of G's free block, where G p costs d multiplications instead of d^2: the d^2 part
+    of every row's every step (the larger part at k=256 and ~100 ratings a row) becomes six
+    float32 matrix products per half step. The CG iterates are the same, the basis being
+    orthonormal."""
+    indptr, indices, weights = csr
+    eig, U = np.linalg.eigh(G[:n_free, :n_free].astype(np.float64))
+    C = (U.T @ G[:n_free, n_free:].astype(np.float64)).astype(np.float32)
+    eig, U = eig.astype(np.float32), U.astype(np.float32)
+    has_offset = offset is not None
+    if not has_offset:
+        offset = np.zeros((1, X.shape[1]), np.float32)
+    turned = [V, X, offset] if has_offset else [V, X]
+    for A in turned:
+        _rotate(A, U)
+    # blocks only share out the rows: each row's arithmetic is the same whatever their number
+    n_blocks = max(1, min(X.shape[0], _BLOCKS_PER_THREAD * numba.get_num_threads()))
+    with numba.parallel_chunksize(1):  # a block to whichever thread is free
+        _cg_rows(
+            indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks
+        )
+    for A in turned:
+        _rotate(A, U.T.copy())
+
+
+@njit(cache=True)
+def csr(rows, cols, vals, n_rows):
+    """(indptr int64, columns int32, values float32) of the triples grouped by row, in their
+    order within a row: a counting sort, one pass to count and one to place (an argsort of 27M
+    keys took seconds)."""
+    indptr = np.zeros(n_rows + 1, np.int64)
+    for r in rows:
+        indptr[r + 1] += 1
+    indptr = np.cumsum(indptr)
+    fill = indptr[:-1].copy()
+    out_cols = np.empty(len(rows), np.int32)
+    out_vals = np.empty(len(rows), np.float32)
+    for t in range(len(rows)):
+        k = fill[rows[t]]
+        out_cols[k], out_vals[k] = cols[t], vals[t]
+        fill[rows[t]] += 1
+    return indptr, out_cols, out_vals
+
+
+def gramian(X: np.ndarray, alpha0: float) -> np.ndarray:
+    """alpha0 * X^T X as float32, accumulated in float64 across blocks of rows (each block one
+    float32 BLAS product): the sum over 283k users keeps float64's accuracy at float32's speed."""
+    G = np.zeros((X.shape[1], X.shape[1]))
+    for a in range(0, X.shape[0], _BLOCK_ROWS):
+        block = X[a : a + _BLOCK_ROWS]
+        G += block.T @ block
+    return (alpha0 * G).astype(np.float32)
+
+
+@njit(parallel=True, cache=True)
+def feature_weights(u_indptr, u_items, u_weights, f_indptr, f_cols, f_x, n_features):
+    """Z[u, f] = sum_{i rated by u} w_ui x_if^2 (float32 [n_users, n_features]); f_* is the
+    item -> feature CSR."""
+    n_users = len(u_indptr) - 1
+    Z = np.zeros((n_users, n_features), np.float32)
+    for u in prange(n_users):
+        for t in range(u_indptr[u], u_indptr[u + 1]):
+            i = u_items[t]
+            for s in range(f_indptr[i], f_indptr[i + 1]):
+                Z[u, f_cols[s]] += u_weights[t] * f_x[s] * f_x[s]
+    return Z
+
+
+def feature_users(Z: np.ndarray):
+    """Z as one sparse row per feature: (indptr int64, users int32, z float32) of its nonzeros;
+    a feature's Hessian-vector product reads only the users that touch it."""
+    users, features = np.nonzero(Z)
+    order = np.argsort(features, kind="stable")
+    indptr = np.zeros(Z.shape[1] + 1, np.int64)
+    np.cumsum(np.bincount(features, minlength=Z.shape[1]), out=indptr[1:])
+    return indptr, users[order].astype(np.int32), Z[users[order], features[order]]
+
+
+@njit(fastmath=True, cache=True)
+def _hessian_times_part(users, z, P, v, n_free, first, end, out):
+    """out[:n_free] = sum_t z_t <p_u, v> p_u over users[first:end] (u = users[t])."""
     out[:] = 0.0
-    start = 0
-    while start < n_rows:  # blocks of whole rows, about _CHUNK entries each
-        end = int(np.searchsorted(indptr, indptr[start] + _CHUNK, side="right")) - 1
-        end = min(max(end, start + 1), n_rows)
-        a, b = indptr[start], indptr[end]
-        rows = np.repeat(np.arange(start, end), np.diff(indptr[start : end + 1]))
-        Vj = V[indices[a:b]]
-        coef = weights[a:b] * (target - np.einsum("ij,ij->i", Vj, Z[rows]))
-        out[start:end] = _segment_sum(Vj * coef[:, None], indptr[start : end + 1] - a, end - start)
-        start = end
+    for t in range(first, end):
+        u = users[t]
+        _add_row(out, z[t] * _dot_row(P, u, v, n_free), P, u, n_free)
 
 
-def _entries_of(rows: np.ndarray, indptr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(position of each entry's row in `rows`, entry index) for the CSR entries of `rows`."""
-    lengths = indptr[rows + 1] - indptr[rows]
-    owner = np.repeat(np.arange(len(rows)), lengths)
-    first = np.repeat(indptr[rows] - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return owner, first + np.arange(int(lengths.sum()))
+@njit(parallel=True, cache=True)
+def _hessian_blocks_parallel(users, z, P, v, n_free, parts):
+    n, n_blocks = len(users), parts.shape[0]
+    for b in prange(n_blocks):
+        _hessian_times_part(users, z, P, v, n_free, b * n // n_blocks, (b + 1) * n // n_blocks,
+                            parts[b])  # fmt: skip
 
 
-def feature_step_numpy(
-    f_indptr,
-    f_items,
-    f_x,
-    r_indptr,
-    r_users,
-    r_weights,
-    P,
-    G_alpha,
-    H_data,
-    lam_f,
-    E,
-    Q,
-    GQ,
-    n_free,
-) -> None:
-    for f in range(E.shape[0]):
-        s, e = f_indptr[f], f_indptr[f + 1]
-        if s == e:
-            continue
-        items, x = f_items[s:e], f_x[s:e]
-        owner, entries = _entries_of(items, r_indptr)
-        pu = P[r_users[entries]]
-        resid = r_weights[entries] * (1.0 - np.einsum("ij,ij->i", pu, Q[items][owner]))
-        g = -lam_f[f] * E[f] - x @ GQ[items] + (x[owner] * resid) @ pu
-        H = H_data[f] + (x @ x) * G_alpha + lam_f[f] * np.eye(E.shape[1])
-        delta = np.zeros(E.shape[1])
-        delta[:n_free] = np.linalg.solve(H[:n_free, :n_free], g[:n_free])
-        E[f] += delta
-        np.add.at(Q, items, x[:, None] * delta)
-        np.add.at(GQ, items, x[:, None] * (G_alpha @ delta))
+@njit(cache=True)
+def _hessian_times(users, z, P, v, n_free, out):
+    """out = sum_u z_u <p_u, v> p_u over the given users (0 past n_free): a feature's data Hessian
+    times v, one pass over those users' rows, without forming the d x d matrix. The same blocks
+    of users either way; on every thread only for a feature of many users (a sweep has hundreds
+    of these products, and waking the threads costs a time slice on a shared machine)."""
+    n, n_blocks = len(users), _GRADIENT_BLOCKS
+    parts = np.zeros((n_blocks, P.shape[1]), np.float32)
+    if n >= _PARALLEL_USERS:
+        _hessian_blocks_parallel(users, z, P, v, n_free, parts)
+    else:
+        for b in range(n_blocks):
+            _hessian_times_part(users, z, P, v, n_free, b * n // n_blocks,
+                                (b + 1) * n // n_blocks, parts[b])  # fmt: skip
+    out[:] = 0.0
+    for b in range(n_blocks):
+        out += parts[b]
 
 
-# ---- numba ----------------------------------------------------------------------------------------
+@njit(cache=True)
+def feature_cg(users, z, P, G, r, x2, lam, n_free, steps):
+    """`steps` CG steps from delta = 0 on one feature's system
 
-if numba is not None:
+        (sum_u z_u p_u p_u^T + x2 G + lam I) delta = r        (r: its negative gradient)
 
-    @njit(parallel=True, cache=True)
-    def _sparse_apply_numba(indptr, indices, weights, V, Z, target, out):  # pragma: no cover
-        n_rows, d = Z.shape
-        for r in prange(n_rows):
-            for c in range(d):
-                out[r, c] = 0.0
-            for t in range(indptr[r], indptr[r + 1]):
-                j = indices[t]
-                dot = 0.0
-                for c in range(d):
-                    dot += V[j, c] * Z[r, c]
-                coef = weights[t] * (target - dot)
-                for c in range(d):
-                    out[r, c] += coef * V[j, c]
-
-    @njit(cache=True)
-    def _feature_step_numba(
-        f_indptr,
-        f_items,
-        f_x,
-        r_indptr,
-        r_users,
-        r_weights,
-        P,
-        G_alpha,
-        H_data,
-        lam_f,
-        E,
-        Q,
-        GQ,
-        n_free,
-    ):  # pragma: no cover
-        n_f, d = E.shape
-        for f in range(n_f):
-            s, e = f_indptr[f], f_indptr[f + 1]
-            if s == e:
-                continue
-            H = H_data[f].copy()
-            sx2 = 0.0
-            g = -lam_f[f] * E[f]
-            for t in range(s, e):
-                i, x = f_items[t], f_x[t]
-                sx2 += x * x
-                q = Q[i]
-                g -= x * GQ[i]
-                for k in range(r_indptr[i], r_indptr[i + 1]):
-                    pu = P[r_users[k]]
-                    coef = x * r_weights[k] * (1.0 - pu @ q)
-                    for c in range(d):
-                        g[c] += coef * pu[c]
-            H += sx2 * G_alpha
-            for a in range(d):
-                H[a, a] += lam_f[f]
-            delta = np.zeros(d)
-            delta[:n_free] = np.linalg.solve(H[:n_free, :n_free].copy(), g[:n_free].copy())
-            E[f] += delta
-            Gd = G_alpha @ delta
-            for t in range(s, e):
-                Q[f_items[t]] += f_x[t] * delta
-                GQ[f_items[t]] += f_x[t] * Gd
+    over the first n_free coordinates; returns delta (float32 [d])."""
+    d = P.shape[1]
+    delta = np.zeros(d)
+    r = r.copy()
+    r[n_free:] = 0.0
+    p = r.copy()
+    hv = np.zeros(d, np.float32)
+    rs = r @ r
+    for _ in range(steps):
+        if rs <= 1e-30:
+            break
+        _hessian_times(users, z, P, p.astype(np.float32), n_free, hv)
+        ap = hv.astype(np.float64) + x2 * (G @ p) + lam * p
+        ap[n_free:] = 0.0
+        alpha = rs / (p @ ap)
+        delta += alpha * p
+        r -= alpha * ap
+        rs_new = r @ r
+        p = r + (rs_new / rs) * p
+        rs = rs_new
+    return delta.astype(np.float32)
 
 
-def kernels(use_numba: bool | None = None):
-    """(sparse_apply, feature_step): numba's when available (and not refused), else NumPy's."""
-    if use_numba is None:
-        use_numba = available()
-    if use_numba and available():
-        return _sparse_apply_numba, _feature_step_numba
-    return sparse_apply_numpy, feature_step_numpy
+@njit(fastmath=True, cache=True)
+def _gradient_part(items, xs, first, end, r_indptr, r_users, r_weights, P, Q, data, qsum):
+    """data += sum_t x_t sum_{u rated i} w_ui (1 - <p_u, q_i>) p_u, qsum += sum_t x_t q_i over
+    items[first:end] (i = items[t])."""
+    d = Q.shape[1]
+    acc = np.zeros(d, np.float32)
+    for t in range(first, end):
+        i, x = items[t], xs[t]
+        q = Q[i].copy()
+        acc[:] = 0.0
+        for k in range(r_indptr[i], r_indptr[i + 1]):
+            u = r_users[k]
+            _add_row(acc, r_weights[k] * (np.float32(1.0) - _dot_row(P, u, q, d)), P, u, d)
+        for c in range(d):
+            data[c] += x * acc[c]
+            qsum[c] += x * q[c]
+
+
+@njit(parallel=True, cache=True)
+def _gradient_blocks_parallel(items, xs, r_indptr, r_users, r_weights, P, Q, data, qsum):
+    n, n_blocks = len(items), data.shape[0]
+    for b in prange(n_blocks):
+        _gradient_part(items, xs, b * n // n_blocks, (b + 1) * n // n_blocks, r_indptr, r_users,
+                       r_weights, P, Q, data[b], qsum[b])  # fmt: skip
+
+
+@njit(cache=True)
+def _gradient_blocks_serial(items, xs, r_indptr, r_users, r_weights, P, Q, data, qsum):
+    n, n_blocks = len(items), data.shape[0]
+    for b in range(n_blocks):
+        _gradient_part(items, xs, b * n // n_blocks, (b + 1) * n // n_blocks, r_indptr, r_users,
+                       r_weights, P, Q, data[b], qsum[b])  # fmt: skip
+
+
+def feature_gradient(items, xs, r_indptr, r_users, r_weights, P, Q):
+    """For the movies `items` carrying a feature with weights `xs`: (sum_i x_i sum_{u rated i}
+    w_ui (1 - <p_u, q_i>) p_u, sum_i x_i q_i), both float64 [d]. The same blocks of movies
+    either way; on every thread only when the feature has enough ratings to pay for waking them
+    (a shared machine makes that a time slice)."""
+    n_blocks = max(1, min(len(items), _GRADIENT_BLOCKS))
+    data = np.zeros((n_blocks, Q.shape[1]), np.float32)
+    qsum = np.zeros((n_blocks, Q.shape[1]), np.float32)
+    entries = int((r_indptr[items + 1] - r_indptr[items]).sum())
+    blocks = _gradient_blocks_parallel if entries >= _PARALLEL_ENTRIES else _gradient_blocks_serial
+    blocks(items, xs, r_indptr, r_users, r_weights, P, Q, data, qsum)
+    return data.astype(np.float64).sum(axis=0), qsum.astype(np.float64).sum(axis=0)

@@ -1,0 +1,79 @@
+"""How many threads a training may use, and telling numba and torch.
+
+On a shared machine or in a container the CPU count lies: `os.cpu_count()` is the host's, while
+this process may be pinned to a few cores (sched_getaffinity) or given a CPU quota by its cgroup
+(cpu.max). Running more threads than that only adds contention and throttling, so the count is:
+
+    an explicit value  >  FMSTORE_THREADS  >  the CPUs this process may use (affinity, quota)
+
+The CLI's `--threads` flag is the explicit value: `apply_threads(options.threads)`.
+Imports nothing of ours but errors; numba and torch are imported only when applying.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Mapping
+
+from fmstore.errors import ConfigError
+
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cgroup_cpu_limit(path: Path = CPU_MAX) -> float | None:
+    """The CPUs a cgroup v2 quota allows ("quota period": 150000 100000 is 1.5), None when
+    unlimited ("max ...") or unknown (no cgroup v2 file, unreadable, malformed)."""
+    try:
+        quota, period = path.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    try:
+        return int(quota) / int(period)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def available_cpus(cpu_max: Path = CPU_MAX) -> int:
+    """The CPUs this process may use: its affinity mask, capped by the cgroup quota (rounded up,
+    at least 1: a 1.5-CPU quota runs 2 threads that together get 1.5 CPUs of time)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    limit = cgroup_cpu_limit(cpu_max)
+    if limit is not None:
+        n = min(n, math.ceil(limit))
+    return max(1, n)
+
+
+def decide_threads(n: int | None = None, env: Mapping[str, str] | None = None) -> int:
+    """The thread count: `n` when given, else FMSTORE_THREADS, else available_cpus()."""
+    env = os.environ if env is None else env
+    source = "threads"
+    if n is None and env.get("FMSTORE_THREADS", "").strip():
+        source, raw = "FMSTORE_THREADS", env["FMSTORE_THREADS"].strip()
+        try:
+            n = int(raw)
+        except ValueError:
+            raise ConfigError(f"FMSTORE_THREADS must be a whole number, not {raw!r}") from None
+    if n is None:
+        return available_cpus()
+    if n < 1:
+        raise ConfigError(f"{source} must be at least 1, not {n}")
+    return n
+
+
+def apply_threads(n: int | None = None) -> int:
+    """Set numba's and torch's thread counts to decide_threads(n); returns the count used.
+    numba cannot go above the pool it started with (NUMBA_NUM_THREADS), so it gets at most that."""
+    threads = decide_threads(n)
+    import numba
+    import torch
+
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(threads)
+    return threads

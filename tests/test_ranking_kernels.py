@@ -1,0 +1,86 @@
+"""The ranking model's row solver (fmstore/train/ranking_kernels.cg_rows) against a dense solve of
+each row's normal equations: with an offset, fixed coordinates, rows short enough for the cache
+buffer and a row longer than it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fmstore.train import ranking_kernels as kernels
+
+
+def _problem(seed, n_rows=12, n_cols=700, d=9):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 30, n_rows)
+    lengths[0] = kernels._BUFFER_ROWS + 50  # one row past the buffer
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    indices = np.concatenate([rng.choice(n_cols, n, replace=False) for n in lengths])
+    weights = rng.uniform(1.0, 3.0, indptr[-1]).astype(np.float32)
+    V = (rng.normal(size=(n_cols, d)) / np.sqrt(d)).astype(np.float32)
+    G = kernels.gramian(V, 0.5)
+    lam = rng.uniform(0.1, 1.0, n_rows).astype(np.float32)
+    X = rng.normal(size=(n_rows, d)).astype(np.float32)
+    offset = (0.3 * rng.normal(size=(n_rows, d))).astype(np.float32)
+    return (indptr, indices.astype(np.int32), weights), V, G, lam, X, offset
+
+
+def _exact(csr, V, G, lam, X, offset, n_free):
+    """Row by row, the minimiser of sum_j w_j (<x + o, v_j> - 1)^2 + (x + o)^T G (x + o)
+    + lam |x|^2 over x[:n_free], x[n_free:] as given."""
+    indptr, indices, weights = csr
+    V, G, out = V.astype(np.float64), G.astype(np.float64), X.astype(np.float64)
+    free = slice(0, n_free)
+    for r in range(len(X)):
+        cols, w = indices[indptr[r] : indptr[r + 1]], weights[indptr[r] : indptr[r + 1]]
+        Vr = V[cols]
+        A = (Vr * w[:, None]).T @ Vr + G  # Hessian (halved) in z = x + o
+        z_fixed = out[r] + offset[r]
+        z_fixed[free] = 0.0  # the fixed part of z: the free part is what we solve for
+        b = (w @ Vr) - A @ z_fixed - A[:, free] @ offset[r, free]
+        H = A[free, free] + lam[r] * np.eye(n_free)
+        out[r, free] = np.linalg.solve(H, b[free])
+    return out
+
+
+@pytest.mark.parametrize("n_free", [9, 8])
+@pytest.mark.parametrize("with_offset", [False, True])
+def test_enough_cg_steps_reach_the_dense_solve(n_free, with_offset):
+    csr, V, G, lam, X, offset = _problem(seed=n_free + 2 * with_offset)
+    offset = offset if with_offset else None
+    expected = _exact(csr, V, G, lam, X, offset if with_offset else np.zeros_like(X), n_free)
+    V_before = V.copy()
+    kernels.cg_rows(csr, V, G, lam, X, offset, n_free, steps=30)
+    np.testing.assert_allclose(X, expected, rtol=1e-4, atol=1e-5)
+    # the columns' matrix is turned into G's eigenbasis and back: unchanged to rounding
+    np.testing.assert_allclose(V, V_before, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_free", [9, 8])
+@pytest.mark.parametrize("with_offset", [False, True])
+def test_the_torch_twin_takes_the_same_cg_steps(n_free, with_offset):
+    """ranking_torch.cg_rows (the GPU path, run here on CPU) against the numba kernels: three
+    steps, far from converged, so the iterates themselves are compared; blocks of at most 100
+    entries (the long row alone in one)."""
+    import torch
+
+    from fmstore.train import ranking_torch
+
+    csr, V, G, lam, X, offset = _problem(seed=7 + n_free)
+    offset = offset if with_offset else None
+    expected = X.copy()
+    kernels.cg_rows(csr, V.copy(), G, lam, expected, offset, n_free, steps=3)
+    got = torch.from_numpy(X.copy())
+    tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in csr]
+    ranking_torch.cg_rows(
+        tensors,
+        torch.from_numpy(V),
+        torch.from_numpy(G),
+        torch.from_numpy(lam),
+        got,
+        None if offset is None else torch.from_numpy(offset),
+        n_free,
+        steps=3,
+        max_entries=100,
+    )
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-5)
