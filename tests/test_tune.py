@@ -148,14 +148,22 @@ def test_tune_prints_a_table_and_json_and_writes_nothing(planted, fmstore_cli, t
     grid = ["--factors", "4", "--weight-decay", "50,0.001", "--prior-reg", "0.1"]
     shown = fmstore_cli(home, "tune", "--data", str(folder), *grid, *FAST_FLAGS)
     assert shown.returncode == 0, shown.stderr
-    marked = [line for line in shown.stdout.splitlines() if line.startswith("│ *")]
+    rating_table, ranking_table = shown.stdout.split("the ranking model at each point")
+    marked = [line for line in rating_table.splitlines() if line.startswith("│ *")]
     assert len(marked) == 1 and "0.001" in marked[0]
     assert "* chosen: --factors 4 --weight-decay 0.001 --prior-reg 0.1" in shown.stdout
+    assert len([line for line in ranking_table.splitlines() if line.startswith("│ *")]) == 1
+    assert "* chosen: --ranking-set reg=" in ranking_table
     printed = fmstore_cli(home, "tune", "--data", str(folder), *grid, *FAST_FLAGS, "--json")
     assert printed.returncode == 0, printed.stderr
     result = json.loads(printed.stdout)
     assert result["chosen"] == {"factors": 4, "weight_decay": 0.001, "prior_reg": 0.1}
     assert len(result["points"]) == 2
+    assert set(result["ranking"]["chosen"]) == {"reg", "alpha0", "conf_alpha"}
+    rating_only = fmstore_cli(
+        home, "tune", "--data", str(folder), *grid, *FAST_FLAGS, "--no-ranking"
+    )
+    assert "ranking model" not in rating_only.stdout
     assert not home.exists()  # no runs, no cache, no catalog
 
 

@@ -75,6 +75,22 @@ def _global_options(
         err.quiet = True
 
 
+ThreadsOpt = typer.Option(
+    None,
+    "--threads",
+    help="Threads of the numba and torch kernels [default: FMSTORE_THREADS, else the CPUs this "
+    "process may use: its affinity and cgroup quota, not the host's count].",
+)
+
+
+def use_threads(threads: Optional[int]) -> int:
+    """Give numba and torch the thread count of --threads / FMSTORE_THREADS / the CPUs this
+    process may use (fmstore.threads); returns it."""
+    from fmstore.threads import apply_threads
+
+    return apply_threads(threads)
+
+
 def show_progress() -> bool:
     """Progress bars only for a person watching: not with --quiet, not when stdout or stderr is
     redirected (a pipe, a file, a CI log)."""

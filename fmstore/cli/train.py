@@ -14,6 +14,7 @@ import typer
 from fmstore.cli.app import (
     HomeOpt,
     JsonOpt,
+    ThreadsOpt,
     app,
     check_home,
     err,
@@ -24,6 +25,7 @@ from fmstore.cli.app import (
     safe,
     settings,
     show_progress,
+    use_threads,
     warn,
 )
 from fmstore.config import RankingConfig, TrainConfig
@@ -140,6 +142,7 @@ def train(
         help="Processes of a data-parallel run (torch.distributed: gloo on CPU, one GPU each "
         "with NCCL), as `torchrun --nproc-per-node N -m fmstore train ...` starts them.",
     ),
+    threads: Optional[int] = ThreadsOpt,
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ):
@@ -183,6 +186,8 @@ def train(
         raise ConfigError(f"--nproc {nproc} must be at least 1")
     parallel = _join_parallel_run(config.device)
     rank0 = parallel is None or parallel.rank == 0
+    if parallel is None or threads is not None:  # (--nproc's processes share the CPUs: the
+        use_threads(threads)  # launcher sets OMP_NUM_THREADS for each, unless --threads says)
     with err.status(f"reading {safe(data)}") if rank0 else contextlib.nullcontext():
         # also what --nproc checks (one-line errors) and caches for its processes before they start
         dataset = datasets.load_dataset(data, cache_dir=s.home / "cache")

@@ -10,7 +10,19 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from fmstore.cli.app import HomeOpt, JsonOpt, app, err, example, out, print_json, safe, settings
+from fmstore.cli.app import (
+    HomeOpt,
+    JsonOpt,
+    ThreadsOpt,
+    app,
+    err,
+    example,
+    out,
+    print_json,
+    safe,
+    settings,
+    use_threads,
+)
 from fmstore.config import INNER_FRACTION, MAX_SEARCH_RATINGS, TrainConfig, TuneGrid
 from fmstore.errors import ConfigError
 
@@ -76,6 +88,13 @@ def tune(
     ),
     device: str = typer.Option(TrainConfig.device, help="auto | cpu | cuda."),
     link: str = typer.Option(TrainConfig.link, help="identity | sigmoid."),
+    ranking: bool = typer.Option(
+        True,
+        "--ranking/--no-ranking",
+        help="Also search the ranking model's reg, alpha0 and conf_alpha (what `fmstore train` "
+        "does before every fit unless --no-tune-ranking).",
+    ),
+    threads: Optional[int] = ThreadsOpt,
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ):
@@ -83,8 +102,9 @@ def tune(
     the points of a small grid on the training ratings of the run's split and judged on an inner
     split of them, never on the validation split `train` reports. 11 fits by default (seconds
     each on ml-latest-small; on large data each is a training of a sample of users, see
-    --max-ratings). Writes nothing; `fmstore train --tune` runs the same search and trains with
-    the winner."""
+    --max-ratings). Then the ranking model's settings, on the same inner split (--no-ranking
+    skips). Writes nothing; `fmstore train --tune` runs the rating search and trains with the
+    winner (train searches the ranking model's settings by itself)."""
     from fmstore import datasets
     from fmstore.train.tune import tune as run_search
 
@@ -114,6 +134,7 @@ def tune(
         raise ConfigError(f"--max-ratings {max_ratings} must be at least 1")
     if not 0.0 < inner_fraction < 1.0:
         raise ConfigError(f"--inner-fraction {inner_fraction} must be between 0 and 1")
+    use_threads(threads)
     cache = settings(home).home / "cache"
     with err.status(f"reading {safe(data)}"):
         # the home's cache when there is one: tune creates nothing
@@ -128,9 +149,22 @@ def tune(
             full=full,
             progress=lambda message, done, total: _report(status, message, as_json),
         )
+        found = None
+        if ranking:
+            from fmstore.ranking_search import search_ranking
+
+            found = search_ranking(
+                dataset,
+                config,
+                inner_fraction=inner_fraction,
+                max_ratings=max_ratings,
+                progress=lambda message, done, total: _report(status, message, as_json),
+            )
     if as_json:
-        return print_json(result.to_json())
+        return print_json(result.to_json() | ({"ranking": found.to_json()} if found else {}))
     print_table(result, safe(dataset.name))
+    if found is not None:
+        print_ranking_table(found, safe(dataset.name))
 
 
 def _report(status, message: str, as_json: bool) -> None:
@@ -184,6 +218,40 @@ def print_table(result, name: str) -> None:
         f"--prior-reg {chosen['prior_reg']:g} (inner RMSE {result.points[result.best].inner_rmse:.4f}); "
         f"trained on {len(s.train_rows):,} and judged on {len(s.valid_rows):,} of the "
         f"{s.n_outer_train:,} training ratings{sample}, in {result.seconds:.0f}s",
+        soft_wrap=True,
+    )
+
+
+def print_ranking_table(found, name: str) -> None:
+    """One row per point of the ranking model's search, the chosen one marked."""
+    table = Table(
+        "",
+        "reg",
+        "alpha0",
+        "conf_alpha",
+        "inner NDCG@10",
+        "gain (SE)",
+        "seconds",
+        title=f"{name}: the ranking model at each point of its search",
+    )
+    for n, p in enumerate(found.points):
+        table.add_row(
+            "*" if n == found.best else "",
+            f"{p.values['reg']:g}",
+            f"{p.values['alpha0']:g}",
+            f"{p.values['conf_alpha']:g}",
+            f"{p.ndcg:.4f}",
+            "start" if p.gain_se is None else f"{p.gain_se:+.1f}",
+            f"{p.seconds:.1f}",
+        )
+    out.print(table)
+    chosen = found.chosen
+    out.print(
+        f"* chosen: --ranking-set reg={chosen['reg']:g},alpha0={chosen['alpha0']:g},"
+        f"conf_alpha={chosen['conf_alpha']:g} (inner NDCG@10 "
+        f"{found.points[found.best].ndcg:.4f} over {found.users_ranked:,} users), in "
+        f"{found.seconds:.0f}s; gain (SE): standard errors of the per-user NDCG above the "
+        "incumbent it was compared with (more than 1 to move)",
         soft_wrap=True,
     )
 
