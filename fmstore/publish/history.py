@@ -93,17 +93,20 @@ def rollback(
     run id. The catalog follows: queries read the movies of the run the aliases point at.
 
     The publication being left is marked rolled_back in the same transaction as the switch, so a
-    second rollback goes one further back."""
+    second rollback goes one further back. With no alias live (the live collections were
+    deleted), it brings back the newest complete publication whose collections are still there."""
     check_aliases(movies_alias, users_alias)
     store.lock()
     catalog.ensure_schema(engine)
     reconcile(store, engine, (movies_alias, users_alias))
     live = store.resolve_alias(movies_alias)
     target = rollback_target(store, engine, movies_alias, users_alias)
-    if live is None or target is None:
+    if target is None:
         raise NotFoundError(f"no earlier complete publication of {movies_alias!r} to roll back to")
     with Session(engine) as session, session.begin():
-        catalog.mark_rolled_back(session, collections=[live, sibling_collection(live, users_alias)])
+        if live is not None:
+            left = [live, sibling_collection(live, users_alias)]
+            catalog.mark_rolled_back(session, collections=left)
         # Switched inside the transaction: when the switch fails, the marks are not committed.
         store.switch_aliases({movies_alias: target[0], users_alias: target[1]})
     return run_id_of(target[0])
