@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Mapping
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from fmstore.errors import ConfigError, EnvError
 
@@ -240,40 +240,81 @@ def _listed(values) -> str:
 
 # ---- URLs: checked before use, never printed with their secrets ---------------------------------
 
-# Query parameters whose values are secrets (…?api_key=…, …?password=…).
-_SECRET_PARAMS = re.compile(r"(?i)(api[-_]?key|apikey|password|passwd|pwd|secret|token)")
-# scheme://user:password@ and ?name=value pairs, anywhere in a text.
-_USERINFO = re.compile(
-    r"(?P<head>(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,30}://)(?P<userinfo>[^/@\s]*)@"
-)
+# Names whose values are secrets: query parameters (…?api_key=…) and libpq keywords (password=…).
+_SECRET_NAMES = r"api[-_]?key|apikey|password|passwd|pwd|secret|token"
+_SECRET_PARAMS = re.compile(rf"(?i)({_SECRET_NAMES})")
+# name=value pairs whose name says secret: after ?, &, ;, a quote or a space, or at the start.
 _SECRET_QUERY = re.compile(
-    r"(?P<name>[?&;](?:api[-_]?key|apikey|password|passwd|pwd|secret|token)=)(?P<value>[^&#\s]*)",
+    rf"(?P<name>(?:^|(?<=[?&;\s'\"]))(?:{_SECRET_NAMES})\s*=\s*)(?P<value>'[^']*'|[^&#\s'\"]*)",
     re.I,
 )
+# A word of text: a URL never spans whitespace or quotes.
+_WORD = re.compile(r"[^\s'\"<>]+")
+# `scheme:` and its slashes (one or more). Starts only where a run of letters starts, so that a
+# long word costs one pass.
+_SCHEME_SLASHES = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*:/+")
+# What may stand just before a URL inside a word: `url=`, `(`, `[`, `,`.
+_OPENERS = "=([{,"
+
+
+def userinfo_span(word: str) -> tuple[int, int] | None:
+    """Where the userinfo (`user:password`) of a URL-ish word is, as (start, end) with word[end]
+    the @, in any shape a person may type: scheme://user:pw@host, scheme:/user:pw@ (one slash),
+    user:pw@host/db and admin:pw@host:6333 (no scheme), an unencoded @ inside the password.
+    None: no @ at all."""
+    # The userinfo ends at the last @ before the query; a password holding an unencoded ? or #
+    # puts its @ after them, so the whole word is searched when the first part has none.
+    head = re.split(r"[?#]", word, maxsplit=1)[0]
+    at = (head if "@" in head else word).rfind("@")
+    if at < 0:
+        return None
+    before = word[:at]
+    scheme = _SCHEME_SLASHES.search(before)
+    if scheme and ":" in before[scheme.end() :]:
+        return scheme.end(), at
+    # no slashes: the userinfo starts the word, or follows `url=`, `(`...
+    first_colon = before.find(":")
+    return 1 + max(before.rfind(c, 0, max(first_colon, 0)) for c in _OPENERS), at
+
+
+def password_span(word: str) -> tuple[int, int] | None:
+    """Where the password of a URL-ish word is, as (start, end): see userinfo_span. None: no
+    password."""
+    span = userinfo_span(word)
+    if span is None:
+        return None
+    colon = word.find(":", span[0], span[1])
+    return (colon + 1, span[1]) if colon >= 0 else None
 
 
 def mask_secrets(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with every URL's password (user:***@), secret query values and the given secret
-    strings replaced by ***."""
+    """`text` with every URL's password (user:***@, whatever the URL's shape), secret name=value
+    pairs and the given secret strings replaced by ***. Linear in the text."""
     for secret in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
         text = text.replace(secret, "***")
-    text = _USERINFO.sub(_mask_userinfo, text)
+    text = _WORD.sub(_mask_word, text)
     return _SECRET_QUERY.sub(lambda m: m["name"] + "***", text)
 
 
-def _mask_userinfo(match: re.Match) -> str:
-    user, colon, _ = match["userinfo"].partition(":")
-    return f"{match['head']}{user}{':***' if colon else ''}@"
+def _mask_word(match: re.Match) -> str:
+    word = match.group()
+    span = password_span(word) if "@" in word and ":" in word else None
+    return word if span is None else f"{word[: span[0]]}***{word[span[1] :]}"
 
 
 def url_secrets(url: str) -> list[str]:
-    """The password and secret query values of a URL (parsed leniently: a malformed URL too)."""
+    """The password and secret query values of a URL-ish value, whatever its shape (a malformed
+    URL too), as written and percent-decoded: what must never be printed."""
+    if url.startswith("-") and "=" in url:  # `--database-url=...` on a command line
+        url = url.partition("=")[2]
     found = []
-    for match in _USERINFO.finditer(url):
-        password = match["userinfo"].partition(":")[2]
-        if password:
-            found.append(password)
-    found += [m["value"] for m in _SECRET_QUERY.finditer(url) if m["value"]]
+    span = password_span(url.strip())
+    if span:
+        password = url.strip()[span[0] : span[1]]
+        found += [password, unquote(password)]
+    for match in _SECRET_QUERY.finditer(url):
+        value = match["value"].strip("'")
+        found += [value, unquote(value)] if value else []
     return found
 
 

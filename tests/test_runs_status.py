@@ -171,3 +171,79 @@ def test_a_group_alone_prints_its_help(tmp_path, fmstore_cli):
         assert (
             result.returncode == 2 and "Commands:" in result.stderr and "Example:" in result.stderr
         )
+
+
+# ---- issue 18: a publish or rollback that finishes while `runs delete` asks --------------------
+
+
+@pytest.fixture
+def two_runs_home(tmp_path, planted_runs, fmstore_cli):
+    """A home with planted runs A and B (copied), A published."""
+    import shutil
+
+    home = tmp_path / "home"
+    for run_dir in planted_runs:
+        shutil.copytree(run_dir, home / "runs" / run_dir.name)
+    a, b = (run_dir.name for run_dir in planted_runs)
+    published = fmstore_cli(home, "publish", a)
+    assert published.returncode == 0, published.stderr
+    return home, a, b
+
+
+def _answer_yes_after(monkeypatch, meanwhile) -> None:
+    """`runs delete` at a terminal: `meanwhile` happens while the prompt waits, then y."""
+    import io
+
+    import typer
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def confirm(*args, **kwargs):
+        meanwhile()
+        return True
+
+    monkeypatch.setattr("sys.stdin", Terminal(""))
+    monkeypatch.setattr(typer, "confirm", confirm)
+
+
+def test_delete_asks_again_under_the_lock_after_the_prompt(two_runs_home, fmstore_cli, monkeypatch):
+    """Run B is not live when `runs delete B` asks; `fmstore publish B` finishes while the prompt
+    waits; answering y must not delete the live collections."""
+    from fmstore.cli import runs as runs_cli
+    from fmstore.errors import ConfigError
+
+    home, a, b = two_runs_home
+
+    def publish_b():
+        assert fmstore_cli(home, "publish", b).returncode == 0
+
+    _answer_yes_after(monkeypatch, publish_b)
+    with pytest.raises(ConfigError, match=f"run {b} is live"):
+        runs_cli.delete(run=b, yes=False, home=home, as_json=False)
+    monkeypatch.undo()
+    assert (home / "runs" / b).is_dir()
+    answered = fmstore_cli(home, "query", "--movie-id", "1", "--json")
+    assert answered.returncode == 0, answered.stderr
+    assert json.loads(fmstore_cli(home, "status", "--json").stdout)["live_run"] == b
+
+
+def test_rollback_works_when_no_alias_is_live(two_runs_home, fmstore_cli):
+    """The live collections are gone (deleted by an older fmstore, or by hand): rollback brings
+    back the newest complete publication whose collections are still there."""
+    from fmstore.config import Settings
+    from fmstore.serving import run_id_of
+    from fmstore.vectors import open_store
+
+    home, a, b = two_runs_home
+    assert fmstore_cli(home, "publish", b).returncode == 0
+    with open_store(Settings(home=home)) as store:
+        for name in store.list_collections():
+            if run_id_of(name) == b:
+                store.delete_collection(name)
+    rolled = fmstore_cli(home, "publish", "--rollback")
+    assert rolled.returncode == 0, rolled.stderr
+    assert f"aliases now point at run {a}" in rolled.stdout
+    answered = fmstore_cli(home, "query", "--movie-id", "1", "--json")
+    assert answered.returncode == 0, answered.stderr

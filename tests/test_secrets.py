@@ -144,3 +144,120 @@ def test_debug_traceback_is_masked(ctx):
     )
     assert result.returncode == 1 and "Traceback" in result.stderr
     assert "fm:***@127.0.0.1" in result.stderr and DB_PASSWORD not in result.stderr
+
+
+# ---- URLs of any shape (issue 18: 43 of 357 secret runs leaked through schemeless URLs) -------
+
+# A URL as people type it, right or wrong: {scheme}{user}:{password}@{host}{rest}
+SCHEMES = ("", "postgresql://", "postgresql:/", "postgresql:", "postgresql+psycopg://", "http://")
+SCHEMES += ("https:///", "redis:", "HTTP://", "sqlite:///")
+USERS = ("user", "admin", "fm", "a.b-c_d", "", "%40me")
+HOSTS = ("host", "127.0.0.1", "[::1]", "db.example.com", "host:6333", "h:5432", "[::1")
+RESTS = ("", "/db", "/db?sslmode=require", "/", ":abc/x", "/fm?password=QueryPw9")
+# What stands around the URL in a message.
+CONTEXTS = ("{}", "'{}'", '"{}"', "url={}", "({})", "connect to {}: refused", "<{}>", "{},")
+PASSWORD_CHARS = "abcXYZ019-_.~!$&*+,;=%/:@?#()[]"
+
+
+def _passwords(rng) -> list[str]:
+    """Passwords a person may have: letters and digits, then each awkward character inside."""
+    fixed = ["PW-secret-77", "p@ss-w0rd", "pa:ss:word", "sl/ash-pw", "q?uery-pw", "h#ash-pw"]
+    fixed += ["/leading-slash", "per%40cent", "eq=ual,comma", "(paren)pw", "x" * 40]
+    drawn = [
+        "Pw" + "".join(rng.choice(PASSWORD_CHARS) for _ in range(rng.randint(4, 14))) + "9"
+        for _ in range(60)
+    ]
+    return fixed + drawn
+
+
+def _shapes(rng, n: int):
+    passwords = _passwords(rng)
+    for _ in range(n):
+        yield (
+            rng.choice(SCHEMES),
+            rng.choice(USERS),
+            rng.choice(passwords),
+            rng.choice(HOSTS),
+            rng.choice(RESTS),
+            rng.choice(CONTEXTS),
+        )
+
+
+def test_every_shape_of_url_is_masked_in_text_and_by_its_secrets():
+    """Property-style, over 3,000 drawn shapes (seeded): scheme://, scheme:/ (one slash),
+    scheme:, no scheme at all; users, hosts and ports; passwords holding @ / : ? # = and
+    percent-escapes; the URL inside quotes, parentheses or a sentence. Masking the text alone
+    hides the password (an error line from a library echoing the URL), and so do the secrets
+    url_secrets finds in the value (what the CLI was given)."""
+    import random
+    from urllib.parse import unquote
+
+    from fmstore.config import mask_secrets, url_secrets
+
+    rng = random.Random(18)
+    for scheme, user, password, host, rest, context in _shapes(rng, 3000):
+        url = f"{scheme}{user}:{password}@{host}{rest}"
+        text = "error: " + context.format(url) + " (see --help)"
+        hidden = {password, unquote(password)} | ({"QueryPw9"} if "QueryPw9" in rest else set())
+        by_text = mask_secrets(text)
+        by_value = mask_secrets(text, url_secrets(url))
+        for secret in hidden:
+            assert secret not in by_text, (url, by_text)
+            assert secret not in by_value, (url, by_value)
+        assert "error: " in by_text and "(see --help)" in by_text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sqlite:////tmp/home/catalog.db",
+        "http://127.0.0.1:6333",
+        "error: ratings.csv line 3: movieId 'x' is not a whole number",
+        "at 12:30 the run 20260101-120000-abcdef finished",
+        "user@host has no password",
+    ],
+)
+def test_text_without_a_credential_is_left_alone(text):
+    from fmstore.config import mask_secrets
+
+    assert mask_secrets(text) == text
+
+
+def test_masking_stays_linear_on_huge_words():
+    import time
+
+    from fmstore.config import mask_secrets
+
+    for word in ("a:" * 100_000 + "@", "ab" * 100_000 + ":@", "x:/" * 100_000 + "@"):
+        started = time.perf_counter()
+        mask_secrets(word)
+        assert time.perf_counter() - started < 2.0
+
+
+# Schemeless and one-slash URLs, as the issue found them leaking.
+SCHEMELESS = [
+    {"FMSTORE_DATABASE_URL": f"fm:{DB_PASSWORD}@127.0.0.1:1/fm"},
+    {"FMSTORE_DATABASE_URL": f"postgresql:/fm:{DB_PASSWORD}@127.0.0.1:1/fm"},
+    {"FMSTORE_QDRANT_URL": f"admin:{QDRANT_PASSWORD}@127.0.0.1:6333"},
+    {"FMSTORE_QDRANT_URL": f"http:/admin:{QDRANT_PASSWORD}@127.0.0.1:6333"},
+]
+
+
+@pytest.mark.parametrize("env", SCHEMELESS, ids=["db-bare", "db-one-slash", "qd-bare", "qd-slash"])
+def test_urls_without_scheme_slashes_never_echo_the_secret(ctx, fmstore_cli, env):
+    for args in (["status"], ["status", "--json"], ["publish"], ["query", "--movie-id", "1"]):
+        for debug in ("", "1"):
+            result = fmstore_cli(ctx.home, *args, env=env | {"FMSTORE_DEBUG": debug})
+            assert result.returncode in (2, 3), (args, result.stderr)
+            assert "Traceback" not in result.stderr, result.stderr
+            assert_no_secret(result, ctx.home)
+
+
+def test_runs_note_never_echoes_a_query_password(ctx, fmstore_cli):
+    """`fmstore runs` lists runs even when the store cannot be asked; its note about that
+    carries the store's error, which may quote the URL with its ?password= value."""
+    env = {"FMSTORE_DATABASE_URL": f"postgresql://fm@127.0.0.1:1/fm?password={DB_PASSWORD}"}
+    result = fmstore_cli(ctx.home, "runs", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "cannot tell which run is live" in result.stderr
+    assert_no_secret(result, ctx.home)

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from fmstore.config import mask_secrets
 from fmstore.errors import StoreError
 
 
@@ -30,7 +31,8 @@ def make_engine(url: str) -> Engine:
         raise StoreError("the catalog URL is not a valid SQLAlchemy URL") from None
     if sa_url.drivername in ("postgresql", "postgres"):
         sa_url = sa_url.set(drivername="postgresql+psycopg")
-    shown = sa_url.render_as_string(hide_password=True)
+    # No password, and no secret in the query either (?password=..., ?sslpassword=...)
+    shown = mask_secrets(sa_url.render_as_string(hide_password=True))
     backend = sa_url.get_backend_name()
     if backend not in ("sqlite", "postgresql"):
         raise StoreError(

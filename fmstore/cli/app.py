@@ -138,6 +138,12 @@ def warn(message: str) -> None:
     )
 
 
+def note(message: str) -> None:
+    """'note: ...' on stderr (silenced by --quiet), secrets masked, controls escaped."""
+    line = safe(" ".join(mask_secrets(f"note: {message}", _secrets_in_use()).split()))
+    err.print(clip(line), markup=False, highlight=False)
+
+
 def check_home(s: Settings, write: bool) -> Path:
     """The home folder, refused in one line (exit 3) when it cannot work: a file, a dangling
     symbolic link or, for a command that writes, a folder this process cannot write into.

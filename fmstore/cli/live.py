@@ -4,36 +4,36 @@ a store folder or a catalog file that is not there yet."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-from fmstore.config import Settings, url_secrets
+from fmstore.config import Settings, url_secrets, userinfo_span
 from fmstore.config import mask_secrets as config_mask_secrets
-
-_USER_INFO = re.compile(r"(?<=//)[^/@]*@")
-_SECRET_PARAM = re.compile(r"(?i)\b(password|passwd|api[_-]?key|token|secret)=[^&;\s]*")
 
 
 def mask_url(url: str | None) -> str | None:
-    """A URL as it may be printed: user and password removed, secret query values masked."""
+    """A URL as it may be printed, whatever its shape: user and password removed (***@),
+    secret query values masked."""
     if not url:
         return url
-    return _SECRET_PARAM.sub(r"\1=***", _USER_INFO.sub("***@", url))
+    span = userinfo_span(url)
+    if span and not url.startswith("sqlite"):  # a SQLite path may hold an @; no user there
+        url = f"{url[: span[0]]}***{url[span[1] :]}"
+    return config_mask_secrets(url)
 
 
 def mask_secrets(text: str, s: Settings) -> str:
     """`text` with every password, user name and API key of `s` replaced by ***: the one masker
     of config.mask_secrets, given this status page's extra rule that user names are hidden too."""
-    from urllib.parse import unquote, urlsplit
+    from urllib.parse import unquote
 
     secrets = [s.qdrant_api_key or ""]
     for url in (s.database_url, s.qdrant_url):
-        if url and "//" in url:
-            secrets += url_secrets(url)
-            user = urlsplit(url).username
-            secrets += [user, unquote(user)] if user else []
-    text = config_mask_secrets(text, secrets)
-    return mask_url(text) if "//" in text else text
+        span = userinfo_span(url or "")
+        if span:  # the whole userinfo, user name too, in any shape of URL
+            userinfo = url[span[0] : span[1]]
+            user = userinfo.partition(":")[0]
+            secrets += url_secrets(url) + [userinfo, unquote(userinfo), user, unquote(user)]
+    return config_mask_secrets(text, secrets)
 
 
 @dataclass
@@ -61,20 +61,25 @@ def has_catalog(s: Settings) -> bool:
 
 def served(s: Settings, *, count_points: bool = False) -> Served:
     """The aliases of `s` and what they point at; empty when nothing was ever published."""
-    state = Served()
     if not has_store(s):
-        return state
+        return Served()
     from fmstore.vectors import open_store
 
     with open_store(s) as store:
-        for alias in (s.movies_collection, s.users_collection):
-            state.aliases[alias] = store.resolve_alias(alias)
-        if count_points:
-            for collection in filter(None, state.aliases.values()):
-                state.points[collection] = store.count(collection)
-        live = state.aliases[s.movies_collection]
-        if live and has_catalog(s):
-            state.rollback_target, state.repaired = _rollback_target(s, store)
+        return served_by(s, store, count_points=count_points)
+
+
+def served_by(s: Settings, store, *, count_points: bool = False) -> Served:
+    """What `store` (open, and locked by the caller when its answer must hold) serves."""
+    state = Served()
+    for alias in (s.movies_collection, s.users_collection):
+        state.aliases[alias] = store.resolve_alias(alias)
+    if count_points:
+        for collection in filter(None, state.aliases.values()):
+            state.points[collection] = store.count(collection)
+    if has_catalog(s):
+        # Also with no alias live: a rollback can still bring an earlier publication back.
+        state.rollback_target, state.repaired = _rollback_target(s, store)
     return state
 
 

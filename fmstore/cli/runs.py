@@ -16,9 +16,9 @@ from fmstore.cli.app import (
     JsonOpt,
     app,
     check_home,
-    err,
     example,
     fmt_number,
+    note,
     out,
     print_json,
     safe,
@@ -113,9 +113,7 @@ def _live_run(s) -> str | None:
     try:
         return served(s).live_run
     except FmstoreError as exc:
-        err.print(
-            f"note: cannot tell which run is live: {safe(exc)}", markup=False, highlight=False
-        )
+        note(f"cannot tell which run is live: {exc}")
         return None
 
 
@@ -254,7 +252,19 @@ def delete(
 
     s = settings(home)
     folder = run_folders.resolve_run(s.runs_dir, run)
-    state = served(s)
+    _refuse_if_served(served(s), run)  # before asking: no prompt for a run that cannot go
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError(f"deleting run {run} needs confirmation: pass --yes")
+        typer.confirm(f"delete run {run} ({folder})?", abort=True)
+    collections = _delete_run(s, run, folder)
+    result = {"run_id": run, "deleted_collections": collections}
+    if as_json:
+        return print_json(result)
+    out.print(f"deleted run {run}" + (f" and {', '.join(collections)}" if collections else ""))
+
+
+def _refuse_if_served(state, run: str) -> None:
     if run == state.live_run:
         raise ConfigError(f"run {run} is live; publish or roll back to another run first")
     if run == state.rollback_target:
@@ -262,35 +272,41 @@ def delete(
             f"run {run} is what `fmstore publish --rollback` would return to; "
             "publish a newer run first"
         )
-    if not yes:
-        if not sys.stdin.isatty():
-            raise ConfigError(f"deleting run {run} needs confirmation: pass --yes")
-        typer.confirm(f"delete run {run} ({folder})?", abort=True)
-    collections = _delete_collections(s, run)
+
+
+def _delete_run(s, run: str, folder: Path) -> list[str]:
+    """The run's collections, then its folder, under the store's lock; what is served is asked
+    again under that lock, since a publish or rollback may have finished while the prompt
+    waited (and the live run is never deleted)."""
+    from fmstore.cli.live import has_store, served_by
+    from fmstore.vectors import open_store
+
+    if not has_store(s):
+        _delete_folder(folder, run)
+        return []
+    with open_store(s) as store:
+        store.lock()  # held until close: no publish, rollback or prune until we are done
+        _refuse_if_served(served_by(s, store), run)
+        collections = _delete_collections(s, store, run)
+        _delete_folder(folder, run)
+    return collections
+
+
+def _delete_folder(folder: Path, run: str) -> None:
     trash = folder.with_name(f".deleting-{run}")
     folder.rename(trash)  # one step: the run is gone from listings before its files are
     shutil.rmtree(trash, ignore_errors=True)
-    result = {"run_id": run, "deleted_collections": collections}
-    if as_json:
-        return print_json(result)
-    out.print(f"deleted run {run}" + (f" and {', '.join(collections)}" if collections else ""))
 
 
-def _delete_collections(s, run: str) -> list[str]:
-    from fmstore.cli.live import has_store
+def _delete_collections(s, store, run: str) -> list[str]:
     from fmstore.serving import run_id_of
 
-    if not has_store(s):
-        return []
-    from fmstore.vectors import open_store
-
     deleted = []
-    with open_store(s) as store:
-        existing = store.list_collections()
-        for alias in (s.movies_collection, s.users_collection):
-            # every publication of the run: <alias>__<run>__<publication> (or <alias>__<run>)
-            for name in existing:
-                if name.startswith(f"{alias}__") and run_id_of(name) == run:
-                    store.delete_collection(name)
-                    deleted.append(name)
+    existing = store.list_collections()
+    for alias in (s.movies_collection, s.users_collection):
+        # every publication of the run: <alias>__<run>__<publication> (or <alias>__<run>)
+        for name in existing:
+            if name.startswith(f"{alias}__") and run_id_of(name) == run:
+                store.delete_collection(name)
+                deleted.append(name)
     return deleted

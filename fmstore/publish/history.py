@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from fmstore import catalog
-from fmstore.errors import NotFoundError
+from fmstore.errors import NotFoundError, PublishRecordError
 from fmstore.publish.checks import check_aliases, check_keep
 from fmstore.serving import run_id_of, sibling_collection
 from fmstore.vectors import VectorStore
@@ -93,20 +93,44 @@ def rollback(
     run id. The catalog follows: queries read the movies of the run the aliases point at.
 
     The publication being left is marked rolled_back in the same transaction as the switch, so a
-    second rollback goes one further back."""
+    second rollback goes one further back. With no alias live (the live collections were
+    deleted), it brings back the newest complete publication whose collections are still there."""
     check_aliases(movies_alias, users_alias)
     store.lock()
     catalog.ensure_schema(engine)
     reconcile(store, engine, (movies_alias, users_alias))
     live = store.resolve_alias(movies_alias)
     target = rollback_target(store, engine, movies_alias, users_alias)
-    if live is None or target is None:
+    if target is None:
         raise NotFoundError(f"no earlier complete publication of {movies_alias!r} to roll back to")
-    with Session(engine) as session, session.begin():
-        catalog.mark_rolled_back(session, collections=[live, sibling_collection(live, users_alias)])
-        # Switched inside the transaction: when the switch fails, the marks are not committed.
-        store.switch_aliases({movies_alias: target[0], users_alias: target[1]})
+    mapping = {movies_alias: target[0], users_alias: target[1]}
+    switched = False
+    try:
+        with Session(engine) as session, session.begin():
+            if live is not None:
+                left = [live, sibling_collection(live, users_alias)]
+                catalog.mark_rolled_back(session, collections=left)
+            # Switched inside the transaction: when the switch fails, the marks are not committed.
+            store.switch_aliases(mapping)
+            switched = True
+    except Exception as exc:
+        if not switched:
+            raise
+        _say_rollback_unrecorded(exc, mapping, live)
     return run_id_of(target[0])
+
+
+def _say_rollback_unrecorded(exc: Exception, mapping: dict[str, str], left: str | None):
+    """The aliases switched back but the catalog did not record which publication was left:
+    the rollback happened (queries answer from its run), and a second rollback would return to
+    the one left, so say both, as publish does after its switch."""
+    live = ", ".join(f"'{a}' -> {c}" for a, c in mapping.items())
+    back = f"; until then a second --rollback returns to run {run_id_of(left)}" if left else ""
+    raise PublishRecordError(
+        f"rolled back: run {run_id_of(next(iter(mapping.values())))} is live ({live}), but "
+        f"recording the rollback in the catalog failed: {type(exc).__name__}: "
+        f"{' '.join(str(exc).split())[:300]}{back}"
+    ) from exc
 
 
 # ---- prune --------------------------------------------------------------------------------------

@@ -32,6 +32,20 @@ class Points:
         return len(self.ids)
 
 
+def payload_bytes(points: Points, sample: int = 1000) -> int:
+    """About how many bytes the payloads take as JSON: an even sample, scaled (a users
+    collection's `rated` lists can be most of a publication)."""
+    import json
+
+    n = len(points.payloads)
+    if n == 0:
+        return 0
+    step = max(1, n // sample)
+    chosen = points.payloads[::step]
+    sampled = sum(len(json.dumps(p, default=str)) for p in chosen)
+    return sampled * n // len(chosen)
+
+
 @dataclass
 class ServedVectors:
     """The named vectors publish writes, and the serving config that says how to read them."""

@@ -103,6 +103,14 @@ def publish(
         _record_noop(engine, run_id, store.backend, targets, movies, users)
         return PublishResult(run_id, *targets.values(), len(movies), len(users), True, repaired)
 
+    # Room for both new collections, or refuse now: nothing written, the live one serves on.
+    k = serving.factors
+    store.check_space(
+        [
+            (vectors.movies_spec(k), len(movies), pts.payload_bytes(movies)),
+            (vectors.users_spec(k), len(users), pts.payload_bytes(users)),
+        ]
+    )
     token = new_token()
     targets = {alias: physical_name(alias, run_id, token) for alias in aliases}
     pubs = _start(engine, run_id, store.backend, targets)
@@ -111,7 +119,6 @@ def publish(
     switched = False
     try:
         checkpoint("before_upsert")
-        k = serving.factors
         store.create_collection(movies_coll, vectors.movies_spec(k), **options)
         pts.write(store, movies_coll, movies, batch_size, progress, "movies")
         store.create_collection(users_coll, vectors.users_spec(k), **options)

@@ -197,6 +197,12 @@ class VectorStore(abc.ABC):
         """Make what was written to a collection durable (a no-op where upserts already are)."""
         return None
 
+    def check_space(self, collections: list[tuple[CollectionSpec, int, int]]) -> None:
+        """Refuse (StoreError) before writing new collections, given as (spec, points, payload
+        bytes), that the store has no room for. A no-op where the store cannot tell (a server
+        reports a full disk on the write itself, as an error)."""
+        return None
+
     def lock(self) -> None:
         """Take the store for this process before writing (a no-op where the engine has no
         process lock, as on a server)."""

@@ -113,6 +113,21 @@ class EdgeStore(VectorStore):
             shard.update(UpdateOperation.upsert_points(points))
         self._dirty.add(self._physical(name))
 
+    def check_space(self, collections: list[tuple[CollectionSpec, int, int]]) -> None:
+        """Refuse a publication the disk cannot hold, before a byte of it is written: Edge
+        writes through memory maps into preallocated (sparse) files, and a full disk there is a
+        SIGBUS that kills the process mid-write, not an error we could report."""
+        needed = sum(edge_bytes(spec, points, payload) for spec, points, payload in collections)
+        probe = self.path if self.path.exists() else self.path.parent
+        free = shutil.disk_usage(probe).free
+        if free < needed:
+            raise StoreError(
+                f"not enough disk space for the new publication in {self.path}: "
+                f"{_mib(free)} free, {_mib(needed)} needed (its collections' points and Qdrant "
+                "Edge's preallocated files); free some space, e.g. `fmstore prune --keep 2`, "
+                "and publish again (what is live keeps serving)"
+            )
+
     def count(self, name: str) -> int:
         from qdrant_edge import CountRequest
 
@@ -285,6 +300,11 @@ class EdgeStore(VectorStore):
         except FmstoreError:
             raise
         except Exception as error:
+            if _disk_full(error):
+                raise StoreError(
+                    f"disk full: Qdrant Edge could not write '{name}' in {self.path} "
+                    f"({_one_line(error)}); free some space and try again"
+                ) from error
             raise StoreError(
                 f"Qdrant Edge failed on '{name}' in {self.path}: {_one_line(error)}"
             ) from error
@@ -350,6 +370,43 @@ class EdgeStore(VectorStore):
             trash = self._collections_dir / f".trash-{name}-{uuid.uuid4().hex}"
             os.replace(folder, trash)
             shutil.rmtree(trash, ignore_errors=True)
+
+
+# What a shard takes on disk, measured with qdrant-edge-py 0.9.0 (docs/reliability.md, "A full
+# disk"): its files take about 36 MB of preallocated, sparse space before any point, each payload
+# index about 8.5 MB more, and each named vector's storage grows in chunks of 32 MiB. Counted in
+# full: Edge may write into any of those holes later.
+MiB = 1024 * 1024
+_SHARD_FILES = 40 * MiB
+_PAYLOAD_INDEX = 9 * MiB
+_VECTOR_CHUNK = 32 * MiB
+_PER_POINT = 256  # id tracker, version and flags of one point, with room to spare
+
+
+def edge_bytes(spec: CollectionSpec, points: int, payload_bytes: int) -> int:
+    """Disk space a new shard of `points` points can come to take, holes filled."""
+    indexes = len(spec.keyword_indexes) + len(spec.integer_indexes)
+    vectors = sum(-(-max(points, 1) * v.size * 4 // _VECTOR_CHUNK) for v in spec.vectors)
+    return (
+        _SHARD_FILES
+        + indexes * _PAYLOAD_INDEX
+        + vectors * _VECTOR_CHUNK
+        + points * _PER_POINT
+        + 2 * payload_bytes  # the payload storage and the indexes' copies of its values
+    )
+
+
+def _mib(n: int) -> str:
+    return f"{n / MiB:,.1f} MiB"
+
+
+def _disk_full(error: BaseException) -> bool:
+    import errno
+
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    return "No space left on device" in text or "os error 28" in text
 
 
 def _lock_holder(path: Path) -> int | None:
