@@ -1,5 +1,5 @@
 """The refit: after validation chose the number of epochs, the rating model and the ranking model
-trained again on every rating, so that the published model knows every rating (the manifest keeps
+(warm started from the validated one) trained again on every rating, so that the published model knows every rating (the manifest keeps
 the validation figures beside the refit's)."""
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def refit(
         model, fit_config, device, engine, rows, empty, progress, batch_progress
     )
     fm_seconds = time.perf_counter() - started
-    ranking = fit_ranking_model(all_ratings, vocab, dataset, config, progress)
+    ranking = fit_ranking_model(
+        all_ratings, vocab, dataset, config, progress, init=validated.ranking
+    )
     metrics = dict(validated.metrics)
     metrics["refit"] = {
         "epochs": epochs,
@@ -54,6 +56,8 @@ def refit(
         "train_rmse": history[-1].train_rmse,
         "fm_seconds": round(fm_seconds, 3),
         "ranking_seconds": round(ranking.seconds, 3) if ranking is not None else None,
+        # warm started from the validated ranking model, with half its sweeps (loop.py)
+        "ranking_warm_start": validated.ranking is not None,
         "seconds": round(time.perf_counter() - started, 3),
     }
     return TrainResult(
