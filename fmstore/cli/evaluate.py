@@ -72,7 +72,9 @@ def evaluate(
         )
     out.print(table)
     ranked = report.rows[evaluation.MODEL]["users_ranked"]
+    eligible = report.rows[evaluation.MODEL].get("users_with_relevant", ranked)
+    sample = f" (a seeded sample of {eligible:,})" if eligible > ranked else ""
     out.print(
-        f"{report.n_test:,} held-out ratings ({report.test_source}); ranking: {ranked:,} users with a held-out "
+        f"{report.n_test:,} held-out ratings ({report.test_source}); ranking: {ranked:,} users{sample} with a held-out "
         f"rating >= {evaluation.RELEVANT_MIN:g}, over all movies they did not rate in training"
     )
