@@ -29,6 +29,8 @@ REGENERATE = "python scripts/api_docs.py"
 # The public API, in the order the page presents it.
 MODULES = (
     "fmstore.pipeline",
+    "fmstore.ranking_search",
+    "fmstore.threads",
     "fmstore.recommend",
     "fmstore.vectors",
     "fmstore.catalog",
