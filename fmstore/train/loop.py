@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Callable, Protocol
 
-import numpy as np
 import torch
 
 from fmstore.config import TrainConfig
@@ -39,7 +38,7 @@ from fmstore.features import (
     rated_rows,
     user_rows,
 )
-from fmstore.model import FactorizationMachine
+from fmstore.model import FactorizationMachine, predict, score
 from fmstore.serving import link_inverse
 from fmstore.train.checks import check_config, resolve_device
 from fmstore.train.defaults import resolve_defaults
@@ -108,7 +107,7 @@ def train(
     batch_progress: BatchProgressFn | None = None,
     parallel: Parallel | None = None,
 ) -> TrainResult:
-    """Train on `dataset`. `engine`: auto (numba on CPU when installed, else torch), numba or
+    """Train on `dataset`. `engine`: auto (numba on CPU when it can, else torch), numba or
     torch (see make_engine). `progress` hears after each epoch, `batch_progress` every few
     batches within one. `parallel`: this process's place in a data-parallel run
     (distributed.py); then only rank 0 validates and its result is the one to save."""
@@ -323,16 +322,17 @@ def make_engine(
     name: str, model, optimizer, config: TrainConfig, device: torch.device, users, items, ratings
 ) -> TrainingEngine:
     """The training engine `name` asks for: "numba" (CPU only), "torch", or "auto": numba on CPU
-    when it is installed and can train this model, torch otherwise (and always on a GPU)."""
+    when it can train this model (numba_engine.cannot_train), torch otherwise (and always on a
+    GPU)."""
     reg_scale = feature_reg(
         model, users, items, config.weight_decay, config.prior_reg, config.rated_reg
     )
     if name not in ENGINES:
         raise ConfigError(f"engine {name!r}: use one of {', '.join(ENGINES)}")
     if name in ("auto", "numba") and device.type == "cpu":
-        from fmstore.train import numba_engine  # imports numba: only when it can be used
+        from fmstore.train import numba_engine  # numba is slow to import: only when used
 
-        reason = numba_engine.unavailable(model)
+        reason = numba_engine.cannot_train(model)
         if reason is None:
             return numba_engine.NumbaEngine(
                 model, optimizer, reg_scale, config.batch_size, users, items, ratings
@@ -392,33 +392,37 @@ def evaluate_rmse_mae(
     movie's (vector, bias) is computed once, so a rating costs one dot product."""
     if len(ratings) == 0:
         return float("nan"), float("nan")
-    p, b_u = model.sides("user")
-    q, b_i = model.sides("item")
-    lo, hi = model.rating_range
-    if p.device.type == "cpu":
-        from fmstore.train import numba_engine
+    sides = (*model.sides("user"), *model.sides("item"))
+    rows = (users, items, ratings)
+    if sides[0].device.type == "cpu":
+        sq, ab = _error_sums_numba(model, rows, sides)
+    else:
+        sq, ab = _error_sums_torch(model, rows, sides, chunk)
+    return math.sqrt(sq / len(ratings)), ab / len(ratings)
 
-        if numba_engine.numba is not None:
-            f32 = np.float32
-            rows = (users, items, ratings, p, b_u, q, b_i)
-            sq, ab = numba_engine.errors(
-                *(t.numpy() for t in rows),
-                f32(model.w0.detach()),
-                model.link == "sigmoid",
-                f32(lo),
-                f32(hi),
-                numba_engine.numba.get_num_threads(),
-            )
-            return math.sqrt(sq / len(ratings)), ab / len(ratings)
-    sums = torch.zeros(2, dtype=torch.float64, device=p.device)  # on the device: one sync
+
+def _error_sums_numba(model: FactorizationMachine, rows, sides) -> tuple[float, float]:
+    """(sum of squared errors, sum of absolute errors) on CPU: one fused pass over the ratings."""
+    from fmstore.train import numba_engine  # numba is slow to import: only when evaluating
+
+    arrays = [t.numpy() for t in (*rows, *sides)]
+    w0, sigmoid = float(model.w0.detach()), model.link == "sigmoid"
+    return numba_engine.error_sums(*arrays[:3], arrays[3:], w0, sigmoid, model.rating_range)
+
+
+def _error_sums_torch(model: FactorizationMachine, rows, sides, chunk: int) -> tuple[float, float]:
+    """The same sums on any device, `chunk` ratings at a time, synchronising once."""
+    users, items, ratings = rows
+    p, b_u, q, b_i = sides
+    sums = torch.zeros(2, dtype=torch.float64, device=p.device)
     for s in range(0, len(ratings), chunk):
         u, i = users[s : s + chunk].long(), items[s : s + chunk].long()
-        y = model.w0 + b_u[u] + b_i[i] + (p[u] * q[i]).sum(-1)
-        err = (model.apply_link(y).clamp(lo, hi) - ratings[s : s + chunk]).double()
+        y = score(model.w0, b_u[u], b_i[i], p[u], q[i])
+        err = (predict(y, model.link, model.rating_range) - ratings[s : s + chunk]).double()
         sums[0] += err.square().sum()
         sums[1] += err.abs().sum()
     sq, ab = sums.tolist()
-    return math.sqrt(sq / len(ratings)), ab / len(ratings)
+    return sq, ab
 
 
 # ---- checks and small helpers -----------------------------------------------------------------
