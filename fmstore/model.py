@@ -17,9 +17,10 @@ and a test checks both against the textbook double loop.
 
 The formulas themselves are the module's functions, one each, which the training engines and
 the validation loop call too: `score` (w0 + b_u + b_i + <p, q>), `side_bias` (a side's linear
-plus pairwise terms), `apply_link` / `link_slope` / `predict` (the output link, its derivative,
-the clamped rating). They are the torch twins of serving.py's NumPy `apply_link` and `predict`;
-numba_engine.py has its own inlined twins (`_score`, `_link`, `_pairwise`).
+plus pairwise terms), `join_sides` (a side of two groups of features), `apply_link`,
+`link_slope` and `predict` (the output link, its derivative, the clamped rating). They are the
+torch twins of serving.py's NumPy `apply_link` and `predict`; numba_engine.py has its own
+inlined twins (`_score`, `_link`, `_pairwise`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,14 @@ def side_bias(linear: torch.Tensor, vector: torch.Tensor, squares: torch.Tensor)
     1/2 (|sum_j x_j v_j|^2 - sum_j x_j^2 |v_j|^2), given `vector` = sum_j x_j v_j and `squares` =
     sum_j x_j^2 |v_j|^2."""
     return linear + 0.5 * (vector.square().sum(-1) - squares)
+
+
+def join_sides(first, second) -> tuple[torch.Tensor, torch.Tensor]:
+    """One side made of two groups of features, each given as (vector, bias): the vectors add,
+    and the bias gains the pairwise terms between the groups, <p_first, p_second> (the user id
+    and the `rated` field)."""
+    (p, b), (z, bz) = first, second
+    return p + z, b + bz + (p * z).sum(-1)
 
 
 def apply_link(y: torch.Tensor, link: str) -> torch.Tensor:
@@ -198,8 +207,7 @@ class FactorizationMachine(nn.Module):
         if not self.has_rated:
             return p, b
         z, bz = self.rated_terms() if rated is None else rated
-        z, bz = z[rows], bz[rows]
-        return p + z, b + bz + (p * z).sum(-1)
+        return join_sides((p, b), (z[rows], bz[rows]))
 
     def raw_score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """w0 + b_u + b_i + <p_u, q_i>, before the output link."""

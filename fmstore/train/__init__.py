@@ -1,6 +1,6 @@
 """Training: the loop (loop.py), the row-wise Adam it uses (lazy_adam.py) and the two engines
 that run its step, torch index ops on any device (torch_engine.py) and fused numba kernels on CPU
-(numba_engine.py, imported only when used: numba is optional and slow to import); the search for
+(numba_engine.py, imported only when used: numba is slow to import); the search for
 factors and regularisation (tune.py), the refit (refit.py) and the ranking model (ranking.py).
 
 `from fmstore.train import train, split_indices, ...` keeps working for the callers of the old

@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from fmstore.model import FactorizationMachine, apply_link, link_slope, score
+from fmstore.model import FactorizationMachine, apply_link, join_sides, link_slope, score
 from fmstore.train.lazy_adam import LazyAdam
 
 # Sums a flat float tensor over the processes of a data-parallel run, in place (distributed.py).
@@ -111,7 +111,7 @@ class TorchEngine:
         p, b_u = model.side(fu, xu)
         if model.has_rated:  # p_u = v_user + z_u; the pairwise terms of the whole side in b_u
             z, b_z = (t.index_select(0, user_rows) for t in model.rated_terms())
-            p, b_u = p + z, b_u + b_z + (p * z).sum(-1)
+            p, b_u = join_sides((p, b_u), (z, b_z))
         q, b_i = model.side(fi, xi)
         p_n, q_n = p.index_select(0, at_u), q.index_select(0, at_i)
         y = score(model.w0, b_u.index_select(0, at_u), b_i.index_select(0, at_i), p_n, q_n)
