@@ -28,8 +28,8 @@ from fmstore.train import (
     TorchEngine,
     evaluate_rmse_mae,
     feature_reg,
-    loop,
     numba_engine,
+    validation,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,8 +155,8 @@ def test_evaluation_equals_predict(sums, monkeypatch):
     """Both ways of summing the errors (numba on CPU, torch on any other device) give
     model.predict's RMSE and MAE."""
     if sums == "torch":  # the path a GPU takes, here on CPU tensors
-        torch_sums = partial(loop._error_sums_torch, chunk=64)
-        monkeypatch.setattr(loop, "_error_sums_numba", torch_sums)
+        torch_sums = partial(validation._error_sums_torch, chunk=64)
+        monkeypatch.setattr(validation, "_error_sums_numba", torch_sums)
     model, u, i, r = small_problem("sigmoid")
     rmse, mae = evaluate_rmse_mae(model, u, i, r, chunk=64)
     err = (model.predict(u.long(), i.long()) - r).double()

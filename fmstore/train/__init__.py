@@ -17,7 +17,6 @@ from fmstore.train.loop import (
     TrainingEngine,
     TrainResult,
     check_config,
-    evaluate_rmse_mae,
     feature_reg,
     fit_epochs,
     make_engine,
@@ -30,6 +29,7 @@ from fmstore.train.loop import (
 from fmstore.train.refit import refit
 from fmstore.train.torch_engine import TorchEngine
 from fmstore.train.tune import TuneResult, search_split, tune
+from fmstore.train.validation import evaluate_rmse_mae
 
 __all__ = [
     "ADAM_BETAS",

@@ -38,12 +38,13 @@ from fmstore.features import (
     rated_rows,
     user_rows,
 )
-from fmstore.model import FactorizationMachine, predict, score
+from fmstore.model import FactorizationMachine
 from fmstore.serving import link_inverse
 from fmstore.train.checks import check_config, resolve_device
 from fmstore.train.defaults import resolve_defaults
 from fmstore.train.lazy_adam import CATCH_UP_EVERY, LazyAdam
 from fmstore.train.torch_engine import TorchEngine
+from fmstore.train.validation import evaluate_rmse_mae
 
 if TYPE_CHECKING:
     from fmstore.train.distributed import Parallel
@@ -379,50 +380,6 @@ def feature_reg(
         first, size = model.rated_span
         scale[first : first + size] *= rated_reg
     return scale.to(dtype=model.v.dtype, device=model.v.device)
-
-
-# ---- validation -------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate_rmse_mae(
-    model: FactorizationMachine, users, items, ratings, chunk: int = 1 << 16
-) -> tuple[float, float]:
-    """RMSE and MAE of `model.predict` on (user row, item row, rating) tensors. Each user's and
-    movie's (vector, bias) is computed once, so a rating costs one dot product."""
-    if len(ratings) == 0:
-        return float("nan"), float("nan")
-    sides = (*model.sides("user"), *model.sides("item"))
-    rows = (users, items, ratings)
-    if sides[0].device.type == "cpu":
-        sq, ab = _error_sums_numba(model, rows, sides)
-    else:
-        sq, ab = _error_sums_torch(model, rows, sides, chunk)
-    return math.sqrt(sq / len(ratings)), ab / len(ratings)
-
-
-def _error_sums_numba(model: FactorizationMachine, rows, sides) -> tuple[float, float]:
-    """(sum of squared errors, sum of absolute errors) on CPU: one fused pass over the ratings."""
-    from fmstore.train import numba_engine  # numba is slow to import: only when evaluating
-
-    arrays = [t.numpy() for t in (*rows, *sides)]
-    w0, sigmoid = float(model.w0.detach()), model.link == "sigmoid"
-    return numba_engine.error_sums(*arrays[:3], arrays[3:], w0, sigmoid, model.rating_range)
-
-
-def _error_sums_torch(model: FactorizationMachine, rows, sides, chunk: int) -> tuple[float, float]:
-    """The same sums on any device, `chunk` ratings at a time, synchronising once."""
-    users, items, ratings = rows
-    p, b_u, q, b_i = sides
-    sums = torch.zeros(2, dtype=torch.float64, device=p.device)
-    for s in range(0, len(ratings), chunk):
-        u, i = users[s : s + chunk].long(), items[s : s + chunk].long()
-        y = score(model.w0, b_u[u], b_i[i], p[u], q[i])
-        err = (predict(y, model.link, model.rating_range) - ratings[s : s + chunk]).double()
-        sums[0] += err.square().sum()
-        sums[1] += err.abs().sum()
-    sq, ab = sums.tolist()
-    return sq, ab
 
 
 # ---- checks and small helpers -----------------------------------------------------------------
