@@ -19,7 +19,7 @@ The formulas themselves are the module's functions, one each, which the training
 the validation loop call too: `score` (w0 + b_u + b_i + <p, q>), `side_bias` (a side's linear
 plus pairwise terms), `join_sides` (a side of two groups of features), `apply_link`,
 `link_slope` and `predict` (the output link, its derivative, the clamped rating). They are the
-torch twins of serving.py's NumPy `apply_link` and `predict`; numba_engine.py has its own
+torch twins of serving.py's NumPy `apply_link` and `predict`; numba_kernels.py has its own
 inlined twins (`_score`, `_link`, `_pairwise`).
 """
 
