@@ -14,6 +14,13 @@ over the movies they rated, so p_u = v_user + z_u and b_u gains its linear and p
 part is a sparse matrix product over all user rows (`rated_terms`). `side()` computes
 (p, b) for a batch of rows; `forward` and `serving_form` both use it, so they agree by construction
 and a test checks both against the textbook double loop.
+
+The formulas themselves are the module's functions, one each, which the training engines and
+the validation loop call too: `score` (w0 + b_u + b_i + <p, q>), `side_bias` (a side's linear
+plus pairwise terms), `join_sides` (a side of two groups of features), `apply_link`,
+`link_slope` and `predict` (the output link, its derivative, the clamped rating). They are the
+torch twins of serving.py's NumPy `apply_link` and `predict`; numba_kernels.py has its own
+inlined twins (`_score`, `_link`, `_pairwise`).
 """
 
 from __future__ import annotations
@@ -28,6 +35,51 @@ from torch.nn import functional as F
 
 from fmstore.features import FeatureRows, RatedRows
 from fmstore.serving import SIGMOID_SCALE  # the notebook's link, sigmoid(y) * 5.5; re-exported
+
+# ---- the formulas ------------------------------------------------------------------------------
+
+
+def score(w0, b_u: torch.Tensor, b_i: torch.Tensor, p: torch.Tensor, q: torch.Tensor):
+    """The FM's raw score from its two sides: w0 + b_u + b_i + <p_u, q_i>, row by row."""
+    return w0 + b_u + b_i + (p * q).sum(-1)
+
+
+def side_bias(linear: torch.Tensor, vector: torch.Tensor, squares: torch.Tensor) -> torch.Tensor:
+    """A side's bias: its linear terms sum_j w_j x_j plus its pairwise terms
+    1/2 (|sum_j x_j v_j|^2 - sum_j x_j^2 |v_j|^2), given `vector` = sum_j x_j v_j and `squares` =
+    sum_j x_j^2 |v_j|^2."""
+    return linear + 0.5 * (vector.square().sum(-1) - squares)
+
+
+def join_sides(first, second) -> tuple[torch.Tensor, torch.Tensor]:
+    """One side made of two groups of features, each given as (vector, bias): the vectors add,
+    and the bias gains the pairwise terms between the groups, <p_first, p_second> (the user id
+    and the `rated` field)."""
+    (p, b), (z, bz) = first, second
+    return p + z, b + bz + (p * z).sum(-1)
+
+
+def apply_link(y: torch.Tensor, link: str) -> torch.Tensor:
+    """Raw score -> rating before clamping: identity, or the notebook's sigmoid(y) * 5.5
+    (serving.apply_link)."""
+    if link == "sigmoid":
+        return torch.sigmoid(y) * SIGMOID_SCALE
+    return y
+
+
+def link_slope(pred: torch.Tensor, link: str):
+    """d pred / dy at pred = apply_link(y): 1, or for the sigmoid pred (1 - pred / 5.5)."""
+    if link == "sigmoid":
+        return pred * (1 - pred / SIGMOID_SCALE)
+    return 1.0
+
+
+def predict(y: torch.Tensor, link: str, rating_range: tuple[float, float]) -> torch.Tensor:
+    """Raw score -> rating: the link, then clamped to the rating scale (serving.predict)."""
+    return apply_link(y, link).clamp(*rating_range)
+
+
+# ---- the model ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -104,7 +156,7 @@ class FactorizationMachine(nn.Module):
         if index.shape[1] == 1:  # one feature: no pairs (the common user side)
             bias = wx.sum(1)
         else:
-            bias = wx.sum(1) + 0.5 * (vector.square().sum(-1) - vx_sq)
+            bias = side_bias(wx.sum(1), vector, vx_sq)
         return vector, bias, vx_sq + wx.square().sum(1)
 
     # ---- the `rated` field -------------------------------------------------------------------
@@ -146,8 +198,7 @@ class FactorizationMachine(nn.Module):
         y, w = self.v[first : first + size], self.w[first : first + size]
         z = a @ y
         sq = (a2 @ y.square().sum(1, keepdim=True)).squeeze(1)
-        bias = (a @ w.unsqueeze(1)).squeeze(1) + 0.5 * (z.square().sum(1) - sq)
-        return z, bias
+        return z, side_bias((a @ w.unsqueeze(1)).squeeze(1), z, sq)
 
     def user_side(self, rows: torch.Tensor, rated=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(p_u, b_u) of user rows: their fixed features plus, with the `rated` field, its terms
@@ -156,20 +207,17 @@ class FactorizationMachine(nn.Module):
         if not self.has_rated:
             return p, b
         z, bz = self.rated_terms() if rated is None else rated
-        z, bz = z[rows], bz[rows]
-        return p + z, b + bz + (p * z).sum(-1)
+        return join_sides((p, b), (z[rows], bz[rows]))
 
     def raw_score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """w0 + b_u + b_i + <p_u, q_i>, before the output link."""
         p, b_u = self.user_side(users)
         q, b_i = self.side(self.item_index[items], self.item_weight[items])
-        return self.w0 + b_u + b_i + (p * q).sum(-1)
+        return score(self.w0, b_u, b_i, p, q)
 
     def apply_link(self, y: torch.Tensor) -> torch.Tensor:
-        """Raw score -> rating before clamping: identity, or the notebook's sigmoid(y) * 5.5."""
-        if self.link == "sigmoid":
-            return torch.sigmoid(y) * SIGMOID_SCALE
-        return y
+        """Raw score -> rating before clamping, by this model's link (module's `apply_link`)."""
+        return apply_link(y, self.link)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Training output: the linked score, not clamped (clamping would stop the gradient)."""
@@ -178,7 +226,7 @@ class FactorizationMachine(nn.Module):
     @torch.no_grad()
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Rating prediction: linked score clamped to the rating scale."""
-        return self.forward(users, items).clamp(*self.rating_range)
+        return predict(self.raw_score(users, items), self.link, self.rating_range)
 
     @torch.no_grad()
     def sides(self, which: str, chunk: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:

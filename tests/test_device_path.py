@@ -9,7 +9,7 @@ from planted import write_planted
 
 from fmstore import datasets
 from fmstore.config import TrainConfig
-from fmstore.train import TorchEngine, numba_engine, train
+from fmstore.train import TorchEngine, train
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +54,8 @@ def test_the_torch_engine_step_never_waits_for_the_device(planted, monkeypatch, 
         result = train(planted, config, engine="torch")
     assert seen
     assert result.history[-1].valid_rmse < result.history[0].valid_rmse
-    if numba_engine.numba is not None:
-        reference = train(planted, config, engine="numba")
-        assert result.metrics["valid_rmse"] == pytest.approx(
-            reference.metrics["valid_rmse"], abs=1e-3
-        )
+    reference = train(planted, config, engine="numba")
+    assert result.metrics["valid_rmse"] == pytest.approx(reference.metrics["valid_rmse"], abs=1e-3)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU visible")

@@ -199,9 +199,7 @@ def test_rated_rows_from_ratings(planted_dataset):
 
 def test_numba_engine_says_why_it_cannot_train_the_field():
     model, *_ = rated_problem()
-    if numba_engine.numba is None:
-        pytest.skip("numba is not installed")
-    assert "rated" in numba_engine.unavailable(model)
+    assert "rated" in numba_engine.cannot_train(model)
 
 
 def test_a_run_with_the_field_trains_saves_and_loads(planted_dataset, planted_train, tmp_path):

@@ -1,6 +1,6 @@
 """Training: the loop (loop.py), the row-wise Adam it uses (lazy_adam.py) and the two engines
 that run its step, torch index ops on any device (torch_engine.py) and fused numba kernels on CPU
-(numba_engine.py, imported only when used: numba is optional and slow to import); the search for
+(numba_engine.py, imported only when used: numba is slow to import); the search for
 factors and regularisation (tune.py), the refit (refit.py) and the ranking model (ranking.py).
 
 `from fmstore.train import train, split_indices, ...` keeps working for the callers of the old
@@ -17,7 +17,6 @@ from fmstore.train.loop import (
     TrainingEngine,
     TrainResult,
     check_config,
-    evaluate_rmse_mae,
     feature_reg,
     fit_epochs,
     make_engine,
@@ -30,6 +29,7 @@ from fmstore.train.loop import (
 from fmstore.train.refit import refit
 from fmstore.train.torch_engine import TorchEngine
 from fmstore.train.tune import TuneResult, search_split, tune
+from fmstore.train.validation import evaluate_rmse_mae
 
 __all__ = [
     "ADAM_BETAS",

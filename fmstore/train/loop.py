@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Callable, Protocol
 
-import numpy as np
 import torch
 
 from fmstore.config import TrainConfig
@@ -46,6 +45,7 @@ from fmstore.train.checks import check_config, resolve_device
 from fmstore.train.defaults import resolve_defaults
 from fmstore.train.lazy_adam import CATCH_UP_EVERY, LazyAdam
 from fmstore.train.torch_engine import TorchEngine
+from fmstore.train.validation import evaluate_rmse_mae
 
 if TYPE_CHECKING:
     from fmstore.train.distributed import Parallel
@@ -109,7 +109,7 @@ def train(
     batch_progress: BatchProgressFn | None = None,
     parallel: Parallel | None = None,
 ) -> TrainResult:
-    """Train on `dataset`. `engine`: auto (numba on CPU when installed, else torch), numba or
+    """Train on `dataset`. `engine`: auto (numba on CPU when it can, else torch), numba or
     torch (see make_engine). `progress` hears after each epoch, `batch_progress` every few
     batches within one. `parallel`: this process's place in a data-parallel run
     (distributed.py); then only rank 0 validates and its result is the one to save."""
@@ -341,16 +341,17 @@ def make_engine(
     name: str, model, optimizer, config: TrainConfig, device: torch.device, users, items, ratings
 ) -> TrainingEngine:
     """The training engine `name` asks for: "numba" (CPU only), "torch", or "auto": numba on CPU
-    when it is installed and can train this model, torch otherwise (and always on a GPU)."""
+    when it can train this model (numba_engine.cannot_train), torch otherwise (and always on a
+    GPU)."""
     reg_scale = feature_reg(
         model, users, items, config.weight_decay, config.prior_reg, config.rated_reg
     )
     if name not in ENGINES:
         raise ConfigError(f"engine {name!r}: use one of {', '.join(ENGINES)}")
     if name in ("auto", "numba") and device.type == "cpu":
-        from fmstore.train import numba_engine  # imports numba: only when it can be used
+        from fmstore.train import numba_engine  # numba is slow to import: only when used
 
-        reason = numba_engine.unavailable(model)
+        reason = numba_engine.cannot_train(model)
         if reason is None:
             return numba_engine.NumbaEngine(
                 model, optimizer, reg_scale, config.batch_size, users, items, ratings
@@ -397,46 +398,6 @@ def feature_reg(
         first, size = model.rated_span
         scale[first : first + size] *= rated_reg
     return scale.to(dtype=model.v.dtype, device=model.v.device)
-
-
-# ---- validation -------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def evaluate_rmse_mae(
-    model: FactorizationMachine, users, items, ratings, chunk: int = 1 << 16
-) -> tuple[float, float]:
-    """RMSE and MAE of `model.predict` on (user row, item row, rating) tensors. Each user's and
-    movie's (vector, bias) is computed once, so a rating costs one dot product."""
-    if len(ratings) == 0:
-        return float("nan"), float("nan")
-    p, b_u = model.sides("user")
-    q, b_i = model.sides("item")
-    lo, hi = model.rating_range
-    if p.device.type == "cpu":
-        from fmstore.train import numba_engine
-
-        if numba_engine.numba is not None:
-            f32 = np.float32
-            rows = (users, items, ratings, p, b_u, q, b_i)
-            sq, ab = numba_engine.errors(
-                *(t.numpy() for t in rows),
-                f32(model.w0.detach()),
-                model.link == "sigmoid",
-                f32(lo),
-                f32(hi),
-                numba_engine.numba.get_num_threads(),
-            )
-            return math.sqrt(sq / len(ratings)), ab / len(ratings)
-    sums = torch.zeros(2, dtype=torch.float64, device=p.device)  # on the device: one sync
-    for s in range(0, len(ratings), chunk):
-        u, i = users[s : s + chunk].long(), items[s : s + chunk].long()
-        y = model.w0 + b_u[u] + b_i[i] + (p[u] * q[i]).sum(-1)
-        err = (model.apply_link(y).clamp(lo, hi) - ratings[s : s + chunk]).double()
-        sums[0] += err.square().sum()
-        sums[1] += err.abs().sum()
-    sq, ab = sums.tolist()
-    return math.sqrt(sq / len(ratings)), ab / len(ratings)
 
 
 # ---- checks and small helpers -----------------------------------------------------------------

@@ -2,11 +2,11 @@
 data-parallel path (distributed.py).
 
 How the engine is chosen (`loop.make_engine`): on a GPU and under torch.distributed always this
-one; on CPU the numba engine (numba_engine.py) when numba is installed and the model's user side
-is exclusive, else this one. Both engines have the same shape: `Engine(model, optimizer,
-reg_scale, batch_size, users, items, ratings)`, then `epoch(order, catch_up_every) -> sum of
-squared errors`, `step(users, items, ratings)` for one minibatch and `catch_up_all()`; they learn
-the same model.
+one; on CPU the numba engine (numba_engine.py) when it can train the model (its user side
+exclusive, no `rated` field), else this one. Both engines have the same shape: `Engine(model,
+optimizer, reg_scale, batch_size, users, items, ratings)`, then `epoch(order, catch_up_every) ->
+sum of squared errors`, `step(users, items, ratings)` for one minibatch and `catch_up_all()`; they
+learn the same model.
 
 No host synchronisation inside a step: every buffer has a size fixed by the model (all user rows,
 all item rows, all features), not by what the batch happens to touch, so there is no
@@ -23,8 +23,7 @@ from typing import Callable
 
 import torch
 
-from fmstore.model import FactorizationMachine
-from fmstore.serving import SIGMOID_SCALE
+from fmstore.model import FactorizationMachine, apply_link, join_sides, link_slope, score
 from fmstore.train.lazy_adam import LazyAdam
 
 # Sums a flat float tensor over the processes of a data-parallel run, in place (distributed.py).
@@ -112,15 +111,12 @@ class TorchEngine:
         p, b_u = model.side(fu, xu)
         if model.has_rated:  # p_u = v_user + z_u; the pairwise terms of the whole side in b_u
             z, b_z = (t.index_select(0, user_rows) for t in model.rated_terms())
-            p, b_u = p + z, b_u + b_z + (p * z).sum(-1)
+            p, b_u = join_sides((p, b_u), (z, b_z))
         q, b_i = model.side(fi, xi)
         p_n, q_n = p.index_select(0, at_u), q.index_select(0, at_i)
-        y = model.w0 + b_u.index_select(0, at_u) + b_i.index_select(0, at_i) + (p_n * q_n).sum(-1)
-        if model.link == "sigmoid":
-            s = torch.sigmoid(y)
-            pred, dpred = s * SIGMOID_SCALE, s * (1 - s) * SIGMOID_SCALE
-        else:
-            pred, dpred = y, 1.0
+        y = score(model.w0, b_u.index_select(0, at_u), b_i.index_select(0, at_i), p_n, q_n)
+        pred = apply_link(y, model.link)
+        dpred = link_slope(pred, model.link)
         err = pred - r
         g = 2.0 * err * dpred / n
 

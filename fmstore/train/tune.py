@@ -31,7 +31,8 @@ from fmstore.datasets.splits import split_indices
 from fmstore.errors import ConfigError
 from fmstore.train.checks import check_config, resolve_device
 from fmstore.train.defaults import resolve_defaults
-from fmstore.train.loop import ProgressFn, evaluate_rmse_mae, fit_epochs, new_model, prepare
+from fmstore.train.loop import ProgressFn, fit_epochs, new_model, prepare
+from fmstore.train.validation import evaluate_rmse_mae
 
 # The inner split's and the user sample's random streams: seeded by the run's seed, but never the
 # same draws as its outer split.
