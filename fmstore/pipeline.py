@@ -83,7 +83,8 @@ def run(
         and (parallel is None or parallel.rank == 0)
     ):
         ranking_search = _search_ranking(dataset, config, progress)
-        config = ranking_search.apply(config)
+        if ranking_search is not None:
+            config = ranking_search.apply(config)
 
     result = train(
         dataset,
@@ -137,12 +138,16 @@ def _tune(dataset: Dataset, config: TrainConfig, engine: str, progress) -> TuneR
     return search
 
 
-def _search_ranking(dataset: Dataset, config: TrainConfig, progress) -> RankingSearch:
+def _search_ranking(dataset: Dataset, config: TrainConfig, progress) -> RankingSearch | None:
     """The ranking model's reg, alpha0 and conf_alpha searched on an inner split of the training
     ratings (ranking_search), reporting its choice."""
     from fmstore.ranking_search import search_ranking
 
     found = search_ranking(dataset, config, progress=progress)
+    if found is None:
+        if progress:
+            progress("ranking model: too few ratings to search its settings, kept as given", 0, 1)
+        return None
     if progress:
         chosen = found.chosen
         progress(

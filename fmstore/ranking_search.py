@@ -28,6 +28,7 @@ import numpy as np
 
 from fmstore.config import INNER_FRACTION, MAX_SEARCH_RATINGS, RankingGrid, TrainConfig
 from fmstore.datasets import Dataset
+from fmstore.errors import ConfigError
 from fmstore.evaluate.indexing import CSR
 from fmstore.evaluate.metrics import RELEVANT_MIN, user_ndcg
 from fmstore.features import Vocabulary, encode
@@ -35,6 +36,7 @@ from fmstore.train.tune import choose, gain_in_standard_errors, search_split
 
 SEARCH_SWEEPS = 4  # alternating sweeps per point of the search (the final fit: config.iterations)
 MAX_ROUNDS = 4  # rounds over the axes; each round after the first needs a move in the last one
+MIN_SEARCH_USERS = 10  # inner-split users with a liked held-out movie below which nothing is judged
 
 
 @dataclass
@@ -98,16 +100,22 @@ def search_ranking(
     max_ratings: int = MAX_SEARCH_RATINGS,
     sweeps: int = SEARCH_SWEEPS,
     progress=None,
-) -> RankingSearch:
+) -> RankingSearch | None:
     """Search reg, alpha0 and conf_alpha of `config.ranking_config` on an inner split of the
     run's training ratings (never its validation split). `progress(message, done, total)`
-    hears each point."""
+    hears each point. None when the ratings are too few to judge anything on (fewer than
+    MIN_SEARCH_USERS users with a liked movie in the inner split)."""
     from fmstore.train.ranking import fit_ratings
 
     grid = grid or RankingGrid()
     started = time.perf_counter()
-    split = search_split(dataset, config, inner_fraction, max_ratings)
+    try:
+        split = search_split(dataset, config, inner_fraction, max_ratings)
+    except ConfigError:  # too few ratings to split
+        return None
     problem = _InnerProblem(dataset, config, split)
+    if len(problem.users) < MIN_SEARCH_USERS:
+        return None
     base = dataclasses.replace(config.ranking_config, iterations=sweeps)
     axes = {
         name: _with_value(values, getattr(base, name))
