@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -379,7 +378,7 @@ def _launch_processes(options: dict, nproc: int) -> int:
     """`fmstore train` with the same options as `nproc` processes of one data-parallel run."""
     from fmstore.train import distributed
 
-    argv = [sys.executable, "-m", "fmstore", "train"]
+    argv = ["fmstore", "train"]  # run by torchrun as `python -m fmstore train ...`
     for name, value in options.items():
         if name in ("nproc", "as_json", "lr_milestones") or value is None:
             continue

@@ -17,10 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
-import socket
-import subprocess
-import time
 from typing import Mapping, Sequence
 
 import torch
@@ -116,67 +112,43 @@ def finish() -> None:
 
 
 def launch(
-    command: Sequence[str],
+    module_args: Sequence[str],
     nproc: int,
     env: Mapping[str, str],
     threads: int | None = None,
-    poll_seconds: float = 0.2,
 ) -> int:
-    """Run `command` as `nproc` processes of one data-parallel job, as torchrun does (RANK,
-    LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set for each; `threads` intra-op threads
-    each); they share this process's stdout and stderr. When one fails the others are stopped.
-    Returns the first non-zero exit status, else 0."""
+    """Run `python -m <module_args>` as `nproc` processes of one data-parallel job on this
+    machine, by torchrun itself (torch.distributed.run, standalone rendezvous on a free port:
+    RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set for each; a failed process stops
+    the others). `env` is the processes' environment, `threads` their intra-op threads. They
+    share this process's stdout and stderr. Returns the first non-zero exit status, else 0."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc} must be at least 1")
-    port = _free_port()
-    procs = []
-    for rank in range(nproc):
-        child_env = dict(env)
-        child_env.update(
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE=str(nproc),
-            LOCAL_WORLD_SIZE=str(nproc),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-        )
-        if threads is not None:
-            child_env["OMP_NUM_THREADS"] = str(threads)
-            child_env["NUMBA_NUM_THREADS"] = str(threads)
-        procs.append(subprocess.Popen(list(command), env=child_env))
+    child_env = dict(env)
+    if threads is not None:
+        child_env["OMP_NUM_THREADS"] = child_env["NUMBA_NUM_THREADS"] = str(threads)
+    args = get_args_parser().parse_args(
+        ["--standalone", f"--nproc-per-node={nproc}", "-m", *module_args]
+    )
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(child_env)  # torchrun hands its own environment to the processes
     try:
-        while True:
-            codes = [p.poll() for p in procs]
-            failed = [c for c in codes if c not in (None, 0)]
-            if failed:
-                _stop(procs)
-                return failed[0]
-            if all(c == 0 for c in codes):
-                return 0
-            time.sleep(poll_seconds)
-    except BaseException:
-        _stop(procs)
-        raise
-
-
-def _stop(procs) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        run(args)  # (`run`, not torchrun's `main`: no report block printed on a failure)
+        return 0
+    except ChildFailedError as exc:
+        return next((f.exitcode for f in exc.failures.values() if f.exitcode), 1) or 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def default_threads(nproc: int) -> int:
-    """Intra-op threads per process so that `nproc` processes share the CPUs."""
-    return max(1, (os.cpu_count() or 1) // nproc)
+    """Intra-op threads per process so that `nproc` processes share the CPUs this process may
+    use (fmstore.threads: affinity and cgroup quota, not the host's count)."""
+    from fmstore.threads import available_cpus
+
+    return max(1, available_cpus() // nproc)
