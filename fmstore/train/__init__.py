@@ -17,7 +17,6 @@ from fmstore.train.loop import (
     TrainingEngine,
     TrainResult,
     check_config,
-    feature_reg,
     fit_epochs,
     make_engine,
     new_model,
@@ -27,6 +26,7 @@ from fmstore.train.loop import (
     train,
 )
 from fmstore.train.refit import refit
+from fmstore.train.regularisation import feature_reg
 from fmstore.train.torch_engine import TorchEngine
 from fmstore.train.tune import TuneResult, search_split, tune
 from fmstore.train.validation import evaluate_rmse_mae

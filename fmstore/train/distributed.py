@@ -25,7 +25,7 @@ import torch.distributed as dist
 from fmstore.config import TrainConfig
 from fmstore.errors import ConfigError
 from fmstore.train.lazy_adam import LazyAdam
-from fmstore.train.loop import feature_reg
+from fmstore.train.regularisation import feature_reg
 from fmstore.train.torch_engine import TorchEngine
 
 # The environment torchrun gives each process, which `launch` gives too.
