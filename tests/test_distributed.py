@@ -47,6 +47,7 @@ def test_two_processes_reach_the_single_process_rmse(tmp_path, fmstore_cli):
         "2",
         "--json",
         timeout=900,
+        process=True,  # its processes print to the real stdout, which only a subprocess captures
     )
     assert two.returncode == 0, two.stderr
     single, parallel = json.loads(one.stdout), json.loads(two.stdout)  # rank 0 alone prints
