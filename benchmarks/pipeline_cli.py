@@ -46,9 +46,9 @@ def run_timed(args: list[str], env: dict) -> tuple[list[tuple[float, str]], floa
 
 PHASES = [
     ("read + validate the data", r"^\S.*: [\d,]+ ratings, [\d,]+ movies"),
-    ("ranking model's search", r"^ranking search"),
+    ("ranking model's search", r"^(ranking search|ranking model: reg)"),
     ("rating FM (epochs)", r"^epoch \d+"),
-    ("ranking model (sweeps)", r"^(fitting the ranking model|ranking sweep|ranking model:)"),
+    ("ranking model (sweeps)", r"^(fitting the ranking model|ranking sweep)"),
     ("served metrics on the validation split", r"^measuring the validation split"),
     ("refit (FM epochs + warm ranking sweeps)", r"^refitting"),
 ]
