@@ -45,9 +45,11 @@ def test_runs_marks_the_live_run_with_its_config(home, fmstore_cli):
     live_line = next(line for line in listed.stdout.splitlines() if b in line)
     assert "*" in live_line and "identity" in live_line and " 256 " in live_line
     assert f"* live: run {b}" in listed.stdout
-    rows = json.loads(fmstore_cli(home, "runs", "--json").stdout)
-    assert [r["live"] for r in rows] == [False, True, False]
-    assert [r["seed"] for r in rows] == [0, 1, 2] and {r["factors"] for r in rows} == {8}
+    # (by run id: runs created in the same second list in run-id order, which is random)
+    rows = {r["run_id"]: r for r in json.loads(fmstore_cli(home, "runs", "--json").stdout)}
+    assert [rows[run]["live"] for run in (a, b, c)] == [False, True, False]
+    assert [rows[run]["seed"] for run in (a, b, c)] == [0, 1, 2]
+    assert {r["factors"] for r in rows.values()} == {8}
 
 
 def test_runs_show_and_compare(home, fmstore_cli):
