@@ -153,7 +153,10 @@ def test_quiet_prints_only_the_result(tmp_path, fmstore_cli):
 
 
 def test_completion_script(tmp_path, fmstore_cli):
-    result = fmstore_cli(tmp_path, "--show-completion", "bash")
+    # Typer reads the shell from the process tree unless told not to, and a run started detached
+    # has no shell above it: name the shell, in a process of its own (typer decides at start-up)
+    no_detection = {"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    result = fmstore_cli(tmp_path, "--show-completion", "bash", env=no_detection, process=True)
     assert result.returncode == 0 and "complete" in result.stdout
 
 
