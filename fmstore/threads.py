@@ -12,6 +12,7 @@ Imports nothing of ours but errors; numba and torch are imported only when apply
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -77,3 +78,27 @@ def apply_threads(n: int | None = None) -> int:
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     torch.set_num_threads(threads)
     return threads
+
+
+# Below this many ratings per step the FM's numba kernels run on one thread: a step of 1,024
+# ratings is shorter than waking a second thread, and on a shared machine a parallel region waits
+# for a thread the OS has descheduled. Measured beside one busy process on ml-latest-small
+# (benchmarks/threads_shared.py): 0.215 s per epoch on 2 threads against 0.045 s on 1.
+PARALLEL_MIN_BATCH = 65_536
+
+
+@contextlib.contextmanager
+def serial_below(batch_size: int, threshold: int = PARALLEL_MIN_BATCH):
+    """numba on one thread inside the block when steps of `batch_size` ratings are too small to
+    share; the thread count as it was afterwards."""
+    if batch_size >= threshold:
+        yield
+        return
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)

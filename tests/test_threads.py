@@ -56,3 +56,16 @@ def test_apply_sets_numba_and_torch():
     finally:
         numba.set_num_threads(before_numba)
         torch.set_num_threads(before_torch)
+
+
+def test_small_steps_run_on_one_thread_and_the_count_comes_back():
+    import numba
+
+    from fmstore.threads import PARALLEL_MIN_BATCH, serial_below
+
+    before = numba.get_num_threads()
+    with serial_below(1024):
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before
+    with serial_below(PARALLEL_MIN_BATCH):
+        assert numba.get_num_threads() == before

@@ -41,6 +41,7 @@ from fmstore.features import (
 )
 from fmstore.model import FactorizationMachine
 from fmstore.serving import link_inverse
+from fmstore.threads import serial_below
 from fmstore.train.checks import check_config, resolve_device
 from fmstore.train.defaults import resolve_defaults
 from fmstore.train.lazy_adam import CATCH_UP_EVERY, LazyAdam
@@ -258,6 +259,15 @@ def fit_epochs(
     stop at the same epoch and keep the same weights."""
     if config.batch_size is None or config.lr is None:  # a caller that did not resolve them
         config, _ = resolve_defaults(config, len(train_rows[2]))
+    with serial_below(config.batch_size):
+        return _fit_epochs(
+            model, config, device, engine, train_rows, valid_rows, progress, on_batches, parallel
+        )
+
+
+def _fit_epochs(
+    model, config, device, engine, train_rows, valid_rows, progress, on_batches, parallel
+):
     optimizer = LazyAdam(model, config.lr)
     if parallel is None:
         runner = make_engine(engine, model, optimizer, config, device, *train_rows)
