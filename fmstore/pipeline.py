@@ -75,13 +75,7 @@ def run(
         config = search.apply(config)
         check_memory(dataset, config, device)
     ranking_search = None
-    searched = {"reg", "alpha0", "conf_alpha"} - set(config.ranking_pinned)
-    if (
-        config.ranking
-        and config.tune_ranking
-        and searched
-        and (parallel is None or parallel.rank == 0)
-    ):
+    if _searches_ranking(config, parallel):
         ranking_search = _search_ranking(dataset, config, progress)
         if ranking_search is not None:
             config = ranking_search.apply(config)
@@ -136,6 +130,14 @@ def _tune(dataset: Dataset, config: TrainConfig, engine: str, progress) -> TuneR
             config.epochs,
         )
     return search
+
+
+def _searches_ranking(config: TrainConfig, parallel) -> bool:
+    """Whether the ranking model's settings are searched: it is fitted, the search is on, some
+    setting is not pinned, and this process fits it (rank 0 of a data-parallel run)."""
+    unpinned = {"reg", "alpha0", "conf_alpha"} - set(config.ranking_pinned)
+    rank0 = parallel is None or parallel.rank == 0
+    return config.ranking and config.tune_ranking and bool(unpinned) and rank0
 
 
 def _search_ranking(dataset: Dataset, config: TrainConfig, progress) -> RankingSearch | None:
