@@ -87,7 +87,7 @@ def runs(ctx: typer.Context, home: Optional[Path] = HomeOpt, as_json: bool = Jso
         table.add_row(
             "*" if r["live"] else "",
             safe(r["run_id"]),
-            safe(r["created_at"]),
+            safe(str(r["created_at"])[:19]),  # to the second: the JSON keeps the microseconds
             safe(r["dataset"]),
             str(r["factors"]),
             f"{r['lr']:g}",

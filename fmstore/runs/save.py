@@ -94,7 +94,8 @@ def save_run(
         manifest = {
             "format_version": FORMAT_VERSION,
             "run_id": run_id,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            # to the microsecond: "the latest run" must not depend on two runs of one second
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
             "dataset": {
                 "name": dataset.name,
                 "source": dataset.source,
