@@ -22,11 +22,11 @@ import dataclasses
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from bench_data import load_from_argv  # benchmarks/bench_data.py, beside this file
 
-from fmstore import datasets, pipeline
+from fmstore import pipeline
 from fmstore.config import TrainConfig
 from fmstore.datasets import Dataset
 from fmstore.datasets.splits import last_by_time, split_indices
@@ -143,12 +143,7 @@ def run_split(name, data: Dataset, train, test, seed) -> list[tuple]:
 
 
 def main(argv: list[str]) -> int:
-    path = (
-        argv[0]
-        if argv
-        else str(Path(__file__).resolve().parents[2] / "shared/data/ml-latest-small")
-    )
-    data = datasets.load_dataset(path)
+    data = load_from_argv(argv)
     r = data.ratings
     splits = []
     for seed in (1, 2, 0):

@@ -13,11 +13,10 @@ import dataclasses
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from bench_data import load_from_argv  # benchmarks/bench_data.py, beside this file
 
-from fmstore import datasets
 from fmstore.config import TrainConfig
 from fmstore.datasets.splits import split_indices
 from fmstore.evaluate.indexing import CSR
@@ -27,12 +26,7 @@ from fmstore.train.ranking import fit_ratings
 
 
 def main(argv: list[str]) -> int:
-    path = (
-        argv[0]
-        if argv
-        else str(Path(__file__).resolve().parents[2] / "shared/data/ml-latest-small")
-    )
-    data = datasets.load_dataset(path)
+    data = load_from_argv(argv)
     config = TrainConfig()
     rc = config.ranking_config
     print(

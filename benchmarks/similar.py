@@ -24,9 +24,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_data import load_from_argv  # benchmarks/bench_data.py, beside this file
 from series import series_scores  # benchmarks/series.py, beside this file
 
-from fmstore import datasets, pipeline
+from fmstore import pipeline
 from fmstore.config import TrainConfig
 from fmstore.serving import implicit_weight, ranking_lambda, whiten_items, whitened_fold_in
 
@@ -61,12 +62,7 @@ def top(scores: np.ndarray, n: int = 11) -> np.ndarray:
 
 
 def main(argv: list[str]) -> int:
-    path = (
-        argv[0]
-        if argv
-        else str(Path(__file__).resolve().parents[2] / "shared/data/ml-latest-small")
-    )
-    data = datasets.load_dataset(path)
+    data = load_from_argv(argv)
     started = time.perf_counter()
     trained = pipeline.run(data, TrainConfig(valid_fraction=0.0, refit=False))
     ranking, model = trained.result.ranking, trained.result.model

@@ -15,9 +15,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared/data/ml-latest-small"
+from bench_data import ML_SMALL  # benchmarks/bench_data.py, beside this file
 
 
 def train(data: str, threads: str | None) -> list[float]:
@@ -34,7 +33,7 @@ def train(data: str, threads: str | None) -> list[float]:
 
 
 def main(argv: list[str]) -> int:
-    data = next((a for a in argv if not a.startswith("--")), str(DATA))
+    data = next((a for a in argv if not a.startswith("--")), str(ML_SMALL))
     rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 3
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
