@@ -375,6 +375,10 @@ def insecure_api_key(settings: Settings) -> bool:
 # ---- the search of the ranking model's settings (fmstore.ranking_search) ------------------------
 
 
+# The ranking model's settings its search moves (and `--ranking-set` may pin), in visiting order.
+RANKING_SEARCHED = ("reg", "alpha0", "conf_alpha")
+
+
 @dataclass(frozen=True)
 class RankingGrid:
     """The values the ranking model's search may move to, each axis in increasing order. The
@@ -386,8 +390,8 @@ class RankingGrid:
     conf_alpha: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0)
 
     def axes(self) -> dict[str, tuple[float, ...]]:
-        """{setting: its values}, in the order the search visits them."""
-        return {"reg": self.reg, "alpha0": self.alpha0, "conf_alpha": self.conf_alpha}
+        """{setting: its values}, in the order the search visits them (RANKING_SEARCHED)."""
+        return {name: getattr(self, name) for name in RANKING_SEARCHED}
 
     def to_dict(self) -> dict:
         """The grid as plain JSON values (for the run manifest)."""

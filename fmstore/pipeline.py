@@ -6,7 +6,7 @@ split -> refit on every rating -> save the run folder.
 
     from pathlib import Path
     from fmstore import datasets, pipeline
-    from fmstore.config import TrainConfig
+    from fmstore.config import RANKING_SEARCHED, TrainConfig
 
     data = datasets.load_dataset("../shared/data/ml-latest-small")
     trained = pipeline.run(data, TrainConfig(), runs_dir=Path(".fmstore/runs"))
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fmstore.config import TrainConfig
+from fmstore.config import RANKING_SEARCHED, TrainConfig
 from fmstore.datasets import Dataset, Ratings
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def _tune(dataset: Dataset, config: TrainConfig, engine: str, progress) -> TuneR
 def _searches_ranking(config: TrainConfig, parallel) -> bool:
     """Whether the ranking model's settings are searched: it is fitted, the search is on, some
     setting is not pinned, and this process fits it (rank 0 of a data-parallel run)."""
-    unpinned = {"reg", "alpha0", "conf_alpha"} - set(config.ranking_pinned)
+    unpinned = set(RANKING_SEARCHED) - set(config.ranking_pinned)
     rank0 = parallel is None or parallel.rank == 0
     return config.ranking and config.tune_ranking and bool(unpinned) and rank0
 

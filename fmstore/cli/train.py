@@ -27,7 +27,7 @@ from fmstore.cli.app import (
     use_threads,
     warn,
 )
-from fmstore.config import RankingConfig, TrainConfig
+from fmstore.config import RANKING_SEARCHED, RankingConfig, TrainConfig
 from fmstore.errors import ConfigError, EnvError
 
 
@@ -254,9 +254,6 @@ def train(
         )
 
 
-_SEARCHED = ("reg", "alpha0", "conf_alpha")
-
-
 def _parse_ranking_set(text: str | None) -> dict[str, float]:
     """--ranking-set 'reg=0.01,alpha0=0.3' -> {"reg": 0.01, "alpha0": 0.3}, checked."""
     pinned: dict[str, float] = {}
@@ -264,10 +261,10 @@ def _parse_ranking_set(text: str | None) -> dict[str, float]:
         if not part.strip():
             continue
         name, sep, value = (x.strip() for x in part.partition("="))
-        if not sep or name not in _SEARCHED:
+        if not sep or name not in RANKING_SEARCHED:
             raise ConfigError(
                 f"--ranking-set {part.strip()!r}: use NAME=VALUE with NAME one of "
-                f"{', '.join(_SEARCHED)}"
+                f"{', '.join(RANKING_SEARCHED)}"
             )
         try:
             number = float(value)
