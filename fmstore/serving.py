@@ -225,6 +225,33 @@ def ranking_lambda(reg: float, alpha0: float, nu: float, n_items: int, n_rated: 
     return float(reg * (n_rated + alpha0 * n_items) ** nu)
 
 
+def ials_user(rated_rows: np.ndarray, weights: np.ndarray, gramian: np.ndarray, lam: float):
+    """A ranking-model user's r_u [k] by the closed form of the model's user step, exactly what
+    training stores (train/ranking.py runs its last user step to the exact solve):
+
+        (alpha0 R^T R + sum_j w_j r_j r_j^T + lam I) r_u = sum_j w_j (1 - c_j) r_j - alpha0 R^T c
+
+    rated_rows [n, k+1]: [r_j, c_j] of the rated movies; weights [n]: their confidences
+    (implicit_weight); gramian: alpha0 Q^T Q over every movie's [r_i, c_i] of the run; lam: the
+    user's L2 (ranking_lambda with n ratings). recommend/explain.py decomposes the same solve."""
+    rated = np.asarray(rated_rows, np.float64)
+    w = np.asarray(weights, np.float64)
+    g = np.asarray(gramian, np.float64)
+    k = rated.shape[1] - 1
+    r, c = rated[:, :k], rated[:, k]
+    a = g[:k, :k] + (r.T * w) @ r + lam * np.eye(k)
+    return np.linalg.solve(a, r.T @ (w * (1.0 - c)) - g[:k, k]).astype(np.float32)
+
+
+def whiten_rows(rows: np.ndarray, gramian_rr: np.ndarray, alpha0: float, lam: float) -> np.ndarray:
+    """L^-1 r for rows r [n, k], where L L^T = alpha0 R^T R + lam I and gramian_rr = R^T R over
+    every movie of the run: whiten_items for movies added after training (the other movies'
+    whitening, and so their `item` vectors, stay as published)."""
+    g = np.asarray(gramian_rr, np.float64)
+    L = np.linalg.cholesky(alpha0 * g + lam * np.eye(g.shape[0]))
+    return np.linalg.solve(L, np.asarray(rows, np.float64).T).T.astype(np.float32)
+
+
 def whiten_items(item_vectors: np.ndarray, alpha0: float, lam: float) -> np.ndarray:
     """L^-1 r_i for every movie, where L L^T = alpha0 R^T R + lam I (Cholesky).
 

@@ -1,4 +1,5 @@
-"""The catalog's tables as SQLAlchemy 2.0 models: movies, training runs and publications.
+"""The catalog's tables as SQLAlchemy 2.0 models: movies, training runs and publications, and
+the live updates (fmstore.updates): recorded ratings, added movies, what each collection holds.
 
 Migrations (migrations/versions) must produce exactly this schema; a test compares the two.
 """
@@ -147,3 +148,58 @@ class Publication(Base):
 
     def __repr__(self) -> str:
         return f"Publication({self.id}, {self.alias!r} -> {self.collection!r}, {self.status})"
+
+
+class RecordedRating(Base):
+    """A rating given after training (`fmstore rate`, Recommender.add_ratings): append-only, one
+    row per change; a user's rating of a movie is their newest row (a re-rating appends)."""
+
+    __tablename__ = "recorded_ratings"
+    __table_args__ = (Index(None, "user_id", "movie_id"),)
+
+    # BigInteger on Postgres, INTEGER on SQLite (its autoincrementing rowid)
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    user_id: Mapped[int] = mapped_column(BigInteger)
+    movie_id: Mapped[int] = mapped_column(BigInteger)
+    rating: Mapped[float] = mapped_column(Double)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    source: Mapped[str] = mapped_column(String, default="api")  # cli | api | a file's name
+
+    def __repr__(self) -> str:
+        return f"RecordedRating(user {self.user_id}, movie {self.movie_id}, {self.rating})"
+
+
+class AddedMovie(Base):
+    """A movie added after training (`fmstore movies add`): served from its genres and year
+    until a run trains on it. Append-only; `id` orders the additions."""
+
+    __tablename__ = "added_movies"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    movie_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    title: Mapped[str] = mapped_column(String)
+    year: Mapped[int | None] = mapped_column(Integer)
+    genres: Mapped[str] = mapped_column(String, default="")  # 'Action|Comedy'; '' for none
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    source: Mapped[str] = mapped_column(String, default="api")
+
+    def __repr__(self) -> str:
+        return f"AddedMovie({self.movie_id}, {self.title!r})"
+
+
+class AppliedUpdates(Base):
+    """How far a physical collection has taken the recorded updates: the newest recorded_ratings
+    id applied to a users collection, the newest added_movies id to a movies collection. Moved
+    only after the points are written, so a crash in between is re-applied by the next command."""
+
+    __tablename__ = "applied_updates"
+
+    collection: Mapped[str] = mapped_column(String, primary_key=True)
+    through: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    def __repr__(self) -> str:
+        return f"AppliedUpdates({self.collection!r} through {self.through})"

@@ -19,6 +19,7 @@ from fmstore.cli import runs as _runs  # noqa: F401  (runs, runs show|compare|de
 from fmstore.cli import publish as _publish  # noqa: F401
 from fmstore.cli import evaluate as _evaluate  # noqa: F401
 from fmstore.cli import query as _query  # noqa: F401
+from fmstore.cli import updates as _updates  # noqa: F401  (rate, movies add, data export)
 from fmstore.cli import report as _report  # noqa: F401
 from fmstore.cli import status as _status  # noqa: F401
 from fmstore.cli import data as _data  # noqa: F401  (data fetch|synth, db upgrade)

@@ -146,11 +146,13 @@ def publish(
                 _say_what_is_live(store, aliases["movies_alias"])
                 raise
             summary = vars(result)
+        summary["updates"] = _apply_recorded_updates(store, engine, aliases)
         backend = store.backend
     if as_json:
         return print_json(summary)
     for line in summary.get("repaired") or []:
         err.print(f"repaired a publication left by a killed process: {line}")
+    _say_updates(summary["updates"])
     if rollback:
         out.print(f"aliases now point at run {summary['rolled_back_to']}")
         return
@@ -160,6 +162,34 @@ def publish(
         f"{summary['movies_collection']}, {summary['users']:,} users -> "
         f"{summary['users_collection']} ({backend})"
     )
+
+
+def _apply_recorded_updates(store, engine, aliases: dict) -> dict:
+    """The ratings and movies recorded since training (`fmstore rate`, `fmstore movies add`)
+    that the now-live run lacks, written into its collections (fmstore.updates): a publish or
+    rollback never drops them silently. The publication stands whatever happens here."""
+    from fmstore.errors import FmstoreError
+    from fmstore.updates import Updater
+
+    try:
+        applied = Updater(store, engine, **aliases).sync()
+    except FmstoreError as exc:
+        return {"not_in_run": None, "users": 0, "movies": 0, "error": str(exc)}
+    return {
+        "not_in_run": applied.not_in_run,
+        "users": len(applied.users),
+        "movies": len(applied.movies),
+    }
+
+
+def _say_updates(updates: dict) -> None:
+    if updates.get("error"):
+        err.print(f"warning: recorded updates not applied: {updates['error']}", markup=False)
+    elif updates["not_in_run"]:
+        err.print(
+            f"{updates['not_in_run']} recorded update(s) are not in this run: applied to the "
+            "live publication (`fmstore data export DIR` writes a dataset with them, to train on)"
+        )
 
 
 def _say_what_is_live(store, movies_alias: str) -> None:

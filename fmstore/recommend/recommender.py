@@ -120,6 +120,7 @@ class Recommender:
         self._payloads: dict[int, dict] = {}
         self._users: dict[int, tuple[dict, dict]] = {}  # user id -> (vectors, payload)
         self._gramian: np.ndarray | None = None  # the ranking model's, for explanations
+        self._writer: Any = (catalog, (movies_alias, users_alias))  # add_ratings' Updater
 
     def _read_run(self) -> tuple[dict, str | None]:
         found = self._catalog.run(self.run_id)
@@ -160,6 +161,8 @@ class Recommender:
         caller's Engine or reader stay open."""
         if self._owns_catalog:
             self._catalog.close()
+        if hasattr(self._writer, "close"):
+            self._writer.close()
 
     def __enter__(self) -> "Recommender":
         return self
@@ -506,6 +509,21 @@ class Recommender:
         y = serving.score(score, w0=self.w0, b_u=float(b_u))
         out = serving.predict(y, self.link, self.rating_range if clamp else None)
         return float(out) if np.ndim(out) == 0 else out
+
+    def add_ratings(self, user_id: Any, ratings: Mapping | None = None, source: str = "api"):
+        """Record ratings and serve them at once (fmstore.updates.Updater.add_ratings): one
+        user's {movie id or title: rating}, or {user id: {...}} for many with `ratings` left
+        out. A new user id is created. Returns updates.Applied."""
+        batch = {user_id: ratings} if ratings is not None else user_id
+        if not isinstance(batch, Mapping):
+            raise ConfigError("give add_ratings(user_id, {movie: rating}) or {user id: {...}}")
+        by_id = {as_id(u, "user id"): self.ratings_by_id(r) for u, r in batch.items()}
+        if isinstance(self._writer, tuple):  # the first call: the catalog opened for writing
+            from fmstore.updates import Updater
+
+            self._writer = Updater.for_catalog(self.store, *self._writer)
+        self._users.clear()
+        return self._writer.add_ratings(by_id, source=source)
 
     # -- factors (implicit's item_factors, user_factors, similar_users) -------------------------
 

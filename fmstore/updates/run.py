@@ -1,0 +1,168 @@
+"""What a live update needs of the live run, read once from its run folder: the ranking model's
+Gramian and settings, each user's training ratings, and the feature embeddings both models serve
+a movie nobody rated from (the FM's genre and year rows, the ranking model's). Plus the math
+that turns them into points: a user's vectors from all their ratings, a new movie's from its
+genres and year.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fmstore import runs, serving
+from fmstore.errors import NotFoundError
+
+
+@dataclass
+class UserVectors:
+    """One user's point: named vectors and payload, ready to upsert."""
+
+    user_id: int
+    vectors: dict[str, np.ndarray]
+    payload: dict
+
+
+class LiveRun:
+    """The live run as the updates see it. `config` is the catalog's serving config of the run
+    (w0, link, weight_decay, prior_reg, ranking: {alpha0, reg, nu, n_items, ...})."""
+
+    def __init__(self, run_id: str, config: dict, artifact_path: str | None):
+        self.run_id = run_id
+        self.serving = config.get("serving") or {}
+        self.ranking = self.serving.get("ranking")
+        self.w0 = float(self.serving["w0"])
+        self.link = str(self.serving.get("link", "identity"))
+        self.weight_decay = float(self.serving.get("weight_decay", self.serving.get("reg")))
+        self.prior_reg = float(self.serving.get("prior_reg", 0.0))
+        self.path = Path(artifact_path) if artifact_path else None
+        if self.path is None or not (self.path / runs.MANIFEST).is_file():
+            raise NotFoundError(
+                f"the run folder of the live run {run_id} ({artifact_path}) is not on this "
+                "machine: live updates read its Gramian and its users' training ratings"
+            )
+        self.manifest = runs.load_manifest(self.path)
+        self.gramian = runs.ranking_gramian(self.path) if self.ranking else None
+        self._movie_features = None  # (vocab, FM w and v, ranking feature rows): on first use
+
+    # -- users -----------------------------------------------------------------------------------
+
+    def training_ratings(self, user_id: int) -> dict[int, float]:
+        """{movie: rating} the run was trained on for this user ({} for someone new)."""
+        ids, stars = runs.seen_movies(self.path, int(user_id))
+        return dict(zip(ids.tolist(), np.asarray(stars, np.float64).tolist(), strict=True))
+
+    def user_vectors(
+        self, user_id: int, ratings: dict[int, float], movies: dict[int, dict[str, np.ndarray]]
+    ) -> UserVectors:
+        """The user's point from every rating they gave ({movie: rating}, training ratings
+        included) and the live movies' stored vectors ({movie: {"score": .., "rank": ..}}).
+
+        score = [p_u, 1] with (p_u, b_u) the rating model's fold-in (serving.fold_in, as
+        Recommender.recalculate_user); rank = [r_u, 1], the ranking model's closed form
+        (serving.ials_user) against the live [r_i, c_i] and the run's Gramian."""
+        ids = sorted(ratings)
+        stars = np.array([ratings[i] for i in ids], np.float64)
+        score = np.stack([movies[i]["score"] for i in ids]).astype(np.float64)
+        p_u, b_u = serving.fold_in(
+            score[:, :-1],
+            score[:, -1],
+            serving.link_inverse(stars, self.link),
+            w0=self.w0,
+            weight_decay=self.weight_decay,
+            prior=self.prior_reg,
+        )
+        one = np.float32(1.0)
+        vectors = {"score": np.append(p_u, one)}
+        if self.ranking:
+            c = self.ranking
+            rows = np.stack([movies[i]["rank"] for i in ids])
+            weights = serving.implicit_weight(stars, c["confidence"], c["conf_alpha"])
+            lam = serving.ranking_lambda(c["reg"], c["alpha0"], c["nu"], c["n_items"], len(ids))
+            r_u = serving.ials_user(rows, weights, c["alpha0"] * self.gramian, lam)
+            vectors["rank"] = np.append(r_u, one)
+        payload = {
+            "user_id": int(user_id),
+            "bias": float(b_u),
+            "n_ratings": len(ids),
+            "rated": ids,
+            "run_id": self.run_id,
+        }
+        return UserVectors(int(user_id), vectors, payload)
+
+    # -- movies ----------------------------------------------------------------------------------
+
+    def movie_vectors(self, movie: dict) -> tuple[dict[str, np.ndarray], dict]:
+        """A movie nobody rated ({movie_id, title, year, genres: list}) as both models serve one:
+        from its genre and year embeddings alone (no movie-id feature), exactly as training
+        builds the vectors of the movies of movies.csv without ratings."""
+        from fmstore.datasets import Movies
+        from fmstore.features import item_rows, ranking_item_features
+
+        vocab, w, v, feature_rows = self._features()
+        one = Movies(
+            movie_id=np.array([movie["movie_id"]], np.int64),
+            title=[movie["title"]],
+            genres=[tuple(movie["genres"])],
+            year=np.array([movie["year"] or 0], np.int32),
+            imdb_id=[None],
+            tmdb_id=[None],
+        )
+        rows = item_rows(vocab, one)
+        index, weight = rows.index[0], rows.weight[0]
+        q, b = serving.side_terms(v[index], w[index], weight)
+        vectors = {"score": np.append(q, np.float32(b))}
+        if not self.ranking:
+            vectors["item"] = q  # Cosine, as publish serves a run without a ranking model
+        else:
+            c, k = self.ranking, int(self.ranking["factors"])
+            rank = np.zeros(k + 1, np.float64)  # [r_i, c_i] = sum_f x_f e_f
+            if feature_rows is not None:
+                (_, cols, x), _ = ranking_item_features(vocab, one)
+                rank += (x[:, None] * feature_rows[cols]).sum(0)
+            lam = serving.ranking_lambda(c["reg"], c["alpha0"], c["nu"], c["n_items"])
+            vectors["rank"] = rank.astype(np.float32)
+            vectors["item"] = serving.whiten_rows(
+                rank[None, :k], self.gramian[:k, :k], c["alpha0"], lam
+            )[0]
+        payload = {
+            "movie_id": int(movie["movie_id"]),
+            "title": movie["title"],
+            "year": movie["year"],
+            "genres": list(movie["genres"]),
+            "bias": float(b),
+            "n_ratings": 0,
+            "mean_rating": None,
+            "run_id": self.run_id,
+        }
+        return vectors, payload
+
+    def movie_ids(self) -> np.ndarray:
+        """Every movie id of the run (movies.csv at training), int64."""
+        return runs.load_arrays(self.path / "serving.safetensors", ("movie_ids",))["movie_ids"]
+
+    def genres(self) -> list[str]:
+        """The genres the run's features know (a movie's other genres would add nothing)."""
+        return list(self._features()[0].genres)
+
+    def _features(self):
+        if self._movie_features is None:
+            from safetensors import safe_open
+
+            from fmstore.features import Vocabulary
+
+            arrays = runs.load_arrays(self.path / "serving.safetensors")
+            vocab = Vocabulary.from_arrays(arrays, self.manifest["vocabulary"])
+            with safe_open(str(self.path / "model.safetensors"), framework="numpy") as f:
+                w = f.get_tensor("w").astype(np.float64)
+                v = f.get_tensor("v").astype(np.float64)
+            feature_rows = None
+            if self.ranking:
+                ranking = runs.load_arrays(self.path / "ranking.safetensors")
+                feature_rows = ranking["feature_vectors"].astype(np.float64)
+                if len(feature_rows) == 0:
+                    feature_rows = None
+            self._movie_features = (vocab, w, v, feature_rows)
+        return self._movie_features
