@@ -22,7 +22,13 @@ EXAMPLE = re.compile(r"<!-- example: (?P<name>[\w-]+) -->\s*```python\n(?P<code>
 
 def examples() -> dict[str, str]:
     found = {m["name"]: m["code"] for m in EXAMPLE.finditer(DOC.read_text(encoding="utf-8"))}
-    assert set(found) == {"serving-config", "similar", "new-user", "known-user"}, sorted(found)
+    assert set(found) == {
+        "serving-config",
+        "similar",
+        "new-user",
+        "new-user-qdrant",
+        "known-user",
+    }, sorted(found)
     return found
 
 
@@ -34,6 +40,20 @@ def published(catalog_url, planted_runs):
     store = ServerStore(client)
     publish(planted_runs[0], store, engine)
     yield client, Recommender(store, engine), catalog_url
+    store.close()
+    engine.dispose()
+
+
+@pytest.fixture
+def published_store(planted_runs, tmp_path):
+    """Planted run 0 published to an in-memory Qdrant and SQLite: (client, store, engine)."""
+    engine = catalog.make_engine(f"sqlite:///{tmp_path / 'catalog.db'}")
+    client = QdrantClient(":memory:")
+    store = ServerStore(client)
+    publish(planted_runs[0], store, engine)
+    yield client, store, engine
+    store.close()
+    engine.dispose()
     store.close()
     engine.dispose()
 
@@ -125,3 +145,35 @@ def test_known_user_example_excludes_everything_they_rated(published, planted_ru
     assert sorted(rated) == sorted(seen.tolist())
     ids, _ = rec.recommend(5, N=50)
     assert not set(ids.tolist()) & set(rated)
+
+
+def test_a_new_users_qdrant_only_query_equals_fmstores(published_store):
+    """Recommend with each rated movie once per half star: the list and scores of `fmstore
+    query --rated` (Recommender.recommend_for_ratings, the weighted default), rated movies out."""
+    client, store, engine = published_store
+    rec = Recommender(store, engine)
+    for group in range(3):
+        ratings = {m: 4.5 for m in rated_movie_ids(group)[:3]} | {
+            rated_movie_ids((group + 1) % 3)[0]: 1.0
+        }
+        ns = run_example("new-user-qdrant", client=client, ratings=ratings)
+        ids, scores = rec.recommend_for_ratings(ratings, N=10)
+        assert [h.id for h in ns["hits"]] == ids.tolist()
+        np.testing.assert_allclose([h.score for h in ns["hits"]], scores, rtol=1e-5, atol=1e-6)
+
+
+def test_a_rated_user_is_a_known_user_for_qdrant(published_store):
+    """After `fmstore rate` (Updater.add_ratings), the known-user example finds the new user and
+    answers as fmstore does, without what they rated."""
+    from fmstore.updates import Updater
+
+    client, store, engine = published_store
+    ratings = {m: 5.0 for m in rated_movie_ids(1)[:3]}
+    Updater(store, engine).add_ratings({123_456: ratings})
+    rec = Recommender(store, engine)
+    shared = {"w0": rec.w0, "rating_min": rec.rating_range[0], "rating_max": rec.rating_range[1]}
+    ns = run_example("known-user", client=client, user_id=123_456, **shared)
+    ids, scores = rec.recommend(123_456, N=10)
+    assert [h.id for h in ns["hits"]] == ids.tolist()
+    assert not set(ids.tolist()) & set(ratings)
+    np.testing.assert_allclose([h.score for h in ns["hits"]], scores, rtol=1e-5, atol=1e-6)
