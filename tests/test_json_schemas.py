@@ -88,10 +88,17 @@ def test_outputs_match_their_schemas(home, fmstore_cli, tmp_path):
     for question in (["--movie", title], ["--user", "1"], ["--rated", f"{title}=5"]):
         answer = validate("fmstore query", cli("query", *question, "-n", "3"))
         assert len(answer["results"]) == 3
+    rated = validate("fmstore rate", cli("rate", "--user", "99999", f"{title}=5"))
+    assert rated["users"] == [99999]
+    added = validate("fmstore movies add", cli("movies", "add", "--title", "New", "--year", "2030"))
+    assert len(added["movies"]) == 1
+    exported = validate("fmstore data export", cli("data", "export", str(tmp_path / "out")))
+    assert exported["recorded_ratings"] == 1 and exported["added_movies"] == 1
     status = validate("fmstore status", cli("status"))
     assert status["live_run"] == b and status["rollback_target"] == a
     published = validate("fmstore publish", cli("publish", trained["run_id"]))
     assert published["run_id"] == trained["run_id"]
+    assert published["updates"]["not_in_run"] == 2  # the rating and the movie above
     assert validate("fmstore publish", cli("publish", "--rollback"))["rolled_back_to"] == b
     # the rolled-back run: neither live nor the rollback target (that is still a)
     c = trained["run_id"]
