@@ -225,7 +225,13 @@ def ranking_lambda(reg: float, alpha0: float, nu: float, n_items: int, n_rated: 
     return float(reg * (n_rated + alpha0 * n_items) ** nu)
 
 
-def ials_user(rated_rows: np.ndarray, weights: np.ndarray, gramian: np.ndarray, lam: float):
+def ials_user(
+    rated_rows: np.ndarray,
+    weights: np.ndarray,
+    gramian: np.ndarray,
+    lam: float,
+    eig: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """A ranking-model user's r_u [k] by the closed form of the model's user step, exactly what
     training stores (train/ranking.py runs its last user step to the exact solve):
 
@@ -233,14 +239,33 @@ def ials_user(rated_rows: np.ndarray, weights: np.ndarray, gramian: np.ndarray, 
 
     rated_rows [n, k+1]: [r_j, c_j] of the rated movies; weights [n]: their confidences
     (implicit_weight); gramian: alpha0 Q^T Q over every movie's [r_i, c_i] of the run; lam: the
-    user's L2 (ranking_lambda with n ratings). recommend/explain.py decomposes the same solve."""
+    user's L2 (ranking_lambda with n ratings). recommend/explain.py decomposes the same solve.
+
+    eig: gramian_eig(gramian), to solve in n x n instead of k x k when n < k (Woodbury: the
+    Gramian's part is diagonal in its eigenbasis whatever lam is): the same r_u, a k-square solve
+    saved per user (a live update of someone with a few ratings)."""
     rated = np.asarray(rated_rows, np.float64)
     w = np.asarray(weights, np.float64)
     g = np.asarray(gramian, np.float64)
     k = rated.shape[1] - 1
     r, c = rated[:, :k], rated[:, k]
-    a = g[:k, :k] + (r.T * w) @ r + lam * np.eye(k)
-    return np.linalg.solve(a, r.T @ (w * (1.0 - c)) - g[:k, k]).astype(np.float32)
+    b = r.T @ (w * (1.0 - c)) - g[:k, k]
+    if eig is None or len(w) >= k:
+        a = g[:k, :k] + (r.T * w) @ r + lam * np.eye(k)
+        return np.linalg.solve(a, b).astype(np.float32)
+    d, V = eig
+    inv = 1.0 / (d + lam)  # (alpha0 R^T R + lam I)^-1 in the eigenbasis
+    rt, bt = r @ V, V.T @ b  # rows and right-hand side in the eigenbasis
+    x = bt * inv
+    small = np.diag(1.0 / w) + (rt * inv) @ rt.T  # W^-1 + R B^-1 R^T, n x n
+    x -= inv * (rt.T @ np.linalg.solve(small, rt @ x))
+    return (V @ x).astype(np.float32)
+
+
+def gramian_eig(gramian: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(eigenvalues, eigenvectors) of the r-block of an (alpha0-scaled) Gramian, for ials_user."""
+    k = np.asarray(gramian).shape[0] - 1
+    return np.linalg.eigh(np.asarray(gramian, np.float64)[:k, :k])
 
 
 def whiten_rows(rows: np.ndarray, gramian_rr: np.ndarray, alpha0: float, lam: float) -> np.ndarray:

@@ -95,6 +95,25 @@ def test_a_new_movies_vectors_are_those_of_a_movie_nobody_rated(home):
     assert payload["n_ratings"] == 0
 
 
+def test_the_closed_form_in_the_gramians_eigenbasis_is_the_direct_solve():
+    """serving.ials_user with the Gramian's eigenbasis (an n x n solve, Woodbury) gives the k x k
+    solve's r_u, for users with fewer ratings than k and more."""
+    from fmstore import serving
+
+    rng = np.random.default_rng(0)
+    k = 16
+    rows = rng.normal(size=(300, k + 1))
+    gramian = 0.5 * rows.T @ rows
+    eig = serving.gramian_eig(gramian)
+    for n in (1, 3, 15, 40):
+        rated = rows[rng.choice(300, n, replace=False)]
+        weights = 1.0 + rng.integers(0, 2, n)
+        direct = serving.ials_user(rated, weights, gramian, 2.0)
+        np.testing.assert_allclose(
+            serving.ials_user(rated, weights, gramian, 2.0, eig), direct, rtol=1e-4, atol=1e-6
+        )
+
+
 # ---- update, then query -----------------------------------------------------------------------
 
 

@@ -45,6 +45,9 @@ class LiveRun:
             )
         self.manifest = runs.load_manifest(self.path)
         self.gramian = runs.ranking_gramian(self.path) if self.ranking else None
+        if self.ranking:  # alpha0 Q^T Q and its eigenbasis, for every user's closed form
+            self.scaled_gramian = float(self.ranking["alpha0"]) * self.gramian
+            self.eig = serving.gramian_eig(self.scaled_gramian)
         self._movie_features = None  # (vocab, FM w and v, ranking feature rows): on first use
 
     # -- users -----------------------------------------------------------------------------------
@@ -81,7 +84,7 @@ class LiveRun:
             rows = np.stack([movies[i]["rank"] for i in ids])
             weights = serving.implicit_weight(stars, c["confidence"], c["conf_alpha"])
             lam = serving.ranking_lambda(c["reg"], c["alpha0"], c["nu"], c["n_items"], len(ids))
-            r_u = serving.ials_user(rows, weights, c["alpha0"] * self.gramian, lam)
+            r_u = serving.ials_user(rows, weights, self.scaled_gramian, lam, self.eig)
             vectors["rank"] = np.append(r_u, one)
         payload = {
             "user_id": int(user_id),
