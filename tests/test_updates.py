@@ -119,19 +119,20 @@ def test_the_closed_form_in_the_gramians_eigenbasis_is_the_direct_solve():
 
 def test_rate_then_query_serves_the_new_user(home, fmstore_cli):
     """`fmstore rate` as a new user, then `query --user` answers from those ratings, leaves the
-    rated movies out, and equals `query --rated --method fold-in` (the same user step)."""
+    rated movies out, and equals `query --rated` with the same ratings and method."""
     liked = _titles(home, _liked_movies(_runs(home)[0]))
     given = [f"{t}=5" for t in liked]
-    rated = fmstore_cli(home, "rate", "--user", str(NEW_USER), *given, "--json")
-    assert rated.returncode == 0, rated.stderr
-    assert json.loads(rated.stdout)["recorded"] == 3
-    by_user = fmstore_cli(home, "query", "--user", str(NEW_USER), "-n", "10", "--json")
-    assert by_user.returncode == 0, by_user.stderr
-    ids = [r["movie_id"] for r in json.loads(by_user.stdout)["results"]]
-    assert len(ids) == 10 and not set(ids) & set(_liked_movies(_runs(home)[0]))
     flags = [x for t in given for x in ("--rated", t)]
-    by_ratings = fmstore_cli(home, "query", *flags, "--method", "fold-in", "-n", "10", "--json")
-    assert [r["movie_id"] for r in json.loads(by_ratings.stdout)["results"]] == ids
+    for user, method in ((NEW_USER, "weighted"), (NEW_USER + 1, "fold-in")):
+        rated = fmstore_cli(home, "rate", "--user", str(user), *given, "--method", method, "--json")
+        assert rated.returncode == 0, rated.stderr
+        assert json.loads(rated.stdout)["recorded"] == 3
+        by_user = fmstore_cli(home, "query", "--user", str(user), "-n", "10", "--json")
+        assert by_user.returncode == 0, by_user.stderr
+        ids = [r["movie_id"] for r in json.loads(by_user.stdout)["results"]]
+        assert len(ids) == 10 and not set(ids) & set(_liked_movies(_runs(home)[0]))
+        by_ratings = fmstore_cli(home, "query", *flags, "--method", method, "-n", "10", "--json")
+        assert [r["movie_id"] for r in json.loads(by_ratings.stdout)["results"]] == ids, method
 
 
 def test_the_same_ratings_twice_change_nothing_and_a_rerating_replaces(home):

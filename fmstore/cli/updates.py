@@ -82,6 +82,11 @@ def rate(
     ratings_file: Optional[Path] = typer.Option(
         None, "--ratings-file", help="Ratings: CSV with columns title or movieId, and rating."
     ),
+    method: str = typer.Option(
+        "weighted",
+        "--method",
+        help="Someone new to the live run: weighted | fold-in, as `query --rated` (a user the run was trained on gets the ranking model's closed form of all their ratings).",
+    ),
     wait: float = WaitOpt,
     home: Optional[Path] = HomeOpt,
     database_url: Optional[str] = DbOpt,
@@ -90,13 +95,16 @@ def rate(
 ):
     """Record a user's ratings and serve them now: the ratings go into the catalog, and the
     user's point in the live publication is recomputed from all their ratings (the ranking
-    model's closed form, the rating model's fold-in), so `query --user` answers from them and
-    leaves the rated movies out. The same ratings again change nothing; a new rating of a movie
+    model's closed form for a user the run was trained on; for someone new, the vector `query
+    --rated` builds with --method; the rating model's fold-in for the stars), so `query --user`
+    answers from them and leaves the rated movies out. The same ratings again change nothing; a new rating of a movie
     replaces the old one."""
     from fmstore.cli.query import _in_flag_words, _resolve_ratings
-    from fmstore.recommend import Recommender
+    from fmstore.recommend import Recommender, check_method
 
     check_id(user, "--user")
+    with _in_flag_words():
+        check_method(method)
     inputs = [
         (key, value, where[len("--rated ") :]) for key, value, where in parse_rated(rated or [])
     ]
@@ -111,7 +119,7 @@ def rate(
             for note in rec.notes:
                 err.print(f"note: {safe(note)}", markup=False, highlight=False, soft_wrap=True)
             source = f"file:{ratings_file.name}" if ratings_file is not None else "cli"
-            applied = rec.add_ratings(user, ratings, source=source)
+            applied = rec.add_ratings(user, ratings, source=source, method=method)
     changed = (
         "no change (already recorded)"
         if not applied.recorded

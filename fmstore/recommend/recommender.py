@@ -510,10 +510,13 @@ class Recommender:
         out = serving.predict(y, self.link, self.rating_range if clamp else None)
         return float(out) if np.ndim(out) == 0 else out
 
-    def add_ratings(self, user_id: Any, ratings: Mapping | None = None, source: str = "api"):
+    def add_ratings(
+        self, user_id: Any, ratings: Mapping | None = None, source="api", method=DEFAULT_METHOD
+    ):
         """Record ratings and serve them at once (fmstore.updates.Updater.add_ratings): one
         user's {movie id or title: rating}, or {user id: {...}} for many with `ratings` left
-        out. A new user id is created. Returns updates.Applied."""
+        out. A new user id is created, with recommend_for_ratings' `method`. Returns
+        updates.Applied."""
         batch = {user_id: ratings} if ratings is not None else user_id
         if not isinstance(batch, Mapping):
             raise ConfigError("give add_ratings(user_id, {movie: rating}) or {user id: {...}}")
@@ -523,7 +526,7 @@ class Recommender:
 
             self._writer = Updater.for_catalog(self.store, *self._writer)
         self._users.clear()
-        return self._writer.add_ratings(by_id, source=source)
+        return self._writer.add_ratings(by_id, source=source, method=method)
 
     # -- factors (implicit's item_factors, user_factors, similar_users) -------------------------
 

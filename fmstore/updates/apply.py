@@ -28,6 +28,7 @@ from fmstore import catalog
 from fmstore.catalog import updates as log
 from fmstore.errors import ConfigError, DataError, NotFoundError
 from fmstore.publish.checks import checkpoint
+from fmstore.recommend.checks import DEFAULT_METHOD, check_method
 from fmstore.serving import run_id_of, sibling_collection, split_year
 from fmstore.updates.run import LiveRun
 from fmstore.vectors import VectorStore
@@ -66,8 +67,10 @@ class Updater:
         *,
         movies_alias: str = "movies",
         users_alias: str = "users",
+        method: str = DEFAULT_METHOD,
     ):
         self.store, self.engine = store, engine
+        self.method = check_method(method)  # someone new to the live run: weighted | fold-in
         self.movies_alias, self.users_alias = movies_alias, users_alias
         self._run: LiveRun | None = None
         self._schema_checked = False
@@ -130,11 +133,22 @@ class Updater:
     # -- ratings ---------------------------------------------------------------------------------
 
     def add_ratings(
-        self, ratings: Mapping[int, Mapping[int, float]], *, source: str = "api"
+        self,
+        ratings: Mapping[int, Mapping[int, float]],
+        *,
+        source: str = "api",
+        method: str | None = None,
     ) -> Applied:
         """Record {user id: {movie id: rating}} and write each user's new point into the live
         users collection (a new user id creates it). The same ratings again change nothing; a
-        re-rating replaces the old rating."""
+        re-rating replaces the old rating.
+
+        A user the live run was trained on gets the ranking model's closed form of all their
+        ratings (what training would store); someone new to the run gets the ranking vector
+        `query --rated` gives the same ratings with `method` (default: the Updater's, weighted),
+        so `query --user` then answers as `query --rated` does."""
+        if method is not None:
+            self.method = check_method(method)
         movies_coll, users_coll, run = self._live()
         given = self._checked_ratings(ratings, run)
         self.sync()  # repair first: what a crash left must not wait behind this update
@@ -287,17 +301,18 @@ class Updater:
         for start in range(0, len(users), _BATCH):
             chunk = users[start : start + _BATCH]
             full = {u: run.training_ratings(u) for u in chunk}
+            trained = {u for u in chunk if full[u]}
             if through is None:  # a new publication: only what its run was not trained on
                 lacking = {u: _not_in(recorded[u], full[u]) for u in chunk}
                 applied.not_in_run += sum(lacking.values())
                 chunk = [u for u in chunk if lacking[u]]
             for u in chunk:
                 full[u].update(recorded[u])
-            self._write_users(movies_coll, users_coll, run, chunk, full, applied)
+            self._write_users(movies_coll, users_coll, run, chunk, full, trained, applied)
         with Session(self.engine) as session, session.begin():
             log.mark_applied(session, users_coll, last)
 
-    def _write_users(self, movies_coll, users_coll, run, users, ratings, applied) -> None:
+    def _write_users(self, movies_coll, users_coll, run, users, ratings, trained, applied) -> None:
         if not users:
             return
         movie_ids = sorted({m for u in users for m in ratings[u]})
@@ -313,7 +328,8 @@ class Updater:
                     f"live run {run.run_id}; left out of their vectors"
                 )
             if usable:
-                points.append(run.user_vectors(u, usable, movies))
+                new = u not in trained and self.method == "weighted"
+                points.append(run.user_vectors(u, usable, movies, weighted=new))
         if not points:
             return
         self.store.upsert(

@@ -58,14 +58,20 @@ class LiveRun:
         return dict(zip(ids.tolist(), np.asarray(stars, np.float64).tolist(), strict=True))
 
     def user_vectors(
-        self, user_id: int, ratings: dict[int, float], movies: dict[int, dict[str, np.ndarray]]
+        self,
+        user_id: int,
+        ratings: dict[int, float],
+        movies: dict[int, dict[str, np.ndarray]],
+        weighted: bool = False,
     ) -> UserVectors:
         """The user's point from every rating they gave ({movie: rating}, training ratings
         included) and the live movies' stored vectors ({movie: {"score": .., "rank": ..}}).
 
         score = [p_u, 1] with (p_u, b_u) the rating model's fold-in (serving.fold_in, as
         Recommender.recalculate_user); rank = [r_u, 1], the ranking model's closed form
-        (serving.ials_user) against the live [r_i, c_i] and the run's Gramian."""
+        (serving.ials_user) against the live [r_i, c_i] and the run's Gramian, or with
+        `weighted` the rating-weighted mean of their r_i (serving.weighted_user: the new-user
+        default of `query --rated`)."""
         ids = sorted(ratings)
         stars = np.array([ratings[i] for i in ids], np.float64)
         score = np.stack([movies[i]["score"] for i in ids]).astype(np.float64)
@@ -84,7 +90,10 @@ class LiveRun:
             rows = np.stack([movies[i]["rank"] for i in ids])
             weights = serving.implicit_weight(stars, c["confidence"], c["conf_alpha"])
             lam = serving.ranking_lambda(c["reg"], c["alpha0"], c["nu"], c["n_items"], len(ids))
-            r_u = serving.ials_user(rows, weights, self.scaled_gramian, lam, self.eig)
+            if weighted:
+                r_u, _ = serving.weighted_user(rows[:, :-1], stars)
+            else:
+                r_u = serving.ials_user(rows, weights, self.scaled_gramian, lam, self.eig)
             vectors["rank"] = np.append(r_u, one)
         payload = {
             "user_id": int(user_id),
