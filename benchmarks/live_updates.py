@@ -13,9 +13,10 @@ search off: its default settings) and published to Qdrant Edge + SQLite in a tem
 - throughput: one add_ratings call for 1,000 new users of 5 ratings each, and for 1,000 known
   users with one new rating each;
 - quality: each held-out user with more than 20 ratings rates their first n by time through
-  add_ratings (as `fmstore rate` does); their `recommend` list against `recommend_for_ratings`
-  of the same ratings (fold-in: the same user step; weighted: the default of `query --rated`),
-  and Recall@10 / NDCG@10 of the held-out likes (rating >= 4 among the rest) for each.
+  add_ratings (as `fmstore rate --method M` does); their `recommend` list against
+  `recommend_for_ratings` of the same ratings and method (`query --rated --method M`; weighted
+  is the default of both), and Recall@10 / NDCG@10 of the held-out likes (rating >= 4 among the
+  rest) for each.
 """
 
 from __future__ import annotations
@@ -128,32 +129,28 @@ def quality(updater: Updater, store, engine, held_out) -> list[tuple]:
     eligible = {u: h for u, h in held_out.items() if len(h[0]) > max(SIZES)}
     rows = []
     for n in SIZES:
-        base = (3 + n) * NEW_USER_BASE
-        updater.add_ratings({base + u: _first(h, n) for u, h in eligible.items()})
-        lists = {"rate -> recommend": [], "query --rated --method fold-in": [],
-                 "query --rated (weighted, default)": []}  # fmt: skip
-        relevant = []
-        with Recommender(store, engine) as rec:
-            for u, (movies, stars) in eligible.items():
-                given = _first((movies, stars), n)
-                lists["rate -> recommend"].append(rec.recommend(base + u, 10)[0])
-                lists["query --rated --method fold-in"].append(
-                    rec.recommend_for_ratings(given, 10, method="fold-in")[0]
-                )
-                lists["query --rated (weighted, default)"].append(
-                    rec.recommend_for_ratings(given, 10)[0]
-                )
-                relevant.append(set(movies[n:][stars[n:] >= 4.0].tolist()))
-        keep = [i for i, r in enumerate(relevant) if r]
-        rated = lists["rate -> recommend"]
-        for name, got in lists.items():
-            hits = np.array([[m in relevant[i] for m in got[i]] for i in keep])
-            n_rel = np.array([len(relevant[i]) for i in keep])
-            same = np.mean([np.array_equal(a, b) for a, b in zip(got, rated, strict=True)])
-            rows.append(
-                (name, n, float(recall_at_k(hits, n_rel, 10).mean()),
-                 float(ndcg_at_k(hits, n_rel, 10).mean()), f"{same:.2f}", len(keep))
-            )  # fmt: skip
+        for m, method in enumerate(("weighted", "fold-in")):
+            base = (3 + 2 * n + m) * NEW_USER_BASE
+            given = {base + u: _first(h, n) for u, h in eligible.items()}
+            updater.add_ratings(given, method=method)
+            rated, asked, relevant = [], [], []
+            with Recommender(store, engine) as rec:
+                for u, (movies, stars) in eligible.items():
+                    rated.append(rec.recommend(base + u, 10)[0])
+                    asked.append(rec.recommend_for_ratings(given[base + u], 10, method=method)[0])
+                    relevant.append(set(movies[n:][stars[n:] >= 4.0].tolist()))
+            keep = [i for i, r in enumerate(relevant) if r]
+            same = np.mean([np.array_equal(a, b) for a, b in zip(rated, asked, strict=True)])
+            for name, got in (
+                (f"rate --method {method}", rated),
+                (f"query --rated --method {method}", asked),
+            ):
+                hits = np.array([[x in relevant[i] for x in got[i]] for i in keep])
+                n_rel = np.array([len(relevant[i]) for i in keep])
+                rows.append(
+                    (name, n, float(recall_at_k(hits, n_rel, 10).mean()),
+                     float(ndcg_at_k(hits, n_rel, 10).mean()), f"{same:.2f}", len(keep))
+                )  # fmt: skip
     return rows
 
 
@@ -186,7 +183,7 @@ def main(argv: list[str]) -> None:
     print("\n## Batch throughput (one add_ratings call)\n")
     print(markdown(["batch", "seconds", "updates/s"], thr))
     print("\n## Cold start through rate: held-out users, first n ratings by time\n")
-    header = ["list", "n", "Recall@10", "NDCG@10", "same list as rate", "users"]
+    header = ["list", "n", "Recall@10", "NDCG@10", "same lists (rate = query)", "users"]
     print(markdown(header, qual))
 
 

@@ -30,6 +30,7 @@ from fmstore.errors import ConfigError, DataError, NotFoundError
 from fmstore.publish.checks import checkpoint
 from fmstore.recommend.checks import DEFAULT_METHOD, check_method
 from fmstore.serving import run_id_of, sibling_collection, split_year
+from fmstore.threads import one_blas_thread
 from fmstore.updates.run import LiveRun
 from fmstore.vectors import VectorStore
 
@@ -245,6 +246,10 @@ class Updater:
     def sync(self) -> Applied:
         """Apply every recorded update the live collections do not hold yet (the repair after a
         crash, and what a new publication lacks); nothing when they are up to date."""
+        with one_blas_thread():  # many tiny solves: BLAS threads cost more than they do
+            return self._sync()
+
+    def _sync(self) -> Applied:
         movies_coll, users_coll = self._collections()
         with Session(self.engine) as session, session.begin():
             if not log.last_rating_id(session) and not log.max_added_movie_id(session):
