@@ -114,6 +114,18 @@ def test_the_closed_form_in_the_gramians_eigenbasis_is_the_direct_solve():
         )
 
 
+def test_one_blas_thread_is_restored():
+    from fmstore.threads import _openblas_calls, one_blas_thread
+
+    calls = _openblas_calls()
+    if calls is None:
+        pytest.skip("NumPy here is not built on OpenBLAS")
+    before = calls[0]()
+    with one_blas_thread():
+        assert calls[0]() == 1
+    assert calls[0]() == before
+
+
 # ---- update, then query -----------------------------------------------------------------------
 
 

@@ -49,12 +49,27 @@ class LiveRun:
             self.scaled_gramian = float(self.ranking["alpha0"]) * self.gramian
             self.eig = serving.gramian_eig(self.scaled_gramian)
         self._movie_features = None  # (vocab, FM w and v, ranking feature rows): on first use
+        self._seen_rows: tuple[np.ndarray, np.ndarray] | None = None  # seen.safetensors' index
 
     # -- users -----------------------------------------------------------------------------------
 
     def training_ratings(self, user_id: int) -> dict[int, float]:
-        """{movie: rating} the run was trained on for this user ({} for someone new)."""
-        ids, stars = runs.seen_movies(self.path, int(user_id))
+        """{movie: rating} the run was trained on for this user ({} for someone new): their slice
+        of seen.safetensors, whose user ids and row starts are read once."""
+        from safetensors import safe_open
+
+        path = str(self.path / "seen.safetensors")
+        if self._seen_rows is None:
+            with safe_open(path, framework="numpy") as f:
+                self._seen_rows = (f.get_tensor("user_ids"), f.get_tensor("indptr"))
+        users, indptr = self._seen_rows
+        row = int(np.searchsorted(users, user_id))
+        if row >= len(users) or users[row] != user_id:
+            return {}
+        start, end = int(indptr[row]), int(indptr[row + 1])
+        with safe_open(path, framework="numpy") as f:
+            ids = f.get_slice("movie_ids")[start:end]
+            stars = f.get_slice("ratings")[start:end]
         return dict(zip(ids.tolist(), np.asarray(stars, np.float64).tolist(), strict=True))
 
     def user_vectors(
