@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Iterable, Mapping
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from fmstore.catalog.queries import chunks
@@ -45,15 +45,19 @@ def record_ratings(
     at = at or utc_now()
     current = current_ratings(session, ratings)
     rows = [
-        RecordedRating(
-            user_id=int(user), movie_id=int(movie), rating=float(r), recorded_at=at, source=source
-        )
+        {
+            "user_id": int(user),
+            "movie_id": int(movie),
+            "rating": float(r),
+            "recorded_at": at,
+            "source": source,
+        }
         for user, given in ratings.items()
         for movie, r in given.items()
         if current[int(user)].get(int(movie)) != float(r)
     ]
-    session.add_all(rows)
-    session.flush()
+    if rows:  # one executemany, not an ORM object per row (a batch holds thousands)
+        session.execute(insert(RecordedRating), rows)
     return len(rows)
 
 
