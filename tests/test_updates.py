@@ -195,9 +195,16 @@ def test_bad_updates_are_refused_before_anything_is_written(home, bad):
         assert session.scalar(select(func.count()).select_from(RecordedRating)) == 0
 
 
-def test_rate_bad_title_is_one_line(home, fmstore_cli, assert_one_line_error):
+def test_bad_input_to_rate_and_movies_add_is_one_line(home, fmstore_cli, assert_one_line_error):
     result = fmstore_cli(home, "rate", "--user", "5", "No Such Film Anywhere (1899)=4")
     assert_one_line_error(result, "No Such Film")
+    assert_one_line_error(fmstore_cli(home, "rate", "--user", "5"), "give ratings")
+    title = _titles(home, _liked_movies(_runs(home)[0]))[0]
+    assert_one_line_error(fmstore_cli(home, "rate", "--user", "5", f"{title}=9"), "rating scale")
+    unknown = fmstore_cli(home, "movies", "add", "--title", "X", "--genres", "Spaghetti")
+    assert_one_line_error(unknown, "unknown genre(s) Spaghetti")
+    clash = fmstore_cli(home, "movies", "add", "--title", "X (2001)", "--year", "2002")
+    assert_one_line_error(clash, "the title says 2001, the year 2002")
 
 
 # ---- new movies -------------------------------------------------------------------------------

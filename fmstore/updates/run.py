@@ -138,7 +138,9 @@ class LiveRun:
             tmdb_id=[None],
         )
         rows = item_rows(vocab, one)
-        index, weight = rows.index[0], rows.weight[0]
+        first = _feature_span(vocab)[0]
+        keep = (rows.index[0] >= first) & (rows.weight[0] != 0)  # its genres and year
+        index, weight = rows.index[0][keep] - first, rows.weight[0][keep]
         q, b = serving.side_terms(v[index], w[index], weight)
         vectors = {"score": np.append(q, np.float32(b))}
         if not self.ranking:
@@ -182,9 +184,10 @@ class LiveRun:
 
             arrays = runs.load_arrays(self.path / "serving.safetensors")
             vocab = Vocabulary.from_arrays(arrays, self.manifest["vocabulary"])
+            first, end = _feature_span(vocab)  # the genre and year rows only, not every user's
             with safe_open(str(self.path / "model.safetensors"), framework="numpy") as f:
-                w = f.get_tensor("w").astype(np.float64)
-                v = f.get_tensor("v").astype(np.float64)
+                w = f.get_slice("w")[first:end].astype(np.float64)
+                v = f.get_slice("v")[first:end].astype(np.float64)
             feature_rows = None
             if self.ranking:
                 ranking = runs.load_arrays(self.path / "ranking.safetensors")
@@ -193,3 +196,12 @@ class LiveRun:
                     feature_rows = None
             self._movie_features = (vocab, w, v, feature_rows)
         return self._movie_features
+
+
+def _feature_span(vocab) -> tuple[int, int]:
+    """[first, end) of the genre and year rows in the FM's feature table (they are adjacent)."""
+    offsets, sizes = vocab.offsets(), vocab.sizes()
+    used = [f for f in ("genre", "year") if f in offsets]
+    if not used:
+        return 0, 0
+    return min(offsets[f] for f in used), max(offsets[f] + sizes[f] for f in used)
