@@ -87,7 +87,25 @@ def latency(updater: Updater, held_out, warm, rng) -> list[tuple]:
         once.append(timed(lambda u=u, m=movie: updater.add_ratings({int(u): {m: 4.0}})))
     n_rated = np.mean([len(warm[int(u)][0]) + 1 for u in known])
     rows.append((f"known user, +1 rating (of {n_rated:.0f} on average)", len(once), *_ms(once)))
+    rows.append(
+        ("  of which the math (closed form + fold-in)", len(known), *_ms(math(updater, known)))
+    )
     return rows
+
+
+def math(updater: Updater, users) -> list[float]:
+    """The compute of a known user's point alone: their movies' vectors read first, untimed."""
+    from fmstore.threads import one_blas_thread
+
+    movies_coll, _, run = updater._live()
+    seconds = []
+    with one_blas_thread():
+        for u in users:
+            ratings = run.training_ratings(int(u))
+            found = updater.store.retrieve(movies_coll, list(ratings), vectors=["score", "rank"])
+            vectors = {m: v for m, (v, _) in found.items()}
+            seconds.append(timed(lambda u=u, r=ratings, v=vectors: run.user_vectors(int(u), r, v)))
+    return seconds
 
 
 def _first(history, n) -> dict[int, float]:

@@ -7,13 +7,14 @@ genres and year.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fmstore import runs, serving
-from fmstore.errors import NotFoundError
+from fmstore.errors import DataError, NotFoundError
 
 
 @dataclass
@@ -43,11 +44,16 @@ class LiveRun:
                 f"the run folder of the live run {run_id} ({artifact_path}) is not on this "
                 "machine: live updates read its Gramian and its users' training ratings"
             )
-        self.manifest = runs.load_manifest(self.path)
+        # its files' sha256 were checked when it was published: read, not verified again (a
+        # large run's files take seconds to hash, and an update should take milliseconds)
+        try:
+            self.manifest = json.loads((self.path / runs.MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{self.path / runs.MANIFEST}: unreadable ({exc})") from None
         self.gramian = runs.ranking_gramian(self.path) if self.ranking else None
         if self.ranking:  # alpha0 Q^T Q and its eigenbasis, for every user's closed form
             self.scaled_gramian = float(self.ranking["alpha0"]) * self.gramian
-            self.eig = serving.gramian_eig(self.scaled_gramian)
+            self._eig: tuple[np.ndarray, np.ndarray] | None = None
         self._movie_features = None  # (vocab, FM w and v, ranking feature rows): on first use
         self._seen_rows: tuple[np.ndarray, np.ndarray] | None = None  # seen.safetensors' index
 
@@ -108,7 +114,7 @@ class LiveRun:
             if weighted:
                 r_u, _ = serving.weighted_user(rows[:, :-1], stars)
             else:
-                r_u = serving.ials_user(rows, weights, self.scaled_gramian, lam, self.eig)
+                r_u = serving.ials_user(rows, weights, self.scaled_gramian, lam, self.eig())
             vectors["rank"] = np.append(r_u, one)
         payload = {
             "user_id": int(user_id),
@@ -118,6 +124,12 @@ class LiveRun:
             "run_id": self.run_id,
         }
         return UserVectors(int(user_id), vectors, payload)
+
+    def eig(self) -> tuple[np.ndarray, np.ndarray]:
+        """The Gramian's eigenbasis (serving.gramian_eig), computed on first use."""
+        if self._eig is None:
+            self._eig = serving.gramian_eig(self.scaled_gramian)
+        return self._eig
 
     # -- movies ----------------------------------------------------------------------------------
 
