@@ -38,6 +38,7 @@ from fmstore.evaluate.metrics import ndcg_at_k, recall_at_k
 from fmstore.publish import publish
 from fmstore.recommend import Recommender
 from fmstore.updates import Updater
+from fmstore.updates.run import MovieRows
 from fmstore.vectors import EdgeStore
 
 SIZES = (3, 20)
@@ -103,7 +104,7 @@ def math(updater: Updater, users) -> list[float]:
         for u in users:
             ratings = run.training_ratings(int(u))
             found = updater.store.retrieve(movies_coll, list(ratings), vectors=["score", "rank"])
-            vectors = {m: v for m, (v, _) in found.items()}
+            vectors = MovieRows.of({m: v for m, (v, _) in found.items()})
             seconds.append(timed(lambda u=u, r=ratings, v=vectors: run.user_vectors(int(u), r, v)))
     return seconds
 

@@ -20,6 +20,7 @@ from fmstore.catalog.tables import RecordedRating
 from fmstore.publish import publish
 from fmstore.recommend import Recommender
 from fmstore.updates import Updater
+from fmstore.updates.run import MovieRows
 from fmstore.vectors import EdgeStore
 
 NEW_USER = 1_000_001
@@ -71,7 +72,7 @@ def test_a_known_users_recomputed_point_is_their_published_one(home):
         user = int(runs.seen_user_ids(run.path)[3])
         ratings = run.training_ratings(user)
         found = store.retrieve(movies, list(ratings), vectors=["score", "rank"])
-        point = run.user_vectors(user, ratings, {m: v for m, (v, _) in found.items()})
+        point = run.user_vectors(user, ratings, MovieRows.of({m: v for m, (v, _) in found.items()}))
         stored, payload = _point(store, users, user)
     np.testing.assert_allclose(point.vectors["rank"], stored["rank"], atol=2e-6)
     p, q = point.vectors["score"][:-1], stored["score"][:-1]

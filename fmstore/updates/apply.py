@@ -31,7 +31,7 @@ from fmstore.publish.checks import checkpoint
 from fmstore.recommend.checks import DEFAULT_METHOD, check_method
 from fmstore.serving import run_id_of, sibling_collection, split_year
 from fmstore.threads import one_blas_thread
-from fmstore.updates.run import LiveRun
+from fmstore.updates.run import LiveRun, MovieRows
 from fmstore.vectors import VectorStore
 
 # Points per upsert and users per retrieve of their movies' vectors.
@@ -323,10 +323,10 @@ class Updater:
         movie_ids = sorted({m for u in users for m in ratings[u]})
         names = ["score", "rank"] if run.ranking else ["score"]
         found = self.store.retrieve(movies_coll, movie_ids, vectors=names)
-        movies = {m: _unboosted(vectors, payload) for m, (vectors, payload) in found.items()}
+        movies = MovieRows.of({m: _unboosted(v, payload) for m, (v, payload) in found.items()})
         points = []
         for u in users:
-            usable = {m: r for m, r in ratings[u].items() if m in movies}
+            usable = {m: r for m, r in ratings[u].items() if m in found}
             if len(usable) < len(ratings[u]):
                 applied.notes.append(
                     f"user {u}: {len(ratings[u]) - len(usable)} rated movie(s) are not in the "

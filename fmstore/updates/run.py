@@ -26,6 +26,25 @@ class UserVectors:
     payload: dict
 
 
+@dataclass
+class MovieRows:
+    """Stored vectors of movies, one float64 matrix per named vector, rows in `ids` order
+    (ascending): a batch of users gathers its rows by index, not a dict look-up per rating."""
+
+    ids: np.ndarray
+    matrices: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, found: dict[int, dict[str, np.ndarray]]) -> MovieRows:
+        ids = np.array(sorted(found), np.int64)
+        names = list(next(iter(found.values()))) if found else []
+        return cls(ids, {n: np.stack([found[int(i)][n] for i in ids]).astype(np.float64)
+                         for n in names})  # fmt: skip
+
+    def rows(self, name: str, movie_ids: np.ndarray) -> np.ndarray:
+        return self.matrices[name][np.searchsorted(self.ids, movie_ids)]
+
+
 class LiveRun:
     """The live run as the updates see it. `config` is the catalog's serving config of the run
     (w0, link, weight_decay, prior_reg, ranking: {alpha0, reg, nu, n_items, ...})."""
@@ -82,11 +101,11 @@ class LiveRun:
         self,
         user_id: int,
         ratings: dict[int, float],
-        movies: dict[int, dict[str, np.ndarray]],
+        movies: MovieRows,
         weighted: bool = False,
     ) -> UserVectors:
         """The user's point from every rating they gave ({movie: rating}, training ratings
-        included) and the live movies' stored vectors ({movie: {"score": .., "rank": ..}}).
+        included) and the live movies' stored vectors (`score`, `rank`).
 
         score = [p_u, 1] with (p_u, b_u) the rating model's fold-in (serving.fold_in, as
         Recommender.recalculate_user); rank = [r_u, 1], the ranking model's closed form
@@ -95,7 +114,7 @@ class LiveRun:
         default of `query --rated`)."""
         ids = sorted(ratings)
         stars = np.array([ratings[i] for i in ids], np.float64)
-        score = np.stack([movies[i]["score"] for i in ids]).astype(np.float64)
+        score = movies.rows("score", np.array(ids, np.int64))
         p_u, b_u = serving.fold_in(
             score[:, :-1],
             score[:, -1],
@@ -108,7 +127,7 @@ class LiveRun:
         vectors = {"score": np.append(p_u, one)}
         if self.ranking:
             c = self.ranking
-            rows = np.stack([movies[i]["rank"] for i in ids])
+            rows = movies.rows("rank", np.array(ids, np.int64))
             weights = serving.implicit_weight(stars, c["confidence"], c["conf_alpha"])
             lam = serving.ranking_lambda(c["reg"], c["alpha0"], c["nu"], c["n_items"], len(ids))
             if weighted:
