@@ -11,6 +11,10 @@ export.py writes a dataset folder that includes the recorded updates, to train o
 
     from fmstore.updates import Updater
     Updater(store, engine).add_ratings({42: {318: 5.0}})
+
+`fmstore publish` and `--rollback` bring the newly live collections up to date before they
+return; a program that calls fmstore.publish.publish() or rollback() itself calls
+`Updater(store, engine).sync()` after it (any later update does it too).
 """
 
 from fmstore.updates.apply import Applied, Updater
