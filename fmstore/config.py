@@ -96,6 +96,9 @@ class RankingConfig:
     iterations: int = 8
     cg_steps: int = 3
     init_std: float = 0.1
+    # the rating from which a movie counts as liked (serving.liked_at of the rating scale; the
+    # pipeline sets it from the dataset's scale)
+    liked_at: float = 4.0
 
     def to_dict(self) -> dict:
         """The config as plain JSON values (for the run manifest)."""

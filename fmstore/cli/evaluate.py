@@ -76,5 +76,5 @@ def evaluate(
     sample = f" (a seeded sample of {eligible:,})" if eligible > ranked else ""
     out.print(
         f"{report.n_test:,} held-out ratings ({report.test_source}); ranking: {ranked:,} users{sample} with a held-out "
-        f"rating >= {evaluation.RELEVANT_MIN:g}, over all movies they did not rate in training"
+        f"rating >= {report.relevant_min:g}, over all movies they did not rate in training"
     )

@@ -91,6 +91,13 @@ class Dataset:
     fingerprint: str  # sha256 hex over the bytes of ratings.csv then movies.csv
     ratings: Ratings
     movies: Movies
+    # The lowest and highest rating (MovieLens: half stars from 0.5 to 5); training and serving
+    # clamp predictions to it.
+    rating_scale: tuple[float, float] = (RATING_MIN, RATING_MAX)
+    # A person's own ids (text, or numbers that are not MovieLens's): keys[i] is the id behind
+    # the whole number i the arrays hold; None when the arrays hold the ids themselves.
+    user_keys: list | None = None
+    movie_keys: list | None = None
 
 
 def parse_year(title: str) -> int:

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fmstore import datasets, runs
+from fmstore import datasets, runs, serving
 from fmstore.datasets import Dataset, Movies, Ratings
 from fmstore.datasets.splits import split_indices
 from fmstore.errors import ConfigError, DataError
@@ -54,6 +54,7 @@ class Report:
     n_test: int
     test_source: str  # "valid split (seed S, fraction F)" or a file name
     run_id: str | None = None
+    relevant_min: float = RELEVANT_MIN  # serving.liked_at of the run's rating scale
 
     def to_json(self) -> dict:
         """The report as JSON: run, test source, counts, the relevance threshold and the metric rows."""
@@ -62,7 +63,7 @@ class Report:
             "test": self.test_source,
             "n_train": self.n_train,
             "n_test": self.n_test,
-            "relevant_min": RELEVANT_MIN,
+            "relevant_min": self.relevant_min,
             "metrics": self.rows,
         }
 
@@ -188,7 +189,10 @@ def _validation_report(manifest: dict) -> Report:
             "pass --test-ratings FILE"
         )
     label = validation["test"] + ", measured before the refit on every rating"
-    return Report(validation["metrics"], validation["n_train"], validation["n_test"], label, run_id)
+    relevant = validation.get("relevant_min", RELEVANT_MIN)
+    return Report(
+        validation["metrics"], validation["n_train"], validation["n_test"], label, run_id, relevant
+    )
 
 
 def _evaluate_model(
@@ -208,8 +212,9 @@ def _evaluate_model(
     if ranking is not None:
         predictors[SERVED] = Served.of(model, ranking)
     predictors |= baselines(train, rows, model.rating_range)
-    metrics = evaluate_predictors(predictors, train, test, rows)
-    return Report(metrics, len(train), len(test), test_source, run_id)
+    liked = serving.liked_at(model.rating_range)  # RELEVANT_MIN on MovieLens's 0.5..5
+    metrics = evaluate_predictors(predictors, train, test, rows, relevant_min=liked)
+    return Report(metrics, len(train), len(test), test_source, run_id, liked)
 
 
 def _run_dataset(manifest: dict, dataset: Dataset | None, cache_dir: Path | None) -> Dataset:
