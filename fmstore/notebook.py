@@ -29,7 +29,7 @@ from fmstore import runs
 from fmstore.config import Settings, TrainConfig
 from fmstore.errors import ConfigError, NotFoundError
 from fmstore.recommend import Recommender
-from fmstore.vectors.memory import MemoryStore
+from fmstore.vectors import MemoryStore
 
 
 def _runs_dir(runs_dir: Path | str | None) -> Path:
@@ -58,6 +58,11 @@ def fit(
     applied to `config`; `*_col` and `rating_scale` are datasets.from_frames's."""
     from fmstore import datasets, pipeline
 
+    config = config or TrainConfig()
+    unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise ConfigError(f"fit: unknown setting(s) {', '.join(unknown)}; see TrainConfig")
+    config = dataclasses.replace(config, **settings)
     if isinstance(data, datasets.Dataset):
         dataset = data
     elif isinstance(data, (str, Path)):
@@ -67,11 +72,6 @@ def fit(
         dataset = datasets.from_frames(
             data, movies, time_col=time_col, rating_scale=rating_scale, **columns
         )
-    config = config or TrainConfig()
-    unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(TrainConfig)})
-    if unknown:
-        raise ConfigError(f"fit: unknown setting(s) {', '.join(unknown)}; see TrainConfig")
-    config = dataclasses.replace(config, **settings)
     folder = _runs_dir(runs_dir)
     trained = pipeline.run(dataset, config, runs_dir=folder, tune=tune, progress=progress)
     return load(trained.run_dir)
@@ -157,6 +157,7 @@ class Model:
 
     @property
     def rating_scale(self) -> tuple[float, float]:
+        """(lowest, highest) rating of the data the run was trained on: predictions lie in it."""
         return self.recommender.rating_range
 
     # -- ids ---------------------------------------------------------------------------------------

@@ -53,6 +53,13 @@ def from_frames(
     columns of ratings.csv and movies.csv; `*_col` name the ratings' columns when they are not
     MovieLens's). Bad input raises DataError naming the frame, row and column."""
     ratings = _renamed(ratings, RATINGS_LABEL, user_col, item_col, rating_col, time_col)
+    needed = {"userId": user_col, "movieId": item_col, "rating": rating_col}
+    for ours, given in needed.items():
+        if ours not in ratings.columns:
+            raise DataError(
+                f"{RATINGS_LABEL} has no column {given!r}; it needs {user_col}, {item_col}, "
+                f"{rating_col} (it has {', '.join(map(str, ratings.columns)) or 'none'})"
+            )
     if movies is None:
         movies = _movies_of(ratings)
     else:
