@@ -35,11 +35,39 @@ from fmstore.errors import ConfigError, EnvError
     epilog=example(
         "fmstore train --data ml-latest-small",
         "fmstore train --data ml-25m.zip --factors 128 --epochs 20 --json",
+        "fmstore train --data plays.csv --user-col listener --item-col track --rating-col stars",
     )
 )
 def train(
     data: Path = typer.Option(
-        ..., "--data", help="Dataset folder or GroupLens .zip in the ml-latest layout."
+        ...,
+        "--data",
+        help="Dataset folder or GroupLens .zip in the ml-latest layout, or your own ratings "
+        "CSV (any ids, any rating scale; see --user-col).",
+    ),
+    user_col: Optional[str] = typer.Option(
+        None, "--user-col", help="Your CSV's user id column [default: userId]."
+    ),
+    item_col: Optional[str] = typer.Option(
+        None, "--item-col", help="Your CSV's movie (item) id column [default: movieId]."
+    ),
+    rating_col: Optional[str] = typer.Option(
+        None, "--rating-col", help="Your CSV's rating column [default: rating]."
+    ),
+    time_col: Optional[str] = typer.Option(
+        None, "--time-col", help="Your CSV's time column, optional [default: timestamp]."
+    ),
+    movies: Optional[Path] = typer.Option(
+        None,
+        "--movies",
+        help="With your own CSV: a movies CSV (movieId or --item-col, title, genres) "
+        "[default: each movie titled by its id].",
+    ),
+    rating_scale: Optional[str] = typer.Option(
+        None,
+        "--rating-scale",
+        help="With your own CSV: LOWEST,HIGHEST, e.g. 1,10 [default: inferred: half stars "
+        "0.5-5, whole numbers to 10, 0-1, -1..1].",
     ),
     epochs: int = typer.Option(
         TrainConfig.epochs, help="Most epochs (early stopping may end sooner)."
@@ -189,7 +217,8 @@ def train(
         use_threads(threads)  # launcher sets OMP_NUM_THREADS for each, unless --threads says)
     with err.status(f"reading {safe(data)}") if rank0 else contextlib.nullcontext():
         # also what --nproc checks (one-line errors) and caches for its processes before they start
-        dataset = datasets.load_dataset(data, cache_dir=s.home / "cache")
+        read_as = _read_as(user_col, item_col, rating_col, time_col, movies, rating_scale)
+        dataset = datasets.load_dataset(data, cache_dir=s.home / "cache", read_as=read_as)
         test = datasets.load_ratings_file(test_ratings, dataset.movies) if test_ratings else None
     check_memory(dataset, config, device_name)  # (pipeline.run checks again after --tune)
     if parallel is None and nproc > 1:
@@ -252,6 +281,26 @@ def train(
             f"run {run_dir.name}: valid RMSE {m['valid_rmse']:.4f} (best epoch {m['best_epoch']}/{m['epochs_run']})"
             f"{test_part}{ranking_part}{refit_part}, {seconds:.1f}s on {result.device}"
         )
+
+
+def _read_as(user_col, item_col, rating_col, time_col, movies, rating_scale) -> dict | None:
+    """The flags that read your own CSV as datasets.load_csv's options; None when none is given
+    (a MovieLens folder or zip, or a CSV with MovieLens's columns)."""
+    given = dict(user_col=user_col, item_col=item_col, rating_col=rating_col, time_col=time_col)
+    read_as = {name: value for name, value in given.items() if value}
+    if movies:
+        read_as["movies"] = movies
+    if rating_scale:
+        try:
+            lo, hi = (float(v) for v in rating_scale.split(","))
+        except ValueError:
+            raise ConfigError(
+                f"--rating-scale {rating_scale!r}: give LOWEST,HIGHEST, e.g. 1,10"
+            ) from None
+        if not lo < hi:
+            raise ConfigError(f"--rating-scale {rating_scale!r}: LOWEST must be below HIGHEST")
+        read_as["rating_scale"] = (lo, hi)
+    return read_as or None
 
 
 def _parse_ranking_set(text: str | None) -> dict[str, float]:

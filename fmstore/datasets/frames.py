@@ -48,35 +48,38 @@ def from_frames(
     rating_col: str = "rating",
     time_col: str = "timestamp",
     rating_scale: tuple[float, float] | None = None,
+    labels: tuple[str, str] = (RATINGS_LABEL, MOVIES_LABEL),
 ) -> Dataset:
     """A validated Dataset from a ratings DataFrame and, optionally, a movies DataFrame (the
     columns of ratings.csv and movies.csv; `*_col` name the ratings' columns when they are not
-    MovieLens's). Bad input raises DataError naming the frame, row and column."""
-    ratings = _renamed(ratings, RATINGS_LABEL, user_col, item_col, rating_col, time_col)
+    MovieLens's). Bad input raises DataError naming the frame (as `labels` say: ratings, movies),
+    row and column."""
+    ratings_label, movies_label = labels
+    ratings = _renamed(ratings, ratings_label, user_col, item_col, rating_col, time_col, True)
     needed = {"userId": user_col, "movieId": item_col, "rating": rating_col}
     for ours, given in needed.items():
         if ours not in ratings.columns:
             raise DataError(
-                f"{RATINGS_LABEL} has no column {given!r}; it needs {user_col}, {item_col}, "
+                f"{ratings_label} has no column {given!r}; it needs {user_col}, {item_col}, "
                 f"{rating_col} (it has {', '.join(map(str, ratings.columns)) or 'none'})"
             )
     if movies is None:
         movies = _movies_of(ratings)
     else:
         # the movies' id column: named as the ratings' one, or movieId
-        movies = _renamed(movies, MOVIES_LABEL, None, item_col, None, None)
-    ratings, movies, user_keys, movie_keys = _whole_number_ids(ratings, movies)
+        movies = _renamed(movies, movies_label, None, item_col, None, None, False)
+    ratings, movies, user_keys, movie_keys = _whole_number_ids(ratings, movies, labels)
     scale = _rating_scale(ratings, rating_scale)
-    movies_bytes = _csv_bytes(movies, MOVIES_COLUMNS, {}, MOVIES_LABEL)
-    ratings_bytes = _csv_bytes(ratings, RATINGS_COLUMNS, OPTIONAL_RATINGS, RATINGS_LABEL)
+    movies_bytes = _csv_bytes(movies, MOVIES_COLUMNS, {}, movies_label)
+    ratings_bytes = _csv_bytes(ratings, RATINGS_COLUMNS, OPTIONAL_RATINGS, ratings_label)
     try:
-        parsed_movies = parse_movies(movies_bytes, MOVIES_LABEL)
+        parsed_movies = parse_movies(movies_bytes, movies_label)
     except DataError as exc:
         raise DataError(_rows_named(str(exc), movies.index)) from None
     half_stars = scale == (0.5, 5.0) and rating_scale is None
     try:
         parsed_ratings = parse_ratings(
-            ratings_bytes, RATINGS_LABEL, parsed_movies, MOVIES_LABEL, None if half_stars else scale
+            ratings_bytes, ratings_label, parsed_movies, movies_label, None if half_stars else scale
         )
     except DataError as exc:
         raise DataError(_rows_named(str(exc), ratings.index)) from None
@@ -96,13 +99,13 @@ def from_frames(
     )
 
 
-def _renamed(frame, label: str, user_col, item_col, rating_col, time_col):
+def _renamed(frame, label: str, user_col, item_col, rating_col, time_col, is_ratings: bool):
     """The frame with its columns under MovieLens's names (a column of that name it already had
     and that is not wanted is dropped, so that the renamed one is read)."""
     import pandas as pd
 
     if not isinstance(frame, pd.DataFrame):
-        needs = RATINGS_COLUMNS if label == RATINGS_LABEL else MOVIES_COLUMNS
+        needs = RATINGS_COLUMNS if is_ratings else MOVIES_COLUMNS
         raise DataError(
             f"{label}: expected a pandas DataFrame with columns {', '.join(needs)}, "
             f"got {type(frame).__name__}"
@@ -112,7 +115,7 @@ def _renamed(frame, label: str, user_col, item_col, rating_col, time_col):
     if not names:
         return frame
     for given in names:
-        if given not in frame.columns and label == RATINGS_LABEL and given != time_col:
+        if given not in frame.columns and is_ratings and given != time_col:
             raise DataError(
                 f"{label} has no column {given!r} (it has "
                 f"{', '.join(map(str, frame.columns)) or 'none'})"
@@ -134,7 +137,7 @@ def _movies_of(ratings):
     return pd.DataFrame({"movieId": ids, "title": [str(i) for i in ids], "genres": ""})
 
 
-def _whole_number_ids(ratings, movies):
+def _whole_number_ids(ratings, movies, labels: tuple[str, str]):
     """(ratings, movies, user keys, movie keys) with ids as whole numbers: numbers kept, other
     ids mapped to 0, 1, ... (keys: the originals, None when kept)."""
     import pandas as pd
@@ -144,6 +147,7 @@ def _whole_number_ids(ratings, movies):
     if "movieId" not in movies.columns:
         return ratings, movies, None, None
     ratings, movies = ratings.copy(), movies.copy()
+    ratings_label, movies_label = labels
     user_keys = None
     users = _as_numbers(ratings["userId"])
     if users is None:
@@ -163,7 +167,7 @@ def _whole_number_ids(ratings, movies):
         if twice.any():
             rows = list(keys.index[twice][:2])
             raise DataError(
-                f"{MOVIES_LABEL} rows {rows[0]} and {rows[1]}: movieId "
+                f"{movies_label} rows {rows[0]} and {rows[1]}: movieId "
                 f"'{keys[rows[0]]}' appears twice; keep one of the two rows"
             )
         code = {k: i for i, k in enumerate(keys) if k is not None}
@@ -173,13 +177,13 @@ def _whole_number_ids(ratings, movies):
         if unknown.any():
             row = unknown.index[unknown][0]
             raise DataError(
-                f"{RATINGS_LABEL} row {row!r}: movieId '{wanted[row]}' is not in "
-                f"{MOVIES_LABEL} ({int(unknown.sum()):,} rows in all); add the movie there or "
+                f"{ratings_label} row {row!r}: movieId '{wanted[row]}' is not in "
+                f"{movies_label} ({int(unknown.sum()):,} rows in all); add the movie there or "
                 "remove the rating"
             )
         ratings["movieId"] = pd.array([code.get(k) for k in wanted], dtype="Int64")
         movie_keys = list(keys)
-    _check_keyed_pairs(ratings, user_keys, movie_keys)
+    _check_keyed_pairs(ratings, user_keys, movie_keys, ratings_label)
     return ratings, movies, user_keys, movie_keys
 
 
@@ -210,7 +214,7 @@ def _as_numbers(column):
     return None
 
 
-def _check_keyed_pairs(ratings, user_keys, movie_keys) -> None:
+def _check_keyed_pairs(ratings, user_keys, movie_keys, label: str) -> None:
     """With mapped ids, a (user, movie) pair rated twice is named here by the person's ids."""
     if user_keys is None and movie_keys is None:
         return
@@ -222,7 +226,7 @@ def _check_keyed_pairs(ratings, user_keys, movie_keys) -> None:
     user = user_keys[int(user)] if user_keys else user
     movie = movie_keys[int(movie)] if movie_keys else movie
     raise DataError(
-        f"{RATINGS_LABEL} rows {rows[0]!r} and {rows[1]!r}: user {user!r} rated movie "
+        f"{label} rows {rows[0]!r} and {rows[1]!r}: user {user!r} rated movie "
         f"{movie!r} twice; keep one of the two rows"
     )
 

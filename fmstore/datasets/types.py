@@ -98,6 +98,9 @@ class Dataset:
     # the whole number i the arrays hold; None when the arrays hold the ids themselves.
     user_keys: list | None = None
     movie_keys: list | None = None
+    # How a person's own CSV was read (datasets.csvfile.load_csv's options), to read it again
+    # from a run's manifest; None for a MovieLens folder or zip.
+    read_as: dict | None = None
 
 
 def parse_year(title: str) -> int:

@@ -228,7 +228,8 @@ def _run_dataset(manifest: dict, dataset: Dataset | None, cache_dir: Path | None
                 f"run {run_id} was trained on {source}, which is no longer "
                 "there; pass the dataset with --data PATH"
             )
-        dataset = datasets.load_dataset(source, cache_dir=cache_dir)
+        read_as = manifest["dataset"].get("read_as")
+        dataset = datasets.load_dataset(source, cache_dir=cache_dir, read_as=read_as)
     if dataset.fingerprint != manifest["dataset"]["fingerprint"]:
         raise DataError(
             f"{dataset.source} is not the dataset run {run_id} was trained on "

@@ -113,7 +113,8 @@ def _read_dataset(manifest: dict, cache_dir: Path | None) -> datasets.Dataset:
             f"run {manifest['run_id']} was trained on {source}, which is no longer there; "
             "pass the dataset with --data PATH"
         )
-    return datasets.load_dataset(source, cache_dir=cache_dir)
+    read_as = manifest["dataset"].get("read_as")
+    return datasets.load_dataset(source, cache_dir=cache_dir, read_as=read_as)
 
 
 def _validation_predictions(manifest: dict, dataset, serving) -> tuple[np.ndarray, np.ndarray]:

@@ -107,6 +107,8 @@ def save_run(
                 "n_ratings": len(dataset.ratings),
                 "n_users": int(len(np.unique(dataset.ratings.user_id))),
                 "n_movies": len(dataset.movies),
+                **({"read_as": dataset.read_as} if getattr(dataset, "read_as", None) else {}),
+                **_scale(dataset),
             },
             "config": config.to_dict(),
             "metrics": result.metrics,
@@ -141,6 +143,12 @@ def save_run(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _scale(dataset) -> dict:
+    """The dataset's rating scale when it is not MovieLens's half stars."""
+    scale = [float(v) for v in getattr(dataset, "rating_scale", (0.5, 5.0))]
+    return {} if scale == [0.5, 5.0] else {"rating_scale": scale}
 
 
 def torch_save_safetensors(state: dict, path: Path) -> None:

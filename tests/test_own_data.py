@@ -1,0 +1,158 @@
+"""A person's own data: text ids (and floats that are whole numbers), column names of their own,
+any rating scale (given or inferred), a CSV read with `--data FILE --user-col ...`; the answers use
+their ids (datasets.from_frames, datasets.load_csv, `fmstore train`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from planted import write_planted
+
+from fmstore import datasets, runs
+from fmstore.errors import DataError
+
+
+def _frame(**columns) -> pd.DataFrame:
+    return pd.DataFrame(columns)
+
+
+def test_text_ids_are_mapped_and_kept():
+    ratings = _frame(userId=["ann", "bob", "ann"], movieId=["x", "x", "y"], rating=[4.0, 3.5, 5.0])
+    data = datasets.from_frames(ratings)
+    assert data.user_keys == ["ann", "bob"] and data.movie_keys == ["x", "y"]
+    assert data.ratings.user_id.tolist() == [0, 1, 0]
+    assert data.ratings.movie_id.tolist() == [0, 0, 1]
+    assert data.movies.title == ["x", "y"]  # no movies frame: each titled by its id
+
+
+def test_whole_number_floats_are_ids_as_they_are():
+    ratings = _frame(userId=[10.0, 20.0], movieId=[7.0, 7.0], rating=[4.0, 3.0])
+    data = datasets.from_frames(ratings)
+    assert data.user_keys is None and data.movie_keys is None
+    assert data.ratings.user_id.tolist() == [10, 20] and data.movies.movie_id.tolist() == [7]
+
+
+def test_other_ids_are_kept_as_their_text():
+    ratings = _frame(userId=[1.5, 2.5], movieId=[1, 1], rating=[4.0, 3.0])
+    assert datasets.from_frames(ratings).user_keys == ["1.5", "2.5"]
+
+
+@pytest.mark.parametrize(
+    "ratings, scale",
+    [
+        ([0.5, 3.5, 5.0], (0.5, 5.0)),  # MovieLens's half stars
+        ([1, 7, 10], (1.0, 10.0)),
+        ([0, 7, 10], (0.0, 10.0)),
+        ([0.0, 0.25, 1.0], (0.0, 1.0)),
+        ([-1, 1, 1], (-1.0, 1.0)),  # thumbs
+    ],
+)
+def test_the_rating_scale_is_inferred(ratings, scale):
+    frame = _frame(userId=[1, 2, 3], movieId=[1, 1, 1], rating=ratings)
+    assert datasets.from_frames(frame).rating_scale == scale
+
+
+def test_a_given_scale_is_held_to():
+    frame = _frame(userId=[1, 2], movieId=[1, 1], rating=[20, 95])
+    assert datasets.from_frames(frame, rating_scale=(0, 100)).rating_scale == (0.0, 100.0)
+    with pytest.raises(DataError, match=r"row 1: rating '95' is off the 0..50 scale"):
+        datasets.from_frames(frame, rating_scale=(0, 50))
+    with pytest.raises(DataError, match="rating '95.0' is off the 0.5..5 half-star scale"):
+        datasets.from_frames(frame.assign(rating=[2.5, 95]))  # on no scale fmstore knows
+
+
+def test_own_column_names_and_datetimes():
+    frame = _frame(
+        who=["a", "b"],
+        what=["m", "n"],
+        stars=[8, 3],
+        when=pd.to_datetime(["1970-01-01 00:00:10", "1970-01-02 00:00:00"]),
+        userId=[99, 98],  # a column with our name that is not the one meant: ignored
+    )
+    data = datasets.from_frames(
+        frame, user_col="who", item_col="what", rating_col="stars", time_col="when"
+    )
+    assert data.user_keys == ["a", "b"] and data.ratings.timestamp.tolist() == [10, 86400]
+    with pytest.raises(DataError, match="the ratings DataFrame has no column 'who'"):
+        datasets.from_frames(frame.drop(columns="who"), user_col="who", item_col="what")
+
+
+def test_errors_name_the_persons_ids():
+    ratings = _frame(userId=["ann", "ann"], movieId=["x", "x"], rating=[4.0, 3.0])
+    with pytest.raises(DataError, match="rows 0 and 1: user 'ann' rated movie 'x' twice"):
+        datasets.from_frames(ratings)
+    movies = _frame(movieId=["x"], title=["X (1999)"], genres=["Drama"])
+    unknown = _frame(userId=["ann"], movieId=["zzz"], rating=[4.0])
+    with pytest.raises(DataError, match="row 0: movieId 'zzz' is not in the movies DataFrame"):
+        datasets.from_frames(unknown, movies)
+    twice = _frame(movieId=["x", "x"], title=["X", "Y"], genres=["", ""])
+    with pytest.raises(DataError, match="rows 0 and 1: movieId 'x' appears twice"):
+        datasets.from_frames(unknown.assign(movieId="x"), twice)
+
+
+@pytest.fixture(scope="module")
+def own_csv(tmp_path_factory):
+    """The planted data as someone's own CSV: text ids, 1-10 stars, their column names, and a
+    movies CSV keyed by the same text ids."""
+    folder = write_planted(tmp_path_factory.mktemp("planted"))
+    ratings = pd.read_csv(folder / "ratings.csv")
+    own = pd.DataFrame(
+        {
+            "listener": "u" + ratings.userId.astype(str),
+            "film": "f" + ratings.movieId.astype(str),
+            "stars": (ratings.rating * 2).astype(int),
+        }
+    )
+    out = tmp_path_factory.mktemp("own")
+    own.to_csv(out / "mine.csv", index=False)
+    movies = pd.read_csv(folder / "movies.csv")
+    movies["film"] = "f" + movies.pop("movieId").astype(str)
+    movies.to_csv(out / "films.csv", index=False)
+    return out
+
+
+def test_load_csv_names_file_lines(own_csv, tmp_path):
+    data = datasets.load_csv(
+        own_csv / "mine.csv",
+        own_csv / "films.csv",
+        user_col="listener",
+        item_col="film",
+        rating_col="stars",
+    )
+    assert data.rating_scale == (1.0, 10.0) and data.movie_keys[0] == "f1"
+    assert data.read_as["user_col"] == "listener"
+    bad = pd.read_csv(own_csv / "mine.csv")
+    bad.loc[4, "film"] = "nope"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match=r"bad.csv line 6: movieId 'nope' is not in"):
+        datasets.load_csv(
+            tmp_path / "bad.csv",
+            own_csv / "films.csv",
+            user_col="listener",
+            item_col="film",
+            rating_col="stars",
+        )
+
+
+def test_cli_trains_and_evaluates_your_own_csv(own_csv, tmp_path, fmstore_cli):
+    from conftest import PLANTED_CLI_TRAIN
+
+    home = tmp_path / "home"
+    own = ["--user-col", "listener", "--item-col", "film", "--rating-col", "stars"]
+    data = ["--data", str(own_csv / "mine.csv"), "--movies", str(own_csv / "films.csv")]
+    trained = fmstore_cli(home, "train", *data, *own, *PLANTED_CLI_TRAIN, "--json")
+    assert trained.returncode == 0, trained.stderr
+    run_dir = home / "runs" / json.loads(trained.stdout)["run_id"]
+    assert runs.load_keys(run_dir)[0][0] == "u1"
+    manifest = runs.load_manifest(run_dir)
+    assert manifest["serving"]["rating_range"] == [1.0, 10.0]
+    assert manifest["dataset"]["read_as"]["item_col"] == "film"
+    evaluated = fmstore_cli(home, "evaluate", "--json")  # reads the CSV again as it was read
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["relevant_min"] == pytest.approx(8.0)
+    scale = fmstore_cli(home, "train", *data, *own, "--rating-scale", "10,1")
+    assert scale.returncode == 2 and "--rating-scale '10,1'" in scale.stderr
+    assert np.isfinite(manifest["metrics"]["valid_rmse"])
