@@ -146,6 +146,9 @@ class TrainConfig:
     refit: bool = True
     # Also fit the ranking model (fmstore.train.ranking) on the implicit signal.
     ranking: bool = True
+    # False for implicit-only data (clicks, plays: no ratings): the rating FM is not trained (it
+    # keeps w0 alone, every prediction the same) and the ranking model serves alone.
+    rating_model: bool = True
     ranking_config: RankingConfig = field(default_factory=RankingConfig)
     # search the ranking model's reg, alpha0 and conf_alpha on an inner split of the training
     # ratings before fitting it (fmstore/ranking_search.py); False keeps ranking_config as given

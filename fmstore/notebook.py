@@ -47,15 +47,17 @@ def fit(
     progress: Callable[[str, int, int], None] | None = None,
     user_col: str = "userId",
     item_col: str = "movieId",
-    rating_col: str = "rating",
+    rating_col: str | None = "rating",
     time_col: str = "timestamp",
     rating_scale: tuple[float, float] | None = None,
+    weight_col: str | None = None,
     **settings: Any,
 ) -> Model:
     """Validate `data` (a ratings DataFrame, with `movies` optional, a datasets.Dataset or a
     MovieLens folder), train both models as `fmstore train` does (pipeline.run), save the run in
     `runs_dir` and return it served. `settings` are TrainConfig fields (epochs=10, factors=32)
-    applied to `config`; `*_col` and `rating_scale` are datasets.from_frames's."""
+    applied to `config`; `*_col` and `rating_scale` are datasets.from_frames's (rating_col=None:
+    implicit-only data, clicks or plays with an optional `weight_col`: the ranking model alone)."""
     from fmstore import datasets, pipeline
 
     config = config or TrainConfig()
@@ -70,7 +72,12 @@ def fit(
     else:
         columns = dict(user_col=user_col, item_col=item_col, rating_col=rating_col)
         dataset = datasets.from_frames(
-            data, movies, time_col=time_col, rating_scale=rating_scale, **columns
+            data,
+            movies,
+            time_col=time_col,
+            rating_scale=rating_scale,
+            weight_col=weight_col,
+            **columns,
         )
     folder = _runs_dir(runs_dir)
     trained = pipeline.run(dataset, config, runs_dir=folder, tune=tune, progress=progress)
@@ -188,6 +195,8 @@ class Model:
         return [self._movie(i) for i in (items if items is not None else ())]
 
     def _ratings(self, ratings: Mapping[Any, float]) -> dict[int, float]:
+        if isinstance(ratings, (list, tuple, set)):  # movies picked, without ratings
+            ratings = {item: self.rating_scale[1] for item in ratings}
         if not isinstance(ratings, Mapping):
             ratings = _sparse_row(ratings)
         out: dict[int, float] = {}
@@ -288,8 +297,18 @@ class Model:
 
     # -- ratings and reasons -------------------------------------------------------------------
 
+    @property
+    def implicit(self) -> bool:
+        """Whether the run was trained on implicit-only data: no rating model, nothing to predict."""
+        return self.manifest.get("config", {}).get("rating_model") is False
+
     def predict(self, userid: Any, items: Any) -> Any:
         """Predicted ratings on the data's scale: one movie -> a float, a list -> an array."""
+        if self.implicit:
+            raise ConfigError(
+                f"run {self.run_id} was trained on implicit data (no ratings): it ranks movies "
+                "(recommend, similar_items) but predicts no ratings"
+            )
         one = not _is_many(items)
         ids = [self._movie(items)] if one else self._movies(items)
         out = self.recommender.predict(self._user(userid), ids)

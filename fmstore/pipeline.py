@@ -69,6 +69,8 @@ def run(
     from fmstore.train import check_config, check_memory, resolve_device, train
 
     config = on_scale(config, dataset)
+    if getattr(dataset, "implicit", False):  # no ratings: the ranking model alone
+        config, tune = replace(config, rating_model=False, ranking=True), False
     check_config(config)
     device = resolve_device(config.device)
     check_memory(dataset, config, device)

@@ -156,3 +156,68 @@ def test_cli_trains_and_evaluates_your_own_csv(own_csv, tmp_path, fmstore_cli):
     scale = fmstore_cli(home, "train", *data, *own, "--rating-scale", "10,1")
     assert scale.returncode == 2 and "--rating-scale '10,1'" in scale.stderr
     assert np.isfinite(manifest["metrics"]["valid_rmse"])
+
+
+def _plays(folder):
+    """The planted data as a play log: no ratings; a user plays a movie of their own group 5
+    times, any other once (one row per play)."""
+    ratings = pd.read_csv(folder / "ratings.csv")
+    times = np.where(ratings.rating >= 4, 5, 1)
+    plays = ratings.loc[ratings.index.repeat(times), ["userId", "movieId"]]
+    return pd.DataFrame(
+        {"listener": "u" + plays.userId.astype(str), "track": "t" + plays.movieId.astype(str)}
+    )
+
+
+def test_implicit_data_weights_pairs_by_plays(tmp_path):
+    plays = _plays(write_planted(tmp_path))
+    data = datasets.from_frames(plays, user_col="listener", item_col="track", rating_col=None)
+    assert data.implicit and data.rating_scale == (0.0, 1.0)
+    assert len(data.ratings) == 90 * 20  # one rating per (user, movie) pair
+    assert set(np.unique(data.ratings.rating).tolist()) == {0.5, 1.0}  # 5 plays: the heavier half
+    counted = plays.assign(n=2.0)
+    weighted = datasets.from_frames(
+        counted, user_col="listener", item_col="track", rating_col=None, weight_col="n"
+    )
+    np.testing.assert_array_equal(weighted.ratings.rating, data.ratings.rating)
+
+
+def test_implicit_only_data_is_trained_and_served_end_to_end(tmp_path, planted_train):
+    """A play log (no ratings): the rating FM is skipped, the ranking model serves alone, before
+    and after publish."""
+    import fmstore
+    from fmstore.config import Settings
+    from fmstore.errors import ConfigError
+    from planted import group_of_movie
+
+    plays = _plays(write_planted(tmp_path / "data"))
+    columns = dict(user_col="listener", item_col="track", rating_col=None)
+    model = fmstore.fit(plays, runs_dir=tmp_path / "runs", **columns, **planted_train)
+    assert model.implicit and model.metrics["epochs_run"] == 0
+    assert model.metrics["valid_ndcg@10"] > 0.5
+    live = fmstore.publish(model, settings=Settings(home=tmp_path / "home"))
+    try:
+        for served in (model, live):
+            ids, _ = served.recommend("u31", N=3)
+            assert [group_of_movie(int(i[1:])) for i in ids] == [1, 1, 1], ids
+            ids, _ = served.recommend("someone new", user_items=["t1", "t2"], N=3)
+            assert [group_of_movie(int(i[1:])) for i in ids] == [0, 0, 0], ids
+        with pytest.raises(ConfigError, match="implicit data"):
+            model.predict("u1", "t1")
+    finally:
+        live.close()
+
+
+def test_cli_trains_implicit_data(tmp_path, fmstore_cli):
+    from conftest import PLANTED_CLI_TRAIN
+
+    _plays(write_planted(tmp_path / "data")).to_csv(tmp_path / "plays.csv", index=False)
+    own = ["--user-col", "listener", "--item-col", "track", "--implicit"]
+    home = tmp_path / "home"
+    trained = fmstore_cli(
+        home, "train", "--data", str(tmp_path / "plays.csv"), *own, *PLANTED_CLI_TRAIN
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert "implicit data, the ranking model alone: served Recall@10" in trained.stdout
+    weight = fmstore_cli(home, "train", "--data", str(tmp_path / "plays.csv"), "--weight-col", "n")
+    assert weight.returncode == 2 and "--weight-col is for --implicit" in weight.stderr

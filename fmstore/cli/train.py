@@ -63,6 +63,18 @@ def train(
         help="With your own CSV: a movies CSV (movieId or --item-col, title, genres) "
         "[default: each movie titled by its id].",
     ),
+    implicit: bool = typer.Option(
+        False,
+        "--implicit/--no-implicit",
+        help="Your CSV has no ratings, only which items each user picked (clicks, plays): the "
+        "ranking model is trained and served alone (no rating model, no predicted ratings).",
+    ),
+    weight_col: Optional[str] = typer.Option(
+        None,
+        "--weight-col",
+        help="With --implicit: how much each pick counts (plays); the heavier half of each "
+        "data set counts as liked [default: each row counts once].",
+    ),
     rating_scale: Optional[str] = typer.Option(
         None,
         "--rating-scale",
@@ -218,6 +230,10 @@ def train(
     with err.status(f"reading {safe(data)}") if rank0 else contextlib.nullcontext():
         # also what --nproc checks (one-line errors) and caches for its processes before they start
         read_as = _read_as(user_col, item_col, rating_col, time_col, movies, rating_scale)
+        if implicit or weight_col:
+            if not implicit:
+                raise ConfigError("--weight-col is for --implicit data (plays, clicks)")
+            read_as = (read_as or {}) | {"implicit": True, "weight_col": weight_col}
         dataset = datasets.load_dataset(data, cache_dir=s.home / "cache", read_as=read_as)
         test = datasets.load_ratings_file(test_ratings, dataset.movies) if test_ratings else None
     check_memory(dataset, config, device_name)  # (pipeline.run checks again after --tune)
@@ -269,6 +285,14 @@ def train(
         print_json(summary)
     else:
         m = result.metrics
+        if not config.rating_model:
+            out.print(
+                f"run {run_dir.name}: implicit data, the ranking model alone: served Recall@10 "
+                f"{m.get('valid_recall@10', math.nan):.4f} NDCG@10 "
+                f"{m.get('valid_ndcg@10', math.nan):.4f}, {m['train_seconds']:.1f}s on "
+                f"{result.device}"
+            )
+            return
         test_part = f", test RMSE {m['test_rmse']:.4f}" if "test_rmse" in m else ""
         ranking_part = (
             f", served Recall@10 {m['valid_recall@10']:.4f} NDCG@10 {m['valid_ndcg@10']:.4f}"

@@ -15,7 +15,16 @@ from fmstore.datasets.types import Dataset
 from fmstore.errors import DataError
 
 # How load_csv can be told to read a file: what a manifest's dataset.read_as holds.
-READ_AS = ("movies", "user_col", "item_col", "rating_col", "time_col", "rating_scale")
+READ_AS = (
+    "movies",
+    "user_col",
+    "item_col",
+    "rating_col",
+    "time_col",
+    "rating_scale",
+    "implicit",
+    "weight_col",
+)
 
 
 def load_csv(
@@ -27,9 +36,12 @@ def load_csv(
     rating_col: str = "rating",
     time_col: str = "timestamp",
     rating_scale: tuple[float, float] | None = None,
+    implicit: bool = False,
+    weight_col: str | None = None,
 ) -> Dataset:
     """A validated Dataset from a ratings CSV (and a movies CSV with movieId, title, genres, or
-    the id column named as the ratings' one; without it each movie is titled by its id)."""
+    the id column named as the ratings' one; without it each movie is titled by its id).
+    `implicit`: no ratings, only which movies each user picked (`weight_col`: how much)."""
     ratings_frame = _read(Path(path), "ratings")
     movies_frame = _read(Path(movies), "movies") if movies else None
     labels = (str(path), str(movies) if movies else "the movies")
@@ -40,10 +52,11 @@ def load_csv(
             Path(path).stem,
             user_col=user_col,
             item_col=item_col,
-            rating_col=rating_col,
+            rating_col=None if implicit else rating_col,
             time_col=time_col,
             rating_scale=rating_scale,
             labels=labels,
+            weight_col=weight_col,
         )
     except DataError as exc:  # the frames' rows are the files' line numbers
         message = str(exc)
@@ -59,6 +72,8 @@ def load_csv(
         rating_col=rating_col,
         time_col=time_col,
         rating_scale=list(rating_scale) if rating_scale else None,
+        implicit=implicit,
+        weight_col=weight_col,
     )
     dataset.read_as = read_as
     return dataset

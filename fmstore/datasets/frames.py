@@ -49,12 +49,18 @@ def from_frames(
     time_col: str = "timestamp",
     rating_scale: tuple[float, float] | None = None,
     labels: tuple[str, str] = (RATINGS_LABEL, MOVIES_LABEL),
+    weight_col: str | None = None,
 ) -> Dataset:
     """A validated Dataset from a ratings DataFrame and, optionally, a movies DataFrame (the
     columns of ratings.csv and movies.csv; `*_col` name the ratings' columns when they are not
     MovieLens's). Bad input raises DataError naming the frame (as `labels` say: ratings, movies),
-    row and column."""
+    row and column. `rating_col=None`: implicit-only data (see `_implicit`), with an optional
+    `weight_col` (plays, clicks)."""
     ratings_label, movies_label = labels
+    implicit = rating_col is None
+    if implicit:
+        ratings = _implicit(ratings, ratings_label, user_col, item_col, weight_col, time_col)
+        rating_col, rating_scale = "rating", (0.0, 1.0)
     ratings = _renamed(ratings, ratings_label, user_col, item_col, rating_col, time_col, True)
     needed = {"userId": user_col, "movieId": item_col, "rating": rating_col}
     for ours, given in needed.items():
@@ -96,7 +102,47 @@ def from_frames(
         rating_scale=scale,
         user_keys=user_keys,
         movie_keys=movie_keys,
+        implicit=implicit,
     )
+
+
+def _implicit(frame, label: str, user_col, item_col, weight_col, time_col):
+    """Implicit-only data (no ratings): one row per (user, movie), its weight the sum of
+    `weight_col` (plays) or the number of rows (clicks); rating 1 for a weight above the median,
+    0.5 for the others (the ranking model's confidence: 1 + conf_alpha for the heavier pairs),
+    every rating 1 when none is above it (all weights equal). The rating FM is not fit on them."""
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame):
+        return frame  # _renamed says what it needs
+    for column in (user_col, item_col) + ((weight_col,) if weight_col else ()):
+        if column not in frame.columns:
+            raise DataError(
+                f"{label} has no column {column!r} (it has "
+                f"{', '.join(map(str, frame.columns)) or 'none'})"
+            )
+    keys = [user_col, item_col]
+    if weight_col:
+        weights = pd.to_numeric(frame[weight_col], errors="coerce")
+        bad = ~np.isfinite(weights) | (weights < 0)
+        if bad.any():
+            row = frame.index[bad.to_numpy()][0]
+            raise DataError(
+                f"{label} row {row!r}: {weight_col} '{frame.at[row, weight_col]}' is not a "
+                "number >= 0; fix or remove that row"
+            )
+        grouped = frame.assign(_w=weights).groupby(keys, sort=False, dropna=False)
+        weight = grouped["_w"].sum()
+    else:
+        grouped = frame.groupby(keys, sort=False, dropna=False)
+        weight = grouped.size()
+    out = weight.rename("weight").reset_index()
+    if time_col in frame.columns:
+        out[time_col] = grouped[time_col].max().to_numpy()
+    weight, median = out["weight"].to_numpy(), float(np.median(out["weight"]))
+    heavier = weight > median if (weight > median).any() else weight >= median
+    out["rating"] = np.where(heavier, 1.0, 0.5)
+    return out.drop(columns="weight")
 
 
 def _renamed(frame, label: str, user_col, item_col, rating_col, time_col, is_ratings: bool):

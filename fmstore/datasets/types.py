@@ -101,6 +101,9 @@ class Dataset:
     # How a person's own CSV was read (datasets.csvfile.load_csv's options), to read it again
     # from a run's manifest; None for a MovieLens folder or zip.
     read_as: dict | None = None
+    # Implicit-only data (clicks, plays: no rating column): a rating of 1 for the pairs weighed
+    # above the median, 0.5 for the others (frames._implicit); no rating model is fit.
+    implicit: bool = False
 
 
 def parse_year(title: str) -> int:

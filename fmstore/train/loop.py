@@ -130,17 +130,19 @@ def train(
         dataset, train_ratings, valid_ratings, config, device
     )
 
-    history, pass_seconds, best_epoch = fit_epochs(
-        model,
-        config,
-        device,
-        engine,
-        train_rows,
-        valid_rows,
-        progress,
-        batch_progress,
-        parallel,
-    )
+    history, pass_seconds, best_epoch = [], [], 0  # implicit-only data: no rating model
+    if config.rating_model:
+        history, pass_seconds, best_epoch = fit_epochs(
+            model,
+            config,
+            device,
+            engine,
+            train_rows,
+            valid_rows,
+            progress,
+            batch_progress,
+            parallel,
+        )
 
     validates = parallel is None or parallel.rank == 0
     nan = (float("nan"), float("nan"))
@@ -233,7 +235,7 @@ def new_model(
         item_rows(vocab, dataset.movies),
         link=config.link,
         rating_range=(config.rating_min, config.rating_max),
-        init_std=config.init_std,
+        init_std=config.init_std if config.rating_model else 0.0,  # (untrained: all zeros)
         rated=rated_rows(vocab, ratings, dataset.movies),
     ).to(device)
     model.requires_grad_(False)  # gradients are computed in closed form, not by autograd
