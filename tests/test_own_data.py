@@ -185,10 +185,11 @@ def test_implicit_data_weights_pairs_by_plays(tmp_path):
 def test_implicit_only_data_is_trained_and_served_end_to_end(tmp_path, planted_train):
     """A play log (no ratings): the rating FM is skipped, the ranking model serves alone, before
     and after publish."""
+    from planted import group_of_movie
+
     import fmstore
     from fmstore.config import Settings
     from fmstore.errors import ConfigError
-    from planted import group_of_movie
 
     plays = _plays(write_planted(tmp_path / "data"))
     columns = dict(user_col="listener", item_col="track", rating_col=None)
