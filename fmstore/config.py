@@ -134,6 +134,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     link: str = "identity"  # identity | sigmoid
     valid_fraction: float = 0.1
+    # how the validation ratings are chosen (datasets.splits.split_rows): random | time (each
+    # user's last valid_fraction) | leave-last-n (each user's last split_n) | users (whole users)
+    split: str = "random"
+    split_n: int = 1
     patience: int = 3  # epochs without a better valid RMSE before early stopping
     fields: tuple[str, ...] = ("user", "movie", "genre", "year")
     rating_min: float = 0.5

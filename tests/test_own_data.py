@@ -222,3 +222,45 @@ def test_cli_trains_implicit_data(tmp_path, fmstore_cli):
     assert "implicit data, the ranking model alone: served Recall@10" in trained.stdout
     weight = fmstore_cli(home, "train", "--data", str(tmp_path / "plays.csv"), "--weight-col", "n")
     assert weight.returncode == 2 and "--weight-col is for --implicit" in weight.stderr
+
+
+# ---- splits (datasets.splits.split_rows; `fmstore train/evaluate --split`) ---------------------
+
+
+def test_each_split_holds_out_what_it_says():
+    from fmstore.datasets import split_rows
+
+    user = np.repeat(np.arange(10), 10)
+    time = np.tile(np.arange(10)[::-1], 10)  # each user's ratings newest first
+    train, valid = split_rows("random", user, time, 0.2, 0)
+    assert len(valid) == 20 and len(train) == 80
+    train, valid = split_rows("time", user, time, 0.2, 0)
+    assert sorted(set(time[valid].tolist())) == [8, 9] and len(valid) == 20
+    train, valid = split_rows("leave-last-n", user, time, 0.1, 0, last_n=3)
+    assert set(time[valid].tolist()) == {7, 8, 9} and len(valid) == 30
+    train, valid = split_rows("users", user, time, 0.2, 0)
+    assert len(set(user[valid].tolist())) == 2 and not set(user[valid]) & set(user[train])
+    again = split_rows("users", user, time, 0.2, 0)
+    assert np.array_equal(again[1], valid)
+
+
+def test_cli_trains_and_evaluates_on_a_time_split(tmp_path, fmstore_cli, assert_one_line_error):
+    from conftest import PLANTED_CLI_TRAIN
+
+    data = write_planted(tmp_path / "data")
+    home = tmp_path / "home"
+    args = ["--data", str(data), *PLANTED_CLI_TRAIN, "--no-refit", "--no-tune-ranking"]
+    trained = fmstore_cli(home, "train", *args, "--split", "time", "--json")
+    assert trained.returncode == 0, trained.stderr
+    printed = json.loads(trained.stdout)
+    evaluated = fmstore_cli(home, "evaluate", "--split", "time", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = json.loads(evaluated.stdout)
+    assert report["test"].startswith("valid split (time, seed 0")
+    served = report["metrics"]["served"]  # what train printed is what evaluate measures
+    assert served["ndcg@10"] == pytest.approx(printed["valid_ndcg@10"], abs=1e-9)
+    assert served["recall@10"] == pytest.approx(printed["valid_recall@10"], abs=1e-9)
+    other = fmstore_cli(home, "evaluate", "--split", "users")
+    assert_one_line_error(other, "--split users", "was validated on a time split")
+    bad = fmstore_cli(home, "train", *args, "--split", "sideways")
+    assert_one_line_error(bad, "--split 'sideways'", "random, time, leave-last-n, users")

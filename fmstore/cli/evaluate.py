@@ -38,6 +38,14 @@ def evaluate(
         "--data",
         help="The run's dataset, if it moved since training [default: the path in the manifest].",
     ),
+    split: Optional[str] = typer.Option(
+        None,
+        "--split",
+        help="The split to evaluate on: random | time | leave-last-n | users. A run is measured "
+        "on the split it was validated on (its training never saw those ratings), so this "
+        "checks that it is the one asked for [default: the run's, as `fmstore train --split` "
+        "chose].",
+    ),
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ):
@@ -51,6 +59,8 @@ def evaluate(
         if run and (Path(run) / runs.MANIFEST).is_file()
         else runs.resolve_run(s.runs_dir, run)
     )
+    if split is not None and test_ratings is None:
+        _check_split(folder, split)
     with err.status(f"evaluating run {folder.name}"):
         dataset = datasets.load_dataset(data, cache_dir=s.home / "cache") if data else None
         report = evaluation.evaluate_run(
@@ -78,3 +88,22 @@ def evaluate(
         f"{report.n_test:,} held-out ratings ({report.test_source}); ranking: {ranked:,} users{sample} with a held-out "
         f"rating >= {report.relevant_min:g}, over all movies they did not rate in training"
     )
+
+
+def _check_split(folder: Path, split: str) -> None:
+    """--split names the run's own validation split, or is refused: any other split's held-out
+    ratings overlap what the run was trained on."""
+    from fmstore import runs
+    from fmstore.datasets import SPLITS
+    from fmstore.errors import ConfigError
+
+    if split not in SPLITS:
+        raise ConfigError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
+    config = runs.load_manifest(folder, verify=False).get("config", {})
+    trained = config.get("split") or "random"
+    if split != trained:
+        raise ConfigError(
+            f"--split {split}: run {folder.name} was validated on a {trained} split, and a "
+            f"{split} split holds out ratings it was trained on; train one with "
+            f"`fmstore train --split {split}`, or pass --test-ratings FILE"
+        )

@@ -117,6 +117,16 @@ def train(
     valid_fraction: float = typer.Option(
         TrainConfig.valid_fraction, help="Share of ratings held out for validation."
     ),
+    split: str = typer.Option(
+        TrainConfig.split,
+        "--split",
+        help="Which ratings validation holds out: random (--valid-fraction of them), time (each "
+        "user's last --valid-fraction by time), leave-last-n (each user's last --split-n), users "
+        "(every rating of --valid-fraction of the users: people the model never saw).",
+    ),
+    split_n: int = typer.Option(
+        TrainConfig.split_n, "--split-n", help="With --split leave-last-n: ratings per user."
+    ),
     patience: int = typer.Option(
         TrainConfig.patience, help="Epochs without improvement before stopping."
     ),
@@ -205,6 +215,8 @@ def train(
         device=device,
         link=link,
         valid_fraction=valid_fraction,
+        split=split,
+        split_n=split_n,
         patience=patience,
         lr_milestones=tuple(lr_milestones or ()),
         lr_gamma=lr_gamma,

@@ -22,7 +22,7 @@ from fmstore.datasets.csvfile import load_csv
 from fmstore.datasets.download import DATASET_NAMES, DEFAULT_URL, KNOWN_MD5, fetch_dataset
 from fmstore.datasets.frames import from_frames
 from fmstore.datasets.load import load_dataset, load_ratings_file
-from fmstore.datasets.splits import last_by_time, split_indices
+from fmstore.datasets.splits import SPLITS, last_by_time, split_indices, split_of, split_rows
 from fmstore.datasets.synth import synthesize
 from fmstore.datasets.types import (
     GENRES,
@@ -56,6 +56,7 @@ __all__ = [
     "RATING_MIN",
     "RATINGS_COLUMNS",
     "RATINGS_FILE",
+    "SPLITS",
     "Dataset",
     "Movies",
     "Ratings",
@@ -67,5 +68,7 @@ __all__ = [
     "load_ratings_file",
     "parse_year",
     "split_indices",
+    "split_of",
+    "split_rows",
     "synthesize",
 ]

@@ -12,7 +12,7 @@ import numpy as np
 
 from fmstore import datasets, runs, serving
 from fmstore.datasets import Dataset, Movies, Ratings
-from fmstore.datasets.splits import split_indices
+from fmstore.datasets.splits import split_of
 from fmstore.errors import ConfigError, DataError
 from fmstore.evaluate.baselines import MODEL, SERVED, BiasedMF, Predictor, Served, baselines
 from fmstore.evaluate.indexing import Rows
@@ -100,7 +100,7 @@ def evaluate_result(result, dataset: Dataset, config, test: Ratings | None = Non
     if test is not None:
         source = "test ratings"
     else:
-        test, source = result.valid_ratings, _split_label(config.seed, config.valid_fraction)
+        test, source = result.valid_ratings, _split_label(config.to_dict())
     return _evaluate_model(
         model,
         result.vocab.user_ids,
@@ -147,9 +147,7 @@ def evaluate_run(
             "the run folder does not belong to this dataset"
         )
 
-    train_idx, valid_idx = split_indices(
-        len(dataset.ratings), config["valid_fraction"], config["seed"]
-    )
+    train_idx, valid_idx = split_of(dataset.ratings, config)
     if manifest.get("refit"):
         if test_ratings is None:
             return _validation_report(manifest)
@@ -170,7 +168,7 @@ def evaluate_run(
                 "has no held-out ratings; pass --test-ratings FILE"
             )
         test = dataset.ratings.take(valid_idx)
-        source = _split_label(config["seed"], config["valid_fraction"])
+        source = _split_label(config)
     model = BiasedMF.of_form(serving, link=serving.link, rating_range=serving.rating_range)
     ranking = runs.load_ranking(run_dir, manifest)
     return _evaluate_model(
@@ -238,5 +236,10 @@ def _run_dataset(manifest: dict, dataset: Dataset | None, cache_dir: Path | None
     return dataset
 
 
-def _split_label(seed: int, valid_fraction: float) -> str:
-    return f"valid split (seed {seed}, fraction {valid_fraction:g})"
+def _split_label(config: dict) -> str:
+    """'valid split (seed 0, fraction 0.1)'; another kind than random is named first."""
+    kind = config.get("split") or "random"
+    if kind == "leave-last-n":
+        return f"valid split (each user's last {config.get('split_n', 1)})"
+    named = "" if kind == "random" else f"{kind}, "
+    return f"valid split ({named}seed {config['seed']}, fraction {config['valid_fraction']:g})"

@@ -29,7 +29,7 @@ import torch
 
 from fmstore.config import TrainConfig
 from fmstore.datasets import Dataset, Ratings
-from fmstore.datasets.splits import split_indices
+from fmstore.datasets.splits import split_of
 from fmstore.errors import ConfigError
 from fmstore.features import (
     EncodedRatings,
@@ -122,7 +122,7 @@ def train(
     started = time.perf_counter()
     _release_parser_memory()
 
-    train_idx, valid_idx = split_indices(len(dataset.ratings), config.valid_fraction, config.seed)
+    train_idx, valid_idx = split_of(dataset.ratings, config)
     train_ratings, valid_ratings = dataset.ratings.take(train_idx), dataset.ratings.take(valid_idx)
     del train_idx, valid_idx
     config, chosen = resolve_defaults(config, len(train_ratings))
