@@ -52,13 +52,10 @@ def evaluate(
     """RMSE, MAE, Recall@10/20 and NDCG@10 of a run on held-out ratings, beside two baselines."""
     from fmstore import datasets, runs
     from fmstore import evaluate as evaluation
+    from fmstore.cli.live import resolve_run
 
     s = settings(home)
-    folder = (
-        Path(run)
-        if run and (Path(run) / runs.MANIFEST).is_file()
-        else runs.resolve_run(s.runs_dir, run)
-    )
+    folder = Path(run) if run and (Path(run) / runs.MANIFEST).is_file() else resolve_run(s, run)
     if split is not None and test_ratings is None:
         _check_split(folder, split)
     with err.status(f"evaluating run {folder.name}"):

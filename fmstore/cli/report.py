@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from fmstore.cli.app import HomeOpt, JsonOpt, app, err, out, print_json, settings
+from fmstore.cli.live import resolve_run
 
 
 @app.command(
@@ -34,11 +35,7 @@ def report(
     from fmstore.report import build_report
 
     s = settings(home)
-    folder = (
-        Path(run)
-        if run and (Path(run) / runs.MANIFEST).is_file()
-        else runs.resolve_run(s.runs_dir, run)
-    )
+    folder = Path(run) if run and (Path(run) / runs.MANIFEST).is_file() else resolve_run(s, run)
     with err.status(f"drawing run {folder.name}"):
         dataset = datasets.load_dataset(data, cache_dir=s.home / "cache") if data else None
         result = build_report(
