@@ -127,6 +127,8 @@ def test_load_serves_the_same_answers(model):
         a, b = model.recommend(user, N=5), again.recommend(user, N=5)
         assert list(a[0]) == list(b[0]) and np.allclose(a[1], b[1])
     assert fmstore.load("latest", runs_dir=model.run_dir.parent).run_id == model.run_id
+    with pytest.raises(ConfigError, match="year_min 2000 is after year_max 1990"):
+        model.similar_items(_movie(1), filter={"year_min": 2000, "year_max": 1990})
     with pytest.raises(ConfigError, match="unknown setting"):
         fmstore.fit(pd.DataFrame(), nonsense=1)
 

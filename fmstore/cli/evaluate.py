@@ -12,6 +12,7 @@ from fmstore.cli.app import (
     HomeOpt,
     JsonOpt,
     app,
+    dataset_path,
     err,
     example,
     fmt_number,
@@ -59,6 +60,7 @@ def evaluate(
     if split is not None and test_ratings is None:
         _check_split(folder, split)
     with err.status(f"evaluating run {folder.name}"):
+        data = dataset_path(s, data) if data else None
         dataset = datasets.load_dataset(data, cache_dir=s.home / "cache") if data else None
         report = evaluation.evaluate_run(
             folder, dataset=dataset, test_ratings=test_ratings, cache_dir=s.home / "cache"

@@ -155,6 +155,10 @@ def query(
     from fmstore.recommend import DEFAULT_METHOD, Recommender, check_method
     from fmstore.vectors import QueryFilter, open_store
 
+    if year_min is not None and year_max is not None and year_min > year_max:
+        raise ConfigError(
+            f"--year-min {year_min} is after --year-max {year_max}: no movie can match; swap them"
+        )
     new_user = bool(rated) or ratings_file is not None
     _check_one_question(movie is not None, movie_id is not None, user is not None, new_user)
     _check_flags_apply(method is not None, include_rated, user is not None, new_user)

@@ -16,6 +16,7 @@ from fmstore.cli.app import (
     ThreadsOpt,
     app,
     check_home,
+    dataset_path,
     err,
     example,
     out,
@@ -246,6 +247,7 @@ def train(
             if not implicit:
                 raise ConfigError("--weight-col is for --implicit data (plays, clicks)")
             read_as = (read_as or {}) | {"implicit": True, "weight_col": weight_col}
+        data = dataset_path(s, data)
         dataset = datasets.load_dataset(data, cache_dir=s.home / "cache", read_as=read_as)
         test = datasets.load_ratings_file(test_ratings, dataset.movies) if test_ratings else None
     check_memory(dataset, config, device_name)  # (pipeline.run checks again after --tune)

@@ -302,7 +302,9 @@ def _fit_epochs(
             valid_rmse = parallel.from_rank0(validated)
         history.append(EpochStats(epoch, train_rmse, valid_rmse, time.perf_counter() - t0, lr))
         if progress and (parallel is None or parallel.rank == 0):
-            message = f"epoch {epoch}: train {train_rmse:.4f} valid {valid_rmse:.4f}"
+            message = f"epoch {epoch}: train {train_rmse:.4f}"
+            if n_valid:  # the refit has no validation ratings: no "valid nan"
+                message += f" valid {valid_rmse:.4f}"
             progress(message, epoch, config.epochs)
         if best.stop_after(epoch, valid_rmse, model, always_keep=n_valid == 0):
             break
