@@ -153,6 +153,15 @@ def test_cli_trains_and_evaluates_your_own_csv(own_csv, tmp_path, fmstore_cli):
     evaluated = fmstore_cli(home, "evaluate", "--json")  # reads the CSV again as it was read
     assert evaluated.returncode == 0, evaluated.stderr
     assert json.loads(evaluated.stdout)["relevant_min"] == pytest.approx(8.0)
+    published = fmstore_cli(home, "publish")
+    assert published.returncode == 0, published.stderr
+    asked = fmstore_cli(home, "query", "--user", "u31", "-n", "3", "--json")
+    assert asked.returncode == 0, asked.stderr
+    answer = json.loads(asked.stdout)
+    assert answer["query"]["user"] == "u31"
+    assert all(r["key"].startswith("f") for r in answer["results"])
+    unknown = fmstore_cli(home, "query", "--user", "nobody")
+    assert unknown.returncode == 2 and "--user 'nobody' is not in run" in unknown.stderr
     scale = fmstore_cli(home, "train", *data, *own, "--rating-scale", "10,1")
     assert scale.returncode == 2 and "--rating-scale '10,1'" in scale.stderr
     assert np.isfinite(manifest["metrics"]["valid_rmse"])
