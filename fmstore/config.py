@@ -159,6 +159,24 @@ class TrainConfig:
     tune_ranking: bool = True
     ranking_pinned: tuple[str, ...] = ()  # ranking_config settings given by hand: not searched
 
+    def for_dataset(self, dataset) -> "TrainConfig":
+        """This config for `dataset`: on its rating scale (1..10, 0..1, ...: predictions clamped
+        to it, and "liked", the ranking model's confidence and the relevant movies, at the same
+        share of it as 4 of MovieLens's 0.5..5), and without the rating model for implicit-only
+        data. A MovieLens dataset leaves the config as it is."""
+        from fmstore.serving import liked_at
+
+        config = self
+        scale = tuple(float(v) for v in getattr(dataset, "rating_scale", (0.5, 5.0)))
+        if scale != (config.rating_min, config.rating_max):
+            ranking = dataclasses.replace(config.ranking_config, liked_at=liked_at(scale))
+            config = dataclasses.replace(
+                config, rating_min=scale[0], rating_max=scale[1], ranking_config=ranking
+            )
+        if getattr(dataset, "implicit", False):  # no ratings: the ranking model alone
+            config = dataclasses.replace(config, rating_model=False, ranking=True)
+        return config
+
     def to_dict(self) -> dict:
         """The config as JSON-ready values (tuples as lists)."""
         d = asdict(self)

@@ -17,13 +17,12 @@ Every stage reports to one `progress(message, done, total)` callback; nothing he
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fmstore.config import RANKING_SEARCHED, TrainConfig
 from fmstore.datasets import Dataset, Ratings
-from fmstore.serving import liked_at
 
 if TYPE_CHECKING:
     from fmstore.ranking_search import RankingSearch
@@ -68,9 +67,8 @@ def run(
     than 0 only train and get a Trained without validation or run folder."""
     from fmstore.train import check_config, check_memory, resolve_device, train
 
-    config = on_scale(config, dataset)
-    if getattr(dataset, "implicit", False):  # no ratings: the ranking model alone
-        config, tune = replace(config, rating_model=False, ranking=True), False
+    config = config.for_dataset(dataset)  # its rating scale; implicit data: no rating model
+    tune = tune and config.rating_model
     check_config(config)
     device = resolve_device(config.device)
     check_memory(dataset, config, device)
@@ -117,17 +115,6 @@ def run(
             valid_predictions=predictions,
         )
     return Trained(result, config, validation, predictions, search, ranking_search, run_dir)
-
-
-def on_scale(config: TrainConfig, dataset: Dataset) -> TrainConfig:
-    """The config on the dataset's rating scale (1..10, 0..1, ...): predictions clamped to it,
-    and "liked" (the ranking model's confidence, the relevant movies) at the same share of it as
-    4 of MovieLens's 0.5..5. A dataset on the config's scale leaves the config as it is."""
-    scale = tuple(float(v) for v in dataset.rating_scale)
-    if scale == (config.rating_min, config.rating_max):
-        return config
-    ranking = replace(config.ranking_config, liked_at=liked_at(scale))
-    return replace(config, rating_min=scale[0], rating_max=scale[1], ranking_config=ranking)
 
 
 def _tune(dataset: Dataset, config: TrainConfig, engine: str, progress) -> TuneResult:

@@ -115,6 +115,7 @@ def train(
     torch (see make_engine). `progress` hears after each epoch, `batch_progress` every few
     batches within one. `parallel`: this process's place in a data-parallel run
     (distributed.py); then only rank 0 validates and its result is the one to save."""
+    config = config.for_dataset(dataset)  # (pipeline.run has done it; a direct call too)
     check_config(config)
     device = resolve_device(config.device)
     if parallel is not None:
