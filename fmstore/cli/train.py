@@ -28,7 +28,8 @@ from fmstore.cli.app import (
     use_threads,
     warn,
 )
-from fmstore.config import RANKING_SEARCHED, RankingConfig, TrainConfig
+from fmstore.cli.train_flags import check_tune_flags, parse_ranking_set, read_as_flags
+from fmstore.config import RankingConfig, TrainConfig
 from fmstore.errors import ConfigError, EnvError
 
 
@@ -202,9 +203,9 @@ def train(
     from fmstore.train import check_config, check_memory, resolve_device
 
     s = settings(home)
-    pinned = _parse_ranking_set(ranking_set)
+    pinned = parse_ranking_set(ranking_set)
     if tune:
-        _check_tune_flags(nproc, factors=factors, weight_decay=weight_decay, prior_reg=prior_reg)
+        check_tune_flags(nproc, factors=factors, weight_decay=weight_decay, prior_reg=prior_reg)
     config = TrainConfig(
         epochs=epochs,
         factors=TrainConfig.factors if factors is None else factors,
@@ -242,7 +243,7 @@ def train(
         use_threads(threads)  # launcher sets OMP_NUM_THREADS for each, unless --threads says)
     with err.status(f"reading {safe(data)}") if rank0 else contextlib.nullcontext():
         # also what --nproc checks (one-line errors) and caches for its processes before they start
-        read_as = _read_as(user_col, item_col, rating_col, time_col, movies, rating_scale)
+        read_as = read_as_flags(user_col, item_col, rating_col, time_col, movies, rating_scale)
         if implicit or weight_col:
             if not implicit:
                 raise ConfigError("--weight-col is for --implicit data (plays, clicks)")
@@ -318,64 +319,6 @@ def train(
         out.print(
             f"run {run_dir.name}: valid RMSE {m['valid_rmse']:.4f} (best epoch {m['best_epoch']}/{m['epochs_run']})"
             f"{test_part}{ranking_part}{refit_part}, {seconds:.1f}s on {result.device}"
-        )
-
-
-def _read_as(user_col, item_col, rating_col, time_col, movies, rating_scale) -> dict | None:
-    """The flags that read your own CSV as datasets.load_csv's options; None when none is given
-    (a MovieLens folder or zip, or a CSV with MovieLens's columns)."""
-    given = dict(user_col=user_col, item_col=item_col, rating_col=rating_col, time_col=time_col)
-    read_as = {name: value for name, value in given.items() if value}
-    if movies:
-        read_as["movies"] = movies
-    if rating_scale:
-        try:
-            lo, hi = (float(v) for v in rating_scale.split(","))
-        except ValueError:
-            raise ConfigError(
-                f"--rating-scale {rating_scale!r}: give LOWEST,HIGHEST, e.g. 1,10"
-            ) from None
-        if not lo < hi:
-            raise ConfigError(f"--rating-scale {rating_scale!r}: LOWEST must be below HIGHEST")
-        read_as["rating_scale"] = (lo, hi)
-    return read_as or None
-
-
-def _parse_ranking_set(text: str | None) -> dict[str, float]:
-    """--ranking-set 'reg=0.01,alpha0=0.3' -> {"reg": 0.01, "alpha0": 0.3}, checked."""
-    pinned: dict[str, float] = {}
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        name, sep, value = (x.strip() for x in part.partition("="))
-        if not sep or name not in RANKING_SEARCHED:
-            raise ConfigError(
-                f"--ranking-set {part.strip()!r}: use NAME=VALUE with NAME one of "
-                f"{', '.join(RANKING_SEARCHED)}"
-            )
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if not math.isfinite(number) or number < 0:
-            raise ConfigError(f"--ranking-set {name}={value!r}: use a number >= 0")
-        pinned[name] = number
-    return pinned
-
-
-def _check_tune_flags(nproc: int, **chosen_by_tune) -> None:
-    """--tune chooses three flags: refuse them given too, and a data-parallel run (whose
-    processes would each search)."""
-    given = ["--" + name.replace("_", "-") for name, v in chosen_by_tune.items() if v is not None]
-    if given:
-        raise ConfigError(
-            f"--tune chooses {', '.join(given)}: give {'them' if len(given) > 1 else 'it'} or "
-            "--tune, not both (`fmstore tune` searches a grid of your choice)"
-        )
-    if nproc > 1:
-        raise ConfigError(
-            "--tune with --nproc: run `fmstore tune` first, then train with the values it "
-            "chose and --nproc"
         )
 
 
