@@ -166,9 +166,9 @@ def publish(
     )
 
 
-# Served NDCG@10 a latest run may lose against the live run before publish refuses it: below
-# the difference two trainings of one config can show (numba's parallel sums), so that training
-# and publishing again (scripts/demo.sh twice) is never refused.
+# Served NDCG@10 a latest run may lose against the live run before publish refuses it: a margin
+# for the difference two trainings of one config may show (numba's parallel sums), so that
+# training and publishing again (scripts/demo.sh twice) is not refused.
 WORSE_BY = 0.002
 
 
