@@ -96,6 +96,9 @@ class RankingConfig:
     iterations: int = 8
     cg_steps: int = 3
     init_std: float = 0.1
+    # the rating from which a movie counts as liked (serving.liked_at of the rating scale; the
+    # pipeline sets it from the dataset's scale)
+    liked_at: float = 4.0
 
     def to_dict(self) -> dict:
         """The config as plain JSON values (for the run manifest)."""
@@ -131,6 +134,10 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     link: str = "identity"  # identity | sigmoid
     valid_fraction: float = 0.1
+    # how the validation ratings are chosen (datasets.splits.split_rows): random | time (each
+    # user's last valid_fraction) | leave-last-n (each user's last split_n) | users (whole users)
+    split: str = "random"
+    split_n: int = 1
     patience: int = 3  # epochs without a better valid RMSE before early stopping
     fields: tuple[str, ...] = ("user", "movie", "genre", "year")
     rating_min: float = 0.5
@@ -143,11 +150,32 @@ class TrainConfig:
     refit: bool = True
     # Also fit the ranking model (fmstore.train.ranking) on the implicit signal.
     ranking: bool = True
+    # False for implicit-only data (clicks, plays: no ratings): the rating FM is not trained (it
+    # keeps w0 alone, every prediction the same) and the ranking model serves alone.
+    rating_model: bool = True
     ranking_config: RankingConfig = field(default_factory=RankingConfig)
     # search the ranking model's reg, alpha0 and conf_alpha on an inner split of the training
     # ratings before fitting it (fmstore/ranking_search.py); False keeps ranking_config as given
     tune_ranking: bool = True
     ranking_pinned: tuple[str, ...] = ()  # ranking_config settings given by hand: not searched
+
+    def for_dataset(self, dataset) -> "TrainConfig":
+        """This config for `dataset`: on its rating scale (1..10, 0..1, ...: predictions clamped
+        to it, and "liked", the ranking model's confidence and the relevant movies, at the same
+        share of it as 4 of MovieLens's 0.5..5), and without the rating model for implicit-only
+        data. A MovieLens dataset leaves the config as it is."""
+        from fmstore.serving import liked_at
+
+        config = self
+        scale = tuple(float(v) for v in getattr(dataset, "rating_scale", (0.5, 5.0)))
+        if scale != (config.rating_min, config.rating_max):
+            ranking = dataclasses.replace(config.ranking_config, liked_at=liked_at(scale))
+            config = dataclasses.replace(
+                config, rating_min=scale[0], rating_max=scale[1], ranking_config=ranking
+            )
+        if getattr(dataset, "implicit", False):  # no ratings: the ranking model alone
+            config = dataclasses.replace(config, rating_model=False, ranking=True)
+        return config
 
     def to_dict(self) -> dict:
         """The config as JSON-ready values (tuples as lists)."""

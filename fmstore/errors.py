@@ -30,7 +30,8 @@ class NotFoundError(FmstoreError):
 
 
 class AmbiguousError(FmstoreError):
-    """A title matches several movies; the message lists them."""
+    """A name matches several things (a title several movies, a run id's start several runs);
+    the message lists them."""
 
 
 class EnvError(FmstoreError):

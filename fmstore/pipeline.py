@@ -67,6 +67,8 @@ def run(
     than 0 only train and get a Trained without validation or run folder."""
     from fmstore.train import check_config, check_memory, resolve_device, train
 
+    config = config.for_dataset(dataset)  # its rating scale; implicit data: no rating model
+    tune = tune and config.rating_model
     check_config(config)
     device = resolve_device(config.device)
     check_memory(dataset, config, device)

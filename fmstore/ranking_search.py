@@ -30,7 +30,7 @@ from fmstore.config import INNER_FRACTION, RankingGrid, TrainConfig
 from fmstore.datasets import Dataset
 from fmstore.errors import ConfigError
 from fmstore.evaluate.indexing import CSR
-from fmstore.evaluate.metrics import RELEVANT_MIN, user_ndcg
+from fmstore.evaluate.metrics import user_ndcg
 from fmstore.features import Vocabulary, encode
 from fmstore.train.tune import choose, gain_in_standard_errors, search_split
 
@@ -190,7 +190,8 @@ class _InnerProblem:
         n_users = len(self.vocab.user_ids)
         seen = encode(self.train, self.vocab, dataset.movies)
         held = encode(dataset.ratings.take(split.valid_rows), self.vocab, dataset.movies)
-        good = (held.user < n_users) & (held.rating >= RELEVANT_MIN)  # known users, liked
+        liked = config.ranking_config.liked_at  # RELEVANT_MIN on MovieLens's scale
+        good = (held.user < n_users) & (held.rating >= liked)  # known users, liked
         self.exclude = CSR.build(seen.user, seen.item, n_users)
         self.relevant = CSR.build(held.user[good], held.item[good], n_users)
         self.users = np.unique(held.user[good])

@@ -209,14 +209,24 @@ def weighted_user(item_vectors: np.ndarray, ratings: np.ndarray) -> tuple[np.nda
 # ---- the ranking model's users (train/ranking.py) ------------------------------------------------
 
 
-def implicit_weight(ratings: np.ndarray, kind: str = "liked", alpha: float = 1.0) -> np.ndarray:
+def liked_at(rating_range: Sequence[float]) -> float:
+    """The rating from which a movie counts as liked (the ranking model's confidence, the
+    evaluation's relevant movies): 4 on MovieLens's 0.5..5, the same share of any other scale
+    (8 on 1..10, 0.78 on 0..1)."""
+    lo, hi = float(rating_range[0]), float(rating_range[1])
+    return lo + (hi - lo) * 7.0 / 9.0
+
+
+def implicit_weight(
+    ratings: np.ndarray, kind: str = "liked", alpha: float = 1.0, liked: float = 4.0
+) -> np.ndarray:
     """The ranking model's confidence in a rated pair: binary -> 1; liked -> 1 + alpha *
-    (rating >= 4)."""
+    (rating >= liked: see liked_at)."""
     r = np.asarray(ratings, np.float64)
     if kind == "binary":
         return np.ones_like(r)
     if kind == "liked":
-        return 1.0 + alpha * (r >= 4.0)
+        return 1.0 + alpha * (r >= liked)
     raise ValueError(f"unknown confidence {kind!r}: use binary or liked")
 
 

@@ -28,6 +28,7 @@ REGENERATE = "python scripts/api_docs.py"
 
 # The public API, in the order the page presents it.
 MODULES = (
+    "fmstore.notebook",
     "fmstore.pipeline",
     "fmstore.ranking_search",
     "fmstore.threads",

@@ -151,7 +151,8 @@ data_case(
 )
 data_case("movies-missing", "no movies.csv", movies=None)
 simple("data-path-missing", INPUT, ["train", "--data", "{tmp}/nope"], "no such file or folder")
-simple("data-a-single-csv", INPUT, ["train", "--data", "{data}/ratings.csv"], "single CSV file")
+# a single CSV is a person's own ratings file (datasets.load_csv): one without ratings' columns
+simple("data-a-single-csv", INPUT, ["train", "--data", "{data}/movies.csv"], "no column 'userId'")
 
 # ---- zips --------------------------------------------------------------------------------------
 zip_case("zip-not-a-zip", "not a readable zip", raw=b"this is not a zip file at all")

@@ -75,11 +75,19 @@ def test_a_bare_year(titles, text, movie_id, exact):
 
 def test_a_whole_title_that_starts_others(titles):
     lotr = titles.match("Lord of the rings")
-    # the 1978 film's whole title, but the trilogy is far more rated: shown, and said so
-    assert lotr.movie_id == 2116 and not lotr.exact and lotr.others == (4993, 5952, 7153)
+    # the 1978 film's whole title, but the trilogy is far more rated: its most rated film is
+    # shown, the 1978 one listed first, and the note says how to ask for it
+    assert lotr.movie_id == 4993 and not lotr.exact and lotr.how == "more rated"
+    assert lotr.others == (2116, 5952, 7153)
     note = lotr.note()
-    assert "showing The Lord of the Rings (1978) [id 2116] for 'Lord of the rings'" in note
-    assert "The Lord of the Rings: The Fellowship of the Ring (2001) [id 4993]" in note
+    assert "showing The Lord of the Rings: The Fellowship of the Ring (2001) [id 4993]" in note
+    assert "far more rated than The Lord of the Rings (1978) [id 2116]" in note
+    assert "add its year" in note
+    with_year = titles.match("lord of the rings 1978")  # the year asks for the whole title
+    assert with_year.movie_id == 2116 and with_year.exact
+    # a whole title a little less rated than a longer one still wins, with a note
+    close = TitleIndex(TITLES, popularity=lambda ids: {i: 100 for i in ids} | {2116: 50})
+    assert close.match("Lord of the rings").movie_id == 2116
     # the original is the most rated of its sequels: nothing to say
     toy = titles.match("toy story")
     assert toy.movie_id == 1 and toy.exact and toy.note() is None
@@ -266,7 +274,8 @@ def real_titles():
     [
         ("Termnator 2", 589, False),  # the example: T2, said to be a guess
         ("toy story 1995", 1, True),  # was "ambiguous between Toy Story 2 and 3"
-        ("Lord of the rings", 2116, False),  # the 1978 film, never silently
+        ("Lord of the rings", 4993, False),  # the far more rated 2001 film, said so
+        ("Lord of the rings 1978", 2116, True),  # the year asks for the 1978 film
         ("Toy Story", 1, True),  # the original is the most rated: nothing to say
         ("The Matrix", 2571, True),
         ("Blade Runner 2049", 176371, True),
@@ -276,5 +285,5 @@ def real_titles():
 def test_real_titles(real_titles, text, movie_id, exact):
     match = real_titles.match(text)
     assert (match.movie_id, match.exact) == (movie_id, exact), match
-    if movie_id == 2116:
-        assert "The Lord of the Rings: The Fellowship of the Ring (2001) [id 4993]" in match.note()
+    if movie_id == 4993:
+        assert "The Lord of the Rings (1978) [id 2116]" in match.note()

@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from fmstore.config import Settings, insecure_api_key, mask_secrets, url_secrets
-from fmstore.errors import EnvError, FmstoreError
+from fmstore.errors import DataError, EnvError, FmstoreError
 
 
 def example(*lines: str) -> str:
@@ -62,6 +62,14 @@ out = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") els
 err = Console(stderr=True)
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from fmstore import __version__
+
+        out.print(f"fmstore {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _global_options(
     quiet: bool = typer.Option(
@@ -69,6 +77,9 @@ def _global_options(
         "--quiet",
         "-q",
         help="No progress, spinners or notes on stderr; results and errors still print.",
+    ),
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the version."
     ),
 ) -> None:
     if quiet:
@@ -188,6 +199,22 @@ QdrantOpt = typer.Option(
 JsonOpt = typer.Option(
     False, "--json", help="Print JSON instead of a table (schemas: docs/json.md)."
 )
+
+
+def dataset_path(s: Settings, data: Path) -> Path:
+    """--data as given, or a dataset name (ml-latest-small, ...) that is not a path here: the
+    copy `fmstore data fetch NAME` made in FMSTORE_HOME/data."""
+    from fmstore.datasets.download import DATASET_NAMES
+
+    if Path(data).exists() or str(data) not in DATASET_NAMES:
+        return Path(data)
+    fetched = s.home / "data" / str(data)
+    if not fetched.is_dir():
+        raise DataError(
+            f"--data {data}: no such folder, and no fetched copy in {s.home / 'data'}; "
+            f"`fmstore data fetch {data}` downloads it there"
+        )
+    return fetched
 
 
 def print_json(obj) -> None:
@@ -335,4 +362,7 @@ def _fail(message: str, code: int) -> None:
     # Plain write, not rich: rich would wrap a long message over several lines.
     line = clip(safe(" ".join(mask_secrets(message, _secrets_in_use()).split())))
     sys.stderr.write(line + "\n")
+    if "--json" in sys.argv[1:]:  # a program reading stdout gets the error as JSON too
+        text = line.removeprefix("error: ")
+        sys.stdout.write(json.dumps({"error": text, "exit_code": code}) + "\n")
     sys.exit(code)

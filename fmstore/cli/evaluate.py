@@ -12,6 +12,7 @@ from fmstore.cli.app import (
     HomeOpt,
     JsonOpt,
     app,
+    dataset_path,
     err,
     example,
     fmt_number,
@@ -38,20 +39,28 @@ def evaluate(
         "--data",
         help="The run's dataset, if it moved since training [default: the path in the manifest].",
     ),
+    split: Optional[str] = typer.Option(
+        None,
+        "--split",
+        help="The split to evaluate on: random | time | leave-last-n | users. A run is measured "
+        "on the split it was validated on (its training never saw those ratings), so this "
+        "checks that it is the one asked for [default: the run's, as `fmstore train --split` "
+        "chose].",
+    ),
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ):
     """RMSE, MAE, Recall@10/20 and NDCG@10 of a run on held-out ratings, beside two baselines."""
     from fmstore import datasets, runs
     from fmstore import evaluate as evaluation
+    from fmstore.cli.live import resolve_run
 
     s = settings(home)
-    folder = (
-        Path(run)
-        if run and (Path(run) / runs.MANIFEST).is_file()
-        else runs.resolve_run(s.runs_dir, run)
-    )
+    folder = Path(run) if run and (Path(run) / runs.MANIFEST).is_file() else resolve_run(s, run)
+    if split is not None and test_ratings is None:
+        _check_split(folder, split)
     with err.status(f"evaluating run {folder.name}"):
+        data = dataset_path(s, data) if data else None
         dataset = datasets.load_dataset(data, cache_dir=s.home / "cache") if data else None
         report = evaluation.evaluate_run(
             folder, dataset=dataset, test_ratings=test_ratings, cache_dir=s.home / "cache"
@@ -76,5 +85,24 @@ def evaluate(
     sample = f" (a seeded sample of {eligible:,})" if eligible > ranked else ""
     out.print(
         f"{report.n_test:,} held-out ratings ({report.test_source}); ranking: {ranked:,} users{sample} with a held-out "
-        f"rating >= {evaluation.RELEVANT_MIN:g}, over all movies they did not rate in training"
+        f"rating >= {report.relevant_min:g}, over all movies they did not rate in training"
     )
+
+
+def _check_split(folder: Path, split: str) -> None:
+    """--split names the run's own validation split, or is refused: any other split's held-out
+    ratings overlap what the run was trained on."""
+    from fmstore import runs
+    from fmstore.datasets import SPLITS
+    from fmstore.errors import ConfigError
+
+    if split not in SPLITS:
+        raise ConfigError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
+    config = runs.load_manifest(folder, verify=False).get("config", {})
+    trained = config.get("split") or "random"
+    if split != trained:
+        raise ConfigError(
+            f"--split {split}: run {folder.name} was validated on a {trained} split, and a "
+            f"{split} split holds out ratings it was trained on; train one with "
+            f"`fmstore train --split {split}`, or pass --test-ratings FILE"
+        )

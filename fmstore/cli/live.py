@@ -102,3 +102,17 @@ def _rollback_target(s: Settings, store) -> tuple[str | None, list[str]]:
         raise
     finally:
         engine.dispose()
+
+
+def resolve_run(s: Settings, run: str | None, store=None):
+    """The folder of a run named on the command line: its id, the start of one, "latest" (or
+    nothing: the latest run) or "live" (the run the aliases serve; `store`: an open one)."""
+    from fmstore import runs
+    from fmstore.errors import NotFoundError
+
+    if run == "live":
+        live = (served_by(s, store) if store is not None else served(s)).live_run
+        if live is None:
+            raise NotFoundError("no run is live yet: `fmstore publish` one first")
+        run = live
+    return runs.resolve_run(s.runs_dir, run)

@@ -22,6 +22,7 @@ from fmstore.cli.app import (
     print_json,
     settings,
 )
+from fmstore.cli.live import resolve_run
 from fmstore.errors import ArgumentError, ConfigError, StoreBusyError
 
 # Library argument -> what the user typed.
@@ -59,7 +60,7 @@ def _in_flags() -> Iterator[None]:
 def _opened(home, database_url, qdrant_url, wait: float, run_id=None, resolve=False):
     """Settings checked (URLs, a writable home), the run resolved when `resolve` (a run that
     cannot be published is refused before anything is opened), then the store and catalog."""
-    from fmstore import catalog, runs
+    from fmstore import catalog
     from fmstore.vectors import open_store
 
     if wait < 0:
@@ -67,7 +68,7 @@ def _opened(home, database_url, qdrant_url, wait: float, run_id=None, resolve=Fa
     s = settings(home, database_url, qdrant_url, stores=True)
     check_home(s, write=not (s.database_url and s.qdrant_url))
     if resolve:
-        runs.resolve_run(s.runs_dir, run_id)
+        resolve_run(s, run_id)
     engine = catalog.make_engine(s.catalog_url)
     store = open_store(s, wait=wait)
     aliases = dict(movies_alias=s.movies_collection, users_alias=s.users_collection)
@@ -114,7 +115,6 @@ def publish(
     """Publish a run to Qdrant (movies + users) and the SQL catalog, switching both aliases in one
     step; the live publication keeps serving until then, and whatever fails."""
     from fmstore import publish as publishing
-    from fmstore import runs
 
     if prune is not None:
         raise ConfigError(
@@ -130,9 +130,13 @@ def publish(
         if rollback:
             summary = {"rolled_back_to": publishing.rollback(store, engine, **aliases)}
         else:
-            run_dir = runs.resolve_run(s.runs_dir, run_id)
+            run_dir = resolve_run(s, run_id, store)
             if run_id is None:
-                err.print(f"publishing the latest run, {run_dir.name} (name RUN_ID for another)")
+                from fmstore.serving import run_id_of
+
+                live = store.resolve_alias(aliases["movies_alias"])
+                change = _what_changes(s, run_dir, run_id_of(live) if live else None, force)
+                err.print(f"publishing the latest run, {run_dir.name}{change}", markup=False)
             options = dict(
                 batch_size=batch_size,
                 shards=shards,
@@ -190,6 +194,40 @@ def _say_updates(updates: dict) -> None:
             f"{updates['not_in_run']} recorded update(s) are not in this run: applied to the "
             "live publication (`fmstore data export DIR` writes a dataset with them, to train on)"
         )
+
+
+# Served NDCG@10 a latest run may lose against the live run before publish refuses it: a margin
+# for the difference two trainings of one config may show (numba's parallel sums), so that
+# training and publishing again (scripts/demo.sh twice) is not refused.
+WORSE_BY = 0.002
+
+
+def _what_changes(s, run_dir: Path, live: str | None, force: bool) -> str:
+    """What publishing the latest run (no RUN_ID) changes, as the end of a line; refused
+    (ConfigError: exit 2) unless --force when the run has no ranking model or its served
+    NDCG@10 on the validation split is more than WORSE_BY below the live run's on the same
+    dataset."""
+    from fmstore import runs
+
+    new = runs.load_manifest(run_dir, verify=False)
+    insist = "name it as RUN_ID or pass --force to publish it anyway"
+    if not new.get("ranking") and not force:
+        raise ConfigError(
+            f"the latest run {run_dir.name} has no ranking model (trained with --no-ranking): "
+            f"publishing it would serve recommendations from the rating model alone; {insist}"
+        )
+    if live is None or live == run_dir.name or not (s.runs_dir / live).is_dir():
+        return " (name RUN_ID for another)"
+    old = runs.load_manifest(s.runs_dir / live, verify=False)
+    a, b = old["metrics"].get("valid_ndcg@10"), new["metrics"].get("valid_ndcg@10")
+    if a is None or b is None or old["dataset"]["fingerprint"] != new["dataset"]["fingerprint"]:
+        return f", in place of run {live} (their figures are not comparable)"
+    if b < a - WORSE_BY and not force:
+        raise ConfigError(
+            f"the latest run {run_dir.name} serves a worse ranking than the live run {live}: "
+            f"NDCG@10 {b:.4f} < {a:.4f} on the validation split; {insist}"
+        )
+    return f", in place of run {live}: served NDCG@10 {a:.4f} -> {b:.4f}"
 
 
 def _say_what_is_live(store, movies_alias: str) -> None:

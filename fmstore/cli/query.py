@@ -37,7 +37,7 @@ from fmstore.cli.ratings_input import (
     parse_rated,
     read_ratings_file,
 )
-from fmstore.errors import ConfigError, DataError, FmstoreError
+from fmstore.errors import ConfigError, DataError, FmstoreError, NotFoundError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -109,8 +109,11 @@ def query(
     movie_id: Optional[int] = typer.Option(
         None, "--movie-id", help="Movies similar to this MovieLens movieId."
     ),
-    user: Optional[int] = typer.Option(
-        None, "--user", help="Recommendations for a known user (userId in the published run)."
+    user: Optional[str] = typer.Option(
+        None,
+        "--user",
+        help="Recommendations for a known user (userId in the published run; a run trained on "
+        "your own text ids takes those).",
     ),
     rated: Optional[List[str]] = typer.Option(
         None, "--rated", help='A new user\'s rating, "TITLE=RATING" (repeatable).'
@@ -155,6 +158,10 @@ def query(
     from fmstore.recommend import DEFAULT_METHOD, Recommender, check_method
     from fmstore.vectors import QueryFilter, open_store
 
+    if year_min is not None and year_max is not None and year_min > year_max:
+        raise ConfigError(
+            f"--year-min {year_min} is after --year-max {year_max}: no movie can match; swap them"
+        )
     new_user = bool(rated) or ratings_file is not None
     _check_one_question(movie is not None, movie_id is not None, user is not None, new_user)
     _check_flags_apply(method is not None, include_rated, user is not None, new_user)
@@ -163,8 +170,8 @@ def query(
         check_method(method)
     if movie_id is not None:
         check_id(movie_id, "--movie-id")
-    if user is not None:
-        check_id(user, "--user")
+    if user is not None and re.fullmatch(r"\s*-?\d+\s*", user):
+        user = check_id(int(user), "--user")
     if movie is not None:
         check_title_length(movie, "--movie")
     inputs = parse_rated(rated or [])
@@ -198,7 +205,10 @@ def query(
                 if movie is not None:
                     answer.question["title_match"] = match.as_dict()
             elif user is not None:
-                answer = _ask_known_user(rec, user, n, not include_rated, flt)
+                asked = _user_number(rec, user)
+                answer = _ask_known_user(rec, asked, n, not include_rated, flt)
+                if asked != user:
+                    answer.question["user"] = user
             else:
                 answer = _ask_new_user(rec, inputs, method, n, flt)
             if not flt.is_empty():
@@ -217,6 +227,27 @@ def query(
             {"run_id": rec.run_id, "query": answer.question, "results": results, "notes": rec.notes}
         )
     _print_results(answer.heading, rec.run_id, results, for_user=answer.b_u is not None)
+
+
+def _user_number(rec: Recommender, user: int | str) -> int:
+    """--user as the published run's whole number: a number as it is; a person's own id (a run
+    trained on text ids) through the run folder's keys.json."""
+    if isinstance(user, int):
+        return user
+    from fmstore import runs
+
+    if rec.artifact_path is None or not (rec.artifact_path / "keys.json").is_file():
+        raise ConfigError(
+            f"--user {user!r}: run {rec.run_id}'s user ids are whole numbers"
+            if rec.artifact_path is not None and rec.artifact_path.is_dir()
+            else f"--user {user!r}: the run folder {rec.artifact_path}, whose keys.json maps "
+            "your ids, is not on this machine; give the user's number"
+        )
+    keys, _ = runs.load_keys(rec.artifact_path)
+    try:
+        return (keys or []).index(user)
+    except ValueError:
+        raise NotFoundError(f"--user {user!r} is not in run {rec.run_id}") from None
 
 
 def _check_one_question(movie: bool, movie_id: bool, user: bool, new_user: bool) -> None:
@@ -339,6 +370,8 @@ def _results(rec: Recommender, answer: _Answer, info: dict[int, dict]) -> list[d
             "score": round(score, 5),
             "predicted_rating": None,
         }
+        if "key" in p:  # a run trained on a person's own ids: theirs
+            row["key"] = p["key"]
         if answer.b_u is not None:
             fm = float(answer.rating_scores[rank])  # the rating model's, not the ranking score
             row["predicted_rating"] = round(rec.predict_rating(answer.b_u, fm), 3)

@@ -63,9 +63,16 @@ def parse_rated(items: Sequence[str]) -> list[RatingInput]:
         where = f'--rated "{item}"'
         if not sep or not title.strip():
             raise ConfigError(
-                f'{where}: expected TITLE=RATING, e.g. --rated "Toy Story (1995)=4.5"'
+                f"{where}: expected TITLE=RATING or id:MOVIE_ID=RATING, e.g. --rated "
+                '"Toy Story (1995)=4.5" or --rated "id:1=4.5"'
             )
-        parsed.append((title.strip(), parse_rating(rating, where), where))
+        key: str | int = title.strip()
+        if key.lower().startswith("id:"):  # a movie id, as a title never reads
+            number = key[3:].strip()
+            if not number.isdigit():
+                raise ConfigError(f"{where}: id:{number} is not a movie id (a whole number)")
+            key = int(number)
+        parsed.append((key, parse_rating(rating, where), where))
     return parsed
 
 

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from fmstore.cli.app import HomeOpt, JsonOpt, app, err, out, print_json, settings
+from fmstore.cli.app import HomeOpt, JsonOpt, app, dataset_path, err, out, print_json, settings
+from fmstore.cli.live import resolve_run
 
 
 @app.command(
@@ -34,12 +35,9 @@ def report(
     from fmstore.report import build_report
 
     s = settings(home)
-    folder = (
-        Path(run)
-        if run and (Path(run) / runs.MANIFEST).is_file()
-        else runs.resolve_run(s.runs_dir, run)
-    )
+    folder = Path(run) if run and (Path(run) / runs.MANIFEST).is_file() else resolve_run(s, run)
     with err.status(f"drawing run {folder.name}"):
+        data = dataset_path(s, data) if data else None
         dataset = datasets.load_dataset(data, cache_dir=s.home / "cache") if data else None
         result = build_report(
             folder,

@@ -25,6 +25,7 @@ from fmstore.cli.app import (
     settings,
     warn,
 )
+from fmstore.cli.live import resolve_run
 from fmstore.errors import ConfigError
 
 runs_app = typer.Typer(
@@ -38,6 +39,8 @@ app.add_typer(runs_app, name="runs")
 CONFIG_COLUMNS = ("factors", "lr", "batch_size", "link", "seed")
 METRIC_KEYS = (
     "valid_rmse",
+    "valid_recall@10",
+    "valid_ndcg@10",
     "valid_mae",
     "test_rmse",
     "test_mae",
@@ -68,21 +71,15 @@ def runs(ctx: typer.Context, home: Optional[Path] = HomeOpt, as_json: bool = Jso
     if not rows:
         out.print("no readable runs" if broken else "no runs yet: `fmstore train --data PATH`")
         return
-    table = Table(
-        "",
-        "run",
-        "created",
-        "dataset",
-        "k",
-        "lr",
-        "batch",
-        "link",
-        "seed",
-        "valid RMSE",
-        "test RMSE",
-        "epochs",
-        "seconds",
-    )
+    table = Table("")
+    # the run id is what every other command takes: a narrow terminal folds the others first
+    table.add_column("run", no_wrap=True, min_width=max(len(r["run_id"]) for r in rows))
+    for name in ("created", "dataset", "k", "lr", "batch", "link", "seed", "valid RMSE"):
+        table.add_column(name)
+    for name in ("Recall@10", "NDCG@10"):  # the served ranking's, on the validation split
+        table.add_column(name)
+    for name in ("test RMSE", "epochs", "seconds"):
+        table.add_column(name)
     for r in rows:
         table.add_row(
             "*" if r["live"] else "",
@@ -95,6 +92,8 @@ def runs(ctx: typer.Context, home: Optional[Path] = HomeOpt, as_json: bool = Jso
             safe(r["link"]),
             str(r["seed"]),
             fmt_number(r["valid_rmse"]),
+            fmt_number(r["valid_recall@10"]),
+            fmt_number(r["valid_ndcg@10"]),
             fmt_number(r["test_rmse"]),
             str(r["epochs"]),
             fmt_number(r["seconds"], 1),
@@ -126,6 +125,8 @@ def _row(manifest: dict, live: str | None) -> dict:
         "dataset": manifest["dataset"].get("name"),
         **{key: config.get(key) for key in CONFIG_COLUMNS},
         "valid_rmse": metrics.get("valid_rmse"),
+        "valid_recall@10": metrics.get("valid_recall@10"),
+        "valid_ndcg@10": metrics.get("valid_ndcg@10"),
         "test_rmse": metrics.get("test_rmse"),
         "epochs": metrics.get("epochs_run"),
         "seconds": metrics.get("train_seconds"),
@@ -143,7 +144,7 @@ def show(
     from fmstore.report.collect import read_history
 
     s = settings(home)
-    folder = run_folders.resolve_run(s.runs_dir, run)
+    folder = resolve_run(s, run)
     m = run_folders.load_manifest(folder, verify=False)
     detail = {
         "run_id": m["run_id"],
@@ -161,13 +162,11 @@ def show(
         return print_json(detail)
     out.print(f"run {detail['run_id']}" + ("  (live)" if detail["live"] else ""), highlight=False)
     table = Table("", "value", show_header=False)
-    d = detail["dataset"]
-    table.add_row("dataset", f"{d['name']}: {d['n_ratings']:,} ratings ({d['source']})")
-    table.add_row("created", f"{detail['created_at']} on {detail['device']}")
-    for key, value in detail["config"].items():
-        table.add_row(key, str(value))
-    for key, value in _flat(detail["metrics"]):
-        table.add_row(key, fmt_number(value) if isinstance(value, float) else str(value))
+    for section, rows in _sections(detail):
+        table.add_section()
+        table.add_row(f"[bold]{section}[/bold]", "")
+        for key, value in rows:
+            table.add_row(f"  {safe(key)}", safe(_shown(value)))
     out.print(table)
     epochs = Table("epoch", "train RMSE", "valid RMSE", title="epochs")
     for e in detail["history"]:
@@ -186,10 +185,7 @@ def compare(
     from fmstore import runs as run_folders
 
     s = settings(home)
-    a, b = (
-        run_folders.load_manifest(run_folders.resolve_run(s.runs_dir, r), verify=False)
-        for r in (run_a, run_b)
-    )
+    a, b = (run_folders.load_manifest(resolve_run(s, r), verify=False) for r in (run_a, run_b))
     keys = sorted(set(a["config"]) | set(b["config"]))
     config = [
         {"key": k, "a": a["config"].get(k), "b": b["config"].get(k)}
@@ -221,6 +217,56 @@ def compare(
     out.print(table)
 
 
+# `runs show`: the config's keys by what they set (the rest: "rating model")
+_VALIDATION_KEYS = ("split", "split_n", "valid_fraction", "seed", "patience", "refit")
+_RUN_KEYS = ("device",)
+
+
+def _sections(detail: dict) -> list[tuple[str, list]]:
+    """`runs show`'s groups of (key, value): dataset, rating model, ranking model, validation,
+    metrics."""
+    d, config = detail["dataset"], dict(detail["config"])
+    dataset = [
+        ("name", d.get("name")),
+        ("ratings", f"{d.get('n_ratings', 0):,} by {d.get('n_users', 0):,} users"),
+        ("movies", f"{d.get('n_movies', 0):,}"),
+        ("source", d.get("source")),
+        ("created", f"{detail['created_at']} on {detail['device']}"),
+    ]
+    dataset += [(k, d[k]) for k in ("rating_scale", "read_as") if d.get(k)]
+    ranking = list(_flat(config.pop("ranking_config", None) or {}))
+    ranking += [
+        (k, config.pop(k)) for k in ("ranking", "tune_ranking", "ranking_pinned") if k in config
+    ]
+    validation = [(k, config.pop(k)) for k in _VALIDATION_KEYS if k in config]
+    rating = [(k, v) for k, v in config.items() if k not in _RUN_KEYS]
+    metrics = list(_flat(detail["metrics"]))
+    return [
+        ("dataset", dataset),
+        ("rating model", rating),
+        ("ranking model", ranking),
+        ("validation", validation),
+        ("metrics", metrics),
+    ]
+
+
+def _shown(value) -> str:
+    """A value for people: numbers rounded, lists joined, nothing as '-' (no Python reprs)."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1e4 and value != int(value) else f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        if any(isinstance(v, (dict, list)) for v in value):
+            return f"{len(value)} entries (runs show --json has them)"
+        return ", ".join(_shown(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return "; ".join(f"{k} {_shown(v)}" for k, v in value.items()) or "-"
+    return str(value)
+
+
 def _flat(metrics: dict, prefix: str = ""):
     """(key, value) of each metric, a nested section's keys as "section.key"."""
     for key, value in metrics.items():
@@ -247,11 +293,11 @@ def delete(
 ):
     """Delete a run folder and its published collections. Refuses the live run and the run a
     rollback would return to."""
-    from fmstore import runs as run_folders
     from fmstore.cli.live import served
 
     s = settings(home)
-    folder = run_folders.resolve_run(s.runs_dir, run)
+    folder = resolve_run(s, run)
+    run = folder.name  # a prefix, "latest" or "live" named this run
     _refuse_if_served(served(s), run)  # before asking: no prompt for a run that cannot go
     if not yes:
         if not sys.stdin.isatty():

@@ -16,6 +16,7 @@ from fmstore.cli.app import (
     ThreadsOpt,
     app,
     check_home,
+    dataset_path,
     err,
     example,
     out,
@@ -27,7 +28,8 @@ from fmstore.cli.app import (
     use_threads,
     warn,
 )
-from fmstore.config import RANKING_SEARCHED, RankingConfig, TrainConfig
+from fmstore.cli.train_flags import check_tune_flags, parse_ranking_set, read_as_flags
+from fmstore.config import RankingConfig, TrainConfig
 from fmstore.errors import ConfigError, EnvError
 
 
@@ -35,11 +37,51 @@ from fmstore.errors import ConfigError, EnvError
     epilog=example(
         "fmstore train --data ml-latest-small",
         "fmstore train --data ml-25m.zip --factors 128 --epochs 20 --json",
+        "fmstore train --data plays.csv --user-col listener --item-col track --rating-col stars",
     )
 )
 def train(
     data: Path = typer.Option(
-        ..., "--data", help="Dataset folder or GroupLens .zip in the ml-latest layout."
+        ...,
+        "--data",
+        help="Dataset folder or GroupLens .zip in the ml-latest layout, or your own ratings "
+        "CSV (any ids, any rating scale; see --user-col).",
+    ),
+    user_col: Optional[str] = typer.Option(
+        None, "--user-col", help="Your CSV's user id column [default: userId]."
+    ),
+    item_col: Optional[str] = typer.Option(
+        None, "--item-col", help="Your CSV's movie (item) id column [default: movieId]."
+    ),
+    rating_col: Optional[str] = typer.Option(
+        None, "--rating-col", help="Your CSV's rating column [default: rating]."
+    ),
+    time_col: Optional[str] = typer.Option(
+        None, "--time-col", help="Your CSV's time column, optional [default: timestamp]."
+    ),
+    movies: Optional[Path] = typer.Option(
+        None,
+        "--movies",
+        help="With your own CSV: a movies CSV (movieId or --item-col, title, genres) "
+        "[default: each movie titled by its id].",
+    ),
+    implicit: bool = typer.Option(
+        False,
+        "--implicit/--no-implicit",
+        help="Your CSV has no ratings, only which items each user picked (clicks, plays): the "
+        "ranking model is trained and served alone (no rating model, no predicted ratings).",
+    ),
+    weight_col: Optional[str] = typer.Option(
+        None,
+        "--weight-col",
+        help="With --implicit: how much each pick counts (plays); the heavier half of each "
+        "data set counts as liked [default: each row counts once].",
+    ),
+    rating_scale: Optional[str] = typer.Option(
+        None,
+        "--rating-scale",
+        help="With your own CSV: LOWEST,HIGHEST, e.g. 1,10 [default: inferred: half stars "
+        "0.5-5, whole numbers to 10, 0-1, -1..1].",
     ),
     epochs: int = typer.Option(
         TrainConfig.epochs, help="Most epochs (early stopping may end sooner)."
@@ -76,6 +118,16 @@ def train(
     ),
     valid_fraction: float = typer.Option(
         TrainConfig.valid_fraction, help="Share of ratings held out for validation."
+    ),
+    split: str = typer.Option(
+        TrainConfig.split,
+        "--split",
+        help="Which ratings validation holds out: random (--valid-fraction of them), time (each "
+        "user's last --valid-fraction by time), leave-last-n (each user's last --split-n), users "
+        "(every rating of --valid-fraction of the users: people the model never saw).",
+    ),
+    split_n: int = typer.Option(
+        TrainConfig.split_n, "--split-n", help="With --split leave-last-n: ratings per user."
     ),
     patience: int = typer.Option(
         TrainConfig.patience, help="Epochs without improvement before stopping."
@@ -151,9 +203,9 @@ def train(
     from fmstore.train import check_config, check_memory, resolve_device
 
     s = settings(home)
-    pinned = _parse_ranking_set(ranking_set)
+    pinned = parse_ranking_set(ranking_set)
     if tune:
-        _check_tune_flags(nproc, factors=factors, weight_decay=weight_decay, prior_reg=prior_reg)
+        check_tune_flags(nproc, factors=factors, weight_decay=weight_decay, prior_reg=prior_reg)
     config = TrainConfig(
         epochs=epochs,
         factors=TrainConfig.factors if factors is None else factors,
@@ -165,6 +217,8 @@ def train(
         device=device,
         link=link,
         valid_fraction=valid_fraction,
+        split=split,
+        split_n=split_n,
         patience=patience,
         lr_milestones=tuple(lr_milestones or ()),
         lr_gamma=lr_gamma,
@@ -189,7 +243,13 @@ def train(
         use_threads(threads)  # launcher sets OMP_NUM_THREADS for each, unless --threads says)
     with err.status(f"reading {safe(data)}") if rank0 else contextlib.nullcontext():
         # also what --nproc checks (one-line errors) and caches for its processes before they start
-        dataset = datasets.load_dataset(data, cache_dir=s.home / "cache")
+        read_as = read_as_flags(user_col, item_col, rating_col, time_col, movies, rating_scale)
+        if implicit or weight_col:
+            if not implicit:
+                raise ConfigError("--weight-col is for --implicit data (plays, clicks)")
+            read_as = (read_as or {}) | {"implicit": True, "weight_col": weight_col}
+        data = dataset_path(s, data)
+        dataset = datasets.load_dataset(data, cache_dir=s.home / "cache", read_as=read_as)
         test = datasets.load_ratings_file(test_ratings, dataset.movies) if test_ratings else None
     check_memory(dataset, config, device_name)  # (pipeline.run checks again after --tune)
     if parallel is None and nproc > 1:
@@ -240,6 +300,14 @@ def train(
         print_json(summary)
     else:
         m = result.metrics
+        if not config.rating_model:
+            out.print(
+                f"run {run_dir.name}: implicit data, the ranking model alone: served Recall@10 "
+                f"{m.get('valid_recall@10', math.nan):.4f} NDCG@10 "
+                f"{m.get('valid_ndcg@10', math.nan):.4f}, {m['train_seconds']:.1f}s on "
+                f"{result.device}"
+            )
+            return
         test_part = f", test RMSE {m['test_rmse']:.4f}" if "test_rmse" in m else ""
         ranking_part = (
             f", served Recall@10 {m['valid_recall@10']:.4f} NDCG@10 {m['valid_ndcg@10']:.4f}"
@@ -251,44 +319,6 @@ def train(
         out.print(
             f"run {run_dir.name}: valid RMSE {m['valid_rmse']:.4f} (best epoch {m['best_epoch']}/{m['epochs_run']})"
             f"{test_part}{ranking_part}{refit_part}, {seconds:.1f}s on {result.device}"
-        )
-
-
-def _parse_ranking_set(text: str | None) -> dict[str, float]:
-    """--ranking-set 'reg=0.01,alpha0=0.3' -> {"reg": 0.01, "alpha0": 0.3}, checked."""
-    pinned: dict[str, float] = {}
-    for part in (text or "").split(","):
-        if not part.strip():
-            continue
-        name, sep, value = (x.strip() for x in part.partition("="))
-        if not sep or name not in RANKING_SEARCHED:
-            raise ConfigError(
-                f"--ranking-set {part.strip()!r}: use NAME=VALUE with NAME one of "
-                f"{', '.join(RANKING_SEARCHED)}"
-            )
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if not math.isfinite(number) or number < 0:
-            raise ConfigError(f"--ranking-set {name}={value!r}: use a number >= 0")
-        pinned[name] = number
-    return pinned
-
-
-def _check_tune_flags(nproc: int, **chosen_by_tune) -> None:
-    """--tune chooses three flags: refuse them given too, and a data-parallel run (whose
-    processes would each search)."""
-    given = ["--" + name.replace("_", "-") for name, v in chosen_by_tune.items() if v is not None]
-    if given:
-        raise ConfigError(
-            f"--tune chooses {', '.join(given)}: give {'them' if len(given) > 1 else 'it'} or "
-            "--tune, not both (`fmstore tune` searches a grid of your choice)"
-        )
-    if nproc > 1:
-        raise ConfigError(
-            "--tune with --nproc: run `fmstore tune` first, then train with the values it "
-            "chose and --nproc"
         )
 
 

@@ -15,6 +15,7 @@ from fmstore.cli.app import (
     JsonOpt,
     ThreadsOpt,
     app,
+    dataset_path,
     err,
     example,
     out,
@@ -138,6 +139,7 @@ def tune(
     cache = settings(home).home / "cache"
     with err.status(f"reading {safe(data)}"):
         # the home's cache when there is one: tune creates nothing
+        data = dataset_path(settings(home), data)
         dataset = datasets.load_dataset(data, cache_dir=cache if cache.is_dir() else None)
     with err.status("tuning") as status:
         result = run_search(

@@ -7,7 +7,9 @@ One file per job:
   csvtext    the header check and the row -> line-number map behind every one-line error
   validate   ratings.csv, movies.csv and links.csv parsed and checked
   load       load_dataset and load_ratings_file (the public readers)
-  frames     from_frames: the same Dataset from pandas DataFrames (notebooks)
+  frames     from_frames: the same Dataset from pandas DataFrames (notebooks); a person's own
+             ids, column names and rating scale
+  csvfile    load_csv: a person's own ratings CSV (any columns, ids, scale), through from_frames
   cache      the binary cache that lets a second load skip parsing and hashing
   download   fetch_dataset: download, verify the md5, unpack
   synth      synthesize: planted-model data shaped like ml-latest
@@ -16,10 +18,11 @@ One file per job:
 """
 
 from fmstore.datasets.cache import CACHE_FORMAT
+from fmstore.datasets.csvfile import load_csv
 from fmstore.datasets.download import DATASET_NAMES, DEFAULT_URL, KNOWN_MD5, fetch_dataset
 from fmstore.datasets.frames import from_frames
 from fmstore.datasets.load import load_dataset, load_ratings_file
-from fmstore.datasets.splits import last_by_time, split_indices
+from fmstore.datasets.splits import SPLITS, last_by_time, split_indices, split_of, split_rows
 from fmstore.datasets.synth import synthesize
 from fmstore.datasets.types import (
     GENRES,
@@ -53,15 +56,19 @@ __all__ = [
     "RATING_MIN",
     "RATINGS_COLUMNS",
     "RATINGS_FILE",
+    "SPLITS",
     "Dataset",
     "Movies",
     "Ratings",
     "fetch_dataset",
     "from_frames",
     "last_by_time",
+    "load_csv",
     "load_dataset",
     "load_ratings_file",
     "parse_year",
     "split_indices",
+    "split_of",
+    "split_rows",
     "synthesize",
 ]

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fmstore.datasets.cache import cache_key, cache_lookup, cache_store
+from fmstore.datasets.csvfile import load_csv
 from fmstore.datasets.sources import open_source
 from fmstore.datasets.types import (
     LINKS_FILE,
@@ -26,12 +27,18 @@ from fmstore.datasets.validate import apply_links, parse_movies, parse_ratings
 from fmstore.errors import DataError
 
 
-def load_dataset(path: str | Path, cache_dir: Path | None = None) -> Dataset:
-    """Read, validate and fingerprint a MovieLens folder or GroupLens .zip.
+def load_dataset(
+    path: str | Path, cache_dir: Path | None = None, read_as: dict | None = None
+) -> Dataset:
+    """Read, validate and fingerprint a MovieLens folder or GroupLens .zip, or a person's own
+    ratings CSV (a .csv/.tsv file, or `read_as`: csvfile.load_csv's options, as a run's manifest
+    records them).
 
-    With `cache_dir`, the validated arrays are kept there so a second load of unchanged files
-    skips parsing and hashing (keyed by the files' path, size and mtime).
+    With `cache_dir`, the validated arrays of a folder or zip are kept there so a second load of
+    unchanged files skips parsing and hashing (keyed by the files' path, size and mtime).
     """
+    if read_as or Path(path).suffix.lower() in (".csv", ".tsv"):
+        return load_csv(path, **(read_as or {}))
     source = open_source(path)
     key = cache_key(source) if cache_dir is not None else None
     if cache_dir is not None:

@@ -91,6 +91,19 @@ class Dataset:
     fingerprint: str  # sha256 hex over the bytes of ratings.csv then movies.csv
     ratings: Ratings
     movies: Movies
+    # The lowest and highest rating (MovieLens: half stars from 0.5 to 5); training and serving
+    # clamp predictions to it.
+    rating_scale: tuple[float, float] = (RATING_MIN, RATING_MAX)
+    # A person's own ids (text, or numbers that are not MovieLens's): keys[i] is the id behind
+    # the whole number i the arrays hold; None when the arrays hold the ids themselves.
+    user_keys: list | None = None
+    movie_keys: list | None = None
+    # How a person's own CSV was read (datasets.csvfile.load_csv's options), to read it again
+    # from a run's manifest; None for a MovieLens folder or zip.
+    read_as: dict | None = None
+    # Implicit-only data (clicks, plays: no rating column): a rating of 1 for the pairs weighed
+    # above the median, 0.5 for the others (frames._implicit); no rating model is fit.
+    implicit: bool = False
 
 
 def parse_year(title: str) -> int:

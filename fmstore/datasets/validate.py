@@ -43,9 +43,16 @@ _RATINGS_TYPES = {
 }
 
 
-def parse_ratings(data: bytes, label: str, movies: Movies, movies_label: str) -> Ratings:
-    """ratings.csv bytes -> Ratings, checked: ids, the half-star scale, known movies (named
-    `movies_label` in errors) and one rating per (user, movie). `label` names the file."""
+def parse_ratings(
+    data: bytes,
+    label: str,
+    movies: Movies,
+    movies_label: str,
+    scale: tuple[float, float] | None = None,
+) -> Ratings:
+    """ratings.csv bytes -> Ratings, checked: ids, the rating scale (MovieLens's half stars unless
+    `scale` = (lowest, highest) is given), known movies (named `movies_label` in errors) and one
+    rating per (user, movie). `label` names the file."""
     columns = check_header(data, label, RATINGS_COLUMNS)
     table = _read_ratings_table(data, label, columns)
     if table.num_rows == 0:
@@ -68,7 +75,10 @@ def parse_ratings(data: bytes, label: str, movies: Movies, movies_label: str) ->
     del table
     position = {name: columns.index(name) for name in RATINGS_COLUMNS}
     _check_ids(ratings, label, lines, position)
-    _check_scale(ratings.rating, label, lines, position["rating"])
+    if scale is None:
+        _check_scale(ratings.rating, label, lines, position["rating"])
+    else:
+        _check_range(ratings.rating, scale, label, lines, position["rating"])
     _check_movies_known(ratings.movie_id, label, movies, movies_label, lines, position["movieId"])
     _check_unique_pairs(ratings, label, lines)
     ratings.rating = ratings.rating.astype(np.float32)
@@ -216,6 +226,23 @@ def _check_scale(rating: np.ndarray, label: str, lines: LazyLines, column: int) 
     raise DataError(
         f"{label} line {line_no}: rating '{value}' is off the "
         f"{RATING_MIN:g}..{RATING_MAX:g} half-star scale; fix or remove that row"
+    )
+
+
+def _check_range(
+    rating: np.ndarray, scale: tuple[float, float], label: str, lines: LazyLines, column: int
+) -> None:
+    """Every rating a number within the given scale (any scale: 1-10, 0-1, thumbs)."""
+    lo, hi = scale
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(rating) & (rating >= lo) & (rating <= hi)
+    if ok.all():
+        return
+    row = int(np.flatnonzero(~ok)[0])
+    line_no, value = lines.get().field(row, column)
+    raise DataError(
+        f"{label} line {line_no}: rating '{value}' is off the {lo:g}..{hi:g} scale; "
+        "fix or remove that row"
     )
 
 

@@ -10,9 +10,9 @@ from typing import Sequence
 
 import numpy as np
 
-from fmstore import datasets, runs
+from fmstore import datasets, runs, serving
 from fmstore.datasets import Dataset, Movies, Ratings
-from fmstore.datasets.splits import split_indices
+from fmstore.datasets.splits import split_of
 from fmstore.errors import ConfigError, DataError
 from fmstore.evaluate.baselines import MODEL, SERVED, BiasedMF, Predictor, Served, baselines
 from fmstore.evaluate.indexing import Rows
@@ -54,6 +54,7 @@ class Report:
     n_test: int
     test_source: str  # "valid split (seed S, fraction F)" or a file name
     run_id: str | None = None
+    relevant_min: float = RELEVANT_MIN  # serving.liked_at of the run's rating scale
 
     def to_json(self) -> dict:
         """The report as JSON: run, test source, counts, the relevance threshold and the metric rows."""
@@ -62,7 +63,7 @@ class Report:
             "test": self.test_source,
             "n_train": self.n_train,
             "n_test": self.n_test,
-            "relevant_min": RELEVANT_MIN,
+            "relevant_min": self.relevant_min,
             "metrics": self.rows,
         }
 
@@ -99,7 +100,7 @@ def evaluate_result(result, dataset: Dataset, config, test: Ratings | None = Non
     if test is not None:
         source = "test ratings"
     else:
-        test, source = result.valid_ratings, _split_label(config.seed, config.valid_fraction)
+        test, source = result.valid_ratings, _split_label(config.to_dict())
     return _evaluate_model(
         model,
         result.vocab.user_ids,
@@ -146,9 +147,7 @@ def evaluate_run(
             "the run folder does not belong to this dataset"
         )
 
-    train_idx, valid_idx = split_indices(
-        len(dataset.ratings), config["valid_fraction"], config["seed"]
-    )
+    train_idx, valid_idx = split_of(dataset.ratings, config)
     if manifest.get("refit"):
         if test_ratings is None:
             return _validation_report(manifest)
@@ -169,7 +168,7 @@ def evaluate_run(
                 "has no held-out ratings; pass --test-ratings FILE"
             )
         test = dataset.ratings.take(valid_idx)
-        source = _split_label(config["seed"], config["valid_fraction"])
+        source = _split_label(config)
     model = BiasedMF.of_form(serving, link=serving.link, rating_range=serving.rating_range)
     ranking = runs.load_ranking(run_dir, manifest)
     return _evaluate_model(
@@ -188,7 +187,10 @@ def _validation_report(manifest: dict) -> Report:
             "pass --test-ratings FILE"
         )
     label = validation["test"] + ", measured before the refit on every rating"
-    return Report(validation["metrics"], validation["n_train"], validation["n_test"], label, run_id)
+    relevant = validation.get("relevant_min", RELEVANT_MIN)
+    return Report(
+        validation["metrics"], validation["n_train"], validation["n_test"], label, run_id, relevant
+    )
 
 
 def _evaluate_model(
@@ -208,8 +210,9 @@ def _evaluate_model(
     if ranking is not None:
         predictors[SERVED] = Served.of(model, ranking)
     predictors |= baselines(train, rows, model.rating_range)
-    metrics = evaluate_predictors(predictors, train, test, rows)
-    return Report(metrics, len(train), len(test), test_source, run_id)
+    liked = serving.liked_at(model.rating_range)  # RELEVANT_MIN on MovieLens's 0.5..5
+    metrics = evaluate_predictors(predictors, train, test, rows, relevant_min=liked)
+    return Report(metrics, len(train), len(test), test_source, run_id, liked)
 
 
 def _run_dataset(manifest: dict, dataset: Dataset | None, cache_dir: Path | None) -> Dataset:
@@ -223,7 +226,8 @@ def _run_dataset(manifest: dict, dataset: Dataset | None, cache_dir: Path | None
                 f"run {run_id} was trained on {source}, which is no longer "
                 "there; pass the dataset with --data PATH"
             )
-        dataset = datasets.load_dataset(source, cache_dir=cache_dir)
+        read_as = manifest["dataset"].get("read_as")
+        dataset = datasets.load_dataset(source, cache_dir=cache_dir, read_as=read_as)
     if dataset.fingerprint != manifest["dataset"]["fingerprint"]:
         raise DataError(
             f"{dataset.source} is not the dataset run {run_id} was trained on "
@@ -232,5 +236,10 @@ def _run_dataset(manifest: dict, dataset: Dataset | None, cache_dir: Path | None
     return dataset
 
 
-def _split_label(seed: int, valid_fraction: float) -> str:
-    return f"valid split (seed {seed}, fraction {valid_fraction:g})"
+def _split_label(config: dict) -> str:
+    """'valid split (seed 0, fraction 0.1)'; another kind than random is named first."""
+    kind = config.get("split") or "random"
+    if kind == "leave-last-n":
+        return f"valid split (each user's last {config.get('split_n', 1)})"
+    named = "" if kind == "random" else f"{kind}, "
+    return f"valid split ({named}seed {config['seed']}, fraction {config['valid_fraction']:g})"

@@ -95,6 +95,7 @@ def served_vectors(
             "n_items": ranking.n_items_train,
             "confidence": ranking.confidence,
             "conf_alpha": ranking.conf_alpha,
+            "liked_at": ranking.liked_at,
         },
         "item_distance": ITEM_DISTANCE,
     }
@@ -102,8 +103,13 @@ def served_vectors(
 
 
 def movie_points(
-    serving: runs.ServingArtifact, vectors: ServedVectors, movie_rows: list[dict]
+    serving: runs.ServingArtifact,
+    vectors: ServedVectors,
+    movie_rows: list[dict],
+    keys: list | None = None,
 ) -> Points:
+    """`keys`: a person's own movie ids (runs.load_keys), kept in each payload as `key` (point
+    ids must be whole numbers; the answers give the person's ids back)."""
     payloads = [
         {
             "movie_id": row["movie_id"],
@@ -117,11 +123,21 @@ def movie_points(
         }
         for m, row in enumerate(movie_rows)
     ]
+    _with_keys(payloads, serving.movie_ids, keys)
     movies = {name: v.astype(np.float32) for name, v in vectors.movies.items()}
     return Points(serving.movie_ids, movies, payloads, _cosine(vectors))
 
 
-def user_points(serving: runs.ServingArtifact, vectors: ServedVectors, run_dir: Path) -> Points:
+def _with_keys(payloads: list[dict], ids: np.ndarray, keys: list | None) -> None:
+    if keys:
+        for payload, point in zip(payloads, ids.tolist(), strict=True):
+            payload["key"] = keys[point]
+
+
+def user_points(
+    serving: runs.ServingArtifact, vectors: ServedVectors, run_dir: Path, keys: list | None = None
+) -> Points:
+    """`keys`: a person's own user ids, kept in each payload as `key` (see movie_points)."""
     rated = _rated_per_user(run_dir, serving.user_ids)
     payloads = [
         {
@@ -133,6 +149,7 @@ def user_points(serving: runs.ServingArtifact, vectors: ServedVectors, run_dir: 
         }
         for u, b, movies in zip(serving.user_ids, serving.user_bias, rated, strict=True)
     ]
+    _with_keys(payloads, serving.user_ids, keys)
     users = {name: v.astype(np.float32) for name, v in vectors.users.items()}
     return Points(serving.user_ids, users, payloads)
 

@@ -87,8 +87,9 @@ def publish(
     serving = runs.load_serving(run_dir, manifest)
     vectors = pts.served_vectors(serving, runs.load_ranking(run_dir, manifest))
     movie_rows = runs.load_movie_rows(run_dir)
-    movies = pts.movie_points(serving, vectors, movie_rows)
-    users = pts.user_points(serving, vectors, run_dir)
+    user_keys, movie_keys = runs.load_keys(run_dir)
+    movies = pts.movie_points(serving, vectors, movie_rows, movie_keys)
+    users = pts.user_points(serving, vectors, run_dir, user_keys)
     run_id = manifest["run_id"]
     aliases = (movies_alias, users_alias)
 

@@ -40,6 +40,10 @@ def as_query_filter(
             f"filter must be a QueryFilter or a dict with keys {', '.join(FILTER_KEYS)}, "
             f"not {type(filter).__name__}"
         )
+    if flt.year_min is not None and flt.year_max is not None and flt.year_min > flt.year_max:
+        raise ConfigError(
+            f"year_min {flt.year_min} is after year_max {flt.year_max}: no movie can match"
+        )
     genres = canonical_genres(flt.genres) if flt.genres else ()
     excluded = tuple(dict.fromkeys([*flt.exclude_ids, *_ids(exclude, "filter_items")]))
     flt = dataclasses.replace(flt, genres=genres, exclude_ids=excluded)

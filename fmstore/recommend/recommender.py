@@ -375,8 +375,9 @@ class Recommender:
         return serving.whitened_fold_in(whitened, self._confidences(values)), "item"
 
     def _confidences(self, stars: np.ndarray) -> np.ndarray:
+        c = self.ranking
         return serving.implicit_weight(
-            stars, self.ranking["confidence"], self.ranking["conf_alpha"]
+            stars, c["confidence"], c["conf_alpha"], c.get("liked_at", 4.0)
         )
 
     # -- rankings --------------------------------------------------------------------------------

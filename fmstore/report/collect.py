@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fmstore import datasets, runs
-from fmstore.datasets.splits import split_indices
+from fmstore.datasets.splits import split_of
 from fmstore.errors import ConfigError, DataError
 from fmstore.evaluate import BiasedMF, Report, Rows, evaluate_run
 
@@ -113,16 +113,15 @@ def _read_dataset(manifest: dict, cache_dir: Path | None) -> datasets.Dataset:
             f"run {manifest['run_id']} was trained on {source}, which is no longer there; "
             "pass the dataset with --data PATH"
         )
-    return datasets.load_dataset(source, cache_dir=cache_dir)
+    read_as = manifest["dataset"].get("read_as")
+    return datasets.load_dataset(source, cache_dir=cache_dir, read_as=read_as)
 
 
 def _validation_predictions(manifest: dict, dataset, serving) -> tuple[np.ndarray, np.ndarray]:
     """The run's held-out ratings (its seeded split, recomputed) and the run's prediction of
     each: for a run without the validated model's predictions in its folder."""
     config = manifest["config"]
-    train_idx, valid_idx = split_indices(
-        len(dataset.ratings), config["valid_fraction"], config["seed"]
-    )
+    train_idx, valid_idx = split_of(dataset.ratings, config)
     if len(valid_idx) == 0:
         raise ConfigError(
             f"run {manifest['run_id']} was trained with --valid-fraction 0: "

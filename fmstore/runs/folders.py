@@ -10,7 +10,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from fmstore.errors import DataError, NotFoundError
+from fmstore.errors import AmbiguousError, DataError, NotFoundError
 from fmstore.runs.manifest import MANIFEST, load_manifest
 
 TMP_PREFIX = ".tmp-"
@@ -60,13 +60,26 @@ def unreadable_run(path: Path, exc: Exception) -> dict:
 
 
 def resolve_run(runs_dir: Path, run_id: str | None) -> Path:
-    """Folder of `run_id` (a name inside runs_dir, never a path out of it), or of the latest run
-    when None; a latest run that cannot be read is refused, never skipped for an older one."""
-    if run_id:
+    """Folder of `run_id` (a name inside runs_dir, never a path out of it, or the start of one
+    name: '20261203-1623'), or of the latest run when None or "latest"; a latest run that cannot
+    be read is refused, never skipped for an older one."""
+    if run_id and run_id != "latest":
         path = check_run_name(runs_dir, run_id)
-        if not (path / MANIFEST).is_file():
-            raise NotFoundError(f"no run {run_id!r} in {runs_dir}; `fmstore runs` lists them")
-        return path
+        if (path / MANIFEST).is_file():
+            return path
+        starting = sorted(
+            p
+            for p in (Path(runs_dir).iterdir() if Path(runs_dir).is_dir() else ())
+            if p.name.startswith(run_id) and not p.name.startswith(".") and (p / MANIFEST).is_file()
+        )
+        if len(starting) == 1:
+            return starting[0]
+        if len(starting) > 1:
+            names = ", ".join(p.name for p in starting[:5]) + (" ..." if len(starting) > 5 else "")
+            raise AmbiguousError(
+                f"run {run_id!r} is the start of {len(starting)} runs ({names}); give more of it"
+            )
+        raise NotFoundError(f"no run {run_id!r} in {runs_dir}; `fmstore runs` lists them")
     runs = list_runs(runs_dir)
     if not runs:
         raise NotFoundError(

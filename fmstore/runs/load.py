@@ -20,6 +20,7 @@ SERVING_ARRAYS = ("movie_ids", "item_vectors", "item_bias", "user_ids", "user_ve
 VALID_PREDICTIONS = "validation.safetensors"
 SEEN = "seen.safetensors"
 RANKING = "ranking.safetensors"
+KEYS = "keys.json"  # a person's own ids (datasets.from_frames), absent for whole-number ids
 
 
 @dataclass
@@ -62,6 +63,7 @@ class RankingArtifact:
     n_items_train: int
     confidence: str = "liked"
     conf_alpha: float = 1.0
+    liked_at: float = 4.0
 
     @property
     def item_rows(self) -> np.ndarray:
@@ -124,6 +126,7 @@ def load_ranking(run_dir: Path, manifest: dict | None = None) -> RankingArtifact
         n_items_train=int(meta["n_items_train"]),
         confidence=str(config["confidence"]),
         conf_alpha=float(config["conf_alpha"]),
+        liked_at=float(config.get("liked_at", 4.0)),
     )
 
 
@@ -162,6 +165,19 @@ def load_movie_rows(run_dir: Path) -> list[dict]:
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise DataError(f"{path}: not a list of movies; the run folder is corrupt, retrain")
     return rows
+
+
+def load_keys(run_dir: Path) -> tuple[list | None, list | None]:
+    """(user keys, movie keys) of a run trained on a person's own ids: keys[i] is the id behind
+    the whole number i; (None, None) for a run whose ids are whole numbers."""
+    path = Path(run_dir) / KEYS
+    if not path.is_file():
+        return None, None
+    try:
+        keys = json.loads(path.read_text(encoding="utf-8"))
+        return keys.get("user"), keys.get("movie")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise _corrupt(path, exc) from None
 
 
 def has_seen(run_dir: Path | None) -> bool:

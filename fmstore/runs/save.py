@@ -9,6 +9,8 @@
       seen.safetensors     each user's training movies (CSR), to exclude already seen movies
       validation.safetensors  the validated model's predictions of its held-out ratings
       movies.json          catalog rows of every movie (title, year, genres, counts, links)
+      keys.json            only for a person's own ids (text, ...): {"user": [...], "movie":
+                           [...]}, the id behind each whole number the other files hold
       history.csv          per-epoch metrics
       manifest.json        config, metrics, dataset fingerprint, versions, sha256 of every file
 
@@ -32,7 +34,7 @@ from safetensors.numpy import save_file
 
 from fmstore import __version__
 from fmstore.runs.folders import TMP_PREFIX, new_run_id, remove_stale_temp_runs
-from fmstore.runs.load import RANKING, SEEN, VALID_PREDICTIONS
+from fmstore.runs.load import KEYS, RANKING, SEEN, VALID_PREDICTIONS
 from fmstore.runs.manifest import FORMAT_VERSION, MANIFEST, sha256_file
 
 
@@ -89,6 +91,8 @@ def save_run(
         if valid_predictions is not None:
             save_file(valid_predictions, str(tmp / VALID_PREDICTIONS))
         _save_seen(result.train_ratings, result.vocab.user_ids, tmp / SEEN)
+        if getattr(dataset, "user_keys", None) or getattr(dataset, "movie_keys", None):
+            _write_json(tmp / KEYS, {"user": dataset.user_keys, "movie": dataset.movie_keys})
         _write_json(tmp / "movies.json", movie_rows(dataset))
         _write_history(tmp / "history.csv", result.history)
         manifest = {
@@ -103,6 +107,8 @@ def save_run(
                 "n_ratings": len(dataset.ratings),
                 "n_users": int(len(np.unique(dataset.ratings.user_id))),
                 "n_movies": len(dataset.movies),
+                **({"read_as": dataset.read_as} if getattr(dataset, "read_as", None) else {}),
+                **_scale(dataset),
             },
             "config": config.to_dict(),
             "metrics": result.metrics,
@@ -137,6 +143,12 @@ def save_run(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _scale(dataset) -> dict:
+    """The dataset's rating scale when it is not MovieLens's half stars."""
+    scale = [float(v) for v in getattr(dataset, "rating_scale", (0.5, 5.0))]
+    return {} if scale == [0.5, 5.0] else {"rating_scale": scale}
 
 
 def torch_save_safetensors(state: dict, path: Path) -> None:

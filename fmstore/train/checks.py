@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from fmstore.config import TrainConfig
+from fmstore.datasets.splits import SPLITS
 from fmstore.errors import ConfigError, EnvError
 from fmstore.serving import LINKS
 
@@ -25,6 +26,8 @@ def check_config(config: TrainConfig) -> None:
         (config.prior_reg >= 0, f"--prior-reg {config.prior_reg} must not be negative"),
         (config.rated_reg >= 0, f"--rated-reg {config.rated_reg} must not be negative"),
         (config.link in LINKS, f"--link {config.link!r}: use identity or sigmoid"),
+        (config.split in SPLITS, f"--split {config.split!r}: use one of {', '.join(SPLITS)}"),
+        (config.split_n >= 1, f"--split-n {config.split_n} must be at least 1"),
         (
             0.0 <= config.valid_fraction < 1.0,
             f"--valid-fraction {config.valid_fraction} must be in [0, 1)",

@@ -29,7 +29,7 @@ import torch
 
 from fmstore.config import TrainConfig
 from fmstore.datasets import Dataset, Ratings
-from fmstore.datasets.splits import split_indices
+from fmstore.datasets.splits import split_of
 from fmstore.errors import ConfigError
 from fmstore.features import (
     EncodedRatings,
@@ -115,6 +115,7 @@ def train(
     torch (see make_engine). `progress` hears after each epoch, `batch_progress` every few
     batches within one. `parallel`: this process's place in a data-parallel run
     (distributed.py); then only rank 0 validates and its result is the one to save."""
+    config = config.for_dataset(dataset)  # (pipeline.run has done it; a direct call too)
     check_config(config)
     device = resolve_device(config.device)
     if parallel is not None:
@@ -122,7 +123,7 @@ def train(
     started = time.perf_counter()
     _release_parser_memory()
 
-    train_idx, valid_idx = split_indices(len(dataset.ratings), config.valid_fraction, config.seed)
+    train_idx, valid_idx = split_of(dataset.ratings, config)
     train_ratings, valid_ratings = dataset.ratings.take(train_idx), dataset.ratings.take(valid_idx)
     del train_idx, valid_idx
     config, chosen = resolve_defaults(config, len(train_ratings))
@@ -130,17 +131,19 @@ def train(
         dataset, train_ratings, valid_ratings, config, device
     )
 
-    history, pass_seconds, best_epoch = fit_epochs(
-        model,
-        config,
-        device,
-        engine,
-        train_rows,
-        valid_rows,
-        progress,
-        batch_progress,
-        parallel,
-    )
+    history, pass_seconds, best_epoch = [], [], 0  # implicit-only data: no rating model
+    if config.rating_model:
+        history, pass_seconds, best_epoch = fit_epochs(
+            model,
+            config,
+            device,
+            engine,
+            train_rows,
+            valid_rows,
+            progress,
+            batch_progress,
+            parallel,
+        )
 
     validates = parallel is None or parallel.rank == 0
     nan = (float("nan"), float("nan"))
@@ -233,7 +236,7 @@ def new_model(
         item_rows(vocab, dataset.movies),
         link=config.link,
         rating_range=(config.rating_min, config.rating_max),
-        init_std=config.init_std,
+        init_std=config.init_std if config.rating_model else 0.0,  # (untrained: all zeros)
         rated=rated_rows(vocab, ratings, dataset.movies),
     ).to(device)
     model.requires_grad_(False)  # gradients are computed in closed form, not by autograd
@@ -300,7 +303,9 @@ def _fit_epochs(
             valid_rmse = parallel.from_rank0(validated)
         history.append(EpochStats(epoch, train_rmse, valid_rmse, time.perf_counter() - t0, lr))
         if progress and (parallel is None or parallel.rank == 0):
-            message = f"epoch {epoch}: train {train_rmse:.4f} valid {valid_rmse:.4f}"
+            message = f"epoch {epoch}: train {train_rmse:.4f}"
+            if n_valid:  # the refit has no validation ratings: no "valid nan"
+                message += f" valid {valid_rmse:.4f}"
             progress(message, epoch, config.epochs)
         if best.stop_after(epoch, valid_rmse, model, always_keep=n_valid == 0):
             break

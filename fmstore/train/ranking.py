@@ -80,9 +80,9 @@ class RankingModel:
         return self.user_vectors[users] @ self.item_vectors.T + self.item_scalar
 
 
-def confidence(rating: np.ndarray, kind: str, alpha: float) -> np.ndarray:
+def confidence(rating: np.ndarray, kind: str, alpha: float, liked: float = 4.0) -> np.ndarray:
     """Weight of a rated pair (serving.implicit_weight: the same rule folds in new users)."""
-    return implicit_weight(rating, kind, alpha)
+    return implicit_weight(rating, kind, alpha, liked)
 
 
 def _csr(rows, cols, vals, n_rows):
@@ -149,7 +149,7 @@ def fit_ranking(
     started = time.perf_counter()
     c = config
     k, d = c.factors, c.factors + 1
-    w = confidence(rating, c.confidence, c.conf_alpha).astype(F32)
+    w = confidence(rating, c.confidence, c.conf_alpha, c.liked_at).astype(F32)
     by_user = _csr(user, item, w, n_users)
     by_item = _csr(item, user, w, n_items)
     del w

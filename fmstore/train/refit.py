@@ -42,9 +42,11 @@ def refit(
     no_ratings = all_ratings.take(np.arange(0))
     vocab, model, rows, empty = prepare(dataset, all_ratings, no_ratings, config, device)
     fit_config = dataclasses.replace(config, epochs=epochs)
-    history, _, _ = fit_epochs(
-        model, fit_config, device, engine, rows, empty, progress, batch_progress
-    )
+    history = []  # implicit-only data: no rating model to refit
+    if config.rating_model:
+        history, _, _ = fit_epochs(
+            model, fit_config, device, engine, rows, empty, progress, batch_progress
+        )
     fm_seconds = time.perf_counter() - started
     ranking = fit_ranking_model(
         all_ratings, vocab, dataset, config, progress, init=validated.ranking
@@ -53,7 +55,7 @@ def refit(
     metrics["refit"] = {
         "epochs": epochs,
         "n_train": len(all_ratings),
-        "train_rmse": history[-1].train_rmse,
+        "train_rmse": history[-1].train_rmse if history else None,
         "fm_seconds": round(fm_seconds, 3),
         "ranking_seconds": round(ranking.seconds, 3) if ranking is not None else None,
         # warm started from the validated ranking model, with half its sweeps (loop.py)

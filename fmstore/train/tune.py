@@ -27,7 +27,7 @@ import numpy as np
 
 from fmstore.config import INNER_FRACTION, MAX_SEARCH_RATINGS, TrainConfig, TuneGrid
 from fmstore.datasets import Dataset
-from fmstore.datasets.splits import split_indices
+from fmstore.datasets.splits import split_of
 from fmstore.errors import ConfigError
 from fmstore.train.checks import check_config, resolve_device
 from fmstore.train.defaults import resolve_defaults
@@ -129,7 +129,7 @@ def search_split(
         raise ConfigError(f"--inner-fraction {inner_fraction} must be between 0 and 1")
     if max_ratings < 1:
         raise ConfigError(f"--max-ratings {max_ratings} must be at least 1")
-    outer_train, _ = split_indices(len(dataset.ratings), config.valid_fraction, config.seed)
+    outer_train, _ = split_of(dataset.ratings, config)
     users = dataset.ratings.user_id[outer_train]
     unique_users, per_user = np.unique(users, return_counts=True)
     pool, sampled = outer_train, None

@@ -4,6 +4,7 @@
   (QueryFilter, Hit), the VectorStore interface with the steps both engines share.
 - edge.py: `EdgeStore`, Qdrant Edge in-process; the embedded default.
 - server.py: `ServerStore`, qdrant-client against a Qdrant server.
+- memory.py: `MemoryStore`, NumPy arrays in this process: a run served before it is published.
 - here: `open_store`, which picks the engine from the settings.
 
 The caller (publish, recommend) never knows which engine it has. Importing this package is cheap
@@ -25,6 +26,7 @@ from fmstore.vectors.base import (
     users_spec,
 )
 from fmstore.vectors.edge import EdgeStore
+from fmstore.vectors.memory import MemoryStore
 from fmstore.vectors.server import ServerStore
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "CollectionSpec",
     "EdgeStore",
     "Hit",
+    "MemoryStore",
     "QueryFilter",
     "ServerStore",
     "VectorSpec",

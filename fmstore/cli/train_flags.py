@@ -1,0 +1,67 @@
+"""The flags of `fmstore train` that need more than a type: your own CSV's (--user-col ...,
+--rating-scale, as datasets.load_csv's options), --ranking-set, and the ones --tune chooses."""
+
+from __future__ import annotations
+
+import math
+
+from fmstore.config import RANKING_SEARCHED
+from fmstore.errors import ConfigError
+
+
+def read_as_flags(user_col, item_col, rating_col, time_col, movies, rating_scale) -> dict | None:
+    """The flags that read your own CSV as datasets.load_csv's options; None when none is given
+    (a MovieLens folder or zip, or a CSV with MovieLens's columns)."""
+    given = dict(user_col=user_col, item_col=item_col, rating_col=rating_col, time_col=time_col)
+    read_as = {name: value for name, value in given.items() if value}
+    if movies:
+        read_as["movies"] = movies
+    if rating_scale:
+        try:
+            lo, hi = (float(v) for v in rating_scale.split(","))
+        except ValueError:
+            raise ConfigError(
+                f"--rating-scale {rating_scale!r}: give LOWEST,HIGHEST, e.g. 1,10"
+            ) from None
+        if not lo < hi:
+            raise ConfigError(f"--rating-scale {rating_scale!r}: LOWEST must be below HIGHEST")
+        read_as["rating_scale"] = (lo, hi)
+    return read_as or None
+
+
+def parse_ranking_set(text: str | None) -> dict[str, float]:
+    """--ranking-set 'reg=0.01,alpha0=0.3' -> {"reg": 0.01, "alpha0": 0.3}, checked."""
+    pinned: dict[str, float] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        name, sep, value = (x.strip() for x in part.partition("="))
+        if not sep or name not in RANKING_SEARCHED:
+            raise ConfigError(
+                f"--ranking-set {part.strip()!r}: use NAME=VALUE with NAME one of "
+                f"{', '.join(RANKING_SEARCHED)}"
+            )
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or number < 0:
+            raise ConfigError(f"--ranking-set {name}={value!r}: use a number >= 0")
+        pinned[name] = number
+    return pinned
+
+
+def check_tune_flags(nproc: int, **chosen_by_tune) -> None:
+    """--tune chooses three flags: refuse them given too, and a data-parallel run (whose
+    processes would each search)."""
+    given = ["--" + name.replace("_", "-") for name, v in chosen_by_tune.items() if v is not None]
+    if given:
+        raise ConfigError(
+            f"--tune chooses {', '.join(given)}: give {'them' if len(given) > 1 else 'it'} or "
+            "--tune, not both (`fmstore tune` searches a grid of your choice)"
+        )
+    if nproc > 1:
+        raise ConfigError(
+            "--tune with --nproc: run `fmstore tune` first, then train with the values it "
+            "chose and --nproc"
+        )
