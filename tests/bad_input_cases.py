@@ -399,3 +399,38 @@ def _(ctx: Ctx):
 def _(ctx: Ctx):
     (ctx.home / "qdrant" / "aliases.json").write_text("{")
     return QUERY, {}
+
+
+# issue 18, Medium 5: serving values no query could use are refused before any switch
+@case("manifest-w0-nan", INPUT, "serving.w0 is nan", "not a finite number")
+def _(ctx: Ctx):
+    edit_manifest(ctx, lambda m: m | {"serving": m["serving"] | {"w0": float("nan")}})
+    return ["publish", ctx.run_id, "--force"], {}
+
+
+@case("manifest-rating-range-reversed", INPUT, "serving.rating_range")
+def _(ctx: Ctx):
+    edit_manifest(ctx, lambda m: m | {"serving": m["serving"] | {"rating_range": [5, 0.5]}})
+    return ["publish", ctx.run_id, "--force"], {}
+
+
+@case("manifest-run-id-not-the-folder", INPUT, "is not the run folder's name")
+def _(ctx: Ctx):
+    edit_manifest(ctx, lambda m: m | {"run_id": "20200101-000000-aaaaaa"})
+    return ["publish", ctx.run_id, "--force"], {}
+
+
+@case("manifest-run-id-with-dunder", INPUT, "contains '__'")
+def _(ctx: Ctx):
+    renamed = ctx.run_id + "__x"
+    os.rename(ctx.home / "runs" / ctx.run_id, ctx.home / "runs" / renamed)
+    ctx.run_id = renamed
+    edit_manifest(ctx, lambda m: m | {"run_id": renamed})
+    return ["publish", renamed], {}
+
+
+# issue 18, Medium 7: a manifest key of the wrong type is one line, not an internal error
+@case("manifest-metrics-a-string", INPUT, "metrics is a str", "not a JSON object")
+def _(ctx: Ctx):
+    edit_manifest(ctx, lambda m: m | {"metrics": "fast"})
+    return ["publish", ctx.run_id], {}

@@ -84,6 +84,7 @@ def publish(
         write_consistency=write_consistency,
     )
     manifest = runs.load_manifest(run_dir)  # refuses a corrupt run before anything is written
+    runs.check_servable(run_dir, manifest)  # and one whose serving values no query could use
     serving = runs.load_serving(run_dir, manifest)
     vectors = pts.served_vectors(serving, runs.load_ranking(run_dir, manifest))
     movie_rows = runs.load_movie_rows(run_dir)
