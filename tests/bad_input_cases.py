@@ -434,3 +434,56 @@ def _(ctx: Ctx):
 def _(ctx: Ctx):
     edit_manifest(ctx, lambda m: m | {"metrics": "fast"})
     return ["publish", ctx.run_id], {}
+
+
+# ---- issue 18, Medium 7: what was an internal error --------------------------------------------
+BIG = 200_000  # over the 131,072 characters Python's csv reader takes in one field
+data_case(
+    "ratings-field-over-128k",
+    "ratings.csv line 5",
+    "131,072",
+    ratings=RATINGS + "1,2,4," + "1" * BIG + "\n",
+)
+data_case(
+    "movies-title-over-128k",
+    "movies.csv line 4",
+    "131,072",
+    movies=MOVIES + f"3,{'x' * BIG} (1990),Drama\n",
+)
+data_case(
+    "movies-id-too-large",
+    "movies.csv line 4",
+    "too large",
+    movies=MOVIES + f"{2**64},X (1990),Drama\n",
+)
+
+
+def links_case(id: str, links: str, *fragments: str):
+    def setup(ctx: Ctx):
+        data = folder(ctx)
+        Path(data, "links.csv").write_text(links)
+        return ["train", "--data", data, "--epochs", "1"], {}
+
+    CASES.append(Case(id, setup, INPUT, ("links.csv", *fragments)))
+
+
+LINKS = "movieId,imdbId,tmdbId\n1,0114709,862\n2,0113497,8844\n"
+links_case("links-field-over-128k", LINKS + f"1,{'7' * BIG},5\n", "line 4", "131,072")
+links_case("links-tmdb-id-too-large", LINKS.replace("8844", str(2**63)), "line 3", "too large")
+
+simple("train-lr-inf", INPUT, ["train", "--data", "{data}", "--lr", "inf"], "--lr inf", "finite")
+simple(
+    "train-prior-reg-inf",
+    INPUT,
+    ["train", "--data", "{data}", "--prior-reg", "inf"],
+    "--prior-reg",
+    "finite",
+)
+simple("train-seed-negative", INPUT, ["train", "--data", "{data}", "--seed", "-1"], "--seed -1")
+simple(
+    "train-seed-2-64",
+    INPUT,
+    ["train", "--data", "{data}", "--seed", str(2**64)],
+    "--seed 1844674407370955161",
+)
+simple("report-out-a-file", INPUT, ["report", "--out", "{data}/ratings.csv"], "--out", "is a file")
