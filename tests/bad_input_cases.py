@@ -487,3 +487,17 @@ simple(
     "--seed 1844674407370955161",
 )
 simple("report-out-a-file", INPUT, ["report", "--out", "{data}/ratings.csv"], "--out", "is a file")
+
+
+# ---- issue 18, Medium 8: every user-supplied read is bounded -----------------------------------
+simple(
+    "ratings-file-dev-zero", INPUT, ["query", "--ratings-file", "/dev/zero"], "/dev/zero", "16 MiB"
+)
+simple("data-dev-zero", INPUT, ["train", "--data", "/dev/zero"], "/dev/zero")
+simple(
+    "train-test-ratings-dev-zero",
+    INPUT,
+    ["train", "--data", "{data}", "--test-ratings", "/dev/zero"],
+    "/dev/zero",
+    "not a regular file",
+)
