@@ -16,6 +16,7 @@ from fmstore.cli.app import (
     QdrantOpt,
     app,
     check_home,
+    check_wait,
     err,
     example,
     out,
@@ -62,8 +63,7 @@ def _opened(home, database_url, qdrant_url, wait: float, run_id=None, resolve=Fa
     from fmstore import catalog, runs
     from fmstore.vectors import open_store
 
-    if wait < 0:
-        raise ConfigError(f"--wait {wait:g}: use 0 (do not wait) or more seconds")
+    check_wait(wait)
     s = settings(home, database_url, qdrant_url, stores=True)
     check_home(s, write=not (s.database_url and s.qdrant_url))
     if resolve:

@@ -156,10 +156,11 @@ class Recommender:
         return self.weight_decay
 
     def close(self) -> None:
-        """Close the catalog if this Recommender opened it (from a URL or path); the store and a
-        caller's Engine or reader stay open."""
+        """Close the catalog if this Recommender opened it (from a URL or path), and let the store
+        release what reading opened (store.release()); a caller's Engine or reader stays open."""
         if self._owns_catalog:
             self._catalog.close()
+        getattr(self.store, "release", lambda: None)()
 
     def __enter__(self) -> "Recommender":
         return self

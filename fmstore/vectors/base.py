@@ -234,6 +234,11 @@ class VectorStore(abc.ABC):
             out[int(record.id)] = (vecs, dict(record.payload or {}))
         return out
 
+    def release(self) -> None:
+        """Let go of what reading opened (a Recommender's close() calls it on the store it was
+        given); the store stays usable. A no-op here: a server's client is its owner's."""
+        return None
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release the store (files, locks, connections); the store is unusable afterwards."""

@@ -28,9 +28,17 @@ if TYPE_CHECKING:
 class EdgeStore(VectorStore):
     """Qdrant Edge in-process: one EdgeShard per physical collection, aliases in a JSON file.
 
-    One process at a time: the store folder is locked (portalocker, an exclusive lock on
-    `<path>/.lock`, which names the holder's pid) from the first operation until close(). Edge rewrites some of its files even when only loading a shard, so
-    concurrent readers are not safe either.
+    Any number of readers, one writer at a time (docs/reliability.md, "Many readers at once").
+    Writers (create, upsert, delete, switch, flush, and lock()) hold an exclusive portalocker lock
+    on `<path>/.lock`, which names the holder's pid, from their first write until close().
+    Readers (resolve_alias, search, retrieve, count, listing) take no lock and wait for nobody:
+    a publish writes new collection folders that no alias names yet and then switches the alias
+    file in one atomic rename, so a reader opens either the old publication or the new one, both
+    complete. Edge rewrites a few files of a shard when it opens it (its config and segment JSON
+    by atomic rename, some mmapped status words in place); the writer opens each new shard once
+    before the switch (`_settle`), so a reader's rewrite writes the bytes already there, which 8
+    processes opening one shard at once showed to be harmless. A reader never creates the store
+    folder or the lock file.
 
     Shards are created with the write-ahead log off: a published collection is written once and
     never updated, and an interrupted publish never gets the alias. That halves the disk use and
@@ -49,6 +57,7 @@ class EdgeStore(VectorStore):
         self.wait = float(wait)  # seconds to wait for another process's lock; 0: refuse at once
         self._shards: dict[str, Any] = {}  # physical name -> open EdgeShard
         self._dirty: set[str] = set()  # physical names written since their last flush
+        self._created: set[str] = set()  # physical names created here, not yet opened again
         self._lock_file: Any = None  # the held portalocker.Lock
         self._lock_handle: Any = None  # its open file, which holds our pid
 
@@ -88,6 +97,7 @@ class EdgeStore(VectorStore):
         with self._edge_errors(name):
             shard = EdgeShard.create(str(self._collections_dir / name), config)
             self._shards[name] = shard
+            self._created.add(name)
             # Indexes before the points: Edge fills them as points arrive.
             for field in spec.keyword_indexes:
                 shard.update(UpdateOperation.create_field_index(field, PayloadSchemaType.Keyword))
@@ -101,6 +111,7 @@ class EdgeStore(VectorStore):
         from qdrant_edge import Point, UpdateOperation
 
         id_list, arrays = self._check_batch(ids, vectors, payloads)
+        self._lock()
         shard = self._shard(name)
         # One tolist() per array is far cheaper than per-row conversion; building the Points
         # (their payload dicts, really) is most of the cost of an upsert.
@@ -136,12 +147,10 @@ class EdgeStore(VectorStore):
             return int(shard.count(CountRequest(exact=True)))
 
     def collection_exists(self, name: str) -> bool:
-        self._lock()
         shard_config = self._collections_dir / name / "edge_config.json"
         return bool(_NAME.match(name)) and shard_config.is_file()
 
     def list_collections(self) -> list[str]:
-        self._lock()
         if not self._collections_dir.is_dir():
             return []
         return sorted(
@@ -161,7 +170,6 @@ class EdgeStore(VectorStore):
             self._write_aliases(kept)
 
     def resolve_alias(self, alias: str) -> str | None:
-        self._lock()
         return self._read_aliases().get(alias)
 
     def switch_aliases(self, mapping: dict[str, str]) -> None:
@@ -171,6 +179,7 @@ class EdgeStore(VectorStore):
         self._check_switch(mapping)
         for collection in mapping.values():
             self.flush(collection)  # an alias must never point at data that is not on disk yet
+            self._settle(self._physical(collection))
         aliases = self._read_aliases()
         aliases.update(mapping)
         self._write_aliases(aliases)
@@ -182,12 +191,19 @@ class EdgeStore(VectorStore):
     def lock(self) -> None:
         self._lock()
 
+    def release(self) -> None:
+        """Close the shards reading opened, unless this store writes (holds the lock): a
+        writer's store stays as its owner left it. Shards reopen on the next read."""
+        if self._lock_file is None:
+            self.close()
+
     def close(self) -> None:
         try:
             for name in list(self._dirty):
                 self._flush(name)
         finally:
             shards, self._shards, self._dirty = self._shards, {}, set()
+            self._created = set()
         try:
             for name, shard in shards.items():
                 with self._edge_errors(name):
@@ -336,8 +352,8 @@ class EdgeStore(VectorStore):
         return self._read_aliases().get(name, name)
 
     def _shard(self, name: str) -> Any:
-        """Open (and cache) the shard of a collection or alias; NotFoundError when there is none."""
-        self._lock()
+        """Open (and cache) the shard of a collection or alias; NotFoundError when there is none.
+        Takes no lock: see the class docstring."""
         physical = self._check_name(self._physical(name))
         shard = self._shards.get(physical)
         if shard is None:
@@ -351,6 +367,20 @@ class EdgeStore(VectorStore):
             self._shards[physical] = shard
         return shard
 
+    def _settle(self, name: str) -> None:
+        """Close a shard this process created and open it again, before an alias names it: Edge
+        completes its files on the first open (edge_config.json grows its defaults), and that
+        first open should be the writer's, not a reader's racing another reader."""
+        if name not in self._created:
+            return
+        from qdrant_edge import EdgeShard
+
+        self._created.discard(name)
+        shard = self._shards.pop(name)
+        with self._edge_errors(name):
+            shard.close()
+            self._shards[name] = EdgeShard.load(str(self._collections_dir / name))
+
     def _flush(self, name: str) -> None:
         if name in self._dirty:
             with self._edge_errors(name):
@@ -359,6 +389,7 @@ class EdgeStore(VectorStore):
 
     def _drop(self, name: str) -> None:
         self._dirty.discard(name)
+        self._created.discard(name)
         shard = self._shards.pop(name, None)
         if shard is not None:
             with self._edge_errors(name):
