@@ -58,6 +58,7 @@ class EdgeStore(VectorStore):
         self._shards: dict[str, Any] = {}  # physical name -> open EdgeShard
         self._dirty: set[str] = set()  # physical names written since their last flush
         self._created: set[str] = set()  # physical names created here, not yet opened again
+        self._copies: list[Path] = []  # private copies of shards a reader could not open in place
         self._lock_file: Any = None  # the held portalocker.Lock
         self._lock_handle: Any = None  # its open file, which holds our pid
 
@@ -209,6 +210,9 @@ class EdgeStore(VectorStore):
                 with self._edge_errors(name):
                     shard.close()
         finally:
+            copies, self._copies = self._copies, []
+            for copy in copies:
+                shutil.rmtree(copy.parent, ignore_errors=True)
             if self._lock_file is not None:
                 self._unlock()
 
@@ -360,12 +364,43 @@ class EdgeStore(VectorStore):
             folder = self._collections_dir / physical
             if not (folder / "edge_config.json").is_file():
                 raise self._not_published(name)
-            from qdrant_edge import EdgeShard
-
             with self._edge_errors(physical):
-                shard = EdgeShard.load(str(folder))
+                shard = self._load(folder)
             self._shards[physical] = shard
         return shard
+
+    def _load(self, folder: Path) -> Any:
+        """EdgeShard.load, which rewrites some of the shard's files (see the class docstring).
+        Where it cannot write them (a full disk, a read-only home or file system), the shard is
+        opened from a private copy in memory (/dev/shm, else the temporary folder), removed on
+        close(): a query then never needs to write into the store."""
+        from qdrant_edge import EdgeShard
+
+        if self._writable(folder):
+            try:
+                return EdgeShard.load(str(folder))
+            except Exception as error:
+                if self._lock_file is not None or not _cannot_write(error):
+                    raise  # a writer must write; other errors are not ours to work around
+        elif self._lock_file is not None:
+            raise StoreError(
+                f"disk full or read-only: {self.path} has under {_mib(_LOAD_ROOM)} free or "
+                "cannot be written, and Qdrant Edge writes into a collection when it opens it; "
+                "free some space (queries go on answering meanwhile)"
+            )
+        copy = _private_copy(folder)
+        self._copies.append(copy)
+        return EdgeShard.load(str(copy))
+
+    @staticmethod
+    def _writable(folder: Path) -> bool:
+        """Whether opening a shard in place can write what Edge writes then. Edge writes into
+        memory-mapped, preallocated (sparse) files: on a full disk that is a SIGBUS, not an error,
+        so the room is checked first."""
+        try:
+            return os.access(folder, os.W_OK) and shutil.disk_usage(folder).free >= _LOAD_ROOM
+        except OSError:
+            return False
 
     def _settle(self, name: str) -> None:
         """Close a shard this process created and open it again, before an alias names it: Edge
@@ -412,6 +447,9 @@ _SHARD_FILES = 40 * MiB
 _PAYLOAD_INDEX = 9 * MiB
 _VECTOR_CHUNK = 32 * MiB
 _PER_POINT = 256  # id tracker, version and flags of one point, with room to spare
+# Free space below which a shard is not opened in place (Edge's open writes its config, segment
+# JSON and status words, a few MiB at most): a reader opens a private copy instead.
+_LOAD_ROOM = 64 * MiB
 
 
 def edge_bytes(spec: CollectionSpec, points: int, payload_bytes: int) -> int:
@@ -438,6 +476,38 @@ def _disk_full(error: BaseException) -> bool:
         return True
     text = str(error)
     return "No space left on device" in text or "os error 28" in text
+
+
+def _cannot_write(error: BaseException) -> bool:
+    """Edge failed because it could not write: a full disk, a read-only file system, no
+    permission."""
+    text = str(error)
+    denied = ("Read-only file system", "os error 30", "Permission denied", "os error 13")
+    return _disk_full(error) or any(words in text for words in denied)
+
+
+def _private_copy(folder: Path) -> Path:
+    """A copy of a shard's folder outside the store, holes kept as holes (Edge's files are
+    mostly preallocated zeros): in /dev/shm where it can be written, else the temporary folder."""
+    import tempfile
+
+    shm = Path("/dev/shm")
+    base = tempfile.mkdtemp(prefix="fmstore-shard-", dir=shm if os.access(shm, os.W_OK) else None)
+    copy = Path(base) / folder.name
+    for source in sorted(folder.rglob("*")):
+        target = copy / source.relative_to(folder)
+        if source.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(source, "rb") as src, open(target, "wb") as dst:
+            for block in iter(lambda: src.read(1 << 20), b""):
+                if block.count(0) == len(block):
+                    dst.seek(len(block), os.SEEK_CUR)  # a hole stays a hole
+                else:
+                    dst.write(block)
+            dst.truncate()
+    return copy
 
 
 def _lock_holder(path: Path) -> int | None:
