@@ -501,3 +501,40 @@ simple(
     "/dev/zero",
     "not a regular file",
 )
+
+
+# ---- issue 18, the Low list ---------------------------------------------------------------------
+simple("publish-wait-nan", INPUT, ["publish", "--wait", "nan"], "--wait nan")
+simple("query-wait-nan", INPUT, ["query", "--movie-id", "1", "--wait", "nan"], "--wait nan")
+simple("publish-empty-run-id", INPUT, ["publish", ""], "run ''")
+simple(
+    "publish-shards-on-edge",
+    INPUT,
+    ["publish", "{run}", "--shards", "2", "--force"],
+    "Qdrant server",
+)
+data_case(
+    "ratings-user-id-too-large",
+    "line 2",
+    f"userId '{2**63}' is too large",
+    ratings=H + f"{2**63},1,4,5\n",
+)
+
+
+@case("status-home-is-a-file", ENVIRONMENT, "is a file")
+def _(ctx: Ctx):
+    (ctx.tmp / "file").write_text("x")
+    return ["status"], {"FMSTORE_HOME": str(ctx.tmp / "file")}
+
+
+def mistyped_home_case(args: list[str]):
+    def setup(ctx: Ctx):
+        return args, {"FMSTORE_HOME": str(ctx.tmp / "no-such-home")}
+
+    CASES.append(
+        Case(f"mistyped-home-{args[-1].strip('-')}", setup, ENVIRONMENT, ("does not exist",))
+    )
+
+
+for args in (["publish", "--rollback"], ["prune", "--keep", "1"], ["publish"]):
+    mistyped_home_case(args)

@@ -209,3 +209,24 @@ def test_runs_lists_the_rest_when_a_manifest_has_fields_of_the_wrong_type(case_c
     as_json = fmstore_cli(case_ctx.home, "runs", "--json")
     assert as_json.returncode == 0
     assert {r["run_id"] for r in json.loads(as_json.stdout)} == {case_ctx.run_id, *edits}
+
+
+def test_reads_and_refusals_never_create_a_mistyped_home(tmp_path, fmstore_cli):
+    """issue 18 (Low): query, status, runs, --rollback and prune on a home that does not exist
+    leave it not existing."""
+    home = tmp_path / "typo"
+    for args in (
+        ["query", "--movie-id", "1"],
+        ["publish", "--rollback"],
+        ["prune", "--keep", "1"],
+        ["runs"],
+    ):
+        fmstore_cli(home, *args)
+        assert not home.exists(), args
+
+
+def test_an_empty_fmstore_home_means_the_default(tmp_path, fmstore_cli):
+    """FMSTORE_HOME='' is unset (./.fmstore), not the current folder."""
+    from fmstore.config import Settings
+
+    assert Settings.from_env({"FMSTORE_HOME": ""}).home == Path(".fmstore")

@@ -215,3 +215,23 @@ def test_a_query_answers_on_a_completely_full_disk(
         assert_one_line_error(refused, code=3)
     finally:
         subprocess.run(["umount", "-l", str(disk)])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a read-only tmpfs")
+def test_a_read_only_home_can_be_queried_and_listed(home, tmp_path, fmstore_cli):
+    """issue 18 (Low): queries, `runs` and `status` on a home on a read-only file system."""
+    import subprocess
+
+    home, a, b = home
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400m", "tmpfs", str(disk)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        shutil.copytree(home, disk / "home")
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        _query_answers(disk / "home", fmstore_cli, process=True)
+        listed = fmstore_cli(disk / "home", "runs", "--json", process=True)
+        assert listed.returncode == 0 and a in listed.stdout, listed.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])

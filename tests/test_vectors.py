@@ -321,3 +321,13 @@ def test_known_user_one_call_query_matches_vector_search():
         expected = q @ p[row] + b
         assert [h.id for h in by_vector] == list(ids[np.argsort(-expected)[:10]])
     store.close()
+
+
+def test_a_writer_sweeps_what_a_killed_delete_left(tmp_path):
+    """issue 18 (Low): `.trash-*` folders of a prune killed mid-delete go at the next write."""
+    trash = tmp_path / "collections" / ".trash-movies__a-0123"
+    (trash / "segments").mkdir(parents=True)
+    with EdgeStore(tmp_path) as store:
+        assert store.list_collections() == [] and trash.exists()  # a reader leaves it
+        store.lock()
+        assert not trash.exists()

@@ -132,6 +132,11 @@ def _diagnose_ratings(data: bytes, label: str, columns: list[str], exc: Exceptio
         if row is not None:
             line_no, value = lines.get().field(row, columns.index(name), label)
             what = "a number" if name == "rating" else "a whole number"
+            if name != "rating" and re.fullmatch(r"-?\d+", value.strip()):
+                return DataError(
+                    f"{label} line {line_no}: {name} '{clip(value.strip())}' is too large (the "
+                    f"most is {_ID_MAX}); fix or remove that row"
+                )
             return DataError(
                 f"{label} line {line_no}: {name} '{value}' is not {what}; fix or remove that row"
             )

@@ -62,6 +62,10 @@ def unreadable_run(path: Path, exc: Exception) -> dict:
 def resolve_run(runs_dir: Path, run_id: str | None) -> Path:
     """Folder of `run_id` (a name inside runs_dir, never a path out of it), or of the latest run
     when None; a latest run that cannot be read is refused, never skipped for an older one."""
+    if run_id == "":  # `fmstore publish ""`: a slip (an unset shell variable), not "the latest"
+        raise NotFoundError(
+            "run '': give a run id (`fmstore runs` lists them), or none for the latest run"
+        )
     if run_id:
         path = check_run_name(runs_dir, run_id)
         if not (path / MANIFEST).is_file():

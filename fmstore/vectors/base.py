@@ -203,6 +203,10 @@ class VectorStore(abc.ABC):
         reports a full disk on the write itself, as an error)."""
         return None
 
+    def check_placement(self, placement: Placement) -> None:
+        """Refuse (ConfigError) a placement this engine cannot give, before anything is written."""
+        return None
+
     def lock(self) -> None:
         """Take the store for this process before writing (a no-op where the engine has no
         process lock, as on a server)."""

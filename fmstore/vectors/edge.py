@@ -64,12 +64,15 @@ class EdgeStore(VectorStore):
 
     # -- the interface ---------------------------------------------------------------------------
 
-    def _create_collection(self, name: str, spec: CollectionSpec, placement: Placement) -> None:
+    def check_placement(self, placement: Placement) -> None:
         if not placement.is_default():
             raise ConfigError(
                 "shards, replicas and write consistency need a Qdrant server "
                 "(set FMSTORE_QDRANT_URL); the embedded store is a single shard"
             )
+
+    def _create_collection(self, name: str, spec: CollectionSpec, placement: Placement) -> None:
+        self.check_placement(placement)
         self._check_name(name)
         self._lock()
         if name in self._read_aliases():
@@ -288,6 +291,14 @@ class EdgeStore(VectorStore):
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         self._lock_file, self._lock_handle = lock, handle
+        self._sweep_trash()
+
+    def _sweep_trash(self) -> None:
+        """Remove what a delete killed mid-way left (`.trash-*`, see _drop): only a writer
+        deletes, and we are the only writer now."""
+        if self._collections_dir.is_dir():
+            for trash in self._collections_dir.glob(".trash-*"):
+                shutil.rmtree(trash, ignore_errors=True)
 
     def _unlock(self) -> None:
         """Empty the lock file, then release it: the file names a holder only while one holds
