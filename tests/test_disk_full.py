@@ -93,7 +93,7 @@ def test_the_estimate_covers_what_edge_takes(home):
     with every preallocated hole filled (their apparent size)."""
     from fmstore import runs
     from fmstore.publish import points as pts
-    from fmstore.vectors.edge import edge_bytes
+    from fmstore.vectors.edge_disk import edge_bytes
 
     home, a, b = home
     run_dir = home / "runs" / a
@@ -176,9 +176,10 @@ def test_a_query_answers_when_the_store_has_no_room_to_open_a_collection(
         "fmstore.vectors.edge.shutil.disk_usage", lambda path: usage._replace(free=1024 * 1024)
     )
     copies = []
-    real_copy = __import__("fmstore.vectors.edge", fromlist=["_private_copy"])._private_copy
+    from fmstore.vectors.edge_disk import private_copy
+
     monkeypatch.setattr(
-        "fmstore.vectors.edge._private_copy", lambda f: copies.append(real_copy(f)) or copies[-1]
+        "fmstore.vectors.edge.private_copy", lambda f: copies.append(private_copy(f)) or copies[-1]
     )
     _query_answers(home, fmstore_cli)
     assert copies and not any(c.exists() for c in copies)  # opened from copies, then removed

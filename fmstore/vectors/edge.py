@@ -20,6 +20,14 @@ import numpy as np
 from fmstore.errors import ConfigError, FmstoreError, StoreBusyError, StoreError
 from fmstore.fileio import atomic_write_text
 from fmstore.vectors.base import _NAME, FilterSpelling, VectorStore, _one_line
+from fmstore.vectors.edge_disk import (
+    LOAD_ROOM,
+    cannot_write,
+    check_room,
+    disk_full,
+    mib_text,
+    private_copy,
+)
 
 if TYPE_CHECKING:
     from fmstore.vectors.base import CollectionSpec, Placement, QueryFilter
@@ -28,17 +36,12 @@ if TYPE_CHECKING:
 class EdgeStore(VectorStore):
     """Qdrant Edge in-process: one EdgeShard per physical collection, aliases in a JSON file.
 
-    Any number of readers, one writer at a time (docs/reliability.md, "Many readers at once").
-    Writers (create, upsert, delete, switch, flush, and lock()) hold an exclusive portalocker lock
-    on `<path>/.lock`, which names the holder's pid, from their first write until close().
-    Readers (resolve_alias, search, retrieve, count, listing) take no lock and wait for nobody:
-    a publish writes new collection folders that no alias names yet and then switches the alias
-    file in one atomic rename, so a reader opens either the old publication or the new one, both
-    complete. Edge rewrites a few files of a shard when it opens it (its config and segment JSON
-    by atomic rename, some mmapped status words in place); the writer opens each new shard once
-    before the switch (`_settle`), so a reader's rewrite writes the bytes already there, which 8
-    processes opening one shard at once showed to be harmless. A reader never creates the store
-    folder or the lock file.
+    Any number of readers, one writer (docs/reliability.md, "Many readers at once"): writers
+    (create, upsert, delete, switch, flush, lock()) hold an exclusive portalocker lock on
+    `<path>/.lock` (naming the holder's pid) until close(); readers take no lock: publishes write
+    new collection folders, then switch the alias file in one atomic rename. Edge rewrites a few
+    files of a shard when opening it, so the writer opens each new shard once before the switch
+    (`_settle`) and readers' rewrites write the bytes already there. Readers create nothing.
 
     Shards are created with the write-ahead log off: a published collection is written once and
     never updated, and an interrupted publish never gets the alias. That halves the disk use and
@@ -132,16 +135,7 @@ class EdgeStore(VectorStore):
         """Refuse a publication the disk cannot hold, before a byte of it is written: Edge
         writes through memory maps into preallocated (sparse) files, and a full disk there is a
         SIGBUS that kills the process mid-write, not an error we could report."""
-        needed = sum(edge_bytes(spec, points, payload) for spec, points, payload in collections)
-        probe = self.path if self.path.exists() else self.path.parent
-        free = shutil.disk_usage(probe).free
-        if free < needed:
-            raise StoreError(
-                f"not enough disk space for the new publication in {self.path}: "
-                f"{_mib(free)} free, {_mib(needed)} needed (its collections' points and Qdrant "
-                "Edge's preallocated files); free some space, e.g. `fmstore prune --keep 2`, "
-                "and publish again (what is live keeps serving)"
-            )
+        check_room(self.path, collections)
 
     def count(self, name: str) -> int:
         from qdrant_edge import CountRequest
@@ -331,7 +325,7 @@ class EdgeStore(VectorStore):
         except FmstoreError:
             raise
         except Exception as error:
-            if _disk_full(error):
+            if disk_full(error):
                 raise StoreError(
                     f"disk full: Qdrant Edge could not write '{name}' in {self.path} "
                     f"({_one_line(error)}); free some space and try again"
@@ -381,42 +375,38 @@ class EdgeStore(VectorStore):
         return shard
 
     def _load(self, folder: Path) -> Any:
-        """EdgeShard.load, which rewrites some of the shard's files (see the class docstring).
-        Where it cannot write them (a full disk, a read-only home or file system), the shard is
-        opened from a private copy in memory (/dev/shm, else the temporary folder), removed on
-        close(): a query then never needs to write into the store."""
+        """EdgeShard.load, which writes into the shard; where that cannot be done (a full disk, a
+        read-only home), a reader opens a private copy (edge_disk), removed on close()."""
         from qdrant_edge import EdgeShard
 
         if self._writable(folder):
             try:
                 return EdgeShard.load(str(folder))
             except Exception as error:
-                if self._lock_file is not None or not _cannot_write(error):
+                if self._lock_file is not None or not cannot_write(error):
                     raise  # a writer must write; other errors are not ours to work around
         elif self._lock_file is not None:
             raise StoreError(
-                f"disk full or read-only: {self.path} has under {_mib(_LOAD_ROOM)} free or "
+                f"disk full or read-only: {self.path} has under {mib_text(LOAD_ROOM)} free or "
                 "cannot be written, and Qdrant Edge writes into a collection when it opens it; "
                 "free some space (queries go on answering meanwhile)"
             )
-        copy = _private_copy(folder)
+        copy = private_copy(folder)
         self._copies.append(copy)
         return EdgeShard.load(str(copy))
 
     @staticmethod
     def _writable(folder: Path) -> bool:
-        """Whether opening a shard in place can write what Edge writes then. Edge writes into
-        memory-mapped, preallocated (sparse) files: on a full disk that is a SIGBUS, not an error,
-        so the room is checked first."""
+        """Whether a shard can be opened in place: Edge's mmapped writes into sparse files are a
+        SIGBUS on a full disk, not an error, so the room is checked first."""
         try:
-            return os.access(folder, os.W_OK) and shutil.disk_usage(folder).free >= _LOAD_ROOM
+            return os.access(folder, os.W_OK) and shutil.disk_usage(folder).free >= LOAD_ROOM
         except OSError:
             return False
 
     def _settle(self, name: str) -> None:
-        """Close a shard this process created and open it again, before an alias names it: Edge
-        completes its files on the first open (edge_config.json grows its defaults), and that
-        first open should be the writer's, not a reader's racing another reader."""
+        """Close a shard created here and open it again before an alias names it: Edge completes
+        its files on the first open, which should be the writer's, not racing readers'."""
         if name not in self._created:
             return
         from qdrant_edge import EdgeShard
@@ -447,78 +437,6 @@ class EdgeStore(VectorStore):
             trash = self._collections_dir / f".trash-{name}-{uuid.uuid4().hex}"
             os.replace(folder, trash)
             shutil.rmtree(trash, ignore_errors=True)
-
-
-# What a shard takes on disk, measured with qdrant-edge-py 0.9.0 (docs/reliability.md, "A full
-# disk"): its files take about 36 MB of preallocated, sparse space before any point, each payload
-# index about 8.5 MB more, and each named vector's storage grows in chunks of 32 MiB. Counted in
-# full: Edge may write into any of those holes later.
-MiB = 1024 * 1024
-_SHARD_FILES = 40 * MiB
-_PAYLOAD_INDEX = 9 * MiB
-_VECTOR_CHUNK = 32 * MiB
-_PER_POINT = 256  # id tracker, version and flags of one point, with room to spare
-# Free space below which a shard is not opened in place (Edge's open writes its config, segment
-# JSON and status words, a few MiB at most): a reader opens a private copy instead.
-_LOAD_ROOM = 64 * MiB
-
-
-def edge_bytes(spec: CollectionSpec, points: int, payload_bytes: int) -> int:
-    """Disk space a new shard of `points` points can come to take, holes filled."""
-    indexes = len(spec.keyword_indexes) + len(spec.integer_indexes)
-    vectors = sum(-(-max(points, 1) * v.size * 4 // _VECTOR_CHUNK) for v in spec.vectors)
-    return (
-        _SHARD_FILES
-        + indexes * _PAYLOAD_INDEX
-        + vectors * _VECTOR_CHUNK
-        + points * _PER_POINT
-        + 2 * payload_bytes  # the payload storage and the indexes' copies of its values
-    )
-
-
-def _mib(n: int) -> str:
-    return f"{n / MiB:,.1f} MiB"
-
-
-def _disk_full(error: BaseException) -> bool:
-    import errno
-
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(error)
-    return "No space left on device" in text or "os error 28" in text
-
-
-def _cannot_write(error: BaseException) -> bool:
-    """Edge failed because it could not write: a full disk, a read-only file system, no
-    permission."""
-    text = str(error)
-    denied = ("Read-only file system", "os error 30", "Permission denied", "os error 13")
-    return _disk_full(error) or any(words in text for words in denied)
-
-
-def _private_copy(folder: Path) -> Path:
-    """A copy of a shard's folder outside the store, holes kept as holes (Edge's files are
-    mostly preallocated zeros): in /dev/shm where it can be written, else the temporary folder."""
-    import tempfile
-
-    shm = Path("/dev/shm")
-    base = tempfile.mkdtemp(prefix="fmstore-shard-", dir=shm if os.access(shm, os.W_OK) else None)
-    copy = Path(base) / folder.name
-    for source in sorted(folder.rglob("*")):
-        target = copy / source.relative_to(folder)
-        if source.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(source, "rb") as src, open(target, "wb") as dst:
-            for block in iter(lambda: src.read(1 << 20), b""):
-                if block.count(0) == len(block):
-                    dst.seek(len(block), os.SEEK_CUR)  # a hole stays a hole
-                else:
-                    dst.write(block)
-            dst.truncate()
-    return copy
 
 
 def _lock_holder(path: Path) -> int | None:
