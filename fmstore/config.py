@@ -36,7 +36,7 @@ class Settings:
         """Settings from FMSTORE_* environment variables (or `env`), defaults for the rest."""
         env = os.environ if env is None else env
         return cls(
-            home=Path(env.get("FMSTORE_HOME", ".fmstore")),
+            home=Path(env.get("FMSTORE_HOME") or ".fmstore"),  # '' is unset, not "here"
             database_url=env.get("FMSTORE_DATABASE_URL") or None,
             qdrant_url=env.get("FMSTORE_QDRANT_URL") or None,
             qdrant_api_key=env.get("FMSTORE_QDRANT_API_KEY") or None,

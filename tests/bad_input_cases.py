@@ -400,3 +400,142 @@ def _(ctx: Ctx):
 def _(ctx: Ctx):
     (ctx.home / "qdrant" / "aliases.json").write_text("{")
     return QUERY, {}
+
+
+# issue 18, Medium 5: serving values no query could use are refused before any switch
+@case("manifest-w0-nan", INPUT, "serving.w0 is nan", "not a finite number")
+def _(ctx: Ctx):
+    edit_manifest(ctx, lambda m: m | {"serving": m["serving"] | {"w0": float("nan")}})
+    return ["publish", ctx.run_id, "--force"], {}
+
+
+@case("manifest-rating-range-reversed", INPUT, "serving.rating_range")
+def _(ctx: Ctx):
+    edit_manifest(ctx, lambda m: m | {"serving": m["serving"] | {"rating_range": [5, 0.5]}})
+    return ["publish", ctx.run_id, "--force"], {}
+
+
+@case("manifest-run-id-not-the-folder", INPUT, "is not the run folder's name")
+def _(ctx: Ctx):
+    edit_manifest(ctx, lambda m: m | {"run_id": "20200101-000000-aaaaaa"})
+    return ["publish", ctx.run_id, "--force"], {}
+
+
+@case("manifest-run-id-with-dunder", INPUT, "contains '__'")
+def _(ctx: Ctx):
+    renamed = ctx.run_id + "__x"
+    os.rename(ctx.home / "runs" / ctx.run_id, ctx.home / "runs" / renamed)
+    ctx.run_id = renamed
+    edit_manifest(ctx, lambda m: m | {"run_id": renamed})
+    return ["publish", renamed], {}
+
+
+# issue 18, Medium 7: a manifest key of the wrong type is one line, not an internal error
+@case("manifest-metrics-a-string", INPUT, "metrics is a str", "not a JSON object")
+def _(ctx: Ctx):
+    edit_manifest(ctx, lambda m: m | {"metrics": "fast"})
+    return ["publish", ctx.run_id], {}
+
+
+# ---- issue 18, Medium 7: what was an internal error --------------------------------------------
+BIG = 200_000  # over the 131,072 characters Python's csv reader takes in one field
+data_case(
+    "ratings-field-over-128k",
+    "ratings.csv line 5",
+    "131,072",
+    ratings=RATINGS + "1,2,4," + "1" * BIG + "\n",
+)
+data_case(
+    "movies-title-over-128k",
+    "movies.csv line 4",
+    "131,072",
+    movies=MOVIES + f"3,{'x' * BIG} (1990),Drama\n",
+)
+data_case(
+    "movies-id-too-large",
+    "movies.csv line 4",
+    "too large",
+    movies=MOVIES + f"{2**64},X (1990),Drama\n",
+)
+
+
+def links_case(id: str, links: str, *fragments: str):
+    def setup(ctx: Ctx):
+        data = folder(ctx)
+        Path(data, "links.csv").write_text(links)
+        return ["train", "--data", data, "--epochs", "1"], {}
+
+    CASES.append(Case(id, setup, INPUT, ("links.csv", *fragments)))
+
+
+LINKS = "movieId,imdbId,tmdbId\n1,0114709,862\n2,0113497,8844\n"
+links_case("links-field-over-128k", LINKS + f"1,{'7' * BIG},5\n", "line 4", "131,072")
+links_case("links-tmdb-id-too-large", LINKS.replace("8844", str(2**63)), "line 3", "too large")
+
+simple("train-lr-inf", INPUT, ["train", "--data", "{data}", "--lr", "inf"], "--lr inf", "finite")
+simple(
+    "train-prior-reg-inf",
+    INPUT,
+    ["train", "--data", "{data}", "--prior-reg", "inf"],
+    "--prior-reg",
+    "finite",
+)
+simple("train-seed-negative", INPUT, ["train", "--data", "{data}", "--seed", "-1"], "--seed -1")
+simple(
+    "train-seed-2-64",
+    INPUT,
+    ["train", "--data", "{data}", "--seed", str(2**64)],
+    "--seed 1844674407370955161",
+)
+simple("report-out-a-file", INPUT, ["report", "--out", "{data}/ratings.csv"], "--out", "is a file")
+
+
+# ---- issue 18, Medium 8: every user-supplied read is bounded -----------------------------------
+simple(
+    "ratings-file-dev-zero", INPUT, ["query", "--ratings-file", "/dev/zero"], "/dev/zero", "16 MiB"
+)
+simple("data-dev-zero", INPUT, ["train", "--data", "/dev/zero"], "/dev/zero")
+simple(
+    "train-test-ratings-dev-zero",
+    INPUT,
+    ["train", "--data", "{data}", "--test-ratings", "/dev/zero"],
+    "/dev/zero",
+    "not a regular file",
+)
+
+
+# ---- issue 18, the Low list ---------------------------------------------------------------------
+simple("publish-wait-nan", INPUT, ["publish", "--wait", "nan"], "--wait nan")
+simple("query-wait-nan", INPUT, ["query", "--movie-id", "1", "--wait", "nan"], "--wait nan")
+simple("publish-empty-run-id", INPUT, ["publish", ""], "run ''")
+simple(
+    "publish-shards-on-edge",
+    INPUT,
+    ["publish", "{run}", "--shards", "2", "--force"],
+    "Qdrant server",
+)
+data_case(
+    "ratings-user-id-too-large",
+    "line 2",
+    f"userId '{2**63}' is too large",
+    ratings=H + f"{2**63},1,4,5\n",
+)
+
+
+@case("status-home-is-a-file", ENVIRONMENT, "is a file")
+def _(ctx: Ctx):
+    (ctx.tmp / "file").write_text("x")
+    return ["status"], {"FMSTORE_HOME": str(ctx.tmp / "file")}
+
+
+def mistyped_home_case(args: list[str]):
+    def setup(ctx: Ctx):
+        return args, {"FMSTORE_HOME": str(ctx.tmp / "no-such-home")}
+
+    CASES.append(
+        Case(f"mistyped-home-{args[-1].strip('-')}", setup, ENVIRONMENT, ("does not exist",))
+    )
+
+
+for args in (["publish", "--rollback"], ["prune", "--keep", "1"], ["publish"]):
+    mistyped_home_case(args)

@@ -185,3 +185,48 @@ def test_the_data_cache_follows_content_not_size_and_mtime(tmp_path):
     second = datasets.load_dataset(data, cache_dir=cache)
     assert second.fingerprint != first.fingerprint
     assert second.ratings.rating.sum() == first.ratings.rating.sum() + 0.5
+
+
+def test_runs_lists_the_rest_when_a_manifest_has_fields_of_the_wrong_type(case_ctx, fmstore_cli):
+    """issue 18, Medium 7: one hand-edited manifest no longer crashes the whole listing."""
+    import shutil
+
+    runs_dir = case_ctx.home / "runs"
+    edits = {
+        "29991231-000000-aaaaaa": lambda m: m | {"config": m["config"] | {"lr": "fast"}},
+        "29991231-000000-bbbbbb": lambda m: m | {"metrics": [1, 2]},
+        "29991231-000000-cccccc": lambda m: m | {"dataset": "ml"},
+    }
+    for name, change in edits.items():
+        shutil.copytree(runs_dir / case_ctx.run_id, runs_dir / name)
+        path = runs_dir / name / "manifest.json"
+        path.write_text(json.dumps(change(json.loads(path.read_text())) | {"run_id": name}))
+    listed = fmstore_cli(case_ctx.home, "runs")
+    assert listed.returncode == 0 and case_ctx.run_id in listed.stdout, listed.stderr
+    for name in edits:
+        assert f"warning: run {name} is unreadable" in listed.stderr
+    assert "lr is 'fast'" in listed.stderr
+    as_json = fmstore_cli(case_ctx.home, "runs", "--json")
+    assert as_json.returncode == 0
+    assert {r["run_id"] for r in json.loads(as_json.stdout)} == {case_ctx.run_id, *edits}
+
+
+def test_reads_and_refusals_never_create_a_mistyped_home(tmp_path, fmstore_cli):
+    """issue 18 (Low): query, status, runs, --rollback and prune on a home that does not exist
+    leave it not existing."""
+    home = tmp_path / "typo"
+    for args in (
+        ["query", "--movie-id", "1"],
+        ["publish", "--rollback"],
+        ["prune", "--keep", "1"],
+        ["runs"],
+    ):
+        fmstore_cli(home, *args)
+        assert not home.exists(), args
+
+
+def test_an_empty_fmstore_home_means_the_default(tmp_path, fmstore_cli):
+    """FMSTORE_HOME='' is unset (./.fmstore), not the current folder."""
+    from fmstore.config import Settings
+
+    assert Settings.from_env({"FMSTORE_HOME": ""}).home == Path(".fmstore")

@@ -650,3 +650,23 @@ def test_synthesize_saturated_users(tmp_path):
 def test_synthesize_impossible_size(tmp_path):
     with pytest.raises(DataError, match="cannot fit"):
         synthesize(tmp_path / "x", n_ratings=101, n_users=10, n_movies=10)
+
+
+def test_a_100000_character_field_loads_and_one_over_the_csv_limit_is_one_line(tmp_path):
+    """issue 18, Medium 7: long but valid values load (a title, an imdbId); a field over the
+    131,072 characters Python's csv reader takes is a DataError naming the file and line."""
+    long_title = "x" * 100_000 + " (1990)"
+    movies = MOVIES + f'4,"{long_title}, The",Drama\n'
+    links = "movieId,imdbId,tmdbId\n1," + "1" * 100_000 + ",862\n"
+    d = load_dataset(write_folder(tmp_path / "long", movies=movies, links=links))
+    assert d.movies.title[3] == long_title + ", The"
+    assert len(d.movies.imdb_id[0]) == 100_000
+    for name, files in {
+        "movies.csv line 6": dict(
+            movies=MOVIES + "4,Short (1990),Drama\n5," + "y" * 140_000 + ",X\n"
+        ),
+        "links.csv line 2": dict(links="movieId,imdbId,tmdbId\n1,1," + "2" * 140_000 + "\n"),
+        "ratings.csv line 3": dict(ratings=ratings_with("1,1,4.0,5", "1,2,3," + "9" * 140_000)),
+    }.items():
+        message = load_error(tmp_path / name.split()[0], **files)
+        assert name in message and "131,072" in message, message

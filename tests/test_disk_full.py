@@ -7,6 +7,7 @@ published home): a rollback whose catalog record fails after the switch says wha
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 
@@ -92,7 +93,7 @@ def test_the_estimate_covers_what_edge_takes(home):
     with every preallocated hole filled (their apparent size)."""
     from fmstore import runs
     from fmstore.publish import points as pts
-    from fmstore.vectors.edge import edge_bytes
+    from fmstore.vectors.edge_disk import edge_bytes
 
     home, a, b = home
     run_dir = home / "runs" / a
@@ -149,3 +150,89 @@ def test_rollback_says_so_when_the_catalog_fails_after_the_switch(home, fmstore_
     finally:
         store.close()
         engine.dispose()
+
+
+# ---- issue 18, item 3: a query never needs to write -------------------------------------------
+
+
+def _query_answers(home, fmstore_cli, process: bool = False) -> None:
+    for args in (["--movie-id", "1"], ["--user", "1"], ["--rated", "Action Movie 1=5"]):
+        answered = fmstore_cli(home, "query", *args, "--json", process=process)
+        assert answered.returncode == 0 and json.loads(answered.stdout)["results"], answered.stderr
+
+
+def test_a_query_answers_when_the_store_has_no_room_to_open_a_collection(
+    home, fmstore_cli, assert_one_line_error, monkeypatch
+):
+    """Under 64 MiB free, a reader opens a private copy of each collection (Edge writes into a
+    collection when it opens it, a SIGBUS on a full disk); a writer that would open one in place
+    says so in one line instead."""
+    from fmstore.config import Settings
+    from fmstore.vectors import EdgeStore
+
+    home, a, b = home
+    usage = shutil.disk_usage(home)
+    monkeypatch.setattr(
+        "fmstore.vectors.edge.shutil.disk_usage", lambda path: usage._replace(free=1024 * 1024)
+    )
+    copies = []
+    from fmstore.vectors.edge_disk import private_copy
+
+    monkeypatch.setattr(
+        "fmstore.vectors.edge.private_copy", lambda f: copies.append(private_copy(f)) or copies[-1]
+    )
+    _query_answers(home, fmstore_cli)
+    assert copies and not any(c.exists() for c in copies)  # opened from copies, then removed
+    with EdgeStore(Settings(home=home).qdrant_path) as store:
+        store.lock()
+        with pytest.raises(Exception, match="disk full or read-only") as refused:
+            store.count("movies")
+        assert refused.type.__name__ == "StoreError"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a small tmpfs")
+def test_a_query_answers_on_a_completely_full_disk(
+    home, tmp_path, fmstore_cli, assert_one_line_error
+):
+    """A real full file system: queries answer, publish refuses in one line (exit 3)."""
+    import subprocess
+
+    home, a, b = home
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400m", "tmpfs", str(disk)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        full = disk / "home"
+        shutil.copytree(home, full)
+        with open(disk / "filler", "wb") as filler:  # every block of the file system
+            with pytest.raises(OSError):
+                while True:
+                    filler.write(b"\0" * (1 << 20))
+                    filler.flush()
+        assert shutil.disk_usage(disk).free < 1 << 20
+        _query_answers(full, fmstore_cli, process=True)  # (a SIGBUS must not end pytest)
+        refused = fmstore_cli(full, "publish", b)
+        assert_one_line_error(refused, code=3)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to mount a read-only tmpfs")
+def test_a_read_only_home_can_be_queried_and_listed(home, tmp_path, fmstore_cli):
+    """issue 18 (Low): queries, `runs` and `status` on a home on a read-only file system."""
+    import subprocess
+
+    home, a, b = home
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400m", "tmpfs", str(disk)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        shutil.copytree(home, disk / "home")
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        _query_answers(disk / "home", fmstore_cli, process=True)
+        listed = fmstore_cli(disk / "home", "runs", "--json", process=True)
+        assert listed.returncode == 0 and a in listed.stdout, listed.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])

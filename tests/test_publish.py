@@ -157,3 +157,14 @@ def test_published_vectors_are_both_models_exactly(vector_store, engine, planted
     fm = serving.w0 + b_u + serving.item_bias[:5] + serving.item_vectors[:5] @ p_u
     np.testing.assert_allclose(predicted, np.clip(fm, 0.5, 5.0), atol=1e-4)
     rec.close()
+
+
+def test_prune_keep_counts_only_complete_publications(vector_store, engine, planted_runs):
+    """issue 18, Medium 6: a failed publication takes no place among the `keep` newest."""
+    old, new = planted_runs
+    done = [publish(run, vector_store, engine) for run in (old, new, old)]
+    with pytest.raises(RuntimeError, match="injected"):
+        publish(new, FailingStore(vector_store, fail_at=2), engine, batch_size=8)
+    assert prune(vector_store, engine, keep=3) == []
+    kept = {c for r in done for c in (r.movies_collection, r.users_collection)}
+    assert kept <= set(vector_store.list_collections())

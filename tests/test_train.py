@@ -156,3 +156,22 @@ def test_manifest_is_plain_json(planted, planted_run, tmp_path):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["config"]["factors"] == config.factors
     assert {"torch", "numpy", "fmstore"} <= set(manifest["versions"])
+
+
+def test_a_diverging_fit_stops_with_one_line(planted_dataset, planted_train):
+    """issue 18, Medium 7: --lr 1e30 was an internal error after the last epoch (no best
+    weights); now the epoch loop sees the non-finite error and says what to change."""
+    config = TrainConfig(**planted_train | {"lr": 1e30, "epochs": 3})
+    with pytest.raises(ConfigError, match=r"diverged in epoch 1 .*use a lower --lr"):
+        train(planted_dataset, config)
+
+
+def test_a_diverging_point_loses_the_search(planted_dataset, planted_train):
+    """tune: a grid point that diverges is recorded as lost (inner RMSE inf), never chosen."""
+    from fmstore.config import TuneGrid
+    from fmstore.train.tune import tune
+
+    config = TrainConfig(**planted_train | {"epochs": 2, "lr": 1e30})
+    grid = TuneGrid(factors=(planted_train["factors"],), weight_decay=(0.01,), prior_reg=(1.0,))
+    result = tune(planted_dataset, config, grid)
+    assert result.points[0].inner_rmse == float("inf")

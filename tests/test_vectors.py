@@ -247,9 +247,12 @@ def test_edge_alias_file_survives_reopen_and_store_is_locked(tmp_path):
     with EdgeStore(tmp_path) as store:
         publish(store, "movies__a", ids, q, b, payloads)
         store.switch_alias("movies", "movies__a")
-        # a second process (or a second store object) is refused while this one holds the folder
+        # a second writer (process or store object) is refused while this one holds the lock;
+        # a reader is not: it reads what the alias names
         with pytest.raises(StoreError, match=f"store in use by process {os.getpid()}"):
-            EdgeStore(tmp_path).count("movies")
+            EdgeStore(tmp_path).lock()
+        with EdgeStore(tmp_path) as reader:
+            assert reader.count("movies") == 30
     assert (tmp_path / "aliases.json").is_file()
     assert not list(tmp_path.glob(".tmp-*"))  # the atomic write left no temp file
 
@@ -318,3 +321,13 @@ def test_known_user_one_call_query_matches_vector_search():
         expected = q @ p[row] + b
         assert [h.id for h in by_vector] == list(ids[np.argsort(-expected)[:10]])
     store.close()
+
+
+def test_a_writer_sweeps_what_a_killed_delete_left(tmp_path):
+    """issue 18 (Low): `.trash-*` folders of a prune killed mid-delete go at the next write."""
+    trash = tmp_path / "collections" / ".trash-movies__a-0123"
+    (trash / "segments").mkdir(parents=True)
+    with EdgeStore(tmp_path) as store:
+        assert store.list_collections() == [] and trash.exists()  # a reader leaves it
+        store.lock()
+        assert not trash.exists()

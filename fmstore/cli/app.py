@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from fmstore.config import Settings, insecure_api_key, mask_secrets, url_secrets
-from fmstore.errors import DataError, EnvError, FmstoreError
+from fmstore.errors import ConfigError, DataError, EnvError, FmstoreError
 
 
 def example(*lines: str) -> str:
@@ -179,6 +179,13 @@ def check_home(s: Settings, write: bool) -> Path:
             "point FMSTORE_HOME or --home at a folder you can write"
         ) from None
     return home
+
+
+def check_wait(wait: float) -> float:
+    """--wait SECONDS: 0 or more, a finite number (NaN compares false and would wait forever)."""
+    if not (0 <= wait < float("inf")):
+        raise ConfigError(f"--wait {wait:g}: use 0 (do not wait) or more seconds")
+    return wait
 
 
 HomeOpt = typer.Option(

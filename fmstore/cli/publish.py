@@ -16,6 +16,7 @@ from fmstore.cli.app import (
     QdrantOpt,
     app,
     check_home,
+    check_wait,
     err,
     example,
     out,
@@ -23,7 +24,7 @@ from fmstore.cli.app import (
     settings,
 )
 from fmstore.cli.live import resolve_run
-from fmstore.errors import ArgumentError, ConfigError, StoreBusyError
+from fmstore.errors import ArgumentError, ConfigError, EnvError, StoreBusyError
 
 # Library argument -> what the user typed.
 _FLAGS = {
@@ -63,10 +64,16 @@ def _opened(home, database_url, qdrant_url, wait: float, run_id=None, resolve=Fa
     from fmstore import catalog
     from fmstore.vectors import open_store
 
-    if wait < 0:
-        raise ConfigError(f"--wait {wait:g}: use 0 (do not wait) or more seconds")
+    check_wait(wait)
     s = settings(home, database_url, qdrant_url, stores=True)
-    check_home(s, write=not (s.database_url and s.qdrant_url))
+    local = not (s.database_url and s.qdrant_url)
+    if local and not s.home.exists() and not s.home.is_symlink():
+        # publish, rollback and prune act on what a home holds: a mistyped one is not created
+        raise EnvError(
+            f"FMSTORE_HOME {s.home} does not exist: there is nothing to publish, roll back or "
+            "prune there; check FMSTORE_HOME or --home (`fmstore train` creates a home)"
+        )
+    check_home(s, write=local)
     if resolve:
         resolve_run(s, run_id)
     engine = catalog.make_engine(s.catalog_url)

@@ -8,6 +8,7 @@ a query must not pay for torch or SQLAlchemy.
 from __future__ import annotations
 
 import re
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from fmstore.cli.app import (
     QdrantOpt,
     app,
     check_home,
+    check_wait,
     err,
     example,
     out,
@@ -76,6 +78,21 @@ def _in_flag_words() -> Iterator[None]:
         if message == str(exc):
             raise
         raise type(exc)(message) from None
+
+
+def _recommender(store, catalog, aliases, wait: float) -> Recommender:
+    """A Recommender of the live publication; with `wait`, retried until one is live."""
+    from fmstore.errors import NotFoundError
+    from fmstore.recommend import Recommender
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return Recommender(store, catalog, *aliases)
+        except NotFoundError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
 
 
 @dataclass
@@ -148,6 +165,13 @@ def query(
     database_url: Optional[str] = DbOpt,
     qdrant_url: Optional[str] = QdrantOpt,
     as_json: bool = JsonOpt,
+    wait: float = typer.Option(
+        0.0,
+        "--wait",
+        metavar="SECONDS",
+        help="Wait up to SECONDS for a publication when none is live yet (queries never wait "
+        "for a publish: they read the old or the new one).",
+    ),
 ):
     """Similar movies (--movie), or recommendations for a known (--user) or new user (--rated).
 
@@ -155,7 +179,7 @@ def query(
     prediction is above the top of the scale) and the movie they liked that pushed each
     recommendation up most ("because you liked"); --json also has the raw ranking scores. A title
     that had to be guessed is said on stderr ("note: showing ... for '...'")."""
-    from fmstore.recommend import DEFAULT_METHOD, Recommender, check_method
+    from fmstore.recommend import DEFAULT_METHOD, check_method
     from fmstore.vectors import QueryFilter, open_store
 
     if year_min is not None and year_max is not None and year_min > year_max:
@@ -181,6 +205,7 @@ def query(
     if min_ratings is None and similar:
         min_ratings = SIMILAR_MIN_RATINGS
 
+    check_wait(wait)
     s = settings(home, database_url, qdrant_url, stores=True)
     check_home(s, write=False)
     store = open_store(s)
@@ -189,7 +214,7 @@ def query(
         # is a quarter of the time budget of a query).
         catalog = s.catalog_url
         aliases = (s.movies_collection, s.users_collection)
-        with _in_flag_words(), Recommender(store, catalog, *aliases) as rec:
+        with _in_flag_words(), _recommender(store, catalog, aliases, wait) as rec:
             genres = rec.canonical_genres(genre or [])
             flt = QueryFilter(
                 genres=genres, year_min=year_min, year_max=year_max, min_ratings=min_ratings or None

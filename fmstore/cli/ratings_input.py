@@ -7,6 +7,7 @@ Resolving titles and checking ratings against a run is the query's job (fmstore.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Sequence
@@ -76,16 +77,33 @@ def parse_rated(items: Sequence[str]) -> list[RatingInput]:
     return parsed
 
 
+# 16 MiB: every movie of ml-latest (86,000) rated by title is about 4 MiB.
+RATINGS_FILE_LIMIT = 16 << 20
+
+
 def read_ratings_file(path: Path) -> list[RatingInput]:
     """A CSV with a header: `movieId` (or `movie_id`) or `title`, and `rating`.
 
     Returns [(movie id or title, rating, where)] where `where` names file and line for messages."""
     path = Path(path)
     try:
-        f = open(path, newline="", encoding="utf-8-sig")
+        with open(path, "rb") as raw:
+            # Bounded: /dev/zero or a runaway pipe must not be read into memory without end.
+            data = raw.read(RATINGS_FILE_LIMIT + 1)
     except OSError as exc:
         raise DataError(f"{path}: cannot read the ratings file ({exc.strerror or exc})") from None
-    with f:
+    if len(data) > RATINGS_FILE_LIMIT:
+        raise DataError(
+            f"{path}: larger than {RATINGS_FILE_LIMIT >> 20} MiB, more than one person's "
+            "ratings; give a CSV of title or movieId and rating"
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); save it as UTF-8"
+        ) from None
+    with io.StringIO(text, newline="") as f:
         try:
             reader = csv.DictReader(f)
             columns = _ratings_file_columns(path, reader.fieldnames or [])
@@ -93,10 +111,6 @@ def read_ratings_file(path: Path) -> list[RatingInput]:
                 _ratings_file_row(record, columns, f"{path}, line {reader.line_num}")
                 for record in reader
             ]
-        except UnicodeDecodeError as exc:
-            raise DataError(
-                f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); save it as UTF-8"
-            ) from None
         except csv.Error as exc:
             raise DataError(f"{path}, line {reader.line_num}: {exc}") from None
     ratings = [row for row in rows if row is not None]

@@ -35,6 +35,7 @@ def report(
     from fmstore.report import build_report
 
     s = settings(home)
+    _check_out(out_dir)
     folder = Path(run) if run and (Path(run) / runs.MANIFEST).is_file() else resolve_run(s, run)
     with err.status(f"drawing run {folder.name}"):
         data = dataset_path(s, data) if data else None
@@ -53,3 +54,16 @@ def report(
     if as_json:
         return print_json(summary)
     out.print(f"report of run {result.run_id}: {result.html}")
+
+
+def _check_out(out_dir: Optional[Path]) -> None:
+    """--out names a folder: refuse a file there (or above it) before anything is drawn."""
+    from fmstore.errors import ConfigError
+
+    if out_dir is None:
+        return
+    existing = next((p for p in (out_dir, *out_dir.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(
+            f"--out {out_dir}: {existing} is a file, not a folder; give a folder to write into"
+        )

@@ -62,7 +62,14 @@ def runs(ctx: typer.Context, home: Optional[Path] = HomeOpt, as_json: bool = Jso
     live = _live_run(s)
     manifests = run_folders.list_runs(s.runs_dir)
     broken = [m for m in manifests if "error" in m]
-    rows = [_row(m, live) for m in manifests if "error" not in m]
+    rows = []
+    for m in manifests:
+        if "error" in m:
+            continue
+        try:
+            rows.append(_row(m, live))
+        except (TypeError, ValueError, AttributeError) as exc:  # a hand-edited manifest
+            broken.append(m | {"error": f"{m['path']}/manifest.json: {exc}"})
     if as_json:
         unreadable = [{k: m[k] for k in ("run_id", "path", "error")} for m in broken]
         return print_json(rows + unreadable)
@@ -116,9 +123,13 @@ def _live_run(s) -> str | None:
         return None
 
 
+_NUMBER_COLUMNS = ("factors", "lr", "batch_size", "seed", "valid_rmse", "test_rmse", "seconds")
+
+
 def _row(manifest: dict, live: str | None) -> dict:
+    """A listing row; ValueError naming the field when one has a type the table cannot show."""
     config, metrics = manifest["config"], manifest["metrics"]
-    return {
+    row = {
         "run_id": manifest["run_id"],
         "live": manifest["run_id"] == live,
         "created_at": manifest["created_at"],
@@ -131,6 +142,13 @@ def _row(manifest: dict, live: str | None) -> dict:
         "epochs": metrics.get("epochs_run"),
         "seconds": metrics.get("train_seconds"),
     }
+    for key in _NUMBER_COLUMNS + ("dataset", "link"):
+        value, text = row[key], key in ("dataset", "link")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if value is not None and not (isinstance(value, str) if text else number):
+            kind = "text" if text else "a number"
+            raise ValueError(f"its {key} is {safe(repr(value))[:80]}, not {kind}")
+    return row
 
 
 @runs_app.command("show", epilog=example("fmstore runs show 20260101-120000-abcdef"))

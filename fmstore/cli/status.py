@@ -14,6 +14,7 @@ from fmstore.cli.app import (
     JsonOpt,
     QdrantOpt,
     app,
+    check_home,
     example,
     out,
     print_json,
@@ -35,6 +36,7 @@ def status(
     from fmstore.cli.live import Served, has_catalog, mask_url, served
 
     s = settings(home, database_url, qdrant_url)
+    check_home(s, write=False)  # a file or a dangling link as home: one line, exit 3
     problems: dict[str, str] = {}
     state = _probe(s, "vectors", problems, lambda: served(s, count_points=True), Served())
     report = {

@@ -25,7 +25,7 @@ def check_header(data: bytes, label: str, expected: tuple[str, ...]) -> list[str
     end = data.find(b"\n")
     line = _decode_line(data[: end if end >= 0 else len(data)], label, 1).lstrip("\ufeff")
     line = line.rstrip("\r")
-    names = [n.strip() for n in next(csv.reader([line]))] if line else []
+    names = [n.strip() for n in split_line(line, label, 1)] if line else []
     if len(names) <= 1:
         check_delimiter(line, label, 1)
     if len(set(names)) != len(names):
@@ -48,6 +48,26 @@ def check_header(data: bytes, label: str, expected: tuple[str, ...]) -> list[str
             f"the header must be exactly {wanted}"
         )
     return names
+
+
+# Python's csv module refuses a field longer than this (csv.field_size_limit()'s default);
+# no value of a ratings, movies or links file comes near it.
+FIELD_LIMIT = 131_072
+
+
+def too_long(label: str, line_no: int) -> DataError:
+    return DataError(
+        f"{label} line {line_no}: a value longer than {FIELD_LIMIT:,} characters (an unclosed "
+        "quote, or not a MovieLens file?); fix or remove that row"
+    )
+
+
+def split_line(line: str, label: str, line_no: int) -> list[str]:
+    """The CSV fields of one line; a field over FIELD_LIMIT is a DataError naming the line."""
+    try:
+        return next(csv.reader([line]), [])
+    except csv.Error:
+        raise too_long(label, line_no) from None
 
 
 def check_delimiter(line: str, label: str, line_no: int) -> None:
@@ -106,10 +126,10 @@ class Lines:
         raw = self.data[self.starts[line_no - 1] : self.ends[line_no - 1]]
         return raw.decode("utf-8", errors="replace").rstrip("\r")
 
-    def field(self, row: int, column: int) -> tuple[int, str]:
+    def field(self, row: int, column: int, label: str) -> tuple[int, str]:
         """(line number, raw text of one field) of a data row."""
         line_no = self.line_of(row)
-        fields = next(csv.reader([self.text(line_no)]), [])
+        fields = split_line(self.text(line_no), label, line_no)
         return line_no, fields[column] if column < len(fields) else ""
 
 

@@ -78,6 +78,8 @@ def load_ratings_file(path: str | Path, movies: Movies) -> Ratings:
         )
     if p.is_dir():
         raise DataError(f"{shown} is a folder; pass a ratings CSV file")
+    if not p.is_file():  # a device or a pipe (/dev/zero) would be read without end
+        raise DataError(f"{shown} is not a regular file; pass a ratings CSV file")
     try:
         data = p.read_bytes()
     except OSError as exc:

@@ -225,6 +225,10 @@ def open_source(path: str | Path) -> Source:
     p = Path(os.path.abspath(p))
     if p.is_dir():
         return FolderSource(p, shown)
+    if not p.is_file():  # a device or a pipe (/dev/zero) would be read without end
+        raise DataError(
+            f"{shown} is neither a folder nor a regular file; pass a MovieLens folder or its .zip"
+        )
     if p.suffix.lower() == ".csv":
         raise DataError(
             f"{shown} is a single CSV file; pass the folder that holds "

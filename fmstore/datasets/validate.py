@@ -19,7 +19,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from fmstore.datasets.csvtext import LazyLines, Lines, check_delimiter, check_header, clip
+from fmstore.datasets.csvtext import (
+    LazyLines,
+    Lines,
+    check_delimiter,
+    check_header,
+    clip,
+    too_long,
+)
 from fmstore.datasets.types import (
     LINKS_COLUMNS,
     MOVIES_COLUMNS,
@@ -133,8 +140,13 @@ def _diagnose_ratings(data: bytes, label: str, columns: list[str], exc: Exceptio
     for name in RATINGS_COLUMNS:
         row = _first_uncastable(table.column(name), _RATINGS_TYPES[name])
         if row is not None:
-            line_no, value = lines.get().field(row, columns.index(name))
+            line_no, value = lines.get().field(row, columns.index(name), label)
             what = "a number" if name == "rating" else "a whole number"
+            if name != "rating" and re.fullmatch(r"-?\d+", value.strip()):
+                return DataError(
+                    f"{label} line {line_no}: {name} '{clip(value.strip())}' is too large (the "
+                    f"most is {_ID_MAX}); fix or remove that row"
+                )
             return DataError(
                 f"{label} line {line_no}: {name} '{value}' is not {what}; fix or remove that row"
             )
@@ -201,7 +213,7 @@ def _check_ids(ratings: Ratings, label: str, lines: LazyLines, position: dict) -
     for name, values in (("userId", ratings.user_id), ("movieId", ratings.movie_id)):
         if len(values) and values.min() < 0:
             row = int(np.flatnonzero(values < 0)[0])
-            line_no, value = lines.get().field(row, position[name])
+            line_no, value = lines.get().field(row, position[name], label)
             raise DataError(
                 f"{label} line {line_no}: {name} '{value}' is negative; ids must be "
                 "whole numbers >= 0"
@@ -218,7 +230,7 @@ def _check_scale(rating: np.ndarray, label: str, lines: LazyLines, column: int) 
     if ok.all():
         return
     row = int(np.flatnonzero(~ok)[0])
-    line_no, value = lines.get().field(row, column)
+    line_no, value = lines.get().field(row, column, label)
     if not np.isfinite(rating[row]):
         raise DataError(
             f"{label} line {line_no}: rating '{value}' is not a number; fix or remove that row"
@@ -258,7 +270,7 @@ def _check_movies_known(
     if known.all():
         return
     unknown = np.flatnonzero(~known)
-    line_no, value = lines.get().field(int(unknown[0]), column)
+    line_no, value = lines.get().field(int(unknown[0]), column, label)
     more = f" ({len(unknown):,} rows in all)" if len(unknown) > 1 else ""
     raise DataError(
         f"{label} line {line_no}: movieId '{value}' is not in {movies_label}{more}; "
@@ -318,7 +330,13 @@ def _csv_rows(data: bytes, label: str, expected: tuple[str, ...]):
     reader = csv.reader(io.StringIO(text, newline=""))
     next(reader)
     line_no = reader.line_num + 1
-    for fields in reader:
+    while True:
+        try:
+            fields = next(reader, None)
+        except csv.Error:
+            raise too_long(label, line_no) from None
+        if fields is None:
+            return
         start, line_no = line_no, reader.line_num + 1  # a quoted field may span lines
         if not fields or fields == [""]:
             continue
@@ -342,7 +360,15 @@ def _parse_int(value: str, label: str, line_no: int, name: str) -> int:
             f"{label} line {line_no}: {name} '{value}' is not a whole number >= 0; "
             "fix or remove that row"
         )
+    if int(value) > _ID_MAX:  # ids are stored as int64 (arrays, the catalog, Qdrant payloads)
+        raise DataError(
+            f"{label} line {line_no}: {name} '{clip(value.strip())}' is too large (the most is "
+            f"{_ID_MAX}); fix or remove that row"
+        )
     return int(value)
+
+
+_ID_MAX = 2**63 - 1
 
 
 def _rows_by_movie(data: bytes, label: str, expected: tuple[str, ...]):

@@ -144,9 +144,11 @@ def prune(
     movies_alias: str = "movies",
     users_alias: str = "users",
 ) -> list[str]:
-    """Delete the collections of all but the `keep` newest publications, never the live one nor
-    the last rollback target, nor those of a publication still running. Collections the catalog
-    does not know (left by a killed publish) count as the oldest. Returns the deleted names."""
+    """Delete the collections of all but the `keep` newest complete publications (succeeded or
+    rolled back: a failed one holds nothing to serve, so it takes no place among the kept), never
+    the live one nor the last rollback target, nor those of a publication still running.
+    Collections the catalog does not know (left by a killed publish) count as the oldest.
+    Returns the deleted names."""
     check_keep(keep)
     check_aliases(movies_alias, users_alias)
     store.lock()
@@ -156,7 +158,8 @@ def prune(
     target = rollback_target(store, engine, movies_alias, users_alias)
     with Session(engine) as session:
         pubs = catalog.publications(session, alias=movies_alias)
-        newest_first = list(dict.fromkeys(p.collection for p in pubs if p.status != "running"))
+        complete = ("succeeded", "rolled_back")
+        newest_first = list(dict.fromkeys(p.collection for p in pubs if p.status in complete))
         running = {p.collection for p in pubs if p.status == "running"}
     protected = set(newest_first[:keep]) | running | {live, target and target[0]}
     physical = store.list_collections()

@@ -32,6 +32,7 @@ from fmstore.publish.checks import check_publish_arguments, checkpoint
 from fmstore.publish.history import reconcile
 from fmstore.serving import physical_name, run_id_of, sibling_collection
 from fmstore.vectors import VectorStore
+from fmstore.vectors.base import Placement
 
 ProgressFn = pts.ProgressFn
 
@@ -83,7 +84,9 @@ def publish(
         replicas=replicas,
         write_consistency=write_consistency,
     )
+    store.check_placement(Placement(shards, replicas, write_consistency))  # before any write
     manifest = runs.load_manifest(run_dir)  # refuses a corrupt run before anything is written
+    runs.check_servable(run_dir, manifest)  # and one whose serving values no query could use
     serving = runs.load_serving(run_dir, manifest)
     vectors = pts.served_vectors(serving, runs.load_ranking(run_dir, manifest))
     movie_rows = runs.load_movie_rows(run_dir)

@@ -157,12 +157,13 @@ class Recommender:
         return self.weight_decay
 
     def close(self) -> None:
-        """Close the catalog if this Recommender opened it (from a URL or path); the store and a
-        caller's Engine or reader stay open."""
+        """Close the catalog if this Recommender opened it (from a URL or path), and let the store
+        release what reading opened (store.release()); a caller's Engine or reader stays open."""
         if self._owns_catalog:
             self._catalog.close()
         if hasattr(self._writer, "close"):
             self._writer.close()
+        getattr(self.store, "release", lambda: None)()
 
     def __enter__(self) -> "Recommender":
         return self

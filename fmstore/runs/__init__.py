@@ -40,6 +40,7 @@ from fmstore.runs.manifest import (
     FORMAT_VERSION,
     MANIFEST,
     check_manifest,
+    check_servable,
     load_manifest,
     sha256_file,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "RankingArtifact",
     "ServingArtifact",
     "check_manifest",
+    "check_servable",
     "check_run_name",
     "has_seen",
     "list_runs",

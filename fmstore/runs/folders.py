@@ -63,6 +63,10 @@ def resolve_run(runs_dir: Path, run_id: str | None) -> Path:
     """Folder of `run_id` (a name inside runs_dir, never a path out of it, or the start of one
     name: '20261203-1623'), or of the latest run when None or "latest"; a latest run that cannot
     be read is refused, never skipped for an older one."""
+    if run_id == "":  # `fmstore publish ""`: a slip (an unset shell variable), not "the latest"
+        raise NotFoundError(
+            "run '': give a run id (`fmstore runs` lists them), or none for the latest run"
+        )
     if run_id and run_id != "latest":
         path = check_run_name(runs_dir, run_id)
         if (path / MANIFEST).is_file():

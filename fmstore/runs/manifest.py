@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 from fmstore.errors import DataError, NotFoundError
+from fmstore.serving import LINKS
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -15,6 +17,16 @@ FORMAT_VERSION = 1
 # What every manifest has; a run folder missing one of these is corrupt.
 REQUIRED_KEYS = ("run_id", "created_at", "dataset", "config", "metrics", "serving", "files")
 _REQUIRED_SERVING = ("w0", "link", "rating_range")
+# The JSON type each required key must have (a hand-edited manifest can hold anything).
+_KEY_TYPES = {
+    "run_id": str,
+    "created_at": str,
+    "dataset": dict,
+    "config": dict,
+    "metrics": dict,
+    "serving": dict,
+    "files": dict,
+}
 
 
 def sha256_file(path: Path) -> str:
@@ -42,11 +54,46 @@ def check_manifest(path: Path, manifest) -> None:
     serving = manifest.get("serving") if isinstance(manifest.get("serving"), dict) else {}
     missing = [key for key in REQUIRED_KEYS if key not in manifest]
     missing += [f"serving.{key}" for key in _REQUIRED_SERVING if key not in serving]
-    if missing or not isinstance(manifest.get("files"), dict):
+    if missing:
         raise DataError(
-            f"{path}: the manifest lacks {', '.join(missing) or 'a files table'}; "
-            "the run folder is corrupt, retrain"
+            f"{path}: the manifest lacks {', '.join(missing)}; the run folder is corrupt, retrain"
         )
+    for key, kind in _KEY_TYPES.items():
+        if not isinstance(manifest[key], kind):
+            raise DataError(
+                f"{path}: the manifest's {key} is a {type(manifest[key]).__name__}, not a "
+                f"{'string' if kind is str else 'JSON object'}; the run folder is corrupt, retrain"
+            )
+
+
+def check_servable(run_dir: Path, manifest: dict) -> None:
+    """Refuse (DataError) a run whose manifest holds values that no query could serve: checked
+    by publish before anything is written, because a publication of it would switch the aliases
+    and then every query would fail. The sha256 table cannot catch these: it does not cover the
+    manifest itself."""
+    path = Path(run_dir) / MANIFEST
+    run_id, serving = manifest["run_id"], manifest["serving"]
+
+    def refuse(what: str) -> DataError:
+        return DataError(f"{path}: {what}; the run folder is corrupt or was edited, retrain")
+
+    if run_id != Path(run_dir).name:
+        raise refuse(f"run_id {run_id!r} is not the run folder's name {Path(run_dir).name!r}")
+    if "__" in run_id:
+        raise refuse(f"run_id {run_id!r} contains '__' (it separates collection names' parts)")
+    if not _finite(serving["w0"]):
+        raise refuse(f"serving.w0 is {serving['w0']!r}, not a finite number")
+    if serving["link"] not in LINKS:
+        raise refuse(f"serving.link is {serving['link']!r}, not one of {', '.join(LINKS)}")
+    scale = serving["rating_range"]
+    if not (isinstance(scale, list) and len(scale) == 2 and all(map(_finite, scale))) or (
+        scale[0] >= scale[1]
+    ):
+        raise refuse(f"serving.rating_range is {scale!r}, not [lowest, highest] finite numbers")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load_manifest(run_dir: Path, verify: bool = True) -> dict:

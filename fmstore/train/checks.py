@@ -3,6 +3,8 @@ message naming the flag."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -17,7 +19,20 @@ def check_config(config: TrainConfig) -> None:
     checks = [
         (config.epochs >= 1, f"--epochs {config.epochs} must be at least 1"),
         (config.factors >= 1, f"--factors {config.factors} must be at least 1"),
-        (config.lr is None or config.lr > 0, f"--lr {config.lr} must be positive"),
+        (
+            config.lr is None or (config.lr > 0 and math.isfinite(config.lr)),
+            f"--lr {config.lr} must be a positive, finite number",
+        ),
+        (
+            all(
+                math.isfinite(x) for x in (config.weight_decay, config.prior_reg, config.rated_reg)
+            ),
+            "--weight-decay, --prior-reg and --rated-reg must be finite numbers",
+        ),
+        (
+            0 <= config.seed < 2**32,
+            f"--seed {config.seed}: use a whole number from 0 to {2**32 - 1}",
+        ),
         (
             config.batch_size is None or config.batch_size >= 1,
             f"--batch-size {config.batch_size} must be at least 1",

@@ -301,6 +301,7 @@ def _fit_epochs(
         else:
             validated = evaluate_rmse_mae(model, *valid_rows)[0] if parallel.rank == 0 else 0.0
             valid_rmse = parallel.from_rank0(validated)
+        _check_converging(epoch, train_rmse, valid_rmse if n_valid else 0.0, config)
         history.append(EpochStats(epoch, train_rmse, valid_rmse, time.perf_counter() - t0, lr))
         if progress and (parallel is None or parallel.rank == 0):
             message = f"epoch {epoch}: train {train_rmse:.4f}"
@@ -314,6 +315,21 @@ def _fit_epochs(
     del optimizer, runner  # the Adam state: free it before the best weights come back
     model.load_state_dict(best.state)
     return history, pass_seconds, best.epoch
+
+
+class DivergedError(ConfigError):
+    """The fit's error stopped being a finite number (tune records such a point as lost)."""
+
+
+def _check_converging(epoch: int, train_rmse: float, valid_rmse: float, config) -> None:
+    """A fit whose error is no longer a finite number has diverged (a learning rate or a
+    regularisation far too large): stop at once with what to change, not after the last epoch."""
+    if not (math.isfinite(train_rmse) and math.isfinite(valid_rmse)):
+        raise DivergedError(
+            f"the fit diverged in epoch {epoch} (RMSE {train_rmse:g}): --lr {config.lr:g}, "
+            f"--weight-decay {config.weight_decay:g}, --prior-reg {config.prior_reg:g}; "
+            "use a lower --lr or a smaller regularisation"
+        )
 
 
 def _epoch(runner, order, batch_size: int, report: Callable[[int], None] | None) -> float:

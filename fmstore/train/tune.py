@@ -31,7 +31,7 @@ from fmstore.datasets.splits import split_of
 from fmstore.errors import ConfigError
 from fmstore.train.checks import check_config, resolve_device
 from fmstore.train.defaults import resolve_defaults
-from fmstore.train.loop import ProgressFn, fit_epochs, new_model, prepare
+from fmstore.train.loop import DivergedError, ProgressFn, fit_epochs, new_model, prepare
 from fmstore.train.validation import evaluate_rmse_mae
 
 # The inner split's and the user sample's random streams: seeded by the run's seed, but never the
@@ -268,9 +268,14 @@ def _fit_point(config, vocab, dataset, ratings, device, engine, train_rows, vali
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
     model = new_model(vocab, dataset, ratings, config, device)
-    history, _, best_epoch = fit_epochs(
-        model, config, device, engine, train_rows, valid_rows, None, None
-    )
+    try:
+        history, _, best_epoch = fit_epochs(
+            model, config, device, engine, train_rows, valid_rows, None, None
+        )
+    except DivergedError:  # a point that diverges loses; the search goes on
+        seconds = round(time.perf_counter() - t0, 3)
+        lost = PointResult(config.factors, config.weight_decay, config.prior_reg, *_LOST, seconds)
+        return lost, np.full(len(valid_rows[2]), np.inf)
     rmse, _ = evaluate_rmse_mae(model, *valid_rows)
     users, items, ratings = valid_rows
     squared = torch.cat(
@@ -292,6 +297,9 @@ def _fit_point(config, vocab, dataset, ratings, device, engine, train_rows, vali
         round(time.perf_counter() - t0, 3),
     )
     return point, squared
+
+
+_LOST = (float("inf"), 0, 0)  # inner RMSE, best epoch, epochs run of a diverged point
 
 
 def _describe(values: dict) -> str:

@@ -203,6 +203,10 @@ class VectorStore(abc.ABC):
         reports a full disk on the write itself, as an error)."""
         return None
 
+    def check_placement(self, placement: Placement) -> None:
+        """Refuse (ConfigError) a placement this engine cannot give, before anything is written."""
+        return None
+
     def lock(self) -> None:
         """Take the store for this process before writing (a no-op where the engine has no
         process lock, as on a server)."""
@@ -233,6 +237,11 @@ class VectorStore(abc.ABC):
             vecs = {v: np.asarray(stored[v], dtype=np.float32) for v in vectors if v in stored}
             out[int(record.id)] = (vecs, dict(record.payload or {}))
         return out
+
+    def release(self) -> None:
+        """Let go of what reading opened (a Recommender's close() calls it on the store it was
+        given); the store stays usable. A no-op here: a server's client is its owner's."""
+        return None
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -20,6 +20,14 @@ import numpy as np
 from fmstore.errors import ConfigError, FmstoreError, StoreBusyError, StoreError
 from fmstore.fileio import atomic_write_text
 from fmstore.vectors.base import _NAME, FilterSpelling, VectorStore, _one_line
+from fmstore.vectors.edge_disk import (
+    LOAD_ROOM,
+    cannot_write,
+    check_room,
+    disk_full,
+    mib_text,
+    private_copy,
+)
 
 if TYPE_CHECKING:
     from fmstore.vectors.base import CollectionSpec, Placement, QueryFilter
@@ -28,9 +36,12 @@ if TYPE_CHECKING:
 class EdgeStore(VectorStore):
     """Qdrant Edge in-process: one EdgeShard per physical collection, aliases in a JSON file.
 
-    One process at a time: the store folder is locked (portalocker, an exclusive lock on
-    `<path>/.lock`, which names the holder's pid) from the first operation until close(). Edge rewrites some of its files even when only loading a shard, so
-    concurrent readers are not safe either.
+    Any number of readers, one writer (docs/reliability.md, "Many readers at once"): writers
+    (create, upsert, delete, switch, flush, lock()) hold an exclusive portalocker lock on
+    `<path>/.lock` (naming the holder's pid) until close(); readers take no lock: publishes write
+    new collection folders, then switch the alias file in one atomic rename. Edge rewrites a few
+    files of a shard when opening it, so the writer opens each new shard once before the switch
+    (`_settle`) and readers' rewrites write the bytes already there. Readers create nothing.
 
     Shards are created with the write-ahead log off: a published collection is written once and
     never updated, and an interrupted publish never gets the alias. That halves the disk use and
@@ -49,17 +60,22 @@ class EdgeStore(VectorStore):
         self.wait = float(wait)  # seconds to wait for another process's lock; 0: refuse at once
         self._shards: dict[str, Any] = {}  # physical name -> open EdgeShard
         self._dirty: set[str] = set()  # physical names written since their last flush
+        self._created: set[str] = set()  # physical names created here, not yet opened again
+        self._copies: list[Path] = []  # private copies of shards a reader could not open in place
         self._lock_file: Any = None  # the held portalocker.Lock
         self._lock_handle: Any = None  # its open file, which holds our pid
 
     # -- the interface ---------------------------------------------------------------------------
 
-    def _create_collection(self, name: str, spec: CollectionSpec, placement: Placement) -> None:
+    def check_placement(self, placement: Placement) -> None:
         if not placement.is_default():
             raise ConfigError(
                 "shards, replicas and write consistency need a Qdrant server "
                 "(set FMSTORE_QDRANT_URL); the embedded store is a single shard"
             )
+
+    def _create_collection(self, name: str, spec: CollectionSpec, placement: Placement) -> None:
+        self.check_placement(placement)
         self._check_name(name)
         self._lock()
         if name in self._read_aliases():
@@ -88,6 +104,7 @@ class EdgeStore(VectorStore):
         with self._edge_errors(name):
             shard = EdgeShard.create(str(self._collections_dir / name), config)
             self._shards[name] = shard
+            self._created.add(name)
             # Indexes before the points: Edge fills them as points arrive.
             for field in spec.keyword_indexes:
                 shard.update(UpdateOperation.create_field_index(field, PayloadSchemaType.Keyword))
@@ -101,6 +118,7 @@ class EdgeStore(VectorStore):
         from qdrant_edge import Point, UpdateOperation
 
         id_list, arrays = self._check_batch(ids, vectors, payloads)
+        self._lock()
         shard = self._shard(name)
         # One tolist() per array is far cheaper than per-row conversion; building the Points
         # (their payload dicts, really) is most of the cost of an upsert.
@@ -117,16 +135,7 @@ class EdgeStore(VectorStore):
         """Refuse a publication the disk cannot hold, before a byte of it is written: Edge
         writes through memory maps into preallocated (sparse) files, and a full disk there is a
         SIGBUS that kills the process mid-write, not an error we could report."""
-        needed = sum(edge_bytes(spec, points, payload) for spec, points, payload in collections)
-        probe = self.path if self.path.exists() else self.path.parent
-        free = shutil.disk_usage(probe).free
-        if free < needed:
-            raise StoreError(
-                f"not enough disk space for the new publication in {self.path}: "
-                f"{_mib(free)} free, {_mib(needed)} needed (its collections' points and Qdrant "
-                "Edge's preallocated files); free some space, e.g. `fmstore prune --keep 2`, "
-                "and publish again (what is live keeps serving)"
-            )
+        check_room(self.path, collections)
 
     def count(self, name: str) -> int:
         from qdrant_edge import CountRequest
@@ -136,12 +145,10 @@ class EdgeStore(VectorStore):
             return int(shard.count(CountRequest(exact=True)))
 
     def collection_exists(self, name: str) -> bool:
-        self._lock()
         shard_config = self._collections_dir / name / "edge_config.json"
         return bool(_NAME.match(name)) and shard_config.is_file()
 
     def list_collections(self) -> list[str]:
-        self._lock()
         if not self._collections_dir.is_dir():
             return []
         return sorted(
@@ -161,7 +168,6 @@ class EdgeStore(VectorStore):
             self._write_aliases(kept)
 
     def resolve_alias(self, alias: str) -> str | None:
-        self._lock()
         return self._read_aliases().get(alias)
 
     def switch_aliases(self, mapping: dict[str, str]) -> None:
@@ -171,6 +177,7 @@ class EdgeStore(VectorStore):
         self._check_switch(mapping)
         for collection in mapping.values():
             self.flush(collection)  # an alias must never point at data that is not on disk yet
+            self._settle(self._physical(collection))
         aliases = self._read_aliases()
         aliases.update(mapping)
         self._write_aliases(aliases)
@@ -182,17 +189,27 @@ class EdgeStore(VectorStore):
     def lock(self) -> None:
         self._lock()
 
+    def release(self) -> None:
+        """Close the shards reading opened, unless this store writes (holds the lock): a
+        writer's store stays as its owner left it. Shards reopen on the next read."""
+        if self._lock_file is None:
+            self.close()
+
     def close(self) -> None:
         try:
             for name in list(self._dirty):
                 self._flush(name)
         finally:
             shards, self._shards, self._dirty = self._shards, {}, set()
+            self._created = set()
         try:
             for name, shard in shards.items():
                 with self._edge_errors(name):
                     shard.close()
         finally:
+            copies, self._copies = self._copies, []
+            for copy in copies:
+                shutil.rmtree(copy.parent, ignore_errors=True)
             if self._lock_file is not None:
                 self._unlock()
 
@@ -268,6 +285,14 @@ class EdgeStore(VectorStore):
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         self._lock_file, self._lock_handle = lock, handle
+        self._sweep_trash()
+
+    def _sweep_trash(self) -> None:
+        """Remove what a delete killed mid-way left (`.trash-*`, see _drop): only a writer
+        deletes, and we are the only writer now."""
+        if self._collections_dir.is_dir():
+            for trash in self._collections_dir.glob(".trash-*"):
+                shutil.rmtree(trash, ignore_errors=True)
 
     def _unlock(self) -> None:
         """Empty the lock file, then release it: the file names a holder only while one holds
@@ -300,7 +325,7 @@ class EdgeStore(VectorStore):
         except FmstoreError:
             raise
         except Exception as error:
-            if _disk_full(error):
+            if disk_full(error):
                 raise StoreError(
                     f"disk full: Qdrant Edge could not write '{name}' in {self.path} "
                     f"({_one_line(error)}); free some space and try again"
@@ -336,20 +361,61 @@ class EdgeStore(VectorStore):
         return self._read_aliases().get(name, name)
 
     def _shard(self, name: str) -> Any:
-        """Open (and cache) the shard of a collection or alias; NotFoundError when there is none."""
-        self._lock()
+        """Open (and cache) the shard of a collection or alias; NotFoundError when there is none.
+        Takes no lock: see the class docstring."""
         physical = self._check_name(self._physical(name))
         shard = self._shards.get(physical)
         if shard is None:
             folder = self._collections_dir / physical
             if not (folder / "edge_config.json").is_file():
                 raise self._not_published(name)
-            from qdrant_edge import EdgeShard
-
             with self._edge_errors(physical):
-                shard = EdgeShard.load(str(folder))
+                shard = self._load(folder)
             self._shards[physical] = shard
         return shard
+
+    def _load(self, folder: Path) -> Any:
+        """EdgeShard.load, which writes into the shard; where that cannot be done (a full disk, a
+        read-only home), a reader opens a private copy (edge_disk), removed on close()."""
+        from qdrant_edge import EdgeShard
+
+        if self._writable(folder):
+            try:
+                return EdgeShard.load(str(folder))
+            except Exception as error:
+                if self._lock_file is not None or not cannot_write(error):
+                    raise  # a writer must write; other errors are not ours to work around
+        elif self._lock_file is not None:
+            raise StoreError(
+                f"disk full or read-only: {self.path} has under {mib_text(LOAD_ROOM)} free or "
+                "cannot be written, and Qdrant Edge writes into a collection when it opens it; "
+                "free some space (queries go on answering meanwhile)"
+            )
+        copy = private_copy(folder)
+        self._copies.append(copy)
+        return EdgeShard.load(str(copy))
+
+    @staticmethod
+    def _writable(folder: Path) -> bool:
+        """Whether a shard can be opened in place: Edge's mmapped writes into sparse files are a
+        SIGBUS on a full disk, not an error, so the room is checked first."""
+        try:
+            return os.access(folder, os.W_OK) and shutil.disk_usage(folder).free >= LOAD_ROOM
+        except OSError:
+            return False
+
+    def _settle(self, name: str) -> None:
+        """Close a shard created here and open it again before an alias names it: Edge completes
+        its files on the first open, which should be the writer's, not racing readers'."""
+        if name not in self._created:
+            return
+        from qdrant_edge import EdgeShard
+
+        self._created.discard(name)
+        shard = self._shards.pop(name)
+        with self._edge_errors(name):
+            shard.close()
+            self._shards[name] = EdgeShard.load(str(self._collections_dir / name))
 
     def _flush(self, name: str) -> None:
         if name in self._dirty:
@@ -359,6 +425,7 @@ class EdgeStore(VectorStore):
 
     def _drop(self, name: str) -> None:
         self._dirty.discard(name)
+        self._created.discard(name)
         shard = self._shards.pop(name, None)
         if shard is not None:
             with self._edge_errors(name):
@@ -370,43 +437,6 @@ class EdgeStore(VectorStore):
             trash = self._collections_dir / f".trash-{name}-{uuid.uuid4().hex}"
             os.replace(folder, trash)
             shutil.rmtree(trash, ignore_errors=True)
-
-
-# What a shard takes on disk, measured with qdrant-edge-py 0.9.0 (docs/reliability.md, "A full
-# disk"): its files take about 36 MB of preallocated, sparse space before any point, each payload
-# index about 8.5 MB more, and each named vector's storage grows in chunks of 32 MiB. Counted in
-# full: Edge may write into any of those holes later.
-MiB = 1024 * 1024
-_SHARD_FILES = 40 * MiB
-_PAYLOAD_INDEX = 9 * MiB
-_VECTOR_CHUNK = 32 * MiB
-_PER_POINT = 256  # id tracker, version and flags of one point, with room to spare
-
-
-def edge_bytes(spec: CollectionSpec, points: int, payload_bytes: int) -> int:
-    """Disk space a new shard of `points` points can come to take, holes filled."""
-    indexes = len(spec.keyword_indexes) + len(spec.integer_indexes)
-    vectors = sum(-(-max(points, 1) * v.size * 4 // _VECTOR_CHUNK) for v in spec.vectors)
-    return (
-        _SHARD_FILES
-        + indexes * _PAYLOAD_INDEX
-        + vectors * _VECTOR_CHUNK
-        + points * _PER_POINT
-        + 2 * payload_bytes  # the payload storage and the indexes' copies of its values
-    )
-
-
-def _mib(n: int) -> str:
-    return f"{n / MiB:,.1f} MiB"
-
-
-def _disk_full(error: BaseException) -> bool:
-    import errno
-
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(error)
-    return "No space left on device" in text or "os error 28" in text
 
 
 def _lock_holder(path: Path) -> int | None:
