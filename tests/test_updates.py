@@ -304,6 +304,56 @@ def test_an_update_racing_a_publish_is_served_by_whichever_ends_live(home):
         assert _point(store, "users", NEW_USER)[1]["n_ratings"] == 1
 
 
+READER = """
+import json, sys
+from fmstore.config import Settings
+from fmstore.recommend import Recommender
+from fmstore.vectors import EdgeStore
+from pathlib import Path
+s = Settings(home=Path(sys.argv[1])); users = [int(u) for u in sys.argv[3].split(",")]
+errors, asked = [], 0
+store = EdgeStore(s.qdrant_path)
+for i in range(int(sys.argv[2])):
+    try:
+        with Recommender(store, s.catalog_url) as rec:
+            assert len(rec.recommend(users[i % len(users)], N=5)[0]) == 5
+        asked += 1
+    except Exception as exc:
+        errors.append(f"{type(exc).__name__}: {exc}")
+print(json.dumps({"asked": asked, "errors": errors}))
+"""
+
+
+def test_readers_in_other_processes_while_updates_write_in_place(home):
+    """Live updates write into the collections being served: readers in three processes ask
+    for the updated users all along with no error (edge_locks: the shards lock and the
+    generation that makes a reader reopen), and after the writer stops they see its last
+    vectors."""
+    run_dir = _runs(home)[0]
+    users = [int(u) for u in runs.seen_user_ids(run_dir)[:4]]
+    movies = _liked_movies(run_dir, n=6)
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", READER, str(home), "60", ",".join(map(str, users))],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=_path_env(),
+        )  # fmt: skip
+        for _ in range(3)
+    ]
+    store, engine = _open(home)
+    with store, Recommender(store, engine) as rec:
+        for i in range(40):
+            rec.add_ratings(users[i % 4], {movies[i % 6]: 1.0 + i % 5})
+        expected = rec.recommend(users[0], N=5)[0]
+    seen = [json.loads(r.communicate(timeout=600)[0]) for r in readers]
+    assert [s["errors"] for s in seen] == [[], [], []]
+    assert sum(s["asked"] for s in seen) == 180
+    store, engine = _open(home)
+    with store, Recommender(store, engine) as rec:
+        np.testing.assert_array_equal(rec.recommend(users[0], N=5)[0], expected)
+
+
 def _path_env():
     import os
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
-from fmstore.errors import ConfigError, FmstoreError, StoreBusyError, StoreError
+from fmstore.errors import ConfigError, FmstoreError, StoreError
 from fmstore.fileio import atomic_write_text
 from fmstore.vectors.base import _NAME, FilterSpelling, VectorStore, _one_line
 from fmstore.vectors.edge_disk import (
@@ -27,6 +27,13 @@ from fmstore.vectors.edge_disk import (
     disk_full,
     mib_text,
     private_copy,
+)
+from fmstore.vectors.edge_locks import (
+    bump_generation,
+    generation,
+    release_writer_lock,
+    shards_locked,
+    take_writer_lock,
 )
 
 if TYPE_CHECKING:
@@ -61,6 +68,7 @@ class EdgeStore(VectorStore):
         self._shards: dict[str, Any] = {}  # physical name -> open EdgeShard
         self._dirty: set[str] = set()  # physical names written since their last flush
         self._created: set[str] = set()  # physical names created here, not yet opened again
+        self._loaded_at: dict[str, Any] = {}  # physical name -> its generation when opened here
         self._copies: list[Path] = []  # private copies of shards a reader could not open in place
         self._lock_file: Any = None  # the held portalocker.Lock
         self._lock_handle: Any = None  # its open file, which holds our pid
@@ -119,7 +127,6 @@ class EdgeStore(VectorStore):
 
         id_list, arrays = self._check_batch(ids, vectors, payloads)
         self._lock()
-        shard = self._shard(name)
         # One tolist() per array is far cheaper than per-row conversion; building the Points
         # (their payload dicts, really) is most of the cost of an upsert.
         rows = {vname: array.tolist() for vname, array in arrays.items()}
@@ -127,9 +134,12 @@ class EdgeStore(VectorStore):
             Point(pid, {vname: rows[vname][i] for vname in rows}, payloads[i])
             for i, pid in enumerate(id_list)
         ]
+        physical = self._physical(name)
+        if physical not in self._created:  # a served collection: live updates (edge_shared)
+            return self._write_in_place(physical, UpdateOperation.upsert_points(points))
         with self._edge_errors(name):
-            shard.update(UpdateOperation.upsert_points(points))
-        self._dirty.add(self._physical(name))
+            self._shard(name).update(UpdateOperation.upsert_points(points))
+        self._dirty.add(physical)
 
     def check_space(self, collections: list[tuple[CollectionSpec, int, int]]) -> None:
         """Refuse a publication the disk cannot hold, before a byte of it is written: Edge
@@ -140,9 +150,8 @@ class EdgeStore(VectorStore):
     def count(self, name: str) -> int:
         from qdrant_edge import CountRequest
 
-        shard = self._shard(name)
-        with self._edge_errors(name):
-            return int(shard.count(CountRequest(exact=True)))
+        with shards_locked(self.path, exclusive=False), self._edge_errors(name):
+            return int(self._shard(name).count(CountRequest(exact=True)))
 
     def collection_exists(self, name: str) -> bool:
         shard_config = self._collections_dir / name / "edge_config.json"
@@ -225,20 +234,18 @@ class EdgeStore(VectorStore):
     ) -> Iterable[Any]:
         from qdrant_edge import Query, QueryRequest
 
-        shard = self._shard(name)
         request = QueryRequest(
             limit=limit,
             query=Query.Nearest(vector, using=using),
             filter=self._filter(filter),
             with_payload=True,
         )
-        with self._edge_errors(name):
-            return shard.query(request)
+        with shards_locked(self.path, exclusive=False), self._edge_errors(name):
+            return self._shard(name).query(request)
 
     def _fetch(self, name: str, ids: list[int], with_vectors: list[str] | bool) -> Iterable[Any]:
-        shard = self._shard(name)
-        with self._edge_errors(name):
-            return shard.retrieve(ids, True, with_vectors)
+        with shards_locked(self.path, exclusive=False), self._edge_errors(name):
+            return self._shard(name).retrieve(ids, True, with_vectors)
 
     def _filter_spelling(self) -> FilterSpelling:
         from qdrant_edge import FieldCondition, Filter, HasIdCondition, MatchAny, RangeFloat
@@ -263,29 +270,10 @@ class EdgeStore(VectorStore):
         return self.path / "aliases.json"
 
     def _lock(self) -> None:
-        """Lock `<path>/.lock` for this process, waiting up to `self.wait` seconds for it, and
-        write this process's pid into it: a second writer's error names the holder."""
-        if self._lock_file is not None:
-            return
-        import portalocker
-
-        self.path.mkdir(parents=True, exist_ok=True)
-        lock = portalocker.Lock(
-            self.path / ".lock",
-            mode="a+",  # never truncated before the lock is ours: the holder's pid stays readable
-            timeout=max(self.wait, 0.0),
-            check_interval=0.05,
-        )
-        try:
-            handle = lock.acquire()
-        except portalocker.AlreadyLocked:
-            raise self._busy() from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._lock_file, self._lock_handle = lock, handle
-        self._sweep_trash()
+        """The writers' lock (edge_locks), held until close(); a writer then sweeps."""
+        if self._lock_file is None:
+            self._lock_file, self._lock_handle = take_writer_lock(self.path, self.wait)
+            self._sweep_trash()
 
     def _sweep_trash(self) -> None:
         """Remove what a delete killed mid-way left (`.trash-*`, see _drop): only a writer
@@ -295,27 +283,9 @@ class EdgeStore(VectorStore):
                 shutil.rmtree(trash, ignore_errors=True)
 
     def _unlock(self) -> None:
-        """Empty the lock file, then release it: the file names a holder only while one holds
-        it, so a store that nobody uses is byte for byte what it was (a command refused on bad
-        input leaves the home as it found it)."""
         lock, handle = self._lock_file, self._lock_handle
         self._lock_file = self._lock_handle = None
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.flush()
-        finally:
-            lock.release()
-
-    def _busy(self) -> StoreBusyError:
-        pid = _lock_holder(self.path / ".lock")
-        who = f"process {pid}" if pid else "another process"
-        waited = f" (waited {self.wait:g} s)" if self.wait > 0 else ""
-        return StoreBusyError(
-            f"store in use by {who}{waited}: {self.path} opens in one process at a time; "
-            "wait for it to finish",
-            pid,
-        )
+        release_writer_lock(lock, handle)
 
     @contextlib.contextmanager
     def _edge_errors(self, name: str) -> Iterator[None]:
@@ -365,14 +335,43 @@ class EdgeStore(VectorStore):
         Takes no lock: see the class docstring."""
         physical = self._check_name(self._physical(name))
         shard = self._shards.get(physical)
+        now = generation(self.path, physical)
+        if (
+            shard is not None
+            and physical not in self._created
+            and self._loaded_at.get(physical, now) != now
+        ):
+            self._forget(physical)  # written in place since we opened it: reopen (edge_shared)
+            shard = None
         if shard is None:
             folder = self._collections_dir / physical
             if not (folder / "edge_config.json").is_file():
                 raise self._not_published(name)
             with self._edge_errors(physical):
                 shard = self._load(folder)
-            self._shards[physical] = shard
+            self._shards[physical], self._loaded_at[physical] = shard, now
         return shard
+
+    def _write_in_place(self, name: str, operation: Any) -> None:
+        """Apply `operation` to a collection readers may have open, as edge_shared says: under
+        the shards lock, on a fresh instance, flushed and closed, then the generation bumped."""
+        with shards_locked(self.path, exclusive=True):
+            self._forget(name)  # what we hold may predate readers' rewrites of its files
+            with self._edge_errors(name):
+                shard = self._load(self._collections_dir / name)
+                try:
+                    shard.update(operation)
+                    shard.flush()
+                finally:
+                    shard.close()
+            bump_generation(self.path, name)
+
+    def _forget(self, name: str) -> None:
+        """Close our instance of a shard, if open (after its writes were flushed)."""
+        shard = self._shards.pop(name, None)
+        if shard is not None:
+            with self._edge_errors(name):
+                shard.close()
 
     def _load(self, folder: Path) -> Any:
         """EdgeShard.load, which writes into the shard; where that cannot be done (a full disk, a
@@ -426,10 +425,7 @@ class EdgeStore(VectorStore):
     def _drop(self, name: str) -> None:
         self._dirty.discard(name)
         self._created.discard(name)
-        shard = self._shards.pop(name, None)
-        if shard is not None:
-            with self._edge_errors(name):
-                shard.close()
+        self._forget(name)
         folder = self._collections_dir / name
         if folder.exists():
             # Rename first (atomic), then delete: a crash mid-delete leaves no half collection
@@ -437,12 +433,3 @@ class EdgeStore(VectorStore):
             trash = self._collections_dir / f".trash-{name}-{uuid.uuid4().hex}"
             os.replace(folder, trash)
             shutil.rmtree(trash, ignore_errors=True)
-
-
-def _lock_holder(path: Path) -> int | None:
-    """The pid the holder of the store's lock wrote into it; None when unknown."""
-    try:
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return int(text) if text.isdigit() else None
