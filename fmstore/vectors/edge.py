@@ -45,8 +45,9 @@ class EdgeStore(VectorStore):
 
     Any number of readers, one writer (docs/reliability.md, "Many readers at once"): writers
     (create, upsert, delete, switch, flush, lock()) hold an exclusive portalocker lock on
-    `<path>/.lock` (naming the holder's pid) until close(); readers take no lock: publishes write
-    new collection folders, then switch the alias file in one atomic rename. Edge rewrites a few
+    `<path>/.lock` (naming the holder's pid) until close(); readers never wait for it: publishes
+    write new collection folders, then switch the alias file in one atomic rename (live updates,
+    which write into served collections, use the shards lock instead: edge_locks). Edge rewrites a few
     files of a shard when opening it, so the writer opens each new shard once before the switch
     (`_settle`) and readers' rewrites write the bytes already there. Readers create nothing.
 
@@ -135,7 +136,7 @@ class EdgeStore(VectorStore):
             for i, pid in enumerate(id_list)
         ]
         physical = self._physical(name)
-        if physical not in self._created:  # a served collection: live updates (edge_shared)
+        if physical not in self._created:  # a served collection: live updates (edge_locks)
             return self._write_in_place(physical, UpdateOperation.upsert_points(points))
         with self._edge_errors(name):
             self._shard(name).update(UpdateOperation.upsert_points(points))
@@ -332,7 +333,7 @@ class EdgeStore(VectorStore):
 
     def _shard(self, name: str) -> Any:
         """Open (and cache) the shard of a collection or alias; NotFoundError when there is none.
-        Takes no lock: see the class docstring."""
+        Readers call it under the shards lock (edge_locks), never the writers' lock."""
         physical = self._check_name(self._physical(name))
         shard = self._shards.get(physical)
         now = generation(self.path, physical)
@@ -341,7 +342,7 @@ class EdgeStore(VectorStore):
             and physical not in self._created
             and self._loaded_at.get(physical, now) != now
         ):
-            self._forget(physical)  # written in place since we opened it: reopen (edge_shared)
+            self._forget(physical)  # written in place since we opened it: reopen (edge_locks)
             shard = None
         if shard is None:
             folder = self._collections_dir / physical
@@ -353,7 +354,7 @@ class EdgeStore(VectorStore):
         return shard
 
     def _write_in_place(self, name: str, operation: Any) -> None:
-        """Apply `operation` to a collection readers may have open, as edge_shared says: under
+        """Apply `operation` to a collection readers may have open, as edge_locks says: under
         the shards lock, on a fresh instance, flushed and closed, then the generation bumped."""
         with shards_locked(self.path, exclusive=True):
             self._forget(name)  # what we hold may predate readers' rewrites of its files
