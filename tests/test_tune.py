@@ -205,3 +205,62 @@ def test_bad_tune_flags_are_one_line_errors(
     folder, _ = planted
     result = fmstore_cli(tmp_path / "home", *args, "--data", str(folder))
     assert_one_line_error(result, *fragments)
+
+
+def test_field_stage_frees_a_field_held_at_zero_and_walks_while_it_wins(planted):
+    # Given: the movie and genre fields held at zero (10,000 x the L2): the item side learns
+    # nothing and the model predicts each user's mean. Stage 3 divides each field's L2 by 100 in
+    # turn, again while that keeps winning by more than one standard error.
+    _, dataset = planted
+    held = {"movie": 10_000.0, "genre": 10_000.0}
+    config = TrainConfig(**FAST, weight_decay=0.001, prior_reg=0.1, field_reg=held)
+    grid = TuneGrid(factors=(4,), weight_decay=(0.001,), prior_reg=(0.1,), field_reg=(0.01, 100.0))
+    result = tune(dataset, config, grid)
+    given = result.points[0]
+    assert given.stage == 1 and given.field_reg == held and given.inner_rmse > 1.2
+    assert {p.stage for p in result.points[1:]} == {3}
+    chosen = result.chosen
+    assert chosen["field_reg"].get("movie", 1.0) <= 100.0  # freed, at least one step
+    assert chosen["field_reg"].get("genre", 1.0) <= 100.0
+    assert result.points[result.best].inner_rmse < 0.7
+    # every accepted step beat its incumbent by more than one standard error
+    assert result.points[result.best].gain_se > 1.0
+    assert result.apply(config).field_reg == chosen["field_reg"]
+    assert result.to_json()["grid"]["field_reg"] == [0.01, 100.0]
+
+
+def test_field_reg_multiplies_the_l2_of_its_fields_features_only(planted):
+    import torch
+
+    from fmstore.features import Vocabulary
+    from fmstore.train import feature_reg
+    from fmstore.train.loop import new_model
+
+    _, dataset = planted
+    config = TrainConfig(**FAST)
+    vocab = Vocabulary.build(dataset.ratings, dataset.movies, config.fields)
+    model = new_model(vocab, dataset, dataset.ratings, config, torch.device("cpu"))
+    users = torch.as_tensor(vocab.user_index(dataset.ratings.user_id))
+    items = torch.arange(len(dataset.ratings)) % len(dataset.movies.movie_id)
+    plain = feature_reg(model, users, items, 0.03, 5.0)
+    scaled = feature_reg(model, users, items, 0.03, 5.0, field_reg={"genre": 0.5, "user": 4.0})
+    ratio = (scaled / plain).numpy()
+    for name, (first, size) in model.field_spans.items():
+        expected = {"genre": 0.5, "user": 4.0}.get(name, 1.0)
+        assert np.allclose(ratio[first : first + size], expected), name
+    assert sum(size for _, size in model.field_spans.values()) == len(ratio) - 1  # 0: padding
+
+
+def test_bad_field_regularisation_is_refused(planted):
+    from fmstore.train.checks import check_config
+
+    for field_reg, fragment in (
+        ({"gnere": 0.5}, "--field-reg gnere=0.5: gnere is not one of --fields"),
+        ({"genre": -1.0}, "--field-reg genre=-1.0 must not be negative"),
+    ):
+        with pytest.raises(ConfigError, match=fragment):
+            check_config(TrainConfig(field_reg=field_reg))
+    with pytest.raises(ConfigError, match="--field-reg 0.3,1: 1 must be positive and not 1"):
+        TuneGrid(field_reg=(0.3, 1.0)).check()
+    restored = TrainConfig.from_dict(json.loads(json.dumps(TrainConfig(field_reg={"year": 3.0}).to_dict())))
+    assert restored.field_reg == {"year": 3.0}
