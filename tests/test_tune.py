@@ -262,5 +262,7 @@ def test_bad_field_regularisation_is_refused(planted):
             check_config(TrainConfig(field_reg=field_reg))
     with pytest.raises(ConfigError, match="--field-reg 0.3,1: 1 must be positive and not 1"):
         TuneGrid(field_reg=(0.3, 1.0)).check()
-    restored = TrainConfig.from_dict(json.loads(json.dumps(TrainConfig(field_reg={"year": 3.0}).to_dict())))
+    restored = TrainConfig.from_dict(
+        json.loads(json.dumps(TrainConfig(field_reg={"year": 3.0}).to_dict()))
+    )
     assert restored.field_reg == {"year": 3.0}

@@ -48,7 +48,9 @@ def feature_reg(
         scale[first : first + size] *= rated_reg
     for name, multiplier in (field_reg or {}).items():
         if name not in model.field_spans:
-            raise ValueError(f"field_reg names {name!r}: the model's fields are {sorted(model.field_spans)}")
+            raise ValueError(
+                f"field_reg names {name!r}: the model's fields are {sorted(model.field_spans)}"
+            )
         first, size = model.field_spans[name]
         scale[first : first + size] *= multiplier
     return scale.to(dtype=model.v.dtype, device=model.v.device)
