@@ -7,7 +7,7 @@ held-out ones:
   10% of the training ratings, then the refit on all of them for the epochs chosen);
 - fmstore --tune: the same after `fmstore tune`'s search (train/tune.py) on an inner split of the
   training ratings;
-- fmstore --tune --field-reg: the same search with its per-field stage (TuneGrid.field_reg:
+- fmstore --tune --field-steps 0.333,3: the same search with its per-field stage (TuneGrid.field_steps:
   each field's L2 multiplied by 1/3 and 3 in turn, a step repeated while it wins);
 - myFM ids only: user id + movie id, rank 32, 512 Gibbs iterations, the first 112 dropped as
   burn-in (myFM's defaults otherwise: its hyperpriors, one group per field);
@@ -55,7 +55,7 @@ from fmstore.train.validation import evaluate_rmse_mae
 
 N_ITER, BURN_IN = 512, 112
 SYSTEMS = ("defaults", "tune", "per-field", "myfm", "myfm-groups")
-FIELD_STEPS = (1 / 3, 3.0)  # the per-field stage's steps (TuneGrid.field_reg)
+FIELD_STEPS = (1 / 3, 3.0)  # the per-field stage's steps (TuneGrid.field_steps)
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 
@@ -158,7 +158,7 @@ def run_split(dataset: Dataset, train_r, test, seed, rank, systems) -> list[tupl
     }
 
     def per_field() -> float:
-        found = tune(only_train, search_config, TuneGrid(field_reg=FIELD_STEPS))
+        found = tune(only_train, search_config, TuneGrid(field_steps=FIELD_STEPS))
         print(f"    per field: chose {found.chosen} in {len(found.points)} fits", flush=True)
         return fmstore_rmse(only_train, found.apply(config), test)
 

@@ -197,6 +197,9 @@ def test_train_tune_records_the_search_in_the_manifest(planted, fmstore_cli, tmp
         (["tune", "--epochs", "0"], ["--epochs 0 must be at least 1"]),
         (["train", "--tune", "--factors", "32"], ["--tune chooses --factors"]),
         (["train", "--tune", "--nproc", "2"], ["--tune with --nproc"]),
+        (["tune", "--field-steps", "0.3,1"], ["--field-steps 0.3,1", "not 1"]),
+        (["train", "--field-reg", "genre"], ["--field-reg 'genre': use FIELD=NUMBER"]),
+        (["train", "--field-reg", "gnere=2"], ["--field-reg gnere=2.0", "not one of --fields"]),
     ],
 )
 def test_bad_tune_flags_are_one_line_errors(
@@ -214,7 +217,9 @@ def test_field_stage_frees_a_field_held_at_zero_and_walks_while_it_wins(planted)
     _, dataset = planted
     held = {"movie": 10_000.0, "genre": 10_000.0}
     config = TrainConfig(**FAST, weight_decay=0.001, prior_reg=0.1, field_reg=held)
-    grid = TuneGrid(factors=(4,), weight_decay=(0.001,), prior_reg=(0.1,), field_reg=(0.01, 100.0))
+    grid = TuneGrid(
+        factors=(4,), weight_decay=(0.001,), prior_reg=(0.1,), field_steps=(0.01, 100.0)
+    )
     result = tune(dataset, config, grid)
     given = result.points[0]
     assert given.stage == 1 and given.field_reg == held and given.inner_rmse > 1.2
@@ -226,7 +231,7 @@ def test_field_stage_frees_a_field_held_at_zero_and_walks_while_it_wins(planted)
     # every accepted step beat its incumbent by more than one standard error
     assert result.points[result.best].gain_se > 1.0
     assert result.apply(config).field_reg == chosen["field_reg"]
-    assert result.to_json()["grid"]["field_reg"] == [0.01, 100.0]
+    assert result.to_json()["grid"]["field_steps"] == [0.01, 100.0]
 
 
 def test_field_reg_multiplies_the_l2_of_its_fields_features_only(planted):
@@ -260,9 +265,32 @@ def test_bad_field_regularisation_is_refused(planted):
     ):
         with pytest.raises(ConfigError, match=fragment):
             check_config(TrainConfig(field_reg=field_reg))
-    with pytest.raises(ConfigError, match="--field-reg 0.3,1: 1 must be positive and not 1"):
-        TuneGrid(field_reg=(0.3, 1.0)).check()
+    with pytest.raises(ConfigError, match="--field-steps 0.3,1: 1 must be positive and not 1"):
+        TuneGrid(field_steps=(0.3, 1.0)).check()
     restored = TrainConfig.from_dict(
         json.loads(json.dumps(TrainConfig(field_reg={"year": 3.0}).to_dict()))
     )
     assert restored.field_reg == {"year": 3.0}
+
+
+def test_tune_field_steps_and_train_field_reg_from_the_cli(planted, fmstore_cli, tmp_path):
+    folder, _ = planted
+    home = tmp_path / "home"
+    grid = ["--factors", "4", "--weight-decay", "0.001", "--prior-reg", "0.1"]
+    steps = ["--field-steps", "0.01,100"]
+    shown = fmstore_cli(home, "tune", "--data", str(folder), *grid, *steps, *FAST_FLAGS)
+    assert shown.returncode == 0, shown.stderr
+    assert "per field" in shown.stdout and "user x0.01" in shown.stdout
+    printed = fmstore_cli(
+        home, "tune", "--data", str(folder), *grid, *steps, *FAST_FLAGS, "--no-ranking", "--json"
+    )
+    result = json.loads(printed.stdout)
+    assert result["grid"]["field_steps"] == [0.01, 100.0]
+    assert {p["stage"] for p in result["points"]} == {1, 3} and len(result["points"]) >= 9
+    trained = fmstore_cli(
+        home, "train", "--data", str(folder), "--field-reg", "genre=0.5,year=2", *FAST_FLAGS,
+        "--no-ranking", "--json",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    manifest = json.loads((Path(json.loads(trained.stdout)["path"]) / "manifest.json").read_text())
+    assert manifest["config"]["field_reg"] == {"genre": 0.5, "year": 2.0}

@@ -107,6 +107,12 @@ def train(
     rated_reg: float = typer.Option(
         TrainConfig.rated_reg, help="With --rated-field: its L2 as a multiple of --weight-decay's."
     ),
+    field_reg: Optional[str] = typer.Option(
+        None,
+        "--field-reg",
+        help="Multiply one field's L2 (both terms), e.g. 'genre=0.33,user=3'; fields not named "
+        "keep 1 (`fmstore tune --field-steps` finds them on an inner split).",
+    ),
     ranking_factors: int = typer.Option(
         RankingConfig.factors, help="Width of the ranking model's vectors."
     ),
@@ -172,6 +178,7 @@ def train(
         ranking=ranking,
         fields=TrainConfig.fields + (("rated",) if rated_field else ()),
         rated_reg=rated_reg,
+        field_reg=_parse_field_reg(field_reg),
         ranking_config=RankingConfig(
             factors=ranking_factors, iterations=ranking_iterations, **pinned
         ),
@@ -274,6 +281,22 @@ def _parse_ranking_set(text: str | None) -> dict[str, float]:
             raise ConfigError(f"--ranking-set {name}={value!r}: use a number >= 0")
         pinned[name] = number
     return pinned
+
+
+def _parse_field_reg(text: str | None) -> dict[str, float]:
+    """--field-reg 'genre=0.33,user=3' -> {"genre": 0.33, "user": 3.0} (check_config checks the
+    names and signs)."""
+    multipliers: dict[str, float] = {}
+    for part in text.split(",") if text else ():
+        name, sep, value = (x.strip() for x in part.partition("="))
+        try:
+            number = float(value) if sep and name else math.nan
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise ConfigError(f"--field-reg {part.strip()!r}: use FIELD=NUMBER, e.g. genre=0.33")
+        multipliers[name] = number
+    return multipliers
 
 
 def _check_tune_flags(nproc: int, **chosen_by_tune) -> None:

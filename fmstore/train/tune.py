@@ -193,8 +193,8 @@ def tune(
     total = (
         len(grid.points()) if full else len(grid.regularisation_points()) + len(grid.factors) - 1
     )
-    fields = [f for f in config.fields if f != "rated"] if grid.field_reg else []
-    total += len(fields) * len(grid.field_reg)
+    fields = [f for f in config.fields if f != "rated"] if grid.field_steps else []
+    total += len(fields) * len(grid.field_steps)
     given = {name: getattr(config, name) for name in ("factors", "weight_decay", "prior_reg")}
     if config.field_reg:
         given["field_reg"] = dict(config.field_reg)
@@ -238,14 +238,14 @@ def tune(
     extra = 0
     for field in fields:  # stage 3: each field's L2 multiplier, a walk from the winner's
         incumbent, step = winner, None
-        for factor in grid.field_reg:
+        for factor in grid.field_steps:
             fit(_with_field(results[incumbent].values(), field, factor), 3)
-        candidates = list(range(len(results) - len(grid.field_reg), len(results)))
+        candidates = list(range(len(results) - len(grid.field_steps), len(results)))
         winner = choose(errors, candidates + [incumbent], incumbent)
         for i in candidates:
             results[i].gain_se = gain_in_standard_errors(errors, i, incumbent)
         if winner != incumbent:  # it moved: one more step the same way while that keeps winning
-            step = grid.field_reg[candidates.index(winner)]
+            step = grid.field_steps[candidates.index(winner)]
         while step is not None and extra < _MAX_EXTRA_STEPS:
             incumbent, extra, total = winner, extra + 1, total + 1
             fit(_with_field(results[incumbent].values(), field, step), 3)
