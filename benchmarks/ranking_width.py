@@ -7,7 +7,7 @@ NDCG@10 the search reached (what a width search would compare) and the held-out 
 Recall@10 of the model fitted on all the training ratings with the chosen values (what it would
 earn). EASE's row for reference (lambda tuned on an inner split, as in ranking_splits.py).
 
-    python benchmarks/ranking_width.py [DATA]        # the half-users split; ~10 min on 2 busy cores
+    python benchmarks/ranking_width.py [DATA]        # the half-users split; ~25 min at load 10
     python benchmarks/ranking_width.py [DATA] --seed 1   # a random 90/10 split instead
 """
 

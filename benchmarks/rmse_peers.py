@@ -22,7 +22,7 @@ Splits: random 90/10 with seeds 1 and 2; each user's last 10% by time; a random 
 the defaults were chosen on) for reference.
 
     pip install myfm      # the `bench` extra
-    python benchmarks/rmse_peers.py                   # 1 2 time half, ~25 min on 2 busy cores
+    python benchmarks/rmse_peers.py                   # 1 2 time half: ~75 min at load 10 on 2 cores (myFM groups ~10 min a split)
     python benchmarks/rmse_peers.py 1 time            # some splits
     python benchmarks/rmse_peers.py --rank 10 ...     # myFM's width
     python benchmarks/rmse_peers.py --systems defaults,myfm-groups   # some systems

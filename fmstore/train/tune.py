@@ -175,7 +175,9 @@ def tune(
     Staged (the default): weight_decay x prior_reg at the grid's middle width, then the other
     widths at the regularisation chosen (9 + 2 fits for the default grid instead of 27; on
     ml-latest-small the width moves the RMSE by a few ten-thousandths where the regularisation
-    moves it by hundredths). `full`: every combination. Epochs, patience, lr, batch size, link,
+    moves it by hundredths). `full`: every combination. With `grid.field_steps`, stage 3 then
+    walks each field's L2 multiplier (TrainConfig.field_reg) from the winner: each step fitted,
+    a winning step repeated (at most _MAX_EXTRA_STEPS repeats in all). Epochs, patience, lr, batch size, link,
     seed and device are the config's; lr and batch size, when not given, follow the size of the
     search's training ratings as train() would."""
     grid = grid or TuneGrid()
