@@ -130,6 +130,9 @@ class TrainConfig:
     # With the `rated` field: its features' L2 is rated_reg x that of the others. A rated movie's
     # y_j is in every rating of everyone who rated it, so it fits faster than any other feature.
     rated_reg: float = 100.0  # best of 1, 10, 100 (benchmarks/ranking.py coldfm)
+    # A multiplier of one field's L2 (both terms, e.g. {"genre": 0.33}); a field not named keeps
+    # 1. Found per dataset by the search's per-field stage (train/tune.py, TuneGrid.field_steps).
+    field_reg: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     link: str = "identity"  # identity | sigmoid
@@ -214,6 +217,9 @@ class TuneGrid:
     factors: tuple[int, ...] = (32, 64, 128)
     weight_decay: tuple[float, ...] = (0.01, 0.03, 0.1)
     prior_reg: tuple[float, ...] = (2.0, 5.0, 12.0)
+    # Stage 3, the per-field regularisation (a coordinate walk, train/tune.py): each field's L2
+    # multiplied by each of these in turn, a step repeated while it keeps winning; () skips it.
+    field_steps: tuple[float, ...] = ()
 
     def points(self) -> list[dict]:
         """Every combination, factors varying slowest (so the cheaper widths come first)."""
@@ -242,13 +248,19 @@ class TuneGrid:
         """Refuse an empty grid or a value no training accepts, naming the flag."""
         for name, values in dataclasses.asdict(self).items():
             flag = "--" + name.replace("_", "-")
-            if not values:
+            if not values and name != "field_steps":
                 raise ConfigError(f"{flag}: give at least one value")
             if len(set(values)) != len(values):
                 raise ConfigError(f"{flag} {_listed(values)}: a value is given twice")
         for k in self.factors:
             if k < 1:
                 raise ConfigError(f"--factors {_listed(self.factors)}: {k} must be at least 1")
+        for value in self.field_steps:
+            if not value > 0 or value == 1:
+                raise ConfigError(
+                    f"--field-steps {_listed(self.field_steps)}: {value:g} must be positive and "
+                    "not 1"
+                )
         for name in ("weight_decay", "prior_reg"):
             for value in getattr(self, name):
                 if not value >= 0:  # (NaN too)

@@ -135,6 +135,9 @@ class FactorizationMachine(nn.Module):
             self.rated_span = tuple(int(x) for x in rated.block)
             self.register_buffer("rated_of_item", torch.as_tensor(rated.of_item))
         self._rated_cache: tuple | None = None
+        # {field: (first feature, number of features)}, set by whoever knows the vocabulary
+        # (train.loop.new_model): where a per-field regularisation applies (train.feature_reg)
+        self.field_spans: dict[str, tuple[int, int]] = {}
 
     @property
     def factors(self) -> int:

@@ -44,6 +44,9 @@ def test_recall_and_ndcg_exact_values():
     n_rel = np.array([2, 3, 5])
     np.testing.assert_allclose(ev.recall_at_k(hits, n_rel, 2), [0.5, 0.0, 0.2])
     np.testing.assert_allclose(ev.recall_at_k(hits, n_rel, 4), [1.0, 0.0, 0.2])
+    # implicit's definition: hits / min(k, relevant); user 2 (5 relevant, 1 hit in the top 2)
+    np.testing.assert_allclose(ev.capped_recall_at_k(hits, n_rel, 2), [0.5, 0.0, 0.5])
+    np.testing.assert_allclose(ev.capped_recall_at_k(hits, n_rel, 4), [1.0, 0.0, 0.25])
     # user 0: DCG = 1/log2(2) + 1/log2(4) = 1.5; ideal (2 relevant) = 1 + 1/log2(3)
     # user 2: DCG = 1/log2(3); ideal (min(5, 4) = 4 hits) = 1 + 1/log2(3) + 1/2 + 1/log2(5)
     ideal4 = 1 + 1 / math.log2(3) + 0.5 + 1 / math.log2(5)
@@ -85,6 +88,7 @@ def test_ranking_excludes_training_items_and_skips_users_without_relevant_items(
     )
     assert m["users_ranked"] == 1
     assert m["recall@2"] == pytest.approx(0.5) and m["recall@4"] == pytest.approx(1.0)
+    assert m["capped_recall@2"] == pytest.approx(0.5) and m["capped_recall@4"] == 1.0
     assert m["ndcg@2"] == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
 
 
@@ -358,6 +362,9 @@ def test_cli_evaluate_json_and_table(planted_runs, tmp_path, fmstore_cli):
     assert payload["metrics"][ev.SERVED]["rmse"] == payload["metrics"][ev.MODEL]["rmse"]
     table = fmstore_cli(tmp_path, "evaluate", str(planted_runs[0]))
     assert table.returncode == 0 and "Recall@10" in table.stdout and ev.BIASES in table.stdout
+    assert "capped Recall@10" in table.stdout and "min(K, relevant)" in table.stdout
+    model = payload["metrics"][ev.MODEL]
+    assert model["capped_recall@10"] >= model["recall@10"]  # min(10, relevant) <= relevant
 
 
 def test_cli_evaluate_bad_input_is_one_line(

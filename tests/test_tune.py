@@ -197,6 +197,9 @@ def test_train_tune_records_the_search_in_the_manifest(planted, fmstore_cli, tmp
         (["tune", "--epochs", "0"], ["--epochs 0 must be at least 1"]),
         (["train", "--tune", "--factors", "32"], ["--tune chooses --factors"]),
         (["train", "--tune", "--nproc", "2"], ["--tune with --nproc"]),
+        (["tune", "--field-steps", "0.3,1"], ["--field-steps 0.3,1", "not 1"]),
+        (["train", "--field-reg", "genre"], ["--field-reg 'genre': use FIELD=NUMBER"]),
+        (["train", "--field-reg", "gnere=2"], ["--field-reg gnere=2.0", "not one of --fields"]),
     ],
 )
 def test_bad_tune_flags_are_one_line_errors(
@@ -205,3 +208,89 @@ def test_bad_tune_flags_are_one_line_errors(
     folder, _ = planted
     result = fmstore_cli(tmp_path / "home", *args, "--data", str(folder))
     assert_one_line_error(result, *fragments)
+
+
+def test_field_stage_frees_a_field_held_at_zero_and_walks_while_it_wins(planted):
+    # Given: the movie and genre fields held at zero (10,000 x the L2): the item side learns
+    # nothing and the model predicts each user's mean. Stage 3 divides each field's L2 by 100 in
+    # turn, again while that keeps winning by more than one standard error.
+    _, dataset = planted
+    held = {"movie": 10_000.0, "genre": 10_000.0}
+    config = TrainConfig(**FAST, weight_decay=0.001, prior_reg=0.1, field_reg=held)
+    grid = TuneGrid(
+        factors=(4,), weight_decay=(0.001,), prior_reg=(0.1,), field_steps=(0.01, 100.0)
+    )
+    result = tune(dataset, config, grid)
+    given = result.points[0]
+    assert given.stage == 1 and given.field_reg == held and given.inner_rmse > 1.2
+    assert {p.stage for p in result.points[1:]} == {3}
+    chosen = result.chosen
+    assert chosen["field_reg"].get("movie", 1.0) <= 100.0  # freed, at least one step
+    assert chosen["field_reg"].get("genre", 1.0) <= 100.0
+    assert result.points[result.best].inner_rmse < 0.7
+    # every accepted step beat its incumbent by more than one standard error
+    assert result.points[result.best].gain_se > 1.0
+    assert result.apply(config).field_reg == chosen["field_reg"]
+    assert result.to_json()["grid"]["field_steps"] == [0.01, 100.0]
+
+
+def test_field_reg_multiplies_the_l2_of_its_fields_features_only(planted):
+    import torch
+
+    from fmstore.features import Vocabulary
+    from fmstore.train import feature_reg
+    from fmstore.train.loop import new_model
+
+    _, dataset = planted
+    config = TrainConfig(**FAST)
+    vocab = Vocabulary.build(dataset.ratings, dataset.movies, config.fields)
+    model = new_model(vocab, dataset, dataset.ratings, config, torch.device("cpu"))
+    users = torch.as_tensor(vocab.user_index(dataset.ratings.user_id))
+    items = torch.arange(len(dataset.ratings)) % len(dataset.movies.movie_id)
+    plain = feature_reg(model, users, items, 0.03, 5.0)
+    scaled = feature_reg(model, users, items, 0.03, 5.0, field_reg={"genre": 0.5, "user": 4.0})
+    ratio = (scaled / plain).numpy()
+    for name, (first, size) in model.field_spans.items():
+        expected = {"genre": 0.5, "user": 4.0}.get(name, 1.0)
+        assert np.allclose(ratio[first : first + size], expected), name
+    assert sum(size for _, size in model.field_spans.values()) == len(ratio) - 1  # 0: padding
+
+
+def test_bad_field_regularisation_is_refused(planted):
+    from fmstore.train.checks import check_config
+
+    for field_reg, fragment in (
+        ({"gnere": 0.5}, "--field-reg gnere=0.5: gnere is not one of --fields"),
+        ({"genre": -1.0}, "--field-reg genre=-1.0 must not be negative"),
+    ):
+        with pytest.raises(ConfigError, match=fragment):
+            check_config(TrainConfig(field_reg=field_reg))
+    with pytest.raises(ConfigError, match="--field-steps 0.3,1: 1 must be positive and not 1"):
+        TuneGrid(field_steps=(0.3, 1.0)).check()
+    restored = TrainConfig.from_dict(
+        json.loads(json.dumps(TrainConfig(field_reg={"year": 3.0}).to_dict()))
+    )
+    assert restored.field_reg == {"year": 3.0}
+
+
+def test_tune_field_steps_and_train_field_reg_from_the_cli(planted, fmstore_cli, tmp_path):
+    folder, _ = planted
+    home = tmp_path / "home"
+    grid = ["--factors", "4", "--weight-decay", "0.001", "--prior-reg", "0.1"]
+    steps = ["--field-steps", "0.01,100"]
+    shown = fmstore_cli(home, "tune", "--data", str(folder), *grid, *steps, *FAST_FLAGS)
+    assert shown.returncode == 0, shown.stderr
+    assert "per field" in shown.stdout and "user x0.01" in shown.stdout
+    printed = fmstore_cli(
+        home, "tune", "--data", str(folder), *grid, *steps, *FAST_FLAGS, "--no-ranking", "--json"
+    )
+    result = json.loads(printed.stdout)
+    assert result["grid"]["field_steps"] == [0.01, 100.0]
+    assert {p["stage"] for p in result["points"]} == {1, 3} and len(result["points"]) >= 9
+    trained = fmstore_cli(
+        home, "train", "--data", str(folder), "--field-reg", "genre=0.5,year=2", *FAST_FLAGS,
+        "--no-ranking", "--json",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    manifest = json.loads((Path(json.loads(trained.stdout)["path"]) / "manifest.json").read_text())
+    assert manifest["config"]["field_reg"] == {"genre": 0.5, "year": 2.0}

@@ -50,7 +50,8 @@ def evaluate(
     home: Optional[Path] = HomeOpt,
     as_json: bool = JsonOpt,
 ):
-    """RMSE, MAE, Recall@10/20 and NDCG@10 of a run on held-out ratings, beside two baselines."""
+    """RMSE, MAE, Recall@10/20 (hits / relevant), capped Recall@10 (hits / min(10, relevant), as
+    implicit divides) and NDCG@10 of a run on held-out ratings, beside two baselines."""
     from fmstore import datasets, runs
     from fmstore import evaluate as evaluation
     from fmstore.cli.live import resolve_run
@@ -68,7 +69,14 @@ def evaluate(
     if as_json:
         return print_json(report.to_json())
     table = Table(
-        "", "RMSE", "MAE", "Recall@10", "Recall@20", "NDCG@10", title=f"run {report.run_id}"
+        "",
+        "RMSE",
+        "MAE",
+        "Recall@10",
+        "Recall@20",
+        "capped Recall@10",
+        "NDCG@10",
+        title=f"run {report.run_id}",
     )
     for name, m in report.rows.items():
         table.add_row(
@@ -77,6 +85,7 @@ def evaluate(
             fmt_number(m["mae"]),
             fmt_number(m["recall@10"]),
             fmt_number(m["recall@20"]),
+            fmt_number(m["capped_recall@10"]),
             fmt_number(m["ndcg@10"]),
         )
     out.print(table)
@@ -86,6 +95,10 @@ def evaluate(
     out.print(
         f"{report.n_test:,} held-out ratings ({report.test_source}); ranking: {ranked:,} users{sample} with a held-out "
         f"rating >= {report.relevant_min:g}, over all movies they did not rate in training"
+    )
+    out.print(
+        "Recall@K: hits in the top K / relevant; capped Recall@K: hits / min(K, relevant), "
+        "as implicit's evaluation divides"
     )
 
 

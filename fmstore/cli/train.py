@@ -28,7 +28,12 @@ from fmstore.cli.app import (
     use_threads,
     warn,
 )
-from fmstore.cli.train_flags import check_tune_flags, parse_ranking_set, read_as_flags
+from fmstore.cli.train_flags import (
+    check_tune_flags,
+    parse_field_reg,
+    parse_ranking_set,
+    read_as_flags,
+)
 from fmstore.config import RankingConfig, TrainConfig
 from fmstore.errors import ConfigError, EnvError
 
@@ -159,6 +164,12 @@ def train(
     rated_reg: float = typer.Option(
         TrainConfig.rated_reg, help="With --rated-field: its L2 as a multiple of --weight-decay's."
     ),
+    field_reg: Optional[str] = typer.Option(
+        None,
+        "--field-reg",
+        help="Multiply one field's L2 (both terms), e.g. 'genre=0.33,user=3'; fields not named "
+        "keep 1 (`fmstore tune --field-steps` finds them on an inner split).",
+    ),
     ranking_factors: int = typer.Option(
         RankingConfig.factors, help="Width of the ranking model's vectors."
     ),
@@ -226,6 +237,7 @@ def train(
         ranking=ranking,
         fields=TrainConfig.fields + (("rated",) if rated_field else ()),
         rated_reg=rated_reg,
+        field_reg=parse_field_reg(field_reg),
         ranking_config=RankingConfig(
             factors=ranking_factors, iterations=ranking_iterations, **pinned
         ),

@@ -1,5 +1,5 @@
 """The flags of `fmstore train` that need more than a type: your own CSV's (--user-col ...,
---rating-scale, as datasets.load_csv's options), --ranking-set, and the ones --tune chooses."""
+--rating-scale, as datasets.load_csv's options), --ranking-set, --field-reg, and the ones --tune chooses."""
 
 from __future__ import annotations
 
@@ -49,6 +49,22 @@ def parse_ranking_set(text: str | None) -> dict[str, float]:
             raise ConfigError(f"--ranking-set {name}={value!r}: use a number >= 0")
         pinned[name] = number
     return pinned
+
+
+def parse_field_reg(text: str | None) -> dict[str, float]:
+    """--field-reg 'genre=0.33,user=3' -> {"genre": 0.33, "user": 3.0} (check_config checks the
+    names and signs)."""
+    multipliers: dict[str, float] = {}
+    for part in text.split(",") if text else ():
+        name, sep, value = (x.strip() for x in part.partition("="))
+        try:
+            number = float(value) if sep and name else math.nan
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise ConfigError(f"--field-reg {part.strip()!r}: use FIELD=NUMBER, e.g. genre=0.33")
+        multipliers[name] = number
+    return multipliers
 
 
 def check_tune_flags(nproc: int, **chosen_by_tune) -> None:

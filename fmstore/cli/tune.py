@@ -55,6 +55,12 @@ def tune(
         _shown(_DEFAULT_GRID.prior_reg),
         help="L2 per weight and epoch (the Gaussian prior) to try, comma-separated.",
     ),
+    field_steps: str = typer.Option(
+        _shown(_DEFAULT_GRID.field_steps),
+        help="The per-field stage: each field's L2 (user, movie, genre, year) multiplied by each "
+        "of these in turn at the chosen point, a step repeated while it wins (e.g. '0.333,3'); "
+        "empty skips the stage.",
+    ),
     full: bool = typer.Option(
         False,
         "--full",
@@ -113,6 +119,7 @@ def tune(
         factors=_parse_list("--factors", factors, int),
         weight_decay=_parse_list("--weight-decay", weight_decay, float),
         prior_reg=_parse_list("--prior-reg", prior_reg, float),
+        field_steps=_parse_list("--field-steps", field_steps, float) if field_steps else (),
     )
     grid.check()
     config = TrainConfig(
@@ -183,6 +190,7 @@ def print_table(result, name: str) -> None:
         "factors",
         "weight decay",
         "prior reg",
+        "per field",
         "inner RMSE",
         "gain (SE)",
         "best epoch",
@@ -192,10 +200,11 @@ def print_table(result, name: str) -> None:
     for n, p in enumerate(result.points):
         table.add_row(
             "*" if n == result.best else "",
-            {0: "grid", 1: "regularisation", 2: "factors"}[p.stage],
+            {0: "grid", 1: "regularisation", 2: "factors", 3: "per field"}[p.stage],
             str(p.factors),
             f"{p.weight_decay:g}",
             f"{p.prior_reg:g}",
+            _fields(p.field_reg),
             f"{p.inner_rmse:.4f}" if math.isfinite(p.inner_rmse) else "-",
             "incumbent" if p.gain_se is None else f"{p.gain_se:+.1f}",
             f"{p.best_epoch}/{p.epochs_run}",
@@ -217,11 +226,18 @@ def print_table(result, name: str) -> None:
     chosen = result.chosen
     out.print(
         f"* chosen: --factors {chosen['factors']} --weight-decay {chosen['weight_decay']:g} "
-        f"--prior-reg {chosen['prior_reg']:g} (inner RMSE {result.points[result.best].inner_rmse:.4f}); "
+        f"--prior-reg {chosen['prior_reg']:g}"
+        + (f" --field-reg {_fields(chosen['field_reg'], '=')}" if "field_reg" in chosen else "")
+        + f" (inner RMSE {result.points[result.best].inner_rmse:.4f}); "
         f"trained on {len(s.train_rows):,} and judged on {len(s.valid_rows):,} of the "
         f"{s.n_outer_train:,} training ratings{sample}, in {result.seconds:.0f}s",
         soft_wrap=True,
     )
+
+
+def _fields(field_reg: dict, sep: str = " x") -> str:
+    """{"genre": 0.33} -> 'genre x0.33' (or 'genre=0.33'); '-' for none."""
+    return ",".join(f"{name}{sep}{m:g}" for name, m in field_reg.items()) or "-"
 
 
 def print_ranking_table(found, name: str) -> None:

@@ -1,8 +1,11 @@
 """The metrics: rating error of predicted ratings, and ranking quality of each user's top K.
 
 - RMSE and MAE of the predicted rating on held-out ratings.
-- Recall@K = |relevant in top K| / |relevant| and NDCG@K (binary gains, 1/log2(rank + 1),
-  normalised by the ideal ordering of min(K, |relevant|) hits), averaged over users. "Relevant" is a
+- Recall@K = |relevant in top K| / |relevant|; capped Recall@K = |relevant in top K| /
+  min(K, |relevant|), as implicit's evaluation divides (its `precision_at_k`: a user with 30
+  relevant movies can reach 1 at K = 10, where plain Recall@10 stops at 1/3); NDCG@K (binary
+  gains, 1/log2(rank + 1), normalised by the ideal ordering of min(K, |relevant|) hits); each
+  averaged over users. "Relevant" is a
   held-out rating >= 4 stars. Each user's ranking is over every movie they did not rate in
   training (movies without any training rating included: the model scores them from their
   features). Users with no relevant held-out movie are skipped.
@@ -54,6 +57,13 @@ def recall_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
     return hits[:, :k].sum(1) / np.asarray(n_relevant, np.float64)
 
 
+def capped_recall_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
+    """Per user: relevant items in the top k / min(k, all relevant items) (implicit's
+    definition: 1 when the top k is as full of relevant items as it can be)."""
+    hits = np.asarray(hits, bool)
+    return hits[:, :k].sum(1) / np.minimum(np.asarray(n_relevant, np.float64), k)
+
+
 def ndcg_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
     """Per user: DCG of the top k (gain 1 per hit, discount 1/log2(rank + 1), rank from 1) over
     the DCG of the ideal top k, which holds min(k, n_relevant) hits."""
@@ -87,17 +97,19 @@ def ranking_metrics(
     blocked: np.ndarray | None = None,
     chunk: int = 1024,
 ) -> dict:
-    """Mean Recall@k (each k of `recall_ks`) and NDCG@ndcg_k over `users` (rows of `exclude` and
+    """Mean Recall@k and capped Recall@k (each k of `recall_ks`) and NDCG@ndcg_k over `users` (rows of `exclude` and
     `relevant`, which are also the predictor's user rows) that have a relevant item.
 
     Each user ranks every item except their `exclude` items and the `blocked` items (a bool mask
     over items, e.g. movies held out of a cold-start evaluation)."""
     depth = max(max(recall_ks), ndcg_k)
     sums = {f"recall@{k}": 0.0 for k in recall_ks} | {f"ndcg@{ndcg_k}": 0.0}
+    sums |= {f"capped_recall@{k}": 0.0 for k in recall_ks}
     n_ranked = 0
     for hits, n_rel in ranked_hits(predictor, exclude, relevant, users, depth, blocked, chunk):
         for k in recall_ks:
             sums[f"recall@{k}"] += float(recall_at_k(hits, n_rel, k).sum())
+            sums[f"capped_recall@{k}"] += float(capped_recall_at_k(hits, n_rel, k).sum())
         sums[f"ndcg@{ndcg_k}"] += float(ndcg_at_k(hits, n_rel, ndcg_k).sum())
         n_ranked += len(n_rel)
     means = {name: (total / n_ranked if n_ranked else float("nan")) for name, total in sums.items()}

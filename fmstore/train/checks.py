@@ -60,6 +60,10 @@ def check_config(config: TrainConfig) -> None:
             f"--device {config.device!r}: use auto, cpu or cuda",
         ),
     ]
+    for name, multiplier in config.field_reg.items():
+        shown = f"--field-reg {name}={multiplier}"
+        checks.append((name in config.fields, f"{shown}: {name} is not one of --fields"))
+        checks.append((multiplier >= 0, f"{shown} must not be negative"))
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)

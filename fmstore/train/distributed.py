@@ -49,7 +49,13 @@ class Parallel:
     def engine(self, model, optimizer: LazyAdam, config: TrainConfig, users, items, ratings):
         """The torch engine on this rank's share of each batch, gradients summed over ranks."""
         reg_scale = feature_reg(
-            model, users, items, config.weight_decay, config.prior_reg, config.rated_reg
+            model,
+            users,
+            items,
+            config.weight_decay,
+            config.prior_reg,
+            config.rated_reg,
+            config.field_reg,
         )
 
         def all_reduce(buffer: torch.Tensor) -> None:

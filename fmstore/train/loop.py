@@ -240,6 +240,8 @@ def new_model(
         rated=rated_rows(vocab, ratings, dataset.movies),
     ).to(device)
     model.requires_grad_(False)  # gradients are computed in closed form, not by autograd
+    offsets = vocab.offsets()
+    model.field_spans = {name: (offsets[name], size) for name, size in vocab.sizes().items()}
     with torch.no_grad():
         model.w0.fill_(float(link_inverse(float(ratings.rating.mean()), config.link)))
     return model
@@ -376,7 +378,13 @@ def make_engine(
     when it can train this model (numba_engine.cannot_train), torch otherwise (and always on a
     GPU)."""
     reg_scale = feature_reg(
-        model, users, items, config.weight_decay, config.prior_reg, config.rated_reg
+        model,
+        users,
+        items,
+        config.weight_decay,
+        config.prior_reg,
+        config.rated_reg,
+        config.field_reg,
     )
     if name not in ENGINES:
         raise ConfigError(f"engine {name!r}: use one of {', '.join(ENGINES)}")

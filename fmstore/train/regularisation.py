@@ -15,6 +15,7 @@ def feature_reg(
     weight_decay: float,
     prior_reg: float,
     rated_reg: float = 1.0,
+    field_reg: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """Each feature's L2 coefficient per occurrence: weight_decay + prior_reg / n_j.
 
@@ -23,7 +24,10 @@ def feature_reg(
     prior_reg / n_j per occurrence adds up to prior_reg |theta_j|^2 per epoch whatever n_j is: a
     Gaussian prior, which holds the id features of rarely rated movies and rarely rating users
     near zero instead of letting one enthusiastic rating make a movie "the best" (their genres and
-    year still speak for them). The `rated` field's features take rated_reg times that."""
+    year still speak for them). The `rated` field's features take rated_reg times that, and the
+    features of each field named in `field_reg` (user, movie, genre, year) that many times it:
+    a regularisation per field, as libFM's MCMC learns one per group (the search's per-field
+    stage finds them on an inner split, train/tune.py)."""
     n_features = model.v.shape[0]
     counts = torch.zeros(n_features, dtype=torch.float64)
     sides = (
@@ -42,4 +46,11 @@ def feature_reg(
     if model.has_rated:
         first, size = model.rated_span
         scale[first : first + size] *= rated_reg
+    for name, multiplier in (field_reg or {}).items():
+        if name not in model.field_spans:
+            raise ValueError(
+                f"field_reg names {name!r}: the model's fields are {sorted(model.field_spans)}"
+            )
+        first, size = model.field_spans[name]
+        scale[first : first + size] *= multiplier
     return scale.to(dtype=model.v.dtype, device=model.v.device)

@@ -37,6 +37,7 @@ from fmstore.train.validation import evaluate_rmse_mae
 # The inner split's and the user sample's random streams: seeded by the run's seed, but never the
 # same draws as its outer split.
 _INNER_STREAM, _SAMPLE_STREAM = 0x7475, 0x6E65
+_MAX_EXTRA_STEPS = 8  # stage 3: steps beyond the first of each field, all fields together
 
 
 @dataclass
@@ -62,17 +63,19 @@ class PointResult:
     best_epoch: int
     epochs_run: int
     seconds: float
-    stage: int = 0  # staged search: 1 regularisation, 2 factors; 0 in a full grid
+    stage: int = 0  # staged search: 1 regularisation, 2 factors; 0 in a full grid; 3 per field
     # how many standard errors its inner MSE is below its stage's incumbent's (choose())
     gain_se: float | None = None
+    field_reg: dict = dataclasses.field(default_factory=dict)  # TrainConfig.field_reg
 
     def values(self) -> dict:
-        """{factors, weight_decay, prior_reg} of this point."""
-        return {
+        """{factors, weight_decay, prior_reg} of this point, and field_reg unless empty."""
+        values = {
             "factors": self.factors,
             "weight_decay": self.weight_decay,
             "prior_reg": self.prior_reg,
         }
+        return {**values, "field_reg": dict(self.field_reg)} if self.field_reg else values
 
 
 @dataclass
@@ -172,7 +175,9 @@ def tune(
     Staged (the default): weight_decay x prior_reg at the grid's middle width, then the other
     widths at the regularisation chosen (9 + 2 fits for the default grid instead of 27; on
     ml-latest-small the width moves the RMSE by a few ten-thousandths where the regularisation
-    moves it by hundredths). `full`: every combination. Epochs, patience, lr, batch size, link,
+    moves it by hundredths). `full`: every combination. With `grid.field_steps`, stage 3 then
+    walks each field's L2 multiplier (TrainConfig.field_reg) from the winner: each step fitted,
+    a winning step repeated (at most _MAX_EXTRA_STEPS repeats in all). Epochs, patience, lr, batch size, link,
     seed and device are the config's; lr and batch size, when not given, follow the size of the
     search's training ratings as train() would."""
     grid = grid or TuneGrid()
@@ -190,30 +195,38 @@ def tune(
     total = (
         len(grid.points()) if full else len(grid.regularisation_points()) + len(grid.factors) - 1
     )
+    fields = [f for f in config.fields if f != "rated"] if grid.field_steps else []
+    total += len(fields) * len(grid.field_steps)
     given = {name: getattr(config, name) for name in ("factors", "weight_decay", "prior_reg")}
+    if config.field_reg:
+        given["field_reg"] = dict(config.field_reg)
     results: list[PointResult] = []
     errors: list[np.ndarray] = []  # each point's squared errors on the inner validation ratings
     winner: int | None = None
+
+    def fit(values: dict, stage: int) -> None:
+        if progress:
+            done = len(results)
+            progress(f"tuning: {_describe(values)} ({done + 1}/{total})", done, total)
+        point, squared = _fit_point(
+            dataclasses.replace(base, **values),
+            vocab,
+            dataset,
+            train_ratings,
+            device,
+            engine,
+            train_rows,
+            valid_rows,
+        )
+        results.append(dataclasses.replace(point, stage=stage))
+        errors.append(squared)
+
     for stage, points in stages:
         if points is None:  # stage 2: the other widths at stage 1's regularisation
             points = grid.factor_points(results[winner].values())
         first = len(results)
         for values in points:
-            if progress:
-                done = len(results)
-                progress(f"tuning: {_describe(values)} ({done + 1}/{total})", done, total)
-            point, squared = _fit_point(
-                dataclasses.replace(base, **values),
-                vocab,
-                dataset,
-                train_ratings,
-                device,
-                engine,
-                train_rows,
-                valid_rows,
-            )
-            results.append(dataclasses.replace(point, stage=stage))
-            errors.append(squared)
+            fit(values, stage)
         # the incumbent: the previous stage's winner, else the config's own values if fitted
         incumbent = winner
         if incumbent is None:
@@ -224,9 +237,35 @@ def tune(
         winner = choose(errors, candidates, incumbent)
         for i in range(first, len(results)):
             results[i].gain_se = gain_in_standard_errors(errors, i, incumbent)
+    extra = 0
+    for field in fields:  # stage 3: each field's L2 multiplier, a walk from the winner's
+        incumbent, step = winner, None
+        for factor in grid.field_steps:
+            fit(_with_field(results[incumbent].values(), field, factor), 3)
+        candidates = list(range(len(results) - len(grid.field_steps), len(results)))
+        winner = choose(errors, candidates + [incumbent], incumbent)
+        for i in candidates:
+            results[i].gain_se = gain_in_standard_errors(errors, i, incumbent)
+        if winner != incumbent:  # it moved: one more step the same way while that keeps winning
+            step = grid.field_steps[candidates.index(winner)]
+        while step is not None and extra < _MAX_EXTRA_STEPS:
+            incumbent, extra, total = winner, extra + 1, total + 1
+            fit(_with_field(results[incumbent].values(), field, step), 3)
+            winner = choose(errors, [len(results) - 1, incumbent], incumbent)
+            results[-1].gain_se = gain_in_standard_errors(errors, len(results) - 1, incumbent)
+            step = step if winner != incumbent else None
     if progress:
         progress(f"tuning: chose {_describe(results[winner].values())}", total, total)
     return TuneResult(grid, results, winner, not full, split, time.perf_counter() - started)
+
+
+def _with_field(values: dict, field: str, factor: float) -> dict:
+    """`values` with `field`'s L2 multiplier multiplied by `factor` (a multiplier of 1 dropped)."""
+    field_reg = dict(values.get("field_reg", {}))
+    field_reg[field] = round(field_reg.get(field, 1.0) * factor, 6)
+    if field_reg[field] == 1.0:
+        del field_reg[field]
+    return {**values, "field_reg": field_reg}
 
 
 def choose(errors: list[np.ndarray], candidates: list[int], incumbent: int | None) -> int:
@@ -295,6 +334,7 @@ def _fit_point(config, vocab, dataset, ratings, device, engine, train_rows, vali
         best_epoch,
         len(history),
         round(time.perf_counter() - t0, 3),
+        field_reg=dict(config.field_reg),
     )
     return point, squared
 
@@ -303,7 +343,8 @@ _LOST = (float("inf"), 0, 0)  # inner RMSE, best epoch, epochs run of a diverged
 
 
 def _describe(values: dict) -> str:
+    fields = "".join(f", {name} x{m:g}" for name, m in values.get("field_reg", {}).items())
     return (
         f"factors {values['factors']}, weight decay {values['weight_decay']:g}, "
-        f"prior reg {values['prior_reg']:g}"
+        f"prior reg {values['prior_reg']:g}{fields}"
     )
