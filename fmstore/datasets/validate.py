@@ -251,7 +251,7 @@ def _check_range(
     if ok.all():
         return
     row = int(np.flatnonzero(~ok)[0])
-    line_no, value = lines.get().field(row, column)
+    line_no, value = lines.get().field(row, column, label)
     raise DataError(
         f"{label} line {line_no}: rating '{value}' is off the {lo:g}..{hi:g} scale; "
         "fix or remove that row"
