@@ -1,6 +1,8 @@
 """Live updates (fmstore.updates, `fmstore rate`): latency, batch throughput and quality.
 
     python benchmarks/live_updates.py [DATASET]     # default: ml-latest-small
+    python benchmarks/live_updates.py --home H DATASET   # latency and throughput on a published
+                                                         # home, e.g. pipeline_cli.py's at 27.75M
 
 10% of the users are held out of training (fmstore's cold_start_split, seed 0, as the cold-start
 tables of benchmarks/ranking.py); the rest is trained with the default config (the ranking
@@ -173,7 +175,30 @@ def quality(updater: Updater, store, engine, held_out) -> list[tuple]:
     return rows
 
 
+def on_home(home: Path, argv: list[str]) -> None:
+    """Latency and throughput on a home someone trained and published on DATASET: 200 of its
+    users' first 3 ratings arrive as new users', known users rate one movie more."""
+    data = load_from_argv(argv)
+    rng = np.random.default_rng(0)
+    everyone = histories(data.ratings)
+    picked = rng.choice(list(everyone), size=200, replace=False)
+    held_out = {int(u): everyone[int(u)] for u in picked}
+    engine = catalog.make_engine(f"sqlite:///{home / 'catalog.db'}")
+    with EdgeStore(home / "qdrant") as store:
+        updater = Updater(store, engine)
+        updater.sync()
+        lat = latency(updater, held_out, everyone, rng)
+        thr = throughput(updater, everyone, np.unique(data.ratings.movie_id), rng)
+    engine.dispose()
+    print(f"\n# Live updates on {data.name}, home {home} (load average {os.getloadavg()[0]:.1f})\n")
+    print(markdown(["update", "users", "p50 ms", "p99 ms"], lat))
+    print()
+    print(markdown(["batch", "seconds", "updates/s"], thr))
+
+
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--home"]:
+        return on_home(Path(argv[1]), argv[2:])
     data = load_from_argv(argv)
     split = cold_start_split(data.ratings, user_fraction=0.1, movie_fraction=0.0)
     warm_data = Dataset(f"{data.name}-warm", data.source, "warm", split.train, data.movies)
