@@ -164,6 +164,8 @@ def fit_ranking(
     P, M, features.E = start.P, start.M, start.E
     M[unrated] = 0.0  # a movie without ratings is its features alone
     S = features.sum_of(features.E, n_items)  # sum_f x_if e_f
+    # <p_u, q_i> of each rating (by_item order) after the item step: the feature step's start
+    dots = np.empty(len(by_item[1]), F32) if features.n else None
 
     seconds: list[float] = []
     for sweep in range(1, c.iterations + 1):
@@ -173,10 +175,10 @@ def fit_ranking(
         del Q
         G_p = kernels.gramian(P, c.alpha0)
         offset = S if features.n else None
-        kernels.cg_rows(by_item, P, G_p, lam_i, M, offset, n_free_item, c.cg_steps)
+        kernels.cg_rows(by_item, P, G_p, lam_i, M, offset, n_free_item, c.cg_steps, dots)
         M[unrated] = 0.0
         if features.n:
-            S = features.step(P, G_p, M, S, by_item)
+            S = features.step(P, G_p, M, S, by_item, dots)
         seconds.append(time.perf_counter() - began)
         if progress:
             progress(_progress_line(sweep, c.iterations, seconds), sweep, c.iterations)
@@ -231,27 +233,43 @@ class _Features:
         indptr, columns, values = csr
         return columns[indptr[f] : indptr[f + 1]], values[indptr[f] : indptr[f + 1]]
 
-    def step(self, P, G_p, M, S, by_item) -> np.ndarray:
-        """One Gauss-Seidel pass over the features; returns the new sum_f x_if e_f."""
+    def step(self, P, G_p, M, S, by_item, dots) -> np.ndarray:
+        """One Gauss-Seidel pass over the features; returns the new sum_f x_if e_f. `dots`:
+        <p_u, q_i> of each rating in by_item order (cg_rows fills it in the item step); it is
+        turned in place into the residuals w_ui (1 - <p_u, q_i>), kept up to date as each e_f
+        moves, so that no gradient needs a pass of vectors over a feature's ratings."""
         d = P.shape[1]
         n_free = d if self.c.item_bias else d - 1
         Q = M + S
         G = G_p.astype(np.float64)
+        res = dots
+        np.subtract(1.0, dots, out=res)
+        res *= by_item[2]
+        scratch = np.zeros(
+            P.shape[0], F32
+        )  # per user: the gradient's coefficient, then <p_u, delta>
         with numba.parallel_chunksize(1):  # blocks to whichever thread is free
             for f in range(self.n):
                 items, x = self._of(f, self.by_feature)
                 if len(items) == 0:
                     continue
-                delta = self._solve(f, items, x, P, G, Q, by_item, n_free)
+                users, z = self._of(f, self.users)
+                delta = self._solve(f, items, x, users, z, P, G, Q, by_item, res, scratch, n_free)
                 self.E[f] += delta
                 Q[items] += x[:, None] * delta
+                kernels.rows_dot(users, P, delta, scratch)
+                kernels.feature_update(items, x, *by_item, scratch, res)
+                scratch[users] = 0.0
         return Q - M
 
-    def _solve(self, f, items, x, P, G, Q, by_item, n_free) -> np.ndarray:
+    def _solve(self, f, items, x, users, z, P, G, Q, by_item, res, coef, n_free) -> np.ndarray:
         """CG from delta = 0 on e_f's system: (H_f + sum_i x_if^2 G + lam_f I) delta = -gradient,
-        H_f = sum_u Z[u, f] p_u p_u^T applied by a pass over the users that touch f."""
-        users, z = self._of(f, self.users)
-        data, qsum = kernels.feature_gradient(items, x, *by_item, P, Q)
+        H_f = sum_u Z[u, f] p_u p_u^T applied by a pass over the users that touch f; the data
+        gradient sum_i x_if sum_u w_ui (1 - <p_u, q_i>) p_u = sum_u coef[u] p_u likewise."""
+        kernels.feature_scatter(items, x, by_item[0], by_item[1], res, coef)
+        data = kernels.rows_sum(users, coef, P)
+        coef[users] = 0.0
+        qsum = x.astype(np.float64) @ Q[items].astype(np.float64)
         r = data - G @ qsum - self.lam[f] * self.E[f]
         x2 = float(x.astype(np.float64) @ x)
         return kernels.feature_cg(users, z, P, G, r, x2, self.lam[f], n_free, FEATURE_CG_STEPS)
