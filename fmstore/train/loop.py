@@ -199,6 +199,7 @@ def fit_ranking_model(
         ranking_config = dataclasses.replace(ranking_config, iterations=sweeps)
     if progress:
         progress("fitting the ranking model", 0, ranking_config.iterations)
+    on_gpu = resolve_device(config.device).type == "cuda"
     return fit_ratings(
         ratings,
         vocab,
@@ -207,6 +208,7 @@ def fit_ranking_model(
         seed=config.seed,
         progress=progress,
         init=init,
+        torch_device="cuda" if on_gpu else None,  # the rows' CG half steps in torch there
     )
 
 

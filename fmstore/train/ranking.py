@@ -140,13 +140,20 @@ def fit_ranking(
     seed: int = 0,
     init: RankingModel | None = None,
     progress: ProgressFn | None = None,
+    torch_device: str | None = None,
 ) -> RankingModel:
     """Fit on (user row, item row, rating) triples. item_features: (indptr, indices, weights),
     one CSR row per item over n_features columns (see features.ranking_item_features), or None.
     init: a previous model to start from (its movie and feature vectors when their shapes match
     these, its user vectors when theirs do), else the seed's random start. progress(message,
-    done, total) hears after each sweep."""
+    done, total) hears after each sweep. torch_device: run the rows' CG half steps in torch on
+    that device (ranking_torch: "cuda" when training on a GPU) instead of the numba kernels."""
     started = time.perf_counter()
+    cg_rows = kernels.cg_rows
+    if torch_device is not None:
+        from fmstore.train.ranking_torch import TorchRows
+
+        cg_rows = TorchRows(torch_device)
     c = config
     k, d = c.factors, c.factors + 1
     w = confidence(rating, c.confidence, c.conf_alpha).astype(F32)
@@ -171,11 +178,11 @@ def fit_ranking(
     for sweep in range(1, c.iterations + 1):
         began = time.perf_counter()
         Q = M + S
-        kernels.cg_rows(by_user, Q, kernels.gramian(Q, c.alpha0), lam_u, P, None, k, c.cg_steps)
+        cg_rows(by_user, Q, kernels.gramian(Q, c.alpha0), lam_u, P, None, k, c.cg_steps)
         del Q
         G_p = kernels.gramian(P, c.alpha0)
         offset = S if features.n else None
-        kernels.cg_rows(by_item, P, G_p, lam_i, M, offset, n_free_item, c.cg_steps, dots)
+        cg_rows(by_item, P, G_p, lam_i, M, offset, n_free_item, c.cg_steps, dots)
         M[unrated] = 0.0
         if features.n:
             S = features.step(P, G_p, M, S, by_item, dots)
@@ -183,9 +190,7 @@ def fit_ranking(
         if progress:
             progress(_progress_line(sweep, c.iterations, seconds), sweep, c.iterations)
     Q = M + S
-    kernels.cg_rows(
-        by_user, Q, kernels.gramian(Q, c.alpha0), lam_u, P, None, k, FINAL_USER_CG_STEPS
-    )
+    cg_rows(by_user, Q, kernels.gramian(Q, c.alpha0), lam_u, P, None, k, FINAL_USER_CG_STEPS)
     return RankingModel(
         user_vectors=np.ascontiguousarray(P[:, :k]),
         item_vectors=np.ascontiguousarray(Q[:, :k]),
@@ -284,6 +289,7 @@ def fit_ratings(
     seed: int = 0,
     init: RankingModel | None = None,
     progress: ProgressFn | None = None,
+    torch_device: str | None = None,
 ) -> RankingModel:
     """The ranking model of `ratings` (a datasets.Ratings): users in `vocab.user_ids` order, movies
     in `movies` order (the FM's serving order), the FM's genre and year features."""
@@ -303,4 +309,5 @@ def fit_ratings(
         seed=seed,
         init=init,
         progress=progress,
+        torch_device=torch_device,
     )
