@@ -367,16 +367,23 @@ def rows_sum(users, coef, P) -> np.ndarray:
     return parts.astype(np.float64).sum(axis=0)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def _rows_dot_parallel(users, P, v, out):
-    for t in prange(len(users)):
-        out[users[t]] = _dot_row(P, users[t], v, P.shape[1])
-
-
 @njit(fastmath=True, cache=True)
-def _rows_dot_serial(users, P, v, out):
-    for t in range(len(users)):
+def _rows_dot_part(users, P, v, first, end, out):
+    for t in range(first, end):
         out[users[t]] = _dot_row(P, users[t], v, P.shape[1])
+
+
+@njit(parallel=True, cache=True)
+def _rows_dot_parallel(users, P, v, out):
+    # blocks, not single users: the feature step runs under parallel_chunksize(1)
+    n = len(users)
+    for b in prange(_GRADIENT_BLOCKS):
+        _rows_dot_part(users, P, v, b * n // _GRADIENT_BLOCKS, (b + 1) * n // _GRADIENT_BLOCKS, out)
+
+
+@njit(cache=True)
+def _rows_dot_serial(users, P, v, out):
+    _rows_dot_part(users, P, v, 0, len(users), out)
 
 
 def rows_dot(users, P, v, out) -> None:
