@@ -250,9 +250,8 @@ class _Features:
         res = dots
         np.subtract(1.0, dots, out=res)
         res *= by_item[2]
-        scratch = np.zeros(
-            P.shape[0], F32
-        )  # per user: the gradient's coefficient, then <p_u, delta>
+        # per user: a feature's gradient coefficient, then <p_u, delta> (zeroed after each use)
+        scratch = np.zeros(P.shape[0], F32)
         with numba.parallel_chunksize(1):  # blocks to whichever thread is free
             for f in range(self.n):
                 items, x = self._of(f, self.by_feature)
