@@ -53,10 +53,18 @@ def score(
     for blocks of users, where float32 halves the memory)."""
     if every_pair:
         user_rows = np.asarray(b_u)[:, None] if np.ndim(b_u) else b_u  # a plain 0: no upcast
-        y = user_rows + np.asarray(b_i) + w0
-        if q_i is None or p_u is None:
+        y = user_rows + np.asarray(b_i)
+        pair = None if q_i is None or p_u is None else (np.asarray(p_u), np.asarray(q_i))
+        # in place where that keeps the dtype: a [users, movies] block is hundreds of MB at
+        # ml-latest size, and the sums are the same in the same order
+        dtypes = [y, w0] + (list(pair) if pair else [])
+        if y.ndim == 2 and np.result_type(*dtypes) == y.dtype:
+            y += w0
+            if pair:
+                y += pair[0] @ pair[1].T
             return y
-        return y + np.asarray(p_u) @ np.asarray(q_i).T
+        y = y + w0
+        return y if pair is None else y + pair[0] @ pair[1].T
     y = w0 + np.asarray(b_u, np.float64) + np.asarray(b_i, np.float64)
     if q_i is not None and p_u is not None:
         # the dot product in the vectors' own precision: evaluation passes millions of pairs

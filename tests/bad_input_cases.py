@@ -204,6 +204,13 @@ simple(
     "out of memory",
     "--factors",
 )
+simple(
+    "train-ranking-out-of-memory",
+    ENVIRONMENT,
+    ["train", "--data", "{data}", "--ranking-factors", "100000000"],
+    "out of memory",
+    "--ranking-factors",
+)
 simple("train-no-data-flag", INPUT, ["train"], "--data")
 simple("query-no-question", INPUT, ["query"], "give exactly one of")
 simple(

@@ -92,6 +92,37 @@ def test_ranking_excludes_training_items_and_skips_users_without_relevant_items(
     assert m["ndcg@2"] == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
 
 
+def test_top_hits_kernel_matches_the_numpy_path():
+    # random scores without ties, training items, relevant items (some also seen) and blocked
+    # movies: the numba kernel's hits and counts are the NumPy argpartition path's
+    from fmstore.evaluate import topk
+
+    rng = np.random.default_rng(3)
+    n_users, n_items, depth = 300, 500, 20
+    scores = rng.permutation(n_users * n_items).reshape(n_users, n_items).astype(np.float32)
+    seen_u, seen_i = rng.integers(0, n_users, 20_000), rng.integers(0, n_items, 20_000)
+    rel_u, rel_i = rng.integers(0, n_users, 400), rng.integers(0, n_items, 400)
+    exclude = ev.CSR.build(seen_u, seen_i, n_users)
+    relevant = ev.CSR.build(rel_u, rel_i, n_users)
+    blocked = rng.random(n_items) < 0.05
+    rows = rng.permutation(n_users)[:200]
+    hits, n_rel = topk.top_hits(scores[rows], rows, exclude, relevant, depth, blocked)
+    want_hits, want_n = topk._top_hits_numpy(scores[rows], rows, exclude, relevant, depth, blocked)
+    np.testing.assert_array_equal(n_rel, want_n)
+    np.testing.assert_array_equal(hits[n_rel > 0], want_hits[n_rel > 0])
+    assert hits.any() and (n_rel == 0).any()
+
+
+def test_top_hits_ranks_ties_in_column_order():
+    from fmstore.evaluate import topk
+
+    scores = np.array([[1.0, 2.0, 2.0, 2.0, 0.0]], np.float32)
+    empty = ev.CSR.build(np.zeros(0, np.int64), np.zeros(0, np.int64), 1)
+    relevant = ev.CSR.build(np.array([0]), np.array([3]), 1)
+    hits, n_rel = topk.top_hits(scores, np.array([0]), empty, relevant, 3)
+    assert hits.tolist() == [[False, False, True]] and n_rel.tolist() == [1]
+
+
 def test_csr_block_gathers_rows_in_any_order():
     csr = ev.CSR.build(np.array([2, 0, 2, 1]), np.array([7, 5, 8, 6]), 3)
     local, items = csr.block(np.array([2, 0]))

@@ -168,3 +168,25 @@ def test_prune_keep_counts_only_complete_publications(vector_store, engine, plan
     assert prune(vector_store, engine, keep=3) == []
     kept = {c for r in done for c in (r.movies_collection, r.users_collection)}
     assert kept <= set(vector_store.list_collections())
+
+
+def test_user_payloads_are_built_a_batch_at_a_time_and_read_like_a_list():
+    # UserPayloads holds the rated movies as one array: any slice or index gives the payloads an
+    # eager list would hold
+    from types import SimpleNamespace
+
+    from fmstore.publish.points import UserPayloads
+
+    serving = SimpleNamespace(
+        user_ids=np.array([3, 5, 9]), user_bias=np.array([0.5, -1.0, 0.0], np.float32), run_id="r"
+    )
+    movies, indptr = np.array([10, 11, 12, 20, 21]), np.array([0, 3, 3, 5])
+    payloads = UserPayloads(serving, (movies, indptr))
+    eager = [
+        {"user_id": 3, "bias": 0.5, "n_ratings": 3, "rated": [10, 11, 12], "run_id": "r"},
+        {"user_id": 5, "bias": -1.0, "n_ratings": 0, "rated": [], "run_id": "r"},
+        {"user_id": 9, "bias": 0.0, "n_ratings": 2, "rated": [20, 21], "run_id": "r"},
+    ]
+    assert len(payloads) == 3 and payloads[0:3] == eager and payloads[1:10] == eager[1:]
+    assert payloads[-1] == eager[-1] and payloads[::2] == eager[::2] and payloads[2:1] == []
+    assert all(type(m) is int for m in payloads[0]["rated"])

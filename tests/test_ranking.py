@@ -187,3 +187,15 @@ def test_planted_fans_of_a_group_get_it_from_both_methods(planted_data, group):
         scores[liked] = -np.inf
         top = np.argsort(-scores)[:6]
         assert [group_of_movie(int(d.movies.movie_id[j])) for j in top] == [group] * 6
+
+
+def test_the_torch_half_steps_fit_the_same_model(planted_data):
+    """fit_ranking(torch_device=...) (the path a CUDA training takes, run here on CPU): the rows'
+    CG half steps in torch, the feature step on numba, the same model to float32 rounding."""
+    config = RankingConfig(factors=8, reg=0.1, conf_alpha=5.0, iterations=3)
+    numba_fit = _fit(planted_data, config, seed=2)
+    torch_fit = _fit(planted_data, config, seed=2, torch_device="cpu")
+    for name in ("user_vectors", "item_vectors", "feature_vectors"):
+        np.testing.assert_allclose(
+            getattr(torch_fit, name), getattr(numba_fit, name), rtol=1e-3, atol=1e-4
+        )

@@ -25,6 +25,7 @@ from fmstore.evaluate.indexing import Rows
 BASELINE_REG_ITEM = 10.0  # surprise BaselineOnly's ALS defaults
 BASELINE_REG_USER = 15.0
 BASELINE_SWEEPS = 10
+_PAIRS_PER_BLOCK = 1 << 16
 
 # The names predictors are reported under.
 MODEL = "model"
@@ -96,13 +97,19 @@ class BiasedMF:
     def raw(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """w0 + b_u + b_i (+ <p_u, q_i>) of each (user row, item) pair, before the link."""
         has_vectors = self.user_vectors is not None
-        return serving.score(
-            self.item_bias[items],
-            self.item_vectors[items] if has_vectors else None,
-            self.user_vectors[users] if has_vectors else None,
-            w0=self.w0,
-            b_u=self.user_bias[users],
-        )
+        out = np.empty(len(users))
+        # blocks of pairs: gathering both sides' vectors of millions of held-out pairs at once
+        # took gigabytes (ml-latest's 2.8M pairs: 2.7 GB at k = 120)
+        for a in range(0, len(users), _PAIRS_PER_BLOCK):
+            u, i = users[a : a + _PAIRS_PER_BLOCK], items[a : a + _PAIRS_PER_BLOCK]
+            out[a : a + len(u)] = serving.score(
+                self.item_bias[i],
+                self.item_vectors[i] if has_vectors else None,
+                self.user_vectors[u] if has_vectors else None,
+                w0=self.w0,
+                b_u=self.user_bias[u],
+            )
+        return out
 
     def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Predicted rating of each (user row, item) pair: raw() through the link, clamped."""

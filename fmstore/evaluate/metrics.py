@@ -20,6 +20,7 @@ import numpy as np
 
 from fmstore.evaluate.baselines import Predictor
 from fmstore.evaluate.indexing import CSR
+from fmstore.evaluate.topk import top_hits, top_k  # noqa: F401 (top_k: the package's API)
 
 RELEVANT_MIN = 4.0  # a held-out rating at or above this is a relevant item
 RECALL_KS = (10, 20)
@@ -72,17 +73,6 @@ def ndcg_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
     dcg = hits @ discount[: hits.shape[1]]
     ideal = np.concatenate([[0.0], np.cumsum(discount)])
     return dcg / ideal[np.minimum(np.asarray(n_relevant), k)]
-
-
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of each row's k highest scores, best first."""
-    k = min(k, scores.shape[1])
-    if k < scores.shape[1]:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    else:
-        part = np.broadcast_to(np.arange(scores.shape[1]), scores.shape).copy()
-    order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, 1)
 
 
 def ranking_metrics(
@@ -139,21 +129,10 @@ def ranked_hits(
     the `blocked` ones."""
     for s in range(0, len(users), chunk):
         rows = np.asarray(users[s : s + chunk])
-        scores = np.array(predictor.scores(rows), dtype=np.float32)  # a writable copy
-        rel = np.zeros(scores.shape, bool)
-        rel[relevant.block(rows)] = True
-        seen = exclude.block(rows)
-        scores[seen] = -np.inf
-        rel[seen] = False
-        if blocked is not None:
-            scores[:, blocked] = -np.inf
-            rel[:, blocked] = False
-        n_rel = rel.sum(1)
+        hits, n_rel = top_hits(predictor.scores(rows), rows, exclude, relevant, depth, blocked)
         keep = n_rel > 0
-        if not keep.any():
-            continue
-        top = top_k(scores[keep], depth)
-        yield np.take_along_axis(rel[keep], top, 1), n_rel[keep]
+        if keep.any():
+            yield hits[keep], n_rel[keep]
 
 
 # ---- both, on one held-out set ------------------------------------------------------------------

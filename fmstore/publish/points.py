@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -25,7 +25,7 @@ class Points:
 
     ids: np.ndarray
     vectors: dict[str, np.ndarray]
-    payloads: list[dict]
+    payloads: Sequence[dict]  # a list, or UserPayloads (built a batch at a time)
     cosine: tuple[str, ...] = ()  # vectors Qdrant stores normalised (Cosine distance)
 
     def __len__(self) -> int:
@@ -138,28 +138,66 @@ def user_points(
     serving: runs.ServingArtifact, vectors: ServedVectors, run_dir: Path, keys: list | None = None
 ) -> Points:
     """`keys`: a person's own user ids, kept in each payload as `key` (see movie_points)."""
-    rated = _rated_per_user(run_dir, serving.user_ids)
-    payloads = [
-        {
-            "user_id": int(u),
-            "bias": float(b),
-            "n_ratings": len(movies),
-            "rated": movies,
-            "run_id": serving.run_id,
-        }
-        for u, b, movies in zip(serving.user_ids, serving.user_bias, rated, strict=True)
-    ]
-    _with_keys(payloads, serving.user_ids, keys)
-    users = {name: v.astype(np.float32) for name, v in vectors.users.items()}
+    payloads = UserPayloads(serving, _rated_per_user(run_dir, serving.user_ids), keys)
+    users = {name: v.astype(np.float32, copy=False) for name, v in vectors.users.items()}
     return Points(serving.user_ids, users, payloads)
+
+
+class UserPayloads(Sequence):
+    """The users' payloads, each built when its batch is written: at ml-latest size (283k users,
+    27.75M rated movies) the `rated` lists held as Python objects all at once were gigabytes."""
+
+    def __init__(
+        self,
+        serving: runs.ServingArtifact,
+        rated: tuple[np.ndarray, np.ndarray],
+        keys: list | None = None,
+    ):
+        self.user_ids, self.user_bias, self.run_id = (
+            serving.user_ids,
+            serving.user_bias,
+            serving.run_id,
+        )
+        self.movie_ids, self.indptr = rated
+        self.keys = keys  # a person's own user ids by point id, kept as `key` (movie_points)
+
+    def __len__(self) -> int:
+        return len(self.user_ids)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            rows = range(*index.indices(len(self)))
+            if rows.step != 1:
+                return [self[r] for r in rows]
+            return self._rows(rows.start, max(rows.start, rows.stop))
+        row = range(len(self))[index]  # a negative index counts from the end
+        return self._rows(row, row + 1)[0]
+
+    def _rows(self, first: int, end: int) -> list[dict]:
+        """Payloads of users first..end-1, their movie lists from one tolist() of the span."""
+        base = int(self.indptr[first])
+        movies = self.movie_ids[base : int(self.indptr[end])].tolist()
+        payloads = [
+            {
+                "user_id": int(self.user_ids[r]),
+                "bias": float(self.user_bias[r]),
+                "n_ratings": int(self.indptr[r + 1] - self.indptr[r]),
+                "rated": movies[int(self.indptr[r]) - base : int(self.indptr[r + 1]) - base],
+                "run_id": self.run_id,
+            }
+            for r in range(first, end)
+        ]
+        _with_keys(payloads, self.user_ids[first:end], self.keys)
+        return payloads
 
 
 def _cosine(vectors: ServedVectors) -> tuple[str, ...]:
     return ("item",) if vectors.config["item_distance"] == "cosine" else ()
 
 
-def _rated_per_user(run_dir: Path, user_ids: np.ndarray) -> list[list[int]]:
-    """Each user's rated movie ids (everything the published model saw them rate)."""
+def _rated_per_user(run_dir: Path, user_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(movie ids, indptr): user r's rated movie ids are movie_ids[indptr[r]:indptr[r + 1]]
+    (everything the published model saw them rate)."""
     from safetensors.numpy import load_file
 
     seen = load_file(str(Path(run_dir) / "seen.safetensors"))
@@ -167,8 +205,7 @@ def _rated_per_user(run_dir: Path, user_ids: np.ndarray) -> list[list[int]]:
         raise StoreError(
             f"{run_dir}: seen.safetensors and serving.safetensors disagree on users; retrain"
         )
-    movie_ids, indptr = seen["movie_ids"].tolist(), seen["indptr"]
-    return [movie_ids[indptr[r] : indptr[r + 1]] for r in range(len(user_ids))]
+    return seen["movie_ids"], seen["indptr"]
 
 
 def write(store, coll: str, points: Points, batch_size: int, progress, what: str) -> None:

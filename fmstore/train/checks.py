@@ -85,20 +85,48 @@ def resolve_device(name: str) -> torch.device:
 # Weights, their gradients and Adam's two moments, in float32; half of what is free is the most
 # a training may plan on (activations, the data and the OS need the rest).
 _BYTES_PER_WEIGHT = 4 * 4
+# The ratings as a training holds them beside the model: the dataset's arrays (int64 user, movie
+# and timestamp, float32 rating: 28 B), the split's copies of them and the encoded int32 rows
+# (docs/scaling.md: ~3x the arithmetic was measured on the host).
+_DATA_BYTES_PER_RATING = 3 * 28
+# The ranking model's fit (train/ranking.py, docs/scaling.md "The ranking model's fit"): per
+# rating its two CSR copies (int32 column + float32 weight each) and the feature step's float32
+# residual; per user its d floats and ~48 genre/year weights (dense and sparse copies); per movie
+# about five rows of d floats (M, S, Q and the feature step's temporaries).
+_RANKING_BYTES_PER_RATING = 20
+
+
+def ranking_bytes(n_ratings: int, n_users: int, n_movies: int, factors: int) -> int:
+    """Bytes the ranking model's fit holds on top of the data (its model in docs/scaling.md)."""
+    d = factors + 1
+    return n_ratings * _RANKING_BYTES_PER_RATING + n_users * (4 * d + 8 * 48) + n_movies * 20 * d
 
 
 def check_memory(dataset, config: TrainConfig, device: torch.device) -> None:
-    """Refuse, before allocating, an embedding table that cannot fit in memory (EnvError)."""
-    n_features = (
-        len(np.unique(dataset.ratings.user_id)) + len(dataset.movies) + 1_000
-    )  # + genres and years, generously
-    need = n_features * (config.factors + 1) * _BYTES_PER_WEIGHT
+    """Refuse, before allocating, a training that cannot fit in memory (EnvError): the FM's tables
+    with Adam's state on `device`, and on the host the ratings and the ranking model's fit."""
+    n_users, n_movies = len(np.unique(dataset.ratings.user_id)), len(dataset.movies)
+    n_features = n_users + n_movies + 1_000  # + genres and years, generously
+    fm = n_features * (config.factors + 1) * _BYTES_PER_WEIGHT
     free = free_memory(device)
-    if free is not None and need > free // 2:
+    if free is not None and fm > free // 2:
         raise EnvError(
-            f"out of memory: --factors {config.factors} needs about {need / 2**30:,.1f} GiB for "
+            f"out of memory: --factors {config.factors} needs about {fm / 2**30:,.1f} GiB for "
             f"{n_features:,} features on {device}, {free / 2**30:,.1f} GiB are free; "
             "use fewer --factors"
+        )
+    n_ratings = len(dataset.ratings)
+    host = n_ratings * _DATA_BYTES_PER_RATING + (fm if device.type == "cpu" else 0)
+    rank_k = config.ranking_config.factors
+    ranking = ranking_bytes(n_ratings, n_users, n_movies, rank_k) if config.ranking else 0
+    free = free_memory(torch.device("cpu"))
+    if free is not None and host + ranking > free:
+        raise EnvError(
+            f"out of memory: {n_ratings:,} ratings with --factors {config.factors}"
+            + (f" and the ranking model (--ranking-factors {rank_k})" if ranking else "")
+            + f" need about {(host + ranking) / 2**30:,.1f} GiB, {free / 2**30:,.1f} GiB are "
+            "free; use fewer --factors"
+            + (" or --ranking-factors, or --no-ranking" if ranking else "")
         )
 
 

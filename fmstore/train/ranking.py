@@ -23,9 +23,9 @@ solve, so the stored user vectors are the closed form r_u = A_u^-1 sum_j w_uj r_
 item vectors (with c_i = 0; A_u = alpha0 R^T R + sum_j w_uj r_j r_j^T + lam_u I). Rows are
 independent within a half step: a seed gives the same vectors whatever the thread count. Factors
 are float32 (Gramians summed in float64); the inner loops are fused per-row numba kernels
-(ranking_kernels.py), so memory is the factor matrices and the ratings' two CSR copies. The
-genre and year embeddings get a Gauss-Seidel pass a sweep, each FEATURE_CG_STEPS CG steps on its
-own system with the rest fixed (`_Features`).
+(ranking_kernels.py), so memory is the factor matrices, the ratings' two CSR copies and a float32
+residual per rating for the feature step. The genre and year embeddings get a Gauss-Seidel pass a
+sweep, each FEATURE_CG_STEPS CG steps on its own system with the rest fixed (`_Features`).
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ class RankingModel:
         return np.hstack([self.item_vectors, self.item_scalar[:, None]]).astype(np.float32)
 
     def scores(self, users: np.ndarray) -> np.ndarray:
-        return self.user_vectors[users] @ self.item_vectors.T + self.item_scalar
+        scores = self.user_vectors[users] @ self.item_vectors.T
+        scores += self.item_scalar  # in place: a block of users x 53,889 movies is 220 MB
+        return scores
 
 
 def confidence(rating: np.ndarray, kind: str, alpha: float, liked: float = 4.0) -> np.ndarray:
@@ -140,13 +142,20 @@ def fit_ranking(
     seed: int = 0,
     init: RankingModel | None = None,
     progress: ProgressFn | None = None,
+    torch_device: str | None = None,
 ) -> RankingModel:
     """Fit on (user row, item row, rating) triples. item_features: (indptr, indices, weights),
     one CSR row per item over n_features columns (see features.ranking_item_features), or None.
     init: a previous model to start from (its movie and feature vectors when their shapes match
     these, its user vectors when theirs do), else the seed's random start. progress(message,
-    done, total) hears after each sweep."""
+    done, total) hears after each sweep. torch_device: run the rows' CG half steps in torch on
+    that device (ranking_torch: "cuda" when training on a GPU) instead of the numba kernels."""
     started = time.perf_counter()
+    cg_rows = kernels.cg_rows
+    if torch_device is not None:
+        from fmstore.train.ranking_torch import TorchRows
+
+        cg_rows = TorchRows(torch_device)
     c = config
     k, d = c.factors, c.factors + 1
     w = confidence(rating, c.confidence, c.conf_alpha, c.liked_at).astype(F32)
@@ -164,26 +173,26 @@ def fit_ranking(
     P, M, features.E = start.P, start.M, start.E
     M[unrated] = 0.0  # a movie without ratings is its features alone
     S = features.sum_of(features.E, n_items)  # sum_f x_if e_f
+    # <p_u, q_i> of each rating (by_item order) after the item step: the feature step's start
+    dots = np.empty(len(by_item[1]), F32) if features.n else None
 
     seconds: list[float] = []
     for sweep in range(1, c.iterations + 1):
         began = time.perf_counter()
         Q = M + S
-        kernels.cg_rows(by_user, Q, kernels.gramian(Q, c.alpha0), lam_u, P, None, k, c.cg_steps)
+        cg_rows(by_user, Q, kernels.gramian(Q, c.alpha0), lam_u, P, None, k, c.cg_steps)
         del Q
         G_p = kernels.gramian(P, c.alpha0)
         offset = S if features.n else None
-        kernels.cg_rows(by_item, P, G_p, lam_i, M, offset, n_free_item, c.cg_steps)
+        cg_rows(by_item, P, G_p, lam_i, M, offset, n_free_item, c.cg_steps, dots)
         M[unrated] = 0.0
         if features.n:
-            S = features.step(P, G_p, M, S, by_item)
+            S = features.step(P, G_p, M, S, by_item, dots)
         seconds.append(time.perf_counter() - began)
         if progress:
             progress(_progress_line(sweep, c.iterations, seconds), sweep, c.iterations)
     Q = M + S
-    kernels.cg_rows(
-        by_user, Q, kernels.gramian(Q, c.alpha0), lam_u, P, None, k, FINAL_USER_CG_STEPS
-    )
+    cg_rows(by_user, Q, kernels.gramian(Q, c.alpha0), lam_u, P, None, k, FINAL_USER_CG_STEPS)
     return RankingModel(
         user_vectors=np.ascontiguousarray(P[:, :k]),
         item_vectors=np.ascontiguousarray(Q[:, :k]),
@@ -231,27 +240,42 @@ class _Features:
         indptr, columns, values = csr
         return columns[indptr[f] : indptr[f + 1]], values[indptr[f] : indptr[f + 1]]
 
-    def step(self, P, G_p, M, S, by_item) -> np.ndarray:
-        """One Gauss-Seidel pass over the features; returns the new sum_f x_if e_f."""
+    def step(self, P, G_p, M, S, by_item, dots) -> np.ndarray:
+        """One Gauss-Seidel pass over the features; returns the new sum_f x_if e_f. `dots`:
+        <p_u, q_i> of each rating in by_item order (cg_rows fills it in the item step); it is
+        turned in place into the residuals w_ui (1 - <p_u, q_i>), kept up to date as each e_f
+        moves, so that no gradient needs a pass of vectors over a feature's ratings."""
         d = P.shape[1]
         n_free = d if self.c.item_bias else d - 1
         Q = M + S
         G = G_p.astype(np.float64)
+        res = dots
+        np.subtract(1.0, dots, out=res)
+        res *= by_item[2]
+        # per user: a feature's gradient coefficient, then <p_u, delta> (zeroed after each use)
+        scratch = np.zeros(P.shape[0], F32)
         with numba.parallel_chunksize(1):  # blocks to whichever thread is free
             for f in range(self.n):
                 items, x = self._of(f, self.by_feature)
                 if len(items) == 0:
                     continue
-                delta = self._solve(f, items, x, P, G, Q, by_item, n_free)
+                users, z = self._of(f, self.users)
+                delta = self._solve(f, items, x, users, z, P, G, Q, by_item, res, scratch, n_free)
                 self.E[f] += delta
                 Q[items] += x[:, None] * delta
+                kernels.rows_dot(users, P, delta, scratch)
+                kernels.feature_update(items, x, *by_item, scratch, res)
+                scratch[users] = 0.0
         return Q - M
 
-    def _solve(self, f, items, x, P, G, Q, by_item, n_free) -> np.ndarray:
+    def _solve(self, f, items, x, users, z, P, G, Q, by_item, res, coef, n_free) -> np.ndarray:
         """CG from delta = 0 on e_f's system: (H_f + sum_i x_if^2 G + lam_f I) delta = -gradient,
-        H_f = sum_u Z[u, f] p_u p_u^T applied by a pass over the users that touch f."""
-        users, z = self._of(f, self.users)
-        data, qsum = kernels.feature_gradient(items, x, *by_item, P, Q)
+        H_f = sum_u Z[u, f] p_u p_u^T applied by a pass over the users that touch f; the data
+        gradient sum_i x_if sum_u w_ui (1 - <p_u, q_i>) p_u = sum_u coef[u] p_u likewise."""
+        kernels.feature_scatter(items, x, by_item[0], by_item[1], res, coef)
+        data = kernels.rows_sum(users, coef, P)
+        coef[users] = 0.0
+        qsum = x.astype(np.float64) @ Q[items].astype(np.float64)
         r = data - G @ qsum - self.lam[f] * self.E[f]
         x2 = float(x.astype(np.float64) @ x)
         return kernels.feature_cg(users, z, P, G, r, x2, self.lam[f], n_free, FEATURE_CG_STEPS)
@@ -266,6 +290,7 @@ def fit_ratings(
     seed: int = 0,
     init: RankingModel | None = None,
     progress: ProgressFn | None = None,
+    torch_device: str | None = None,
 ) -> RankingModel:
     """The ranking model of `ratings` (a datasets.Ratings): users in `vocab.user_ids` order, movies
     in `movies` order (the FM's serving order), the FM's genre and year features."""
@@ -285,4 +310,5 @@ def fit_ratings(
         seed=seed,
         init=init,
         progress=progress,
+        torch_device=torch_device,
     )

@@ -11,7 +11,10 @@
 - `feature_cg`: CG steps on one feature's system, its data Hessian sum_u Z[u, f] p_u p_u^T
   applied by a pass over the users that touch f (the d x d Hessians themselves, for 40 features
   x 283k users, would cost more than the rest of a sweep).
-- `feature_gradient`: the gradient pieces of one feature's embedding, parallel over its movies.
+- `feature_scatter`, `rows_sum`, `feature_update`, `rows_dot`: one feature's data gradient from
+  the residuals w_ui (1 - <p_u, q_i>) kept per rating (the item step's `dots` start them), and
+  their update when its embedding moves: scalar passes over its ratings, vector passes over its
+  users (a pass of d-vectors over its ratings cost 40% of a sweep at ml-latest scale).
 
 numba is a required dependency: there is no NumPy twin to keep in step.
 """
@@ -26,13 +29,12 @@ from numba import njit, prange
 # when one thread is descheduled on a shared machine: blocks are handed out as threads come free
 # (numba.parallel_chunksize(1)) rather than split evenly up front, as implicit's OpenMP loops do.
 _BLOCKS_PER_THREAD = 16
-# feature_gradient and _hessian_times sum their blocks' partial sums: a fixed block
+# rows_sum and _hessian_times sum their blocks' partial sums: a fixed block
 # count (not one per thread) keeps that order, and so the model, the same whatever the threads.
 _GRADIENT_BLOCKS = 64
-# Users of a feature, and ratings of its movies, from which its Hessian-vector products and its
-# gradient run on every thread (a few milliseconds on one).
+# Users of a feature from which its Hessian-vector products and its gradient run on every thread
+# (a few milliseconds on one).
 _PARALLEL_USERS = 1 << 15
-_PARALLEL_ENTRIES = 1 << 15
 # Rated columns a row may copy into its cache-resident buffer: 512 x 257 floats = 0.5 MB.
 _BUFFER_ROWS = 512
 # Rows per BLAS block in `gramian`: 16k x 257 floats = 16 MB.
@@ -62,11 +64,13 @@ def _add_row(out, coef, A, i, n):
 @njit(fastmath=True)
 def _cg_row(
     row, indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, z, r, p, ap,
-    buf,
+    buf, dots,
 ):  # fmt: skip
     """CG on row `row`: min_x sum_j w_j (<x + o, v_j> - 1)^2 + (x + o)^T G (x + o) + lam |x|^2
     over x[:n_free], warm-started from X[row] (updated in place), in the basis where G's free
-    block is diagonal: G[:n_free, :n_free] = diag(eig), G[:n_free, n_free:] = C (see cg_rows)."""
+    block is diagonal: G[:n_free, :n_free] = diag(eig), G[:n_free, n_free:] = C (see cg_rows).
+    With `dots` (one slot per entry of the CSR, else empty): <x + o, v_j> of the solution at each
+    of the row's entries."""
     d = X.shape[1]
     for c in range(d):
         z[c] = X[row, c] + offset[row, c] if has_offset else X[row, c]
@@ -117,11 +121,23 @@ def _cg_row(
         for a in range(n_free):
             p[a] = r[a] + beta * p[a]
         rs = rs_new
+    if len(dots):
+        for c in range(d):
+            z[c] = X[row, c] + offset[row, c] if has_offset else X[row, c]
+        for t in range(n):
+            j = indices[start + t]
+            if buffered:
+                s = _dot_row(buf, t, z, n_free)
+                for c in range(n_free, d):
+                    s += V[j, c] * z[c]
+                dots[start + t] = s
+            else:
+                dots[start + t] = _dot_row(V, j, z, d)
 
 
 @njit(parallel=True, cache=True)
 def _cg_rows(
-    indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks
+    indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks, dots
 ):
     n_rows, d = X.shape
     for b in prange(n_blocks):
@@ -133,7 +149,7 @@ def _cg_rows(
         for row in range(b * n_rows // n_blocks, (b + 1) * n_rows // n_blocks):
             _cg_row(
                 row, indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free,
-                steps, z, r, p, ap, buf,
+                steps, z, r, p, ap, buf, dots,
             )  # fmt: skip
 
 
@@ -145,13 +161,15 @@ def _rotate(A: np.ndarray, U: np.ndarray) -> None:
         block[...] = block @ U
 
 
-def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int) -> None:
+def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None) -> None:
     """`steps` CG steps for every row of X (float32, updated in place) on
 
         min_x  sum_{j in row r} w_rj (<x + o_r, v_j> - 1)^2 + (x + o_r)^T G (x + o_r) + lam_r |x|^2
 
     over its first n_free coordinates (the others stay fixed); o_r = offset[r] (None: 0).
-    csr = (indptr, indices, weights) of the rows' rated columns of V.
+    csr = (indptr, indices, weights) of the rows' rated columns of V. `dots` (float32, one per
+    entry of csr): filled with <x_r + o_r, v_j> of the solution at each entry, which the feature
+    step's gradients start from (the rows are in cache here; a pass of its own was most of it).
 
     The free coordinates are first turned (in place; turned back at the end) into the
     eigenbasis of G's free block, where G p costs d multiplications instead of d^2: the d^2 part
@@ -172,8 +190,9 @@ def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int) -> None:
     n_blocks = max(1, min(X.shape[0], _BLOCKS_PER_THREAD * numba.get_num_threads()))
     with numba.parallel_chunksize(1):  # a block to whichever thread is free
         _cg_rows(
-            indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks
-        )
+            indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks,
+            np.zeros(0, np.float32) if dots is None else dots,
+        )  # fmt: skip
     for A in turned:
         _rotate(A, U.T.copy())
 
@@ -296,49 +315,78 @@ def feature_cg(users, z, P, G, r, x2, lam, n_free, steps):
     return delta.astype(np.float32)
 
 
-@njit(fastmath=True, cache=True)
-def _gradient_part(items, xs, first, end, r_indptr, r_users, r_weights, P, Q, data, qsum):
-    """data += sum_t x_t sum_{u rated i} w_ui (1 - <p_u, q_i>) p_u, qsum += sum_t x_t q_i over
-    items[first:end] (i = items[t])."""
-    d = Q.shape[1]
-    acc = np.zeros(d, np.float32)
-    for t in range(first, end):
+@njit(cache=True)
+def feature_scatter(items, xs, r_indptr, r_users, res, coef):
+    """coef[u] += x_i res_k over every entry k (user u) of the movies `items` (weights `xs`): the
+    feature's data gradient is then sum_u coef[u] p_u, a pass over its users, not its ratings."""
+    for t in range(len(items)):
         i, x = items[t], xs[t]
-        q = Q[i].copy()
-        acc[:] = 0.0
         for k in range(r_indptr[i], r_indptr[i + 1]):
-            u = r_users[k]
-            _add_row(acc, r_weights[k] * (np.float32(1.0) - _dot_row(P, u, q, d)), P, u, d)
-        for c in range(d):
-            data[c] += x * acc[c]
-            qsum[c] += x * q[c]
-
-
-@njit(parallel=True, cache=True)
-def _gradient_blocks_parallel(items, xs, r_indptr, r_users, r_weights, P, Q, data, qsum):
-    n, n_blocks = len(items), data.shape[0]
-    for b in prange(n_blocks):
-        _gradient_part(items, xs, b * n // n_blocks, (b + 1) * n // n_blocks, r_indptr, r_users,
-                       r_weights, P, Q, data[b], qsum[b])  # fmt: skip
+            coef[r_users[k]] += x * res[k]
 
 
 @njit(cache=True)
-def _gradient_blocks_serial(items, xs, r_indptr, r_users, r_weights, P, Q, data, qsum):
-    n, n_blocks = len(items), data.shape[0]
+def feature_update(items, xs, r_indptr, r_users, r_weights, moved, res):
+    """res_k -= w_k x_i moved[u] over the entries of the movies `items`: the residuals
+    w_ui (1 - <p_u, q_i>) after q_i moved by x_i delta (moved[u] = <p_u, delta>)."""
+    for t in range(len(items)):
+        i, x = items[t], xs[t]
+        for k in range(r_indptr[i], r_indptr[i + 1]):
+            res[k] -= r_weights[k] * x * moved[r_users[k]]
+
+
+@njit(fastmath=True, cache=True)
+def _rows_sum_part(users, coef, P, first, end, out):
+    """out = sum_t coef[u] p_u over users[first:end] (u = users[t])."""
+    out[:] = 0.0
+    for t in range(first, end):
+        u = users[t]
+        _add_row(out, coef[u], P, u, P.shape[1])
+
+
+@njit(parallel=True, cache=True)
+def _rows_sum_parallel(users, coef, P, parts):
+    n, n_blocks = len(users), parts.shape[0]
+    for b in prange(n_blocks):
+        _rows_sum_part(users, coef, P, b * n // n_blocks, (b + 1) * n // n_blocks, parts[b])
+
+
+@njit(cache=True)
+def _rows_sum_serial(users, coef, P, parts):
+    n, n_blocks = len(users), parts.shape[0]
     for b in range(n_blocks):
-        _gradient_part(items, xs, b * n // n_blocks, (b + 1) * n // n_blocks, r_indptr, r_users,
-                       r_weights, P, Q, data[b], qsum[b])  # fmt: skip
+        _rows_sum_part(users, coef, P, b * n // n_blocks, (b + 1) * n // n_blocks, parts[b])
 
 
-def feature_gradient(items, xs, r_indptr, r_users, r_weights, P, Q):
-    """For the movies `items` carrying a feature with weights `xs`: (sum_i x_i sum_{u rated i}
-    w_ui (1 - <p_u, q_i>) p_u, sum_i x_i q_i), both float64 [d]. The same blocks of movies
-    either way; on every thread only when the feature has enough ratings to pay for waking them
-    (a shared machine makes that a time slice)."""
-    n_blocks = max(1, min(len(items), _GRADIENT_BLOCKS))
-    data = np.zeros((n_blocks, Q.shape[1]), np.float32)
-    qsum = np.zeros((n_blocks, Q.shape[1]), np.float32)
-    entries = int((r_indptr[items + 1] - r_indptr[items]).sum())
-    blocks = _gradient_blocks_parallel if entries >= _PARALLEL_ENTRIES else _gradient_blocks_serial
-    blocks(items, xs, r_indptr, r_users, r_weights, P, Q, data, qsum)
-    return data.astype(np.float64).sum(axis=0), qsum.astype(np.float64).sum(axis=0)
+def rows_sum(users, coef, P) -> np.ndarray:
+    """sum_u coef[u] p_u over `users` (float64 [d]): the same blocks of users whatever the
+    threads (so the same sum); on every thread only for many users."""
+    parts = np.zeros((_GRADIENT_BLOCKS, P.shape[1]), np.float32)
+    blocks = _rows_sum_parallel if len(users) >= _PARALLEL_USERS else _rows_sum_serial
+    blocks(users, coef, P, parts)
+    return parts.astype(np.float64).sum(axis=0)
+
+
+@njit(fastmath=True, cache=True)
+def _rows_dot_part(users, P, v, first, end, out):
+    for t in range(first, end):
+        out[users[t]] = _dot_row(P, users[t], v, P.shape[1])
+
+
+@njit(parallel=True, cache=True)
+def _rows_dot_parallel(users, P, v, out):
+    # blocks, not single users: the feature step runs under parallel_chunksize(1)
+    n = len(users)
+    for b in prange(_GRADIENT_BLOCKS):
+        _rows_dot_part(users, P, v, b * n // _GRADIENT_BLOCKS, (b + 1) * n // _GRADIENT_BLOCKS, out)
+
+
+@njit(cache=True)
+def _rows_dot_serial(users, P, v, out):
+    _rows_dot_part(users, P, v, 0, len(users), out)
+
+
+def rows_dot(users, P, v, out) -> None:
+    """out[u] = <p_u, v> for each of `users` (float32)."""
+    blocks = _rows_dot_parallel if len(users) >= _PARALLEL_USERS else _rows_dot_serial
+    blocks(users, P, np.asarray(v, np.float32), out)

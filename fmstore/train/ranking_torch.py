@@ -1,7 +1,8 @@
 """The ranking model's row solver in torch float32, for a CUDA device: the same CG half step as
 `ranking_kernels.cg_rows` (tests/test_ranking_kernels.py holds the two to the same iterates on
-CPU). Not yet called by `fit_ranking`, which runs the numba kernels; this is the GPU twin the
-fit will dispatch to when its factors live on a device.
+CPU). `fit_ranking(..., torch_device="cuda")` runs its row half steps here (`TorchRows`: the
+ratings' CSR copies stay on the device, the factor matrices go there and back each half step);
+the genre/year step stays on the CPU's numba kernels.
 
 A GPU has no per-row cache to keep a row in, so the rows of a block run their CG steps in
 lockstep: `G p` for the whole block is one matrix product (k^2 per row is cheap there), and the
@@ -17,13 +18,16 @@ import torch
 MAX_ENTRIES = 1 << 20
 
 
-def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, max_entries: int = MAX_ENTRIES):
+def cg_rows(
+    csr, V, G, lam, X, offset, n_free: int, steps: int, max_entries: int = MAX_ENTRIES, dots=None
+):
     """`steps` CG steps for every row of X (float32 tensor, updated in place) on
 
         min_x  sum_{j in row r} w_rj (<x + o_r, v_j> - 1)^2 + (x + o_r)^T G (x + o_r) + lam_r |x|^2
 
     over its first n_free coordinates (the others stay fixed); o_r = offset[r] (None: 0).
-    csr = (indptr int64, indices, weights) tensors on X's device, as in ranking_kernels.cg_rows."""
+    csr = (indptr int64, indices, weights) tensors on X's device, as in ranking_kernels.cg_rows;
+    `dots` (float32, one per entry): <x_r + o_r, v_j> of the solution at each entry."""
     indptr = csr[0]
     n_rows = X.shape[0]
     ends = indptr.cpu()  # one copy to plan the blocks; the work stays on the device
@@ -33,11 +37,11 @@ def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, max_entries: int
         limit = int(ends[first]) + max_entries
         last = int(torch.searchsorted(ends, limit, right=True)) - 1
         last = min(max(last, first + 1), n_rows)
-        _cg_block(csr, V, G, lam, X, offset, n_free, steps, first, last)
+        _cg_block(csr, V, G, lam, X, offset, n_free, steps, first, last, dots)
         first = last
 
 
-def _cg_block(csr, V, G, lam, X, offset, n_free, steps, first, last):
+def _cg_block(csr, V, G, lam, X, offset, n_free, steps, first, last, out_dots):
     indptr, indices, weights = csr
     start, end = int(indptr[first]), int(indptr[last])
     lengths = indptr[first + 1 : last + 1] - indptr[first:last]
@@ -71,3 +75,39 @@ def _cg_block(csr, V, G, lam, X, offset, n_free, steps, first, last):
         beta = torch.where(rs > tiny, rs_new / rs.clamp_min(tiny), torch.zeros_like(rs))
         p = r + beta[:, None] * p
         rs = rs_new
+    if out_dots is not None:
+        out_dots[start:end] = dots(x + offset[first:last] if offset is not None else x)
+
+
+class TorchRows:
+    """`ranking_kernels.cg_rows`'s signature on numpy arrays, run by `cg_rows` on `device`: each
+    CSR (by identity) is copied there once, the factor matrices at every half step (hundreds of
+    MB at ml-latest size: milliseconds against a half step's seconds)."""
+
+    def __init__(self, device):
+        self.device = torch.device(device)
+        self._csr: dict[int, tuple] = {}
+
+    def _tensor(self, a):
+        return None if a is None else torch.from_numpy(a).to(self.device)
+
+    def __call__(self, csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None) -> None:
+        key = id(csr[0])
+        if key not in self._csr:
+            self._csr[key] = tuple(self._tensor(a) for a in csr)
+        X_t = self._tensor(X)
+        dots_t = None if dots is None else torch.empty(len(dots), device=self.device)
+        cg_rows(
+            self._csr[key],
+            self._tensor(V),
+            self._tensor(G),
+            self._tensor(lam),
+            X_t,
+            self._tensor(offset),
+            n_free,
+            steps,
+            dots=dots_t,
+        )
+        X[:] = X_t.cpu().numpy()
+        if dots is not None:
+            dots[:] = dots_t.cpu().numpy()

@@ -58,7 +58,7 @@ def refit(
         "train_rmse": history[-1].train_rmse if history else None,
         "fm_seconds": round(fm_seconds, 3),
         "ranking_seconds": round(ranking.seconds, 3) if ranking is not None else None,
-        # warm started from the validated ranking model, with half its sweeps (loop.py)
+        # warm started from the validated ranking model, with a quarter of its sweeps (loop.py)
         "ranking_warm_start": validated.ranking is not None,
         "seconds": round(time.perf_counter() - started, 3),
     }
