@@ -324,6 +324,7 @@ print(json.dumps({"asked": asked, "errors": errors}))
 """
 
 
+@pytest.mark.slow  # processes: the boundary is the point
 def test_readers_in_other_processes_while_updates_write_in_place(home):
     """Live updates write into the collections being served: readers in three processes ask
     for the updated users all along with no error (edge_locks: the shards lock and the
