@@ -25,7 +25,7 @@ import torch.distributed as dist
 from fmstore.config import TrainConfig
 from fmstore.errors import ConfigError
 from fmstore.train.lazy_adam import LazyAdam
-from fmstore.train.regularisation import feature_reg
+from fmstore.train.regularisation import config_reg
 from fmstore.train.torch_engine import TorchEngine
 
 # The environment torchrun gives each process, which `launch` gives too.
@@ -48,15 +48,7 @@ class Parallel:
 
     def engine(self, model, optimizer: LazyAdam, config: TrainConfig, users, items, ratings):
         """The torch engine on this rank's share of each batch, gradients summed over ranks."""
-        reg_scale = feature_reg(
-            model,
-            users,
-            items,
-            config.weight_decay,
-            config.prior_reg,
-            config.rated_reg,
-            config.field_reg,
-        )
+        reg_scale = config_reg(model, users, items, config)
 
         def all_reduce(buffer: torch.Tensor) -> None:
             dist.all_reduce(buffer, op=dist.ReduceOp.SUM)

@@ -45,7 +45,7 @@ from fmstore.threads import serial_below
 from fmstore.train.checks import check_config, resolve_device
 from fmstore.train.defaults import resolve_defaults
 from fmstore.train.lazy_adam import CATCH_UP_EVERY, LazyAdam
-from fmstore.train.regularisation import feature_reg
+from fmstore.train.regularisation import config_reg
 from fmstore.train.torch_engine import TorchEngine
 from fmstore.train.validation import evaluate_rmse_mae
 
@@ -380,15 +380,7 @@ def make_engine(
     """The training engine `name` asks for: "numba" (CPU only), "torch", or "auto": numba on CPU
     when it can train this model (numba_engine.cannot_train), torch otherwise (and always on a
     GPU)."""
-    reg_scale = feature_reg(
-        model,
-        users,
-        items,
-        config.weight_decay,
-        config.prior_reg,
-        config.rated_reg,
-        config.field_reg,
-    )
+    reg_scale = config_reg(model, users, items, config)
     if name not in ENGINES:
         raise ConfigError(f"engine {name!r}: use one of {', '.join(ENGINES)}")
     if name in ("auto", "numba") and device.type == "cpu":

@@ -5,7 +5,21 @@ from __future__ import annotations
 
 import torch
 
+from fmstore.config import TrainConfig
 from fmstore.model import FactorizationMachine
+
+
+def config_reg(model: FactorizationMachine, users, items, config: TrainConfig) -> torch.Tensor:
+    """feature_reg with the coefficients a training's config asks for."""
+    return feature_reg(
+        model,
+        users,
+        items,
+        config.weight_decay,
+        config.prior_reg,
+        config.rated_reg,
+        config.field_reg,
+    )
 
 
 def feature_reg(
