@@ -6,7 +6,7 @@ clamped to the rating scale (DESIGN.md). This module holds each formula once: th
 the link and its inverse, the predicted rating (`predict`), the FM side's vector and bias
 (`side_terms`), the ways of building a user vector from a handful of ratings (fold-in, the
 notebook's weighted average, the ranking model's whitened fold-in), the rule that names physical
-collections, and the year suffix of a MovieLens title. It imports nothing of ours and nothing
+collections, and a MovieLens title's year suffix and display form. It imports nothing of ours and nothing
 heavier than NumPy, so the query path can use it without torch.
 
 Every user vector built here is linear in what each rated movie brings, so each has a `*_parts`
@@ -331,6 +331,25 @@ def whitened_fold_in(whitened: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return whitened_parts(whitened, weights).sum(0).astype(np.float32)
 
 
+# ---- "movies like x" as a similarity ------------------------------------------------------------
+
+
+def similarity(
+    scores: np.ndarray, item_norm: float, longest: float, distance: str = "dot"
+) -> np.ndarray:
+    """The scores of a "movies like x" search on `item` -> similarities in [-1, 1], in the same
+    order: <item_x, item_j> / (|item_x| * longest), `longest` the largest |item_j| of the run
+    (the serving config's `item_norm_max`). By Cauchy-Schwarz this is within [-1, 1], and it
+    divides every score of one search by the same number, so the ranking is unchanged. A Cosine
+    `item` (a run without a ranking model) scores the cosine already: returned as it is. Clipped
+    to [-1, 1] against float rounding and a movie added live with a longer vector."""
+    s = np.asarray(scores, np.float64)
+    if distance != "cosine":
+        scale = float(item_norm) * float(longest)
+        s = s / scale if scale > 0 else np.zeros_like(s)
+    return np.clip(s, -1.0, 1.0).astype(np.float32)
+
+
 # ---- collection names ---------------------------------------------------------------------------
 
 
@@ -367,3 +386,39 @@ def split_year(title: str) -> tuple[str, int | None]:
     if not match:
         return title.strip(), None
     return title[: match.start()].strip(), int(match.group(1))
+
+
+# MovieLens writes "Matrix, The" and "Boot, Das": these articles, after a comma at the end of a
+# title (or of an alternate title in parentheses), belong in front.
+TRAILING_ARTICLE = re.compile(
+    r"^(.*),\s*(the|a|an|les|la|le|l'|il|lo|el|los|las|der|die|das|den|det|de|het|een|un|une|uno"
+    r"|una|ein|eine|o|os|as|i|gli)$",
+    re.I,
+)
+# A title's main part, then its alternate titles in parentheses: "Postman, The (Postino, Il)".
+_ALTERNATES = re.compile(r"^(?P<main>.*?)(?P<alternates>(?:\s*\([^()]*\))*)$", re.S)
+_ALTERNATE = re.compile(r"\(([^()]*)\)")
+
+
+def _article_in_front(text: str) -> str:
+    """'Matrix, The' -> 'The Matrix'; "Atalante, L'" -> "L'Atalante"; anything else as it is."""
+    m = TRAILING_ARTICLE.match(text.strip())
+    if not m:
+        return text.strip()
+    article, rest = m.group(2), m.group(1).strip()
+    return f"{article}{rest}" if article.endswith("'") else f"{article} {rest}"
+
+
+def display_title(title: str) -> str:
+    """A catalog title as people write it, the one style every answer, note, error and report
+    shows: MovieLens's trailing articles moved to the front, in the main title and in each
+    alternate title ('Matrix, The (1999)' -> 'The Matrix (1999)', 'Postman, The (Postino, Il)
+    (1994)' -> 'The Postman (Il Postino) (1994)'), runs of spaces made one, the year as written.
+    The catalog and the published payloads keep the title as the data has it."""
+    title = " ".join(str(title).split())
+    year = YEAR_SUFFIX.search(title)
+    body, suffix = (title[: year.start()], title[year.start() :].strip()) if year else (title, "")
+    parts = _ALTERNATES.match(body)
+    main = _article_in_front(parts["main"])
+    alternates = [f"({_article_in_front(a)})" for a in _ALTERNATE.findall(parts["alternates"])]
+    return " ".join(p for p in [main or body.strip(), *alternates, suffix] if p)

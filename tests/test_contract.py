@@ -25,6 +25,7 @@ def examples() -> dict[str, str]:
     assert set(found) == {
         "serving-config",
         "similar",
+        "similarity",
         "new-user",
         "new-user-qdrant",
         "known-user",
@@ -91,9 +92,18 @@ def test_examples_give_fmstore_rankings(published, capsys):
 
     for movie_id in (1, rated_movie_ids(2)[3]):
         ns = run_example("similar", client=client, movie_id=movie_id)
-        ids, scores = rec.similar_items(movie_id, N=10)
+        ids, similarities = rec.similar_items(movie_id, N=10)
         assert [h.id for h in ns["hits"]] == ids.tolist()
-        np.testing.assert_allclose([h.score for h in ns["hits"]], scores, rtol=1e-5, atol=1e-6)
+        # fmstore shows the raw score as a similarity in [-1, 1], in the same order
+        shown = run_example(
+            "similarity",
+            client=client,
+            movie_id=movie_id,
+            hits=ns["hits"],
+            item_norm_max=config["item_norm_max"],
+        )
+        np.testing.assert_allclose(shown["similarity"], similarities, rtol=1e-5, atol=1e-6)
+        assert np.all(np.abs(similarities) <= 1) and np.all(np.diff(similarities) <= 0)
 
     for group in range(3):
         ratings = {m: 5.0 for m in rated_movie_ids(group)[:3]} | {

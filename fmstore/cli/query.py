@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence
 
 import typer
-from rich.table import Table
 
 from fmstore.cli.app import (
     DbOpt,
@@ -27,11 +26,11 @@ from fmstore.cli.app import (
     check_wait,
     err,
     example,
-    out,
     print_json,
     safe,
     settings,
 )
+from fmstore.cli.query_output import print_results, results_of, shown_title
 from fmstore.cli.ratings_input import (
     RatingInput,
     check_id,
@@ -108,6 +107,7 @@ class _Answer:
     reasons: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
     # for users: the rating model's b_i + <p_u, q_i> of each movie (its stars come from these)
     rating_scores: np.ndarray | None = None
+    similar: bool = False  # scores are similarities in [-1, 1] (Recommender.similar_items)
 
 
 @app.command(
@@ -244,14 +244,14 @@ def query(
     finally:
         store.close()
 
-    results = _results(rec, answer, info)
+    results = results_of(rec, answer, info)
     for note in rec.notes:
         err.print(f"note: {safe(note)}", markup=False, highlight=False, soft_wrap=True)
     if as_json:
         return print_json(
             {"run_id": rec.run_id, "query": answer.question, "results": results, "notes": rec.notes}
         )
-    _print_results(answer.heading, rec.run_id, results, for_user=answer.b_u is not None)
+    print_results(answer.heading, rec.run_id, results, for_user=answer.b_u is not None)
 
 
 def _user_number(rec: Recommender, user: int | str) -> int:
@@ -303,10 +303,12 @@ def _check_flags_apply(method: bool, include_rated: bool, user: bool, new_user: 
 
 
 def _ask_similar(rec: Recommender, movie_id: int, n: int, flt: QueryFilter) -> _Answer:
+    from fmstore.serving import display_title
+
     ids, scores = rec.similar_items(movie_id, n, flt)
-    title = rec.movie_info([movie_id])[movie_id].get("title")
+    title = display_title(rec.movie_info([movie_id])[movie_id].get("title") or str(movie_id))
     question = {"type": "similar", "movie_id": movie_id, "title": title}
-    return _Answer(ids, scores, question, f"Movies like {title} [id {movie_id}]")
+    return _Answer(ids, scores, question, f"Movies like {title} [id {movie_id}]", similar=True)
 
 
 def _ask_known_user(
@@ -334,11 +336,11 @@ def _ask_new_user(
     rating_scores = rec.rating_scores(p_u, ids.tolist())
     info = rec.movie_info(ratings)
     rated = [
-        {"movie_id": m, "title": info.get(m, {}).get("title"), "rating": r}
+        {"movie_id": m, "title": shown_title(info, m), "rating": r}
         | ({"title_match": matches[m].as_dict()} if m in matches else {})
         for m, r in ratings.items()
     ]
-    listed = ", ".join(f"{info.get(m, {}).get('title', m)}={r:g}" for m, r in ratings.items())
+    listed = ", ".join(f"{shown_title(info, m) or m}={r:g}" for m, r in ratings.items())
     question = {"type": "new_user", "method": method, "ratings": rated}
     heading = f"For someone who rated {listed} ({method})"
     return _Answer(ids, scores, question, heading, b_u, reasons, rating_scores)
@@ -377,63 +379,3 @@ def _match_title_at(rec: Recommender, title: str, where: str) -> TitleMatch:
         if str(exc).startswith(where):
             raise
         raise type(exc)(f"{where}: {exc}") from None
-
-
-def _results(rec: Recommender, answer: _Answer, info: dict[int, dict]) -> list[dict]:
-    """The ranking as rows: the movie's payload, its raw score and, for users, a predicted rating
-    (clamped to the scale; `above_scale` when the model predicts more) and the reasons."""
-    results = []
-    for rank, (movie_id, score) in enumerate(
-        zip(answer.ids.tolist(), answer.scores.tolist(), strict=True)
-    ):
-        p = info.get(movie_id, {})
-        row = {
-            "movie_id": movie_id,
-            "title": p.get("title"),
-            "year": p.get("year"),
-            "genres": p.get("genres") or [],
-            "score": round(score, 5),
-            "predicted_rating": None,
-        }
-        if "key" in p:  # a run trained on a person's own ids: theirs
-            row["key"] = p["key"]
-        if answer.b_u is not None:
-            fm = float(answer.rating_scores[rank])  # the rating model's, not the ranking score
-            row["predicted_rating"] = round(rec.predict_rating(answer.b_u, fm), 3)
-            unclamped = rec.predict_rating(answer.b_u, fm, clamp=False)
-            row["above_scale"] = unclamped >= rec.rating_range[1] + 0.05
-            row["because"] = [
-                {"movie_id": j, "title": info.get(j, {}).get("title"), "contribution": round(c, 5)}
-                for j, c in answer.reasons.get(movie_id, [])
-            ]
-        results.append(row)
-    return results
-
-
-def _print_results(heading: str, run_id: str, results: list[dict], for_user: bool) -> None:
-    from rich.markup import escape
-
-    from fmstore.recommend.titles import display_title
-
-    out.print(
-        f"[bold]{escape(safe(heading))}[/bold]  (run {escape(safe(run_id))})", highlight=False
-    )
-    if not results:
-        out.print("no movies match")
-        return
-    last = ["rating", "because you liked"] if for_user else ["similarity"]
-    table = Table("#", "title", "year", "genres", *last)
-    for rank, r in enumerate(results, 1):
-        shown = r["title"] or ""
-        if r["year"] and shown.endswith(f"({r['year']})"):
-            shown = shown[: -len(f"({r['year']})")].rstrip()
-        genres = escape(safe("|".join(r["genres"])))
-        row = [str(rank), escape(safe(shown)), safe(r["year"] or ""), genres]
-        if for_user:
-            stars = f"{r['predicted_rating']:.1f}" + ("+" if r["above_scale"] else "")
-            because = r["because"][0]["title"] if r["because"] else None
-            row += [stars, escape(safe(display_title(because))) if because else ""]
-        else:
-            row.append(f"{r['score']:.2f}")
-        table.add_row(*row)
-    out.print(table)

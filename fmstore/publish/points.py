@@ -53,7 +53,8 @@ class ServedVectors:
     movies: dict[str, np.ndarray]  # item, score, (rank)
     users: dict[str, np.ndarray]  # score, (rank)
     rank_k: int | None
-    config: dict  # merged into the catalog's serving config: "ranking", "item_distance", ...
+    # merged into the catalog's serving config: "ranking", "item_distance", "item_norm_max", ...
+    config: dict
 
     def movies_spec(self, k: int) -> CollectionSpec:
         item_size = self.movies["item"].shape[1]
@@ -80,7 +81,8 @@ def served_vectors(
     users = {"score": np.hstack([serving.user_vectors, ones])}
     if ranking is None:
         movies["item"] = serving.item_vectors
-        return ServedVectors(movies, users, None, {"ranking": None, "item_distance": "cosine"})
+        config = {"ranking": None, "item_distance": "cosine", "item_norm_max": 1.0}
+        return ServedVectors(movies, users, None, config)
     lam = ranking_lambda(ranking.reg, ranking.alpha0, ranking.nu, ranking.n_items_train)
     movies["item"] = whiten_items(ranking.item_vectors, ranking.alpha0, lam)
     movies["rank"] = ranking.item_rows
@@ -98,8 +100,17 @@ def served_vectors(
             "liked_at": ranking.liked_at,
         },
         "item_distance": ITEM_DISTANCE,
+        "item_norm_max": longest_norm(movies["item"]),
     }
     return ServedVectors(movies, users, rank_k, config)
+
+
+def longest_norm(vectors: np.ndarray) -> float:
+    """The largest |row| of `vectors` (0 for none): with it a "movies like x" score reads as a
+    similarity in [-1, 1] (serving.similarity)."""
+    if len(vectors) == 0:
+        return 0.0
+    return float(np.linalg.norm(np.asarray(vectors, np.float64), axis=1).max())
 
 
 def movie_points(

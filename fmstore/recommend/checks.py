@@ -1,4 +1,4 @@
-"""The checks the Recommender and the CLI share: a new user's method, a rating on the scale.
+"""The checks the Recommender and the CLI share: a new user's method, a rating on the scale, N.
 Errors name this API's arguments (`method 'mean'`); the CLI words them as its flags.
 
 A new user's ranking vector is, by default, the rating-weighted mean of the ranking vectors of the
@@ -10,6 +10,8 @@ vs 0.109 at 20; NDCG@10 0.235 vs 0.167 and 0.320 vs 0.259).
 from __future__ import annotations
 
 from typing import Any, Sequence
+
+import numpy as np
 
 from fmstore.errors import ConfigError, DataError
 
@@ -24,6 +26,13 @@ def check_method(method: str) -> str:
     if method not in METHODS:
         raise ConfigError(f"method {method!r}: use one of {', '.join(METHODS)}")
     return method
+
+
+def check_n(N: Any) -> int:
+    """How many results to return, as an int; ConfigError unless a whole number of at least 1."""
+    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
+        raise ConfigError(f"N must be a whole number of at least 1, not {N!r}")
+    return int(N)
 
 
 def check_rating(value: Any, rating_range: Sequence[float], where: str) -> float:

@@ -17,6 +17,7 @@ import numpy as np
 from fmstore import runs, serving
 from fmstore.catalog.readers import CatalogReader, open_reader
 from fmstore.errors import ConfigError, DataError, NotFoundError, StoreError
+from fmstore.recommend import checks
 from fmstore.recommend.checks import DEFAULT_METHOD, USE_THEIR_RATINGS, check_method, check_rating
 from fmstore.recommend.explain import (
     Contributions,
@@ -30,7 +31,7 @@ from fmstore.recommend.explain import (
 )
 from fmstore.recommend.filters import as_id, as_ids, as_query_filter, is_one_id, with_excluded
 from fmstore.recommend.titles import TitleIndex, TitleMatch
-from fmstore.vectors import QueryFilter, VectorStore
+from fmstore.vectors import QueryFilter, VectorStore, longest_vector
 
 # Retrieve at most this many points per call: keeps one request to a server small.
 _RETRIEVE_BATCH = 2048
@@ -47,12 +48,6 @@ def _ranking(hits: list) -> tuple[np.ndarray, np.ndarray]:
 
 def _rows(vectors: Mapping[int, np.ndarray], ids: Sequence[int]) -> np.ndarray:
     return np.stack([vectors[i] for i in ids]).astype(np.float64)
-
-
-def _check_n(N: Any) -> int:
-    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
-        raise ConfigError(f"N must be a whole number of at least 1, not {N!r}")
-    return int(N)
 
 
 def _is_reader(catalog: Any) -> bool:
@@ -146,6 +141,8 @@ class Recommender:
             self.factors = int(serving["factors"])
             self.ranking = serving.get("ranking")  # None: a run without a ranking model
             self.rank_factors = int(self.ranking["factors"]) if self.ranking else self.factors
+            self.item_distance = serving.get("item_distance", "dot" if self.ranking else "cosine")
+            self.item_norm_max = serving.get("item_norm_max")  # None: published before it was kept
         except (KeyError, TypeError, ValueError, IndexError):
             raise StoreError(
                 f"run {self.run_id} in the catalog has no usable serving config; publish it again"
@@ -249,7 +246,8 @@ class Recommender:
     def _search(
         self, collection: str, vector: np.ndarray, using: str, N: int, filter: QueryFilter | None
     ) -> list:
-        hits = self.store.search(collection, vector, using=using, limit=_check_n(N), filter=filter)
+        N = checks.check_n(N)
+        hits = self.store.search(collection, vector, using=using, limit=N, filter=filter)
         for h in hits:
             self._payloads[h.id] = h.payload
         return hits
@@ -390,13 +388,18 @@ class Recommender:
         filter: QueryFilter | Mapping[str, Any] | None = None,
         filter_items: Iterable[int] = (),
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Movies nearest to this movie's `item` vector, with their scores; the movie itself
-        excluded. With a ranking model, `item` is the whitened ranking vector (Dot): the top list
-        of someone who named only this movie."""
+        """Movies nearest to this movie's `item` vector, the movie itself excluded, with their
+        similarity in [-1, 1] in the store's order (serving.similarity). With a ranking model,
+        `item` is the whitened ranking vector (Dot): the top list of someone who named only it."""
         movie_id = as_id(movie_id, "movie id")
         item = self.movie_vectors([movie_id], "item")[movie_id]
         excluded = with_excluded(self.as_filter(filter, filter_items), [movie_id])
-        return _ranking(self._search(self.movies_collection, item, "item", N, excluded))
+        ids, scores = _ranking(self._search(self.movies_collection, item, "item", N, excluded))
+        if self.item_norm_max is None and self.item_distance != "cosine":  # published before
+            ids_all = self.item_ids.tolist()  # the serving config kept it: read once
+            self.item_norm_max = longest_vector(self.store, self.movies_collection, ids_all, "item")
+        longest = self.item_norm_max or 0.0
+        return ids, serving.similarity(scores, np.linalg.norm(item), longest, self.item_distance)
 
     def recommend(
         self,
@@ -590,7 +593,7 @@ class Recommender:
         are the 50 N (at least 5,000) users with the largest dot product with the unit query,
         ranked by cosine (the store holds [p_u, 1] for dot products only)."""
         p_u, _ = self.user_vector(user_id)
-        N = _check_n(N)
+        N = checks.check_n(N)
         norm = float(np.linalg.norm(p_u))
         if norm == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)

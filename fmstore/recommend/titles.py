@@ -15,16 +15,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
 from fmstore.errors import AmbiguousError, ConfigError, NotFoundError
-from fmstore.serving import split_year
+from fmstore.serving import TRAILING_ARTICLE as _TRAILING_ARTICLE
+from fmstore.serving import display_title, split_year
 
 _PARENS = re.compile(r"\s*\(([^()]*)\)")
 _AKA = re.compile(r"^\s*(?:a\.?k\.?a\.?|also known as)\s+", re.I)
-# MovieLens writes "Matrix, The" and "Boot, Das"; these trailing articles move to the front.
-_TRAILING_ARTICLE = re.compile(
-    r"^(.*),\s*(the|a|an|les|la|le|l'|il|lo|el|los|las|der|die|das|den|det|de|het|een|un|une|uno"
-    r"|una|ein|eine|o|os|as|i|gli)$",
-    re.I,
-)
 _LEADING_ARTICLE = re.compile(r"^(?:the|a|an)\s+")  # only English ones: "Die Hard" keeps its "Die"
 _NON_ALNUM = re.compile(r"[^0-9a-z\n]+")
 _COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
@@ -82,12 +77,13 @@ def query_key(text: str) -> tuple[str, int | None]:
 
 
 def _format_movies(movies: Iterable[Movie], limit: int = 8) -> str:
-    """'Title (year) [id N], ...' for messages, the first `limit` movies and a count of the rest."""
+    """'Title (year) [id N], ...' for messages (display_title's style), the first `limit` movies
+    and a count of the rest."""
     movies = list(movies)
     shown = []
     for movie_id, title, year in movies[:limit]:
         label = title if (year is None or f"({year}" in title) else f"{title} ({year})"
-        shown.append(f"{label} [id {movie_id}]")
+        shown.append(f"{display_title(label)} [id {movie_id}]")
     more = f", and {len(movies) - limit} more" if len(movies) > limit else ""
     return ", ".join(shown) + more
 
@@ -104,15 +100,6 @@ MUCH_MORE_RATED = 5
 # "toy story 1995": a bare four-digit number at the end, read as the year when that finds a movie.
 _BARE_YEAR = re.compile(r"^(?P<body>.*\S)\s+(?P<year>\d{4})$")
 _YEARS = range(1870, 2101)
-
-
-def display_title(title: str) -> str:
-    """A catalog title as a person writes it: 'Terminator, The (1984)' -> 'The Terminator (1984)'."""
-    body, year = split_year(title)
-    m = _TRAILING_ARTICLE.match(body)
-    if m:
-        body = f"{m.group(2)} {m.group(1)}"
-    return body if year is None else f"{body} ({year})"
 
 
 @dataclass(frozen=True)
@@ -171,11 +158,11 @@ class TitleMatch:
         return f"{shown} (its whole title); also starting with those words: {listed}{more}"
 
     def as_dict(self) -> dict:
-        """The match for JSON output."""
+        """The match for JSON output (the title as display_title shows it)."""
         return {
             "query": self.query,
             "movie_id": self.movie_id,
-            "title": self.title,
+            "title": display_title(self.title),
             "how": self.how,
             "exact": self.exact,
             "others": list(self.others),

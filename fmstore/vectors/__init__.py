@@ -22,6 +22,7 @@ from fmstore.vectors.base import (
     QueryFilter,
     VectorSpec,
     VectorStore,
+    longest_vector,
     movies_spec,
     users_spec,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "ServerStore",
     "VectorSpec",
     "VectorStore",
+    "longest_vector",
     "movies_spec",
     "open_store",
     "users_spec",

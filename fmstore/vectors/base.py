@@ -343,6 +343,19 @@ class VectorStore(abc.ABC):
         )
 
 
+def longest_vector(
+    store: Any, name: str, ids: Sequence[int], using: str, batch: int = 2048
+) -> float:
+    """The largest length of the named vector `using` over the points `ids` of `name` (0 for
+    none), read `batch` points at a time: any VectorStore's retrieve."""
+    longest = 0.0
+    for start in range(0, len(ids), batch):
+        found = store.retrieve(name, list(ids[start : start + batch]), vectors=[using])
+        for vectors, _ in found.values():
+            longest = max(longest, float(np.linalg.norm(vectors[using].astype(np.float64))))
+    return longest
+
+
 def _one_line(error: BaseException) -> str:
     """An exception as one short line, for a user-facing message."""
     text = " ".join(str(error).split())
