@@ -254,3 +254,15 @@ def test_rating_model_known_user_reasons_are_their_group(rating_only):
     ids, _ = rating_only.recommend(45, N=5)
     for why in rating_only.explain(45, ids).values():
         assert why and {group_of_movie(m) for m, _ in why} == {group_of_user(45)}
+
+
+def test_rating_model_similar_movies_score_their_cosine(rating_only):
+    """Without a ranking model `item` is q_i under Cosine: the similarity shown is the cosine."""
+    movie = rated_movie_ids(1)[0]
+    ids, similarity = rating_only.similar_items(movie, N=8)
+    q = rating_only.item_factors.astype(np.float64)
+    row = {m: i for i, m in enumerate(rating_only.item_ids.tolist())}
+    x = q[row[movie]] / np.linalg.norm(q[row[movie]])
+    cosine = [float(q[row[i]] @ x / np.linalg.norm(q[row[i]])) for i in ids.tolist()]
+    np.testing.assert_allclose(similarity, cosine, rtol=1e-4, atol=1e-5)
+    assert rating_only.item_distance == "cosine" and np.all(np.diff(similarity) <= 0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from planted import group_of_movie, group_of_user, rated_movie_ids
 
-from fmstore.errors import AmbiguousError, DataError
+from fmstore.errors import AmbiguousError, DataError, NotFoundError
 from fmstore.recommend.titles import TitleIndex, display_title
 
 TITLES = [
@@ -100,10 +100,43 @@ def test_equals_stay_ambiguous(titles):
         TitleIndex([(1, "Emma (1996)", 1996), (2, "Emma (1996)", 1996)]).match("emma")
 
 
-def test_display_title():
-    assert display_title("Terminator, The (1984)") == "The Terminator (1984)"
-    assert display_title("Boot, Das (1981)") == "Das Boot (1981)"
-    assert display_title("Toy Story") == "Toy Story"
+@pytest.mark.parametrize(
+    "catalog, shown",
+    [
+        ("Terminator, The (1984)", "The Terminator (1984)"),
+        ("Boot, Das (1981)", "Das Boot (1981)"),
+        ("Toy Story", "Toy Story"),
+        ("Postman, The (Postino, Il) (1994)", "The Postman (Il Postino) (1994)"),
+        (
+            "City of Lost Children, The (Cité des enfants perdus, La) (1995)",
+            "The City of Lost Children (La Cité des enfants perdus) (1995)",
+        ),
+        ("Atalante, L' (1934)", "L'Atalante (1934)"),
+        (
+            "Lord of the Rings: The Two Towers, The (2002)",
+            "The Lord of the Rings: The Two Towers (2002)",
+        ),
+        ("Seven (a.k.a. Se7en) (1995)", "Seven (a.k.a. Se7en) (1995)"),
+        ("(500) Days of Summer (2009)", "(500) Days of Summer (2009)"),
+        ("Death Note: Desu nôto (2006–2007)", "Death Note: Desu nôto (2006–2007)"),
+        ("Angst  (1983) ", "Angst (1983)"),
+    ],
+)
+def test_display_title(catalog, shown):
+    assert display_title(catalog) == shown
+
+
+def test_messages_name_movies_in_the_display_style(titles):
+    """Errors, suggestions and notes write "The Terminator (1984)", as every answer does."""
+    assert titles.describe(1240) == "The Terminator (1984) [id 1240]"
+    twice = TitleIndex([(1, "Matrix, The (1999)", 1999), (2, "Matrix, The (1999)", 1999)])
+    with pytest.raises(AmbiguousError, match=r"The Matrix \(1999\) \[id 1\], The Matrix"):
+        twice.match("the matrix")
+    with pytest.raises(NotFoundError, match=r"closest: The Terminator \(1984\) \[id 1240\]"):
+        TitleIndex([m for m in TITLES if m[0] != 589]).match("Terminatorx Thee Revenge")
+    note = titles.match("lord of the rings").note()
+    assert "The Lord of the Rings (1978)" in note and ", The (" not in note
+    assert titles.match("Terminator").as_dict()["title"] == "The Terminator (1984)"
 
 
 def test_match_as_dict(titles):
@@ -204,6 +237,65 @@ def test_new_user_reasons_and_title_notes(home, fmstore_cli):
         assert [b["movie_id"] for b in r["because"]] and {
             b["movie_id"] for b in r["because"]
         } <= set(liked)
+
+
+def _table_rows(stdout: str) -> list[list[str]]:
+    return [
+        [c.strip() for c in line.split("│")[1:-1]]
+        for line in stdout.splitlines()
+        if line.startswith("│")
+    ]
+
+
+@pytest.mark.parametrize("movie", [rated_movie_ids(0)[0], rated_movie_ids(2)[4]])
+def test_similar_table_shows_similarities_with_their_order(home, fmstore_cli, movie):
+    args = ["query", "--movie-id", str(movie), "-n", "12", "--min-ratings", "0"]
+    table, as_json = fmstore_cli(home, *args), fmstore_cli(home, *args, "--json")
+    assert table.returncode == 0 and as_json.returncode == 0, table.stderr + as_json.stderr
+    scores = [r["score"] for r in json.loads(as_json.stdout)["results"]]
+    shown = [row[-1] for row in _table_rows(table.stdout)]
+    assert len(shown) == len(scores) == 12
+    assert all(-1.0 <= x <= 1.0 for x in scores) and scores == sorted(scores, reverse=True)
+    assert len({len(x.split(".")[1]) for x in shown}) == 1  # one number of decimals
+    assert len(shown[0].split(".")[1]) >= 3
+    for a, b, x, y in zip(shown, shown[1:], scores, scores[1:]):
+        assert float(a) >= float(b) and (a != b or x == y), shown  # the order is visible
+        assert abs(float(a) - x) <= 0.5 * 10 ** -len(a.split(".")[1]) + 1e-9
+
+
+def test_order_digits():
+    from fmstore.cli.query_output import order_digits
+
+    assert order_digits([0.611, 0.574, 0.240]) == 3
+    assert order_digits([0.1540, 0.1534, 0.1523, 0.1516]) == 4
+    assert order_digits([0.5, 0.5, 0.4]) == 3  # equal scores may look equal
+    assert order_digits([0.1234561, 0.1234560]) == 6  # at most 6
+    assert order_digits([]) == 3
+
+
+def test_answers_show_one_title_style(home, fmstore_cli, tmp_path):
+    """A MovieLens title with its article at the end ("Matrix, The") reads "The Matrix" in the
+    heading, the table, the JSON rows and the question, as in notes and errors."""
+    from planted import copy_home
+
+    home = copy_home(home, tmp_path / "home")
+    added = fmstore_cli(
+        home, "movies", "add", "--title", "Matrix, The", "--genres", "Action", "--year", "1999"
+    )
+    assert added.returncode == 0, added.stderr
+    args = ["query", "--movie", "the matrix", "--min-ratings", "0", "-n", "3"]
+    table = fmstore_cli(home, *args)
+    assert table.returncode == 0, table.stderr
+    assert "Movies like The Matrix (1999)" in table.stdout and "Matrix, The" not in table.stdout
+    question = json.loads(fmstore_cli(home, *args, "--json").stdout)["query"]
+    assert question["title"] == question["title_match"]["title"] == "The Matrix (1999)"
+    everything = ["query", "--movie-id", "1", "--min-ratings", "0", "-n", "1000"]
+    rows = json.loads(fmstore_cli(home, *everything, "--json").stdout)["results"]
+    assert [r["title"] for r in rows if "Matrix" in r["title"]] == ["The Matrix (1999)"]
+    listed = [row[1] for row in _table_rows(fmstore_cli(home, *everything).stdout)]
+    assert "The Matrix" in listed and not any("Matrix, The" in t for t in listed)
+    rated = fmstore_cli(home, "query", "--rated", "Matrix, The=5", "--json")
+    assert json.loads(rated.stdout)["query"]["ratings"][0]["title"] == "The Matrix (1999)"
 
 
 # ---- data synth ----------------------------------------------------------------------------------

@@ -181,6 +181,33 @@ def test_similar_items_are_the_movies_own_group(rec, group):
     assert np.all(np.diff(scores) <= 1e-6) and ids.dtype == np.int64
 
 
+def test_similar_items_score_a_similarity_in_the_stores_order(rec):
+    """The shown score is the store's <item_x, item_j> over |item_x| times the run's longest item
+    vector: within [-1, 1], non-increasing, and the ranking is the store's own (the top N by
+    <item_x, item_j>, ties in any order)."""
+    all_ids = rec.item_ids.tolist()
+    vectors = rec.movie_vectors(all_ids, "item")
+    longest = max(float(np.linalg.norm(v)) for v in vectors.values())
+    assert rec.item_norm_max == pytest.approx(longest, rel=1e-5)  # recorded at publish
+    for movie in (rated_movie_ids(0)[0], rated_movie_ids(2)[5], unrated_movie_ids(1)[0]):
+        ids, similarity = rec.similar_items(movie, N=40)
+        dot = {m: float(v @ vectors[movie]) for m, v in vectors.items() if m != movie}
+        raw = np.array([dot[i] for i in ids.tolist()])  # the store's scores, best first
+        assert np.all(np.diff(raw) <= 1e-6)
+        assert raw.min() >= max(d for m, d in dot.items() if m not in ids) - 1e-6
+        expected = raw / (np.linalg.norm(vectors[movie]) * longest)
+        np.testing.assert_allclose(similarity, expected, rtol=1e-5, atol=1e-6)
+        assert np.all(np.abs(similarity) <= 1.0) and np.all(np.diff(similarity) <= 0)
+        assert similarity.dtype == np.float32
+    # a publication made before item_norm_max was recorded: computed from the store, the same
+    movie = rated_movie_ids(1)[0]
+    _, recorded = rec.similar_items(movie, N=10)
+    rec.item_norm_max = None
+    _, computed = rec.similar_items(movie, N=10)
+    assert rec.item_norm_max == pytest.approx(longest, rel=1e-6)
+    np.testing.assert_allclose(computed, recorded, rtol=1e-6)
+
+
 def test_similar_items_filters(rec):
     movie = rated_movie_ids(0)[0]
     ids, _ = rec.similar_items(movie, N=5, filter=QueryFilter(genres=("Comedy",)))
