@@ -29,6 +29,7 @@ from fmstore import runs
 from fmstore.config import Settings, TrainConfig
 from fmstore.errors import ConfigError, NotFoundError
 from fmstore.recommend import Recommender
+from fmstore.serving import display_title
 from fmstore.vectors import MemoryStore
 
 
@@ -329,9 +330,10 @@ class Model:
         return {a: [(key(r), c) for r, c in found[i]] for a, i in zip(asked, ids, strict=True)}
 
     def titles(self, items: Iterable[Any]) -> list[str]:
-        """The titles of movies (ids as the answers give them)."""
+        """The titles of movies (ids as the answers give them), as every answer shows them:
+        "The Matrix (1999)" for MovieLens's "Matrix, The (1999)" (serving.display_title)."""
         info = self.recommender.movie_info([self._movie(i) for i in items])
-        return [info.get(self._movie(i), {}).get("title", str(i)) for i in items]
+        return [display_title(info.get(self._movie(i), {}).get("title", str(i))) for i in items]
 
     # -- going live ----------------------------------------------------------------------------
 

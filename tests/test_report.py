@@ -148,7 +148,8 @@ def test_a_refit_is_marked(planted_runs, planted_dataset, tmp_path):
     (run / "manifest.json").write_text(json.dumps(manifest))
     result = build_report(run, tmp_path / "out", dataset=planted_dataset)
     page = result.html.read_text(encoding="utf-8")
-    assert "Refit: epochs 3" in page and "refit on all ratings" in page
+    assert "Refit: 3 epochs, on 1,800 ratings, final train RMSE 0.5" in page
+    assert "refit on all ratings" in page
 
 
 # ---- a refitted run: the validated model's predictions, not the refitted one's -----------------
@@ -209,3 +210,177 @@ def _without_kept_predictions(run: Path, to: Path) -> Path:
     del manifest["files"]["validation.safetensors"]
     (to / "manifest.json").write_text(json.dumps(manifest))
     return to
+
+
+# ---- the embedding map: the served vectors, a legend and caption that agree, readable labels ----
+
+
+def test_the_map_draws_the_vectors_publish_serves(planted_runs, planted_dataset):
+    from fmstore import runs
+    from fmstore.publish.points import served_vectors
+    from fmstore.report import collect
+    from fmstore.report.collect import RANKING_VECTORS
+
+    data = collect(planted_runs[0], dataset=planted_dataset)
+    manifest = runs.load_manifest(planted_runs[0])
+    served = served_vectors(
+        runs.load_serving(planted_runs[0], manifest), runs.load_ranking(planted_runs[0], manifest)
+    )
+    # the ranking model's r_i, as publish writes them in `rank` = [r_i, c_i]
+    np.testing.assert_array_equal(data.item_vectors, served.movies["rank"][:, :-1])
+    assert data.vectors_from == RANKING_VECTORS and "`rank`" in data.vectors_from
+
+
+def test_legend_caption_and_labels_agree(planted_runs, planted_dataset):
+    from fmstore.report import collect, figures
+    from fmstore.report.embedding import embedding_map
+
+    data = collect(planted_runs[0], dataset=planted_dataset)
+    emap = embedding_map(data.movie_rows, data.item_vectors)
+    fig = figures.embedding_figure(emap)
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    entries = [t.get_text() for t in legend.get_texts()]
+    assert entries == emap.genres_shown + ([OTHER] if OTHER in emap.genre else [])
+    assert legend.get_title().get_text() == "main genre" and "main genre" in ax.get_title()
+    caption = emap.caption(data.vectors_from)
+    assert f"the {emap.n_movies:,} movies with at least {emap.min_ratings} ratings" in caption
+    assert f"the {len(emap.genres_shown)} most frequent main genres are named in the legend" in (
+        caption
+    )
+    assert f"labelled: the {len(emap.labels)} most rated movies" in caption
+    assert ('grey as "other"' in caption) == (OTHER in emap.genre)
+    assert caption.startswith("The ranking model's movie vectors r_i")
+    written = sorted(t.get_text() for t in ax.texts)
+    assert written == sorted(text for _, text in emap.labels) and len(written) == 12
+    _assert_apart(fig)
+    figures.pyplot().close(fig)
+
+
+def test_labels_keep_apart_where_points_crowd():
+    """Twelve long labels on points closer together than a label is wide."""
+    from fmstore.report import figures
+
+    plt = figures.pyplot()
+    fig, ax = plt.subplots(figsize=(8, 6))
+    xy = np.array([[0.1 * i, 0.05 * (i % 3)] for i in range(12)])
+    ax.scatter(*xy.T)
+    ax.set_xlim(-1, 2.2)
+    ax.set_ylim(-1, 1)
+    fig.tight_layout()
+    boxes = figures.place_labels(
+        fig, ax, [(p, f"A Rather Long Movie Title {i} (1999)") for i, p in enumerate(xy)]
+    )
+    assert len(boxes) == 12
+    _assert_apart(fig)
+    plt.close(fig)
+
+
+def _assert_apart(fig) -> None:
+    """The figure's labels as drawn (their text; a leader line may cross): no two overlap, each
+    inside the axes."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    inside = ax.get_window_extent(renderer)
+    boxes = [(t.get_text(), Text.get_window_extent(t, renderer)) for t in ax.texts]
+    for i, (text, box) in enumerate(boxes):
+        assert inside.x0 <= box.x0 and box.x1 <= inside.x1, text
+        assert inside.y0 <= box.y0 and box.y1 <= inside.y1, text
+        for other, second in boxes[i + 1 :]:
+            assert not box.overlaps(second), (text, other)
+
+
+@pytest.mark.parametrize(
+    "title, label",
+    [
+        ("Shawshank Redemption, The (1994)", "The Shawshank Redemption (1994)"),
+        (
+            "City of Lost Children, The (Cité des enfants perdus, La) (1995)",
+            "The City of Lost Children (1995)",
+        ),
+        ("Star Wars: Episode IV - A New Hope (1977)", "Star Wars: Episode IV - A New Hope"),
+        (
+            "Dr. Strangelove or: How I Learned to Stop Worrying and Love the Bomb (1964)",
+            "Dr. Strangelove or: How I Learned…",
+        ),
+    ],
+)
+def test_map_labels_are_short_display_titles(title, label):
+    from fmstore.report.embedding import LABEL_CHARS, label_text
+
+    assert label_text(title) == label and len(label) <= LABEL_CHARS
+
+
+# ---- the page: both models' settings, the search's choice, numbers rounded ----------------------
+
+
+def test_config_table_has_both_models_and_what_the_search_chose(
+    planted_runs, planted_dataset, tmp_path
+):
+    run = tmp_path / "runs" / planted_runs[0].name
+    shutil.copytree(planted_runs[0], run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    ranking = manifest["config"]["ranking_config"]
+    manifest["metrics"]["ranking_search"] = {
+        "chosen": {"reg": ranking["reg"], "alpha0": ranking["alpha0"]},
+        "grid": {"reg": [0.0003, 0.003, 0.03], "alpha0": [0.3, 1.0, 3.0]},
+        "inner_ndcg@10": 0.203208609976,
+        "points": [{}] * 7,
+        "seconds": 93.367,
+    }
+    manifest["metrics"]["refit"] = {"epochs": 13, "n_train": 100836, "train_rmse": 0.6515905}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    page = build_report(run, tmp_path / "out", dataset=planted_dataset).html.read_text("utf-8")
+    text = re.sub(r"<img [^>]*>", "", page)
+    assert "rating model (Factorization Machine)" in text
+    assert "ranking model (iALS in FM form)" in text
+    table = text[text.index("<h2>Configuration") : text.index("<h2>Metrics")]
+    for key in ("factors", "reg", "alpha0", "conf_alpha", "confidence", "iterations"):
+        assert f'<td class="setting">{key}</td>' in table
+    assert "(chosen from 0.0003, 0.003, 0.03)" in table and "(chosen from 0.3, 1.0, 3.0)" in table
+    assert "inner NDCG@10 0.2032, 7 points, 93.4 s" in table
+    assert "Refit: 13 epochs, on 100,836 ratings, final train RMSE 0.6516" in text
+    # numbers for people: no float printed with more than 4 decimals, a date without seconds
+    assert not re.search(r"\d\.\d{5,}", text), re.findall(r"[\d.]*\d\.\d{5,}", text)
+    assert re.search(r"trained \d{4}-\d\d-\d\d \d\d:\d\d UTC on", text)
+
+
+def test_human_numbers():
+    from fmstore.report.page import human
+
+    assert [human(v) for v in (0.651590506, 100836, 0.003, 5.0, 14.941, True, "liked")] == [
+        "0.6516",
+        "100,836",
+        "0.003",
+        "5.0",
+        "14.94",
+        "yes",
+        "liked",
+    ]
+
+
+def test_report_draws_the_live_run_by_default(planted_runs, fmstore_cli, tmp_path):
+    home = tmp_path / "home"
+    for run in planted_runs:  # run 1 is the latest
+        shutil.copytree(run, home / "runs" / run.name)
+    out = tmp_path / "out"
+    latest = fmstore_cli(home, "report", "--out", str(out / "a"), "--json")
+    assert latest.returncode == 0, latest.stderr
+    assert (
+        json.loads(latest.stdout) | {}
+        and json.loads(latest.stdout)["run_id"] == planted_runs[1].name
+    )
+    assert json.loads(latest.stdout)["chosen"] == "latest"
+    published = fmstore_cli(home, "publish", planted_runs[0].name)
+    assert published.returncode == 0, published.stderr
+    live = fmstore_cli(home, "report", "--out", str(out / "b"), "--json")
+    assert live.returncode == 0, live.stderr
+    summary = json.loads(live.stdout)
+    assert (summary["run_id"], summary["chosen"]) == (planted_runs[0].name, "live")
+    named = fmstore_cli(home, "report", "latest", "--out", str(out / "c"), "--json")
+    assert json.loads(named.stdout)["run_id"] == planted_runs[1].name
+    table = fmstore_cli(home, "report", "--out", str(out / "d"))
+    assert f"report of run {planted_runs[0].name} (the live run)" in table.stdout

@@ -1,7 +1,7 @@
 """`fmstore report`: pictures of a trained run, as one self-contained report.html and PNGs.
 
 - collect: what the report shows, read from the run folder and its dataset (NumPy).
-- embedding: the 2-D map of the movie embeddings (PCA, main genres, labels).
+- embedding: the 2-D map of the served movie vectors (PCA, main genres, labels, its caption).
 - figures: the figures, drawn with matplotlib (Agg), as PNG bytes. matplotlib is the optional
   extra `report`; without it `build_report` raises MissingDependencyError in one line.
 - page: the HTML page with the figures embedded.
@@ -16,7 +16,7 @@ from pathlib import Path
 from fmstore.evaluate import MODEL, SERVED
 from fmstore.fileio import atomic_write_bytes, atomic_write_text
 from fmstore.report.collect import PUBLISHED, VALIDATED, ReportData, collect
-from fmstore.report.embedding import MIN_RATINGS, embedding_map
+from fmstore.report.embedding import embedding_map
 
 __all__ = ["ReportData", "ReportResult", "build_report", "collect"]
 
@@ -61,10 +61,8 @@ def build_report(run_dir: Path, out_dir: Path, *, dataset=None, cache_dir=None) 
         ),
         (
             "embeddings.png",
-            "Movie embeddings",
-            f"The item vectors q_i of the movies with at least {MIN_RATINGS} ratings, projected "
-            "on their first two principal components; colour: the movie's least common genre; "
-            "labelled: the most rated movies.",
+            "Movie vectors as served",
+            emap.caption(data.vectors_from),
             figures.embedding_map(emap),
         ),
     ]

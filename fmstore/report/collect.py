@@ -1,6 +1,6 @@
 """What a report shows, gathered from a run folder and its dataset: the per-epoch history, the
 validation ratings beside their predictions, the ranking metrics of `fmstore evaluate`, and the
-movie embeddings with their titles and genres. NumPy only; no plotting here."""
+movie vectors publish serves with their titles and genres. NumPy only; no plotting here."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from fmstore.errors import ConfigError, DataError
 from fmstore.evaluate import BiasedMF, Report, Rows, evaluate_run
 
 VALIDATED, PUBLISHED, SEEN = "validated", "published", "seen"
+# Which served vectors the embedding map draws (ReportData.vectors_from)
+RANKING_VECTORS = "the ranking model's movie vectors r_i (published in `rank` as [r_i, c_i])"
+RATING_VECTORS = "the rating model's movie vectors q_i (published as `item`: no ranking model)"
 
 
 @dataclass
@@ -37,13 +40,15 @@ class ReportData:
     valid_predicted: np.ndarray  # float32 [n_valid] the prediction of each (see predictions_from)
     evaluation: Report  # the model and the baselines, as `fmstore evaluate` prints them
     movie_rows: list[dict]  # movies.json: title, genres, n_ratings, ...
-    item_vectors: np.ndarray  # float32 [n_movies, k], in movie_rows order
+    # float32 [n_movies, k] in movie_rows order: the served movie vectors (see vectors_from)
+    item_vectors: np.ndarray
     refit: dict | None = field(default=None)  # the manifest's refit section, when there is one
     # Whose predictions valid_predicted holds: VALIDATED (the model before any refit, kept in the
     # run folder), PUBLISHED (the run's model, recomputed: held out from it only without a
     # refit) or SEEN (a refitted run saved before fmstore kept the validated predictions: the
     # published model was trained on these ratings too).
     predictions_from: str = "validated"
+    vectors_from: str = RANKING_VECTORS  # or RATING_VECTORS, for a run without a ranking model
 
     @property
     def run_id(self) -> str:
@@ -74,6 +79,12 @@ def collect(
     rows = runs.load_movie_rows(run_dir)
     if [r["movie_id"] for r in rows] != serving.movie_ids.tolist():
         raise DataError(f"run {manifest['run_id']}: movies.json and the serving form disagree")
+    ranking = runs.load_ranking(run_dir, manifest)  # in the serving form's movie order
+    vectors, vectors_from = (
+        (ranking.item_vectors, RANKING_VECTORS)
+        if ranking is not None
+        else (serving.item_vectors, RATING_VECTORS)
+    )
     return ReportData(
         manifest=manifest,
         history=read_history(Path(run_dir) / "history.csv"),
@@ -81,9 +92,10 @@ def collect(
         valid_predicted=predicted,
         evaluation=evaluation,
         movie_rows=rows,
-        item_vectors=serving.item_vectors,
+        item_vectors=vectors,
         refit=refit_of(manifest),
         predictions_from=source,
+        vectors_from=vectors_from,
     )
 
 

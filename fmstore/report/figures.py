@@ -138,29 +138,92 @@ def ranking(data: ReportData) -> bytes:
 
 
 def embedding_map(emap: EmbeddingMap) -> bytes:
-    """The movies on the first two principal components of their embeddings, by main genre."""
+    """The movies on the first two principal components of their served vectors, by main
+    genre (embedding_figure), as PNG bytes."""
+    return _png(embedding_figure(emap))
+
+
+def embedding_figure(emap: EmbeddingMap):
+    """The map as a matplotlib figure: a colour per named main genre (the legend's entries, in
+    that order, then "other" in grey), the labelled movies circled, labels placed apart."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 6.5))
+    fig, ax = plt.subplots(figsize=(9.5, 6.5))
     genre = np.array(emap.genre)
-    other = genre == OTHER
-    ax.scatter(*emap.xy[other].T, s=5, color="lightgrey", label=OTHER, linewidths=0)
     colours = plt.get_cmap("tab10").colors
     for colour, name in zip(colours, emap.genres_shown, strict=False):
         pick = genre == name
-        ax.scatter(*emap.xy[pick].T, s=6, color=colour, label=name, alpha=0.8, linewidths=0)
-    for row, title in emap.labels:
-        x, y = emap.xy[row]
-        ax.scatter([x], [y], s=18, facecolors="none", edgecolors="black", linewidths=0.8)
-        ax.annotate(_short(title), (x, y), xytext=(3, 3), textcoords="offset points", fontsize=7)
+        ax.scatter(*emap.xy[pick].T, s=7, color=colour, label=name, alpha=0.8, linewidths=0)
+    other = genre == OTHER
+    if other.any():
+        ax.scatter(*emap.xy[other].T, s=5, color="lightgrey", label=OTHER, linewidths=0, zorder=0)
+    rows = [row for row, _ in emap.labels]
+    ax.scatter(*emap.xy[rows].T, s=22, facecolors="none", edgecolors="black", linewidths=0.8)
     ax.set_xlabel(f"PC1 ({emap.explained[0]:.0%} of the variance)")
     ax.set_ylabel(f"PC2 ({emap.explained[1]:.0%} of the variance)")
-    ax.set_title(f"Movie embeddings: {emap.n_movies:,} movies, coloured by main genre")
-    ax.legend(fontsize=7, markerscale=2, loc="best", ncols=2)
-    return _png(fig)
+    ax.set_title(f"Served movie vectors: {emap.n_movies:,} movies by main genre")
+    # beside the map, not on it: the labels then have the whole map
+    ax.legend(
+        title="main genre",
+        fontsize=8,
+        title_fontsize=8,
+        markerscale=2,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+    )
+    fig.tight_layout()
+    place_labels(fig, ax, [(emap.xy[row], text) for row, text in emap.labels])
+    return fig
 
 
-def _short(title: str, limit: int = 28) -> str:
-    return title if len(title) <= limit else title[: limit - 1] + "…"
+# Where a label may go around its point, nearest first: beside it, then further out with a
+# leader line. (offset in points, horizontal and vertical alignment)
+_SIDES = [
+    ((1, 0.8), "left", "bottom"),
+    ((-1, 0.8), "right", "bottom"),
+    ((1, -0.8), "left", "top"),
+    ((-1, -0.8), "right", "top"),
+    ((0, 1.6), "center", "bottom"),
+    ((0, -1.6), "center", "top"),
+    ((1.2, 0), "left", "center"),
+    ((-1.2, 0), "right", "center"),
+]
+_SPOTS = [((dx * r, dy * r), ha, va) for r in (5, 14, 26, 40) for (dx, dy), ha, va in _SIDES]
+LABEL_SIZE = 8
+
+
+def place_labels(fig, ax, labels: list[tuple[np.ndarray, str]], avoid: list = ()) -> list:
+    """Write each (point, text) label beside its point where it overlaps no label written
+    before it nor a box in `avoid` and stays inside the axes (else where it overlaps least),
+    with a leader line when it sits away from the point; returns the labels' display boxes.
+    Greedy, most important label first."""
+    from matplotlib import patheffects
+
+    renderer = fig.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    placed: list = []
+    for (x, y), text in labels:
+        best = None
+        for offset, ha, va in _SPOTS:
+            style = {"xytext": offset, "textcoords": "offset points", "ha": ha, "va": va}
+            note = ax.annotate(text, (x, y), fontsize=LABEL_SIZE, **style)
+            box = note.get_window_extent(renderer).expanded(1.04, 1.15)
+            note.remove()
+            clash = sum(box.overlaps(b) for b in [*placed, *avoid]) + (not _within(box, inside))
+            if best is None or clash < best[0]:
+                best = (clash, style, box)
+            if clash == 0:
+                break
+        _, style, box = best
+        far = abs(style["xytext"][0]) + abs(style["xytext"][1]) > 10
+        line = {"arrowstyle": "-", "color": "grey", "lw": 0.6} if far else None
+        halo = [patheffects.withStroke(linewidth=2.5, foreground="white")]  # over the points
+        ax.annotate(text, (x, y), fontsize=LABEL_SIZE, arrowprops=line, path_effects=halo, **style)
+        placed.append(box)
+    return placed
+
+
+def _within(box, outer) -> bool:
+    return box.x0 >= outer.x0 and box.x1 <= outer.x1 and box.y0 >= outer.y0 and box.y1 <= outer.y1
 
 
 def _png(fig) -> bytes:

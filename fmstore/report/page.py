@@ -8,7 +8,8 @@ import html
 
 from fmstore.report.collect import ReportData
 
-CONFIG_KEYS = (
+# The settings the config table shows, per model, in this order (the rest are in the manifest).
+FM_KEYS = (
     "factors",
     "epochs",
     "lr",
@@ -17,8 +18,21 @@ CONFIG_KEYS = (
     "prior_reg",
     "link",
     "seed",
+    "split",
     "valid_fraction",
     "patience",
+)
+RANKING_KEYS = (
+    "factors",
+    "reg",
+    "alpha0",
+    "conf_alpha",
+    "confidence",
+    "liked_at",
+    "nu",
+    "iterations",
+    "cg_steps",
+    "features",
 )
 METRIC_COLUMNS = (
     ("rmse", "RMSE"),
@@ -46,6 +60,8 @@ h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 2em; }
 table { border-collapse: collapse; font-size: 0.9em; }
 td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
+th.group { text-align: left; background: #f4f4f4; }
+td.setting { text-align: left; }
 figure { margin: 1em 0; } img { max-width: 100%; border: 1px solid #eee; }
 figcaption, .note { color: #555; font-size: 0.9em; }
 </style>"""
@@ -64,12 +80,10 @@ def render(data: ReportData, figures: list[tuple[str, str, str, bytes]]) -> str:
         f"<h1>fmstore run {_t(data.run_id)}</h1>",
         f'<p class="note">{_t(m["dataset"]["name"])}: {m["dataset"]["n_ratings"]:,} ratings, '
         f"{m['dataset']['n_users']:,} users, {m['dataset']['n_movies']:,} movies; trained "
-        f"{_t(m.get('created_at', ''))} on {_t(m.get('device', '?'))} in "
-        f"{m['metrics'].get('train_seconds', 0):.1f} s.</p>",
+        f"{_t(_when(m.get('created_at')))} on {_t(m.get('device', '?'))} in "
+        f"{_t(_seconds(m['metrics'].get('train_seconds', 0)))}.</p>",
         "<h2>Configuration</h2>",
-        _table(
-            ["setting", "value"], [[k, m["config"].get(k)] for k in CONFIG_KEYS if k in m["config"]]
-        ),
+        _config_table(m),
         "<h2>Metrics</h2>",
         _table(
             [""] + [label for _, label in METRIC_COLUMNS],
@@ -95,8 +109,112 @@ def render(data: ReportData, figures: list[tuple[str, str, str, bytes]]) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _config_table(m: dict) -> str:
+    """Each model's settings under its own heading, as trained (a value a search chose says
+    so, with the values it tried); "none" for a model the run does not have."""
+    config = m["config"]
+    metrics = m.get("metrics", {})
+    groups = [
+        (
+            "rating model (Factorization Machine)",
+            config if config.get("rating_model", True) else None,
+            FM_KEYS,
+            metrics.get("tune"),
+        ),
+        (
+            "ranking model (iALS in FM form)",
+            config.get("ranking_config") if config.get("ranking", True) else None,
+            RANKING_KEYS,
+            metrics.get("ranking_search"),
+        ),
+    ]
+    rows = []
+    for title, settings, keys, search in groups:
+        rows.append(f'<tr><th class="group" colspan="2">{_t(title)}</th></tr>')
+        if not settings:
+            rows.append('<tr><td class="setting">(none in this run)</td><td></td></tr>')
+            continue
+        chosen = (search or {}).get("chosen") or {}
+        tried = (search or {}).get("grid") or {}
+        for key in keys:
+            if key not in settings:
+                continue
+            value = human(settings[key])
+            if key in chosen:
+                values = ", ".join(human(v) for v in tried.get(key) or [])
+                value += f" (chosen from {values})" if values else " (chosen by the search)"
+            rows.append(f'<tr><td class="setting">{_t(key)}</td><td>{_t(value)}</td></tr>')
+        if search:
+            rows.append(
+                f'<tr><td class="setting">the search</td><td>{_t(_search_text(search))}</td></tr>'
+            )
+    return f"<table><tr><th>setting</th><th>value</th></tr>{''.join(rows)}</table>"
+
+
+def _search_text(search: dict) -> str:
+    """One line on how a search chose its values: the inner-split score and its cost."""
+    score = (
+        f"inner NDCG@10 {human(search['inner_ndcg@10'])}"
+        if "inner_ndcg@10" in search
+        else f"inner RMSE {human(search['inner_rmse'])}"
+        if "inner_rmse" in search
+        else ""
+    )
+    points = len(search.get("points") or [])
+    parts = [score, f"{points} points" if points else "", _seconds(search.get("seconds"))]
+    return "on an inner split of the training ratings: " + ", ".join(p for p in parts if p)
+
+
 def _refit_text(refit: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in refit.items() if not isinstance(v, (list, dict)))
+    """The refit in words: epochs, ratings, final train RMSE, times (numbers rounded)."""
+    words = {
+        "epochs": lambda v: f"{human(v)} epochs",
+        "n_train": lambda v: f"on {human(v)} ratings",
+        "train_rmse": lambda v: f"final train RMSE {human(v)}",
+        "fm_seconds": lambda v: f"rating model {_seconds(v)}",
+        "ranking_seconds": lambda v: f"ranking model {_seconds(v)}",
+        "ranking_warm_start": lambda v: "ranking model warm started" if v else "",
+        "seconds": lambda v: f"{_seconds(v)} in all",
+    }
+    parts = [
+        words.get(k, lambda v, k=k: f"{k} {human(v)}")(v)
+        for k, v in refit.items()
+        if not isinstance(v, (list, dict))
+    ]
+    return ", ".join(p for p in parts if p)
+
+
+def human(value) -> str:
+    """A number as people read it: whole numbers with thousands separators, others to 4
+    significant digits (0.6516, 14.94, 0.0003); yes/no for booleans; text as it is."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value == int(value) and abs(value) < 1e15:
+            return f"{value:,.1f}" if abs(value) < 1e4 else f"{int(value):,}"
+        return f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(human(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _seconds(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.0f} s" if value >= 100 else f"{value:.1f} s"
+
+
+def _when(created_at: str | None) -> str:
+    """'2026-11-29T18:09:03.180585+00:00' -> '2026-11-29 18:09 UTC'."""
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(created_at or "").astimezone(timezone.utc)
+    except ValueError:
+        return created_at or "?"
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _table(header: list[str], rows: list[list]) -> str:
