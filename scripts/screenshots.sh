@@ -68,7 +68,7 @@ record query-new-user query --rated "In the Army Now (1994)=5" \
   --rated "Terminator 2: Judgment Day (1991)=5" --rated "Die Hard: With a Vengeance (1995)=5" -n 10
 
 mkdir -p "$shots"
-shoot docs/report/report.html "$shots/report.png" 1000 2700
+shoot docs/report/report.html "$shots/report.png" 1000 3080
 for name in query-movie query-new-user; do
   shoot "$work/$name.html" "$shots/$name.png" 1180 "$(cat "$work/$name.html.height")"
 done

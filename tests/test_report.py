@@ -228,7 +228,7 @@ def test_the_map_draws_the_vectors_publish_serves(planted_runs, planted_dataset)
     )
     # the ranking model's r_i, as publish writes them in `rank` = [r_i, c_i]
     np.testing.assert_array_equal(data.item_vectors, served.movies["rank"][:, :-1])
-    assert data.vectors_from == RANKING_VECTORS and "`rank`" in data.vectors_from
+    assert data.vectors_from == RANKING_VECTORS and '"rank"' in data.vectors_from
 
 
 def test_legend_caption_and_labels_agree(planted_runs, planted_dataset):

@@ -15,9 +15,10 @@ and a query on a SQLite catalog must not import SQLAlchemy.
     rec.explain(42, ids)                          # {movie: [(liked movie, its term in the score)]}
     rec.recommend(42, filter={"genres": ["comedy"], "min_ratings": 50}, filter_items=[1])
 
-Every ranking is a pair of NumPy arrays `(ids, scores)`, best first, like `implicit`. Scores are
-what Qdrant returns: the dot product of whitened ranking vectors (`item`) for similar movies, the
-ranking model's <r_u, r_i> + c_i (`rank`) for users. Predicted ratings always come from the rating
+Every ranking is a pair of NumPy arrays `(ids, scores)`, best first, like `implicit`. For similar
+movies the scores are similarities in [-1, 1] in Qdrant's order (serving.similarity: the dot
+product of whitened ranking vectors, `item`, over |item_x| times the run's longest); for users
+what Qdrant returns, the ranking model's <r_u, r_i> + c_i (`rank`). Predicted ratings always come from the rating
 model's exact `score` vectors [q_i, b_i]. Every error is an FmstoreError.
 
 Files: recommender.py (the Recommender, one class read top to bottom), titles.py (what a person

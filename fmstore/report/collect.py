@@ -17,8 +17,8 @@ from fmstore.evaluate import BiasedMF, Report, Rows, evaluate_run
 
 VALIDATED, PUBLISHED, SEEN = "validated", "published", "seen"
 # Which served vectors the embedding map draws (ReportData.vectors_from)
-RANKING_VECTORS = "the ranking model's movie vectors r_i (published in `rank` as [r_i, c_i])"
-RATING_VECTORS = "the rating model's movie vectors q_i (published as `item`: no ranking model)"
+RANKING_VECTORS = 'the ranking model\'s movie vectors r_i (published in "rank" as [r_i, c_i])'
+RATING_VECTORS = 'the rating model\'s movie vectors q_i (published as "item": no ranking model)'
 
 
 @dataclass
