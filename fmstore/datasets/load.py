@@ -37,6 +37,13 @@ def load_dataset(
     With `cache_dir`, the validated arrays of a folder or zip are kept there so a second load of
     unchanged files skips parsing and hashing (keyed by the files' path, size and mtime).
     """
+    if read_as and Path(path).is_dir() and (Path(path) / RATINGS_FILE).is_file():
+        # side columns of a MovieLens folder: its ratings.csv, its movies.csv unless another is
+        # given (one with the extra columns)
+        read_as = {"movies": str(Path(path) / MOVIES_FILE)} | {
+            k: v for k, v in read_as.items() if v is not None
+        }
+        path = Path(path) / RATINGS_FILE
     if read_as or Path(path).suffix.lower() in (".csv", ".tsv"):
         return load_csv(path, **(read_as or {}))
     source = open_source(path)
