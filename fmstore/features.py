@@ -408,23 +408,24 @@ def _movie_rows(movies: Movies):
     return rows
 
 
-def item_feature_span(vocab: Vocabulary) -> tuple[int, int]:
+def item_feature_span(vocab: Vocabulary, side: bool = True) -> tuple[int, int]:
     """[first, end) of the item features other than the movie id in the feature table: genres,
-    year and the movies' side fields, one block; (0, 0) when there are none."""
+    year and (`side`) the movies' side fields, one block; (0, 0) when there are none."""
     offsets, sizes = vocab.offsets(), vocab.sizes()
     used = [f for f in ("genre", "year") if f in offsets]
-    used += [f.name for f in vocab.side if f.side == "movie"]
+    used += [f.name for f in vocab.side if f.side == "movie" and side]
     first = min((offsets[f] for f in used), default=0)
     end = max((offsets[f] + sizes[f] for f in used), default=0)
     return first, end
 
 
 def ranking_item_features(vocab: Vocabulary, movies: Movies):
-    """The FM's item features other than the movie id (genres at 1/n_genres, the year bucket, the
-    movies' side fields) as one CSR row per movie: (indptr, column, weight), n_columns; for the
-    ranking model."""
+    """The FM's genre and year features (genres at 1/n_genres, the year bucket) as one CSR row
+    per movie: (indptr, column, weight), n_columns; for the ranking model. Not the side fields:
+    its feature step keeps a dense weight per user and feature column (Z, 4 B each: 283k users x
+    a column of 5,000 values would be 5.7 GB)."""
     rows = item_rows(vocab, movies)
-    first, end = item_feature_span(vocab)
+    first, end = item_feature_span(vocab, side=False)
     keep = (rows.index >= first) & (rows.index < end) & (rows.weight != 0)
     indptr = np.concatenate([[0], np.cumsum(keep.sum(1))]).astype(np.int64)
     return (indptr, rows.index[keep] - first, rows.weight[keep].astype(np.float64)), int(

@@ -187,6 +187,7 @@ def test_cli_trains_publishes_and_serves_side_features(tmp_path, fmstore_cli):
     ]
     data = ["--data", str(folder / "ratings.csv"), "--movies", str(folder / "movies.csv")]
     small = ["--epochs", "12", "--factors", "8", "--lr", "0.03", "--batch-size", "256"]
+    small += ["--no-tune-ranking"]
     trained = fmstore_cli(
         home, "train", *data, *side, "--user-features", "tough,age:num", *small, "--json"
     )

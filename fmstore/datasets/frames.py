@@ -105,17 +105,17 @@ def from_frames(
     except DataError as exc:
         raise DataError(_rows_named(str(exc), ratings.index)) from None
     parsed_movies.side = side_columns(movies, movie_specs, movies_label)
-    users_table = None
+    user_table = None
     if user_specs:
-        users_table = _users_table(users, user_specs, users_label, user_col, user_keys)
+        user_table = users_table(users, user_specs, users_label, user_col, user_keys)
     digest = hashlib.sha256(ratings_bytes)
     digest.update(movies_bytes)
     if user_keys or movie_keys:  # the same codes for other ids are another dataset
         digest.update(repr((user_keys, movie_keys)).encode())
     if movie_specs or user_specs:  # other side columns: another dataset
         digest.update(fingerprint_bytes(parsed_movies.side))
-        if users_table is not None:
-            digest.update(users_table.user_id.tobytes() + fingerprint_bytes(users_table.side))
+        if user_table is not None:
+            digest.update(user_table.user_id.tobytes() + fingerprint_bytes(user_table.side))
     return Dataset(
         name,
         "<DataFrame>",
@@ -126,11 +126,11 @@ def from_frames(
         user_keys=user_keys,
         movie_keys=movie_keys,
         implicit=implicit,
-        users=users_table,
+        users=user_table,
     )
 
 
-def _users_table(frame, specs, label: str, user_col: str, user_keys) -> Users:
+def users_table(frame, specs, label: str, user_col: str, user_keys) -> Users:
     """The users frame (ids in the ratings' user column, or userId) as a Users table of the
     ratings' whole-number ids; users nobody's ratings name are left out."""
     import pandas as pd
