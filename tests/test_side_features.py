@@ -230,3 +230,34 @@ def test_cli_refuses_bad_side_input(tmp_path, fmstore_cli, assert_one_line_error
     assert_one_line_error(no_column, "users.csv has no column 'job'")
     kind = fmstore_cli(home, "train", *data, "--movie-features", "length:float")
     assert_one_line_error(kind, "the kind after ':' must be num or multi")
+
+
+def test_a_movielens_folder_gains_side_columns(tmp_path):
+    """--data FOLDER --movies FILE --movie-features ...: the folder read as always (same ratings,
+    movies, order), plus the file's side columns matched by movieId (a movie it lacks: unknown)."""
+    from planted import write_planted
+
+    folder = write_planted(tmp_path / "planted")
+    plain = datasets.load_dataset(folder)
+    extra = pd.read_csv(folder / "movies.csv").iloc[2:]
+    extra["lang"] = np.where(extra.movieId % 2 == 0, "en", "fr")
+    extra["minutes"] = extra.movieId * 10.0
+    extra.iloc[::-1].to_csv(tmp_path / "extra.csv", index=False)  # another order: by id
+    read_as = {"movies": str(tmp_path / "extra.csv"), "movie_features": "lang,minutes:num"}
+    data = datasets.load_dataset(folder, read_as=read_as)
+    np.testing.assert_array_equal(data.ratings.rating, plain.ratings.rating)
+    np.testing.assert_array_equal(data.movies.movie_id, plain.movies.movie_id)
+    assert data.fingerprint != plain.fingerprint
+    lang, minutes = data.movies.side["lang"].values, data.movies.side["minutes"].values
+    assert lang[:2] == [None, None] and np.isnan(minutes[:2]).all()
+    ids = data.movies.movie_id[2:]
+    assert lang[2:] == ["en" if i % 2 == 0 else "fr" for i in ids]
+    np.testing.assert_array_equal(minutes[2:], ids * 10.0)
+    assert data.read_as["movie_features"] == ["lang", "minutes:num"]
+    again = datasets.load_dataset(folder, read_as=data.read_as)  # as evaluate reads a run's
+    assert again.fingerprint == data.fingerprint
+    extra["minutes"] = extra["minutes"].astype(object)
+    extra.loc[extra.index[3], "minutes"] = "soon"
+    extra.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match=r"bad.csv line 5: minutes 'soon' is not a number"):
+        datasets.load_dataset(folder, read_as=read_as | {"movies": str(tmp_path / "bad.csv")})

@@ -135,7 +135,7 @@ def add_side_columns(
         if "movieId" not in frame.columns:
             raise DataError(f"{movies} has no column 'movieId'; it needs movieId and the columns")
         ids = pd_numbers(frame["movieId"], str(movies))
-        side = side_columns(frame, parse_specs(movie_features), str(movies))
+        side = _lines(side_columns, frame, parse_specs(movie_features), str(movies))
         order = np.argsort(ids, kind="stable")
         at = np.searchsorted(ids[order], dataset.movies.movie_id).clip(0, max(len(ids) - 1, 0))
         found = (len(ids) > 0) & (ids[order][at] == dataset.movies.movie_id)
@@ -143,12 +143,9 @@ def add_side_columns(
         dataset.movies.side = {n: _at_rows(c, row) for n, c in side.items()}
         digest.update(fingerprint_bytes(dataset.movies.side))
     if user_features:
-        try:
-            dataset.users = users_table(
-                _read(Path(users), "users"), parse_specs(user_features), str(users), "userId", None
-            )
-        except DataError as exc:
-            raise DataError(str(exc).replace(f"{users} row", f"{users} line")) from None
+        frame = _read(Path(users), "users")
+        specs = parse_specs(user_features)
+        dataset.users = _lines(users_table, frame, specs, str(users), "userId", None)
         digest.update(dataset.users.user_id.tobytes() + fingerprint_bytes(dataset.users.side))
     dataset.fingerprint = digest.hexdigest()
     dataset.read_as = dict(
@@ -158,6 +155,15 @@ def add_side_columns(
         user_features=user_features,
     )
     return dataset
+
+
+def _lines(read, frame, specs, label: str, *more):
+    """`read(frame, specs, label, *more)` with its errors' rows named as the file's lines."""
+    try:
+        return read(frame, specs, label, *more)
+    except DataError as exc:
+        message = str(exc).replace(f"{label} rows ", f"{label} lines ")
+        raise DataError(message.replace(f"{label} row ", f"{label} line ")) from None
 
 
 def _at_rows(column, row):
