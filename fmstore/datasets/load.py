@@ -40,8 +40,11 @@ def load_dataset(
     own_csv = Path(path).suffix.lower() in (".csv", ".tsv")
     side = read_as and (read_as.get("movie_features") or read_as.get("user_features"))
     if side and not own_csv and set(read_as) <= set(SIDE_READ_AS):
-        # a MovieLens folder or zip read as always, then the side columns asked for
+        # a MovieLens folder or zip read as always, then the side columns asked for (of the
+        # folder's own movies.csv unless another file is named)
         dataset = load_dataset(path, cache_dir)
+        if not read_as.get("movies") and (Path(path) / MOVIES_FILE).is_file():
+            read_as = read_as | {"movies": str(Path(path) / MOVIES_FILE)}
         return add_side_columns(dataset, **read_as)
     if read_as or own_csv:
         return load_csv(path, **(read_as or {}))
