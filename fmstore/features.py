@@ -11,15 +11,24 @@ matrix (`rated_rows`), not in the fixed-width rows. Item-side fields: `movie` (t
 for movies with training ratings: a movie nobody rated keeps no id feature, so its vector comes
 from its genres and year alone), `genre` (multi-hot, weights 1/n so a movie's genres sum to 1)
 and `year` (release year in 5-year buckets, plus an "unknown" bucket).
+
+Side fields (datasets.side): each side column of the movies table is an item-side field
+"movie:<name>", each of the users table a user-side field "user:<name>" (`SideField`): a
+categorical column has one feature per value (none for an empty cell or a value unseen at
+training), a multi-valued one is multi-hot at weights 1/n as genres are, a numeric one is cut into
+quantile buckets plus an "unknown" bucket (an empty cell, a missing row). So every side stays a
+weighted sum of embeddings and the serving form folds them in exactly (model.py): item side
+fields into q_i and b_i, user side fields into p_u and b_u.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from fmstore.datasets import Movies, Ratings
+from fmstore.datasets.side import SideColumn, Users
 
 PAD = 0
 YEAR_BUCKET = 5
@@ -27,6 +36,73 @@ USER_FIELDS = ("user", "rated")
 ITEM_FIELDS = ("movie", "genre", "year")
 # Feature-table order. `rated` comes last so that adding it moves no other field's offsets.
 TABLE_ORDER = ("user", "movie", "genre", "year", "rated")
+# Side fields go between `year` and `rated`: the item side's ("movie:<name>") first, so that every
+# item feature but the movie id is one block (`item_feature_span`), then the user side's.
+SIDE_BUCKETS = 10  # quantile buckets of a numeric side column (fewer where values repeat)
+
+
+@dataclass
+class SideField:
+    """One side column's field: "movie:<name>" or "user:<name>", its kind (datasets.side.KINDS)
+    and its features: the values (category, multi) or the bucket edges (number: features are
+    [unknown, below edges[0], ..., at or above edges[-1]])."""
+
+    name: str
+    kind: str
+    values: list  # str values, or float edges
+
+    @property
+    def side(self) -> str:
+        """'movie' or 'user'."""
+        return self.name.split(":", 1)[0]
+
+    @property
+    def size(self) -> int:
+        """Its number of features."""
+        return len(self.values) + 2 if self.kind == "number" else len(self.values)
+
+    @classmethod
+    def of(cls, side: str, column: SideColumn) -> "SideField":
+        """The field of a table's column: its values, or its quantile edges."""
+        if column.kind == "number":
+            known = np.asarray(column.values, np.float64)
+            known = known[np.isfinite(known)]
+            qs = np.linspace(0, 1, SIDE_BUCKETS + 1)[1:-1]
+            edges = np.unique(np.quantile(known, qs)) if len(known) else np.array([])
+            return cls(f"{side}:{column.name}", "number", [float(e) for e in edges])
+        if column.kind == "multi":
+            values = sorted({v for vs in column.values for v in vs})
+        else:
+            values = sorted({v for v in column.values if v is not None})
+        return cls(f"{side}:{column.name}", column.kind, values)
+
+    def columns(self, column: SideColumn | None, n: int, start: int):
+        """(index [n], weight [n]) columns of the feature rows of a table's n rows (`column`
+        None: the table lacks it, every row unknown); `start`: the field's offset."""
+        if self.kind == "number":
+            x = np.full(n, np.nan) if column is None else np.asarray(column.values, np.float64)
+            bucket = np.searchsorted(np.asarray(self.values, np.float64), x, side="right") + 1
+            bucket = np.where(np.isfinite(x), bucket, 0)  # 0: unknown
+            return [(start + bucket, np.ones(n, np.float32))]
+        position = {v: i for i, v in enumerate(self.values)}
+        cells = [()] * n if column is None else column.values
+        if self.kind == "category":
+            cells = [(c,) if c is not None else () for c in cells]
+        known = [[position[v] for v in cell if v in position] for cell in cells]
+        width = max((len(k) for k in known), default=0)
+        index, weight = np.zeros((n, width), np.int64), np.zeros((n, width), np.float32)
+        for r, found in enumerate(known):
+            index[r, : len(found)] = start + np.asarray(found, np.int64)
+            weight[r, : len(found)] = 1.0 / max(len(found), 1)
+        return [(index[:, j], weight[:, j]) for j in range(width)]
+
+
+def side_fields(movies: Movies, users: Users | None) -> list[SideField]:
+    """The side fields of a dataset's tables: the movies' side columns, then the users'."""
+    fields = [SideField.of("movie", c) for c in movies.side.values()]
+    if users is not None:
+        fields += [SideField.of("user", c) for c in users.side.values()]
+    return fields
 
 
 def year_bucket(year: np.ndarray) -> np.ndarray:
@@ -44,11 +120,18 @@ class Vocabulary:
     genres: list[str]
     year_buckets: np.ndarray  # int64, sorted; 0 = unknown year
     fields: tuple[str, ...]
+    side: list[SideField] = field(default_factory=list)  # also named in `fields`
 
     @classmethod
-    def build(cls, ratings: Ratings, movies: Movies, fields: tuple[str, ...]) -> "Vocabulary":
-        """The vocabulary of `fields` from training ratings and the movie table; ConfigError for an
-        unknown field."""
+    def build(
+        cls,
+        ratings: Ratings,
+        movies: Movies,
+        fields: tuple[str, ...],
+        users: Users | None = None,
+    ) -> "Vocabulary":
+        """The vocabulary of `fields` from training ratings and the movie table, plus a side field
+        per side column of `movies` and `users`; ConfigError for an unknown field."""
         unknown = set(fields) - set(USER_FIELDS + ITEM_FIELDS)
         if unknown:
             from fmstore.errors import ConfigError
@@ -58,12 +141,14 @@ class Vocabulary:
             )
         genres = sorted({g for gs in movies.genres for g in gs})
         buckets = np.unique(np.concatenate([[0], year_bucket(movies.year)]))
+        side = side_fields(movies, users)
         return cls(
             user_ids=_unique(ratings.user_id),
             movie_ids=_unique(ratings.movie_id),
             genres=genres,
             year_buckets=buckets,
-            fields=tuple(fields),
+            fields=tuple(fields) + tuple(f.name for f in side),
+            side=side,
         )
 
     # Offsets: padding, then each field in a fixed order; absent fields take no room.
@@ -76,7 +161,11 @@ class Vocabulary:
             "year": len(self.year_buckets),
             "rated": len(self.movie_ids),  # one per movie with training ratings
         }
-        return {f: all_sizes[f] for f in TABLE_ORDER if f in self.fields}
+        all_sizes |= {f.name: f.size for f in self.side}
+        movie_side = [f.name for f in self.side if f.side == "movie"]
+        user_side = [f.name for f in self.side if f.side == "user"]
+        order = TABLE_ORDER[:4] + tuple(movie_side + user_side) + TABLE_ORDER[4:]
+        return {f: all_sizes[f] for f in order if f in self.fields}
 
     def offsets(self) -> dict[str, int]:
         """Index where each field's features start in the feature table (0 is padding)."""
@@ -101,7 +190,10 @@ class Vocabulary:
 
     def to_json(self) -> dict:
         """The parts that are not arrays (genres, fields), for the manifest."""
-        return {"genres": self.genres, "fields": list(self.fields)}
+        meta = {"genres": self.genres, "fields": list(self.fields)}
+        if self.side:
+            meta["side"] = [{"name": f.name, "kind": f.kind, "values": f.values} for f in self.side]
+        return meta
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], meta: dict) -> "Vocabulary":
@@ -112,6 +204,7 @@ class Vocabulary:
             genres=list(meta["genres"]),
             year_buckets=arrays["vocab.year_buckets"],
             fields=tuple(meta["fields"]),
+            side=[SideField(f["name"], f["kind"], list(f["values"])) for f in meta.get("side", ())],
         )
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -159,16 +252,47 @@ class FeatureRows:
     weight: np.ndarray  # float32 [n, width]
 
 
-def user_rows(vocab: Vocabulary) -> FeatureRows:
+def user_rows(vocab: Vocabulary, users: Users | None = None) -> FeatureRows:
     """Feature rows of the vocabulary's users, in `vocab.user_ids` order, plus one last all-padding
-    row that stands for any user unseen at training (see `encode`)."""
+    row that stands for any user unseen at training (see `encode`); with user side fields, their
+    columns from the `users` table (a user it lacks: no feature, or the unknown bucket)."""
     n = len(vocab.user_ids)
     index = np.zeros((n + 1, 1), np.int64)
     weight = np.zeros((n + 1, 1), np.float32)
     if "user" in vocab.fields:
         index[:n, 0] = vocab.offsets()["user"] + np.arange(n)
         weight[:n, 0] = 1.0
-    return FeatureRows(index, weight)
+    fields = [f for f in vocab.side if f.side == "user"]
+    if not fields:
+        return FeatureRows(index, weight)
+    columns = [(index[:, 0], weight[:, 0])]
+    row = np.full(n, -1, np.int64)  # each user's row in the users table, -1: not there
+    if users is not None:
+        order = np.argsort(users.user_id, kind="stable")
+        found = lookup_ids(users.user_id[order], vocab.user_ids)
+        row = np.where(found >= 0, order[found.clip(0)], -1)
+    offsets, padding = vocab.offsets(), np.arange(n + 1) == n
+    for f in fields:
+        column = users.side.get(f.name.split(":", 1)[1]) if users is not None else None
+        if column is not None:  # the users' values in vocabulary order, the padding row last
+            column = _rows_of(column, row)
+        for i, w in f.columns(column, n + 1, offsets[f.name]):
+            columns.append((np.where(padding, PAD, i), np.where(padding, 0, w)))
+    return FeatureRows(
+        np.stack([c[0] for c in columns], axis=1).astype(np.int64),
+        np.stack([c[1] for c in columns], axis=1).astype(np.float32),
+    )
+
+
+def _rows_of(column: SideColumn, row: np.ndarray) -> SideColumn:
+    """The column's values at table rows `row` (-1: missing) plus one missing row at the end."""
+    row = np.append(row, -1)
+    if isinstance(column.values, np.ndarray):
+        values = np.where(row >= 0, column.values[row.clip(0)], np.nan)
+    else:
+        empty = () if column.kind == "multi" else None
+        values = [column.values[r] if r >= 0 else empty for r in row]
+    return SideColumn(column.name, column.kind, values)
 
 
 @dataclass
@@ -238,6 +362,11 @@ def item_rows(vocab: Vocabulary, movies: Movies) -> FeatureRows:
         bucket = np.where(bucket >= 0, bucket, 0)  # a bucket unseen at training -> unknown
         columns.append((offsets["year"] + bucket, np.ones(n, np.float32)))
 
+    for f in vocab.side:  # a column the table lacks (a movie added live): unknown
+        if f.side == "movie":
+            column = movies.side.get(f.name.split(":", 1)[1])
+            columns.extend(f.columns(column, n, offsets[f.name]))
+
     if not columns:
         return FeatureRows(np.zeros((n, 1), np.int64), np.zeros((n, 1), np.float32))
     return FeatureRows(
@@ -279,14 +408,24 @@ def _movie_rows(movies: Movies):
     return rows
 
 
-def ranking_item_features(vocab: Vocabulary, movies: Movies):
-    """The FM's item features other than the movie id (genres at 1/n_genres, the year bucket) as
-    one CSR row per movie: (indptr, column, weight), n_columns; for the ranking model."""
-    rows = item_rows(vocab, movies)
+def item_feature_span(vocab: Vocabulary, side: bool = True) -> tuple[int, int]:
+    """[first, end) of the item features other than the movie id in the feature table: genres,
+    year and (`side`) the movies' side fields, one block; (0, 0) when there are none."""
     offsets, sizes = vocab.offsets(), vocab.sizes()
     used = [f for f in ("genre", "year") if f in offsets]
+    used += [f.name for f in vocab.side if f.side == "movie" and side]
     first = min((offsets[f] for f in used), default=0)
     end = max((offsets[f] + sizes[f] for f in used), default=0)
+    return first, end
+
+
+def ranking_item_features(vocab: Vocabulary, movies: Movies):
+    """The FM's genre and year features (genres at 1/n_genres, the year bucket) as one CSR row
+    per movie: (indptr, column, weight), n_columns; for the ranking model. Not the side fields:
+    its feature step keeps a dense weight per user and feature column (Z, 4 B each: 283k users x
+    a column of 5,000 values would be 5.7 GB)."""
+    rows = item_rows(vocab, movies)
+    first, end = item_feature_span(vocab, side=False)
     keep = (rows.index >= first) & (rows.index < end) & (rows.weight != 0)
     indptr = np.concatenate([[0], np.cumsum(keep.sum(1))]).astype(np.int64)
     return (indptr, rows.index[keep] - first, rows.weight[keep].astype(np.float64)), int(

@@ -52,13 +52,18 @@ def fit(
     time_col: str = "timestamp",
     rating_scale: tuple[float, float] | None = None,
     weight_col: str | None = None,
+    movie_features: Iterable[str] | str = (),
+    users: Any = None,
+    user_features: Iterable[str] | str = (),
     **settings: Any,
 ) -> Model:
     """Validate `data` (a ratings DataFrame, with `movies` optional, a datasets.Dataset or a
     MovieLens folder), train both models as `fmstore train` does (pipeline.run), save the run in
     `runs_dir` and return it served. `settings` are TrainConfig fields (epochs=10, factors=32)
     applied to `config`; `*_col` and `rating_scale` are datasets.from_frames's (rating_col=None:
-    implicit-only data, clicks or plays with an optional `weight_col`: the ranking model alone)."""
+    implicit-only data, clicks or plays with an optional `weight_col`: the ranking model alone).
+    `movie_features` (columns of `movies`) and `user_features` (columns of a `users` DataFrame):
+    side features as FM fields, e.g. ["country", "runtime:num", "tags:multi"] (datasets.side)."""
     from fmstore import datasets, pipeline
 
     config = config or TrainConfig()
@@ -69,7 +74,10 @@ def fit(
     if isinstance(data, datasets.Dataset):
         dataset = data
     elif isinstance(data, (str, Path)):
-        dataset = datasets.load_dataset(Path(data))
+        side = dict(movie_features=movie_features, users=users, user_features=user_features)
+        side = {name: value for name, value in side.items() if value}
+        read_as = side | ({"movies": movies} if side and movies is not None else {})
+        dataset = datasets.load_dataset(Path(data), read_as=read_as or None)
     else:
         columns = dict(user_col=user_col, item_col=item_col, rating_col=rating_col)
         dataset = datasets.from_frames(
@@ -78,6 +86,9 @@ def fit(
             time_col=time_col,
             rating_scale=rating_scale,
             weight_col=weight_col,
+            movie_features=movie_features,
+            users=users,
+            user_features=user_features,
             **columns,
         )
     folder = _runs_dir(runs_dir)

@@ -185,7 +185,7 @@ class _InnerProblem:
     def __init__(self, dataset: Dataset, config: TrainConfig, split):
         self.movies = dataset.movies
         self.train = dataset.ratings.take(split.train_rows)
-        self.vocab = Vocabulary.build(self.train, dataset.movies, config.fields)
+        self.vocab = Vocabulary.build(self.train, dataset.movies, config.fields, dataset.users)
         self.seed = config.seed
         n_users = len(self.vocab.user_ids)
         seen = encode(self.train, self.vocab, dataset.movies)

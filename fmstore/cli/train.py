@@ -29,10 +29,14 @@ from fmstore.cli.app import (
     warn,
 )
 from fmstore.cli.train_flags import (
+    MovieFeaturesOpt,
+    UserFeaturesOpt,
+    UsersOpt,
     check_tune_flags,
     parse_field_reg,
     parse_ranking_set,
     read_as_flags,
+    side_flags,
 )
 from fmstore.config import RankingConfig, TrainConfig
 from fmstore.errors import ConfigError, EnvError
@@ -82,6 +86,9 @@ def train(
         help="With --implicit: how much each pick counts (plays); the heavier half of each "
         "data set counts as liked [default: each row counts once].",
     ),
+    movie_features: Optional[str] = MovieFeaturesOpt,
+    users: Optional[Path] = UsersOpt,
+    user_features: Optional[str] = UserFeaturesOpt,
     rating_scale: Optional[str] = typer.Option(
         None,
         "--rating-scale",
@@ -260,6 +267,7 @@ def train(
             if not implicit:
                 raise ConfigError("--weight-col is for --implicit data (plays, clicks)")
             read_as = (read_as or {}) | {"implicit": True, "weight_col": weight_col}
+        read_as = side_flags(read_as, movie_features, users, user_features)
         data = dataset_path(s, data)
         dataset = datasets.load_dataset(data, cache_dir=s.home / "cache", read_as=read_as)
         test = datasets.load_ratings_file(test_ratings, dataset.movies) if test_ratings else None

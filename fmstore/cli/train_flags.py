@@ -4,9 +4,29 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Optional
+
+import typer
 
 from fmstore.config import RANKING_SEARCHED
 from fmstore.errors import ConfigError
+
+SIDE_HELP = (
+    "NAME (categorical), NAME:num (numeric, in quantile buckets) or NAME:multi ('a|b'), "
+    "comma-separated; each becomes an FM field folded into the served vectors."
+)
+MovieFeaturesOpt: Optional[str] = typer.Option(
+    None,
+    "--movie-features",
+    help=f"Side columns of the movies CSV (--movies, or the folder's movies.csv): {SIDE_HELP}",
+)
+UsersOpt: Optional[Path] = typer.Option(
+    None, "--users", help="A users CSV (userId or --user-col, plus the --user-features columns)."
+)
+UserFeaturesOpt: Optional[str] = typer.Option(
+    None, "--user-features", help=f"Side columns of the --users CSV: {SIDE_HELP}"
+)
 
 
 def read_as_flags(user_col, item_col, rating_col, time_col, movies, rating_scale) -> dict | None:
@@ -27,6 +47,15 @@ def read_as_flags(user_col, item_col, rating_col, time_col, movies, rating_scale
             raise ConfigError(f"--rating-scale {rating_scale!r}: LOWEST must be below HIGHEST")
         read_as["rating_scale"] = (lo, hi)
     return read_as or None
+
+
+def side_flags(read_as: dict | None, movie_features, users, user_features) -> dict | None:
+    """--movie-features, --users and --user-features added to the read_as options."""
+    if users and not user_features:
+        raise ConfigError("--users is read for its --user-features: name the columns to use")
+    side = dict(movie_features=movie_features, users=users, user_features=user_features)
+    side = {name: str(value) for name, value in side.items() if value}
+    return (read_as or {}) | side or None
 
 
 def parse_ranking_set(text: str | None) -> dict[str, float]:

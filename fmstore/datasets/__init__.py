@@ -9,7 +9,9 @@ One file per job:
   load       load_dataset and load_ratings_file (the public readers)
   frames     from_frames: the same Dataset from pandas DataFrames (notebooks); a person's own
              ids, column names and rating scale
-  csvfile    load_csv: a person's own ratings CSV (any columns, ids, scale), through from_frames
+  side       side columns (categorical, multi-valued, numeric) of the movies and users tables
+  csvfile    load_csv: a person's own ratings CSV (any columns, ids, scale), through from_frames;
+             add_side_columns: a MovieLens folder's dataset plus side columns
   cache      the binary cache that lets a second load skip parsing and hashing
   download   fetch_dataset: download, verify the md5, unpack
   synth      synthesize: planted-model data shaped like ml-latest

@@ -8,7 +8,8 @@ names the frame, the row (its index label) and the column as it does a file's li
 Columns: ratings need a user, a movie and a rating column (MovieLens's names userId, movieId,
 rating unless told; a time column is optional, 0 when absent, and may hold datetimes); movies
 (optional: without them each movie is titled by its id) need movieId, title and genres ("A|B", or
-"(no genres listed)"). Other columns are ignored.
+"(no genres listed)"). Other columns are ignored, except the side columns asked for
+(`movie_features`, and `user_features` of a `users` frame: datasets.side), which become FM fields.
 
 Ids are a person's own: whole numbers are used as they are (floats that are whole numbers too);
 any other ids (text, UUIDs) are mapped to whole numbers 0, 1, ... and the Dataset keeps the
@@ -28,12 +29,14 @@ import re
 
 import numpy as np
 
+from fmstore.datasets.side import Users, fingerprint_bytes, parse_specs, side_columns
 from fmstore.datasets.types import MOVIES_COLUMNS, RATINGS_COLUMNS, Dataset
 from fmstore.datasets.validate import parse_movies, parse_ratings
 from fmstore.errors import DataError
 
 RATINGS_LABEL = "the ratings DataFrame"
 MOVIES_LABEL = "the movies DataFrame"
+USERS_LABEL = "the users DataFrame"
 OPTIONAL_RATINGS = {"timestamp": 0}
 _LINES = re.compile(r"\b(lines?) (\d+)(?: and (\d+))?")
 
@@ -50,13 +53,25 @@ def from_frames(
     rating_scale: tuple[float, float] | None = None,
     labels: tuple[str, str] = (RATINGS_LABEL, MOVIES_LABEL),
     weight_col: str | None = None,
+    movie_features=(),
+    users=None,
+    user_features=(),
+    users_label: str = USERS_LABEL,
 ) -> Dataset:
     """A validated Dataset from a ratings DataFrame and, optionally, a movies DataFrame (the
     columns of ratings.csv and movies.csv; `*_col` name the ratings' columns when they are not
     MovieLens's). Bad input raises DataError naming the frame (as `labels` say: ratings, movies),
     row and column. `rating_col=None`: implicit-only data (see `_implicit`), with an optional
-    `weight_col` (plays, clicks)."""
+    `weight_col` (plays, clicks). `movie_features`: side columns of `movies` ("country",
+    "runtime:num", "tags:multi", datasets.side); `user_features`: side columns of `users` (a frame
+    with the ratings' user column, or userId), both FM fields."""
     ratings_label, movies_label = labels
+    movie_specs = parse_specs(movie_features, "movie_features")
+    user_specs = parse_specs(user_features, "user_features")
+    if movie_specs and movies is None:
+        raise DataError("movie side features need a movies table: give movies with those columns")
+    if user_specs and users is None:
+        raise DataError("user side features need a users table: give users with those columns")
     implicit = rating_col is None
     if implicit:
         ratings = _implicit(ratings, ratings_label, user_col, item_col, weight_col, time_col)
@@ -89,10 +104,18 @@ def from_frames(
         )
     except DataError as exc:
         raise DataError(_rows_named(str(exc), ratings.index)) from None
+    parsed_movies.side = side_columns(movies, movie_specs, movies_label)
+    user_table = None
+    if user_specs:
+        user_table = users_table(users, user_specs, users_label, user_col, user_keys)
     digest = hashlib.sha256(ratings_bytes)
     digest.update(movies_bytes)
     if user_keys or movie_keys:  # the same codes for other ids are another dataset
         digest.update(repr((user_keys, movie_keys)).encode())
+    if movie_specs or user_specs:  # other side columns: another dataset
+        digest.update(fingerprint_bytes(parsed_movies.side))
+        if user_table is not None:
+            digest.update(user_table.user_id.tobytes() + fingerprint_bytes(user_table.side))
     return Dataset(
         name,
         "<DataFrame>",
@@ -103,7 +126,52 @@ def from_frames(
         user_keys=user_keys,
         movie_keys=movie_keys,
         implicit=implicit,
+        users=user_table,
     )
+
+
+def users_table(frame, specs, label: str, user_col: str, user_keys) -> Users:
+    """The users frame (ids in the ratings' user column, or userId) as a Users table of the
+    ratings' whole-number ids; users nobody's ratings name are left out."""
+    import pandas as pd
+
+    frame = _renamed(frame, label, user_col, None, None, None, False)
+    if "userId" not in frame.columns:
+        raise DataError(
+            f"{label} has no column {user_col!r} (the users' ids, as in the ratings); it has "
+            f"{', '.join(map(str, frame.columns)) or 'none'}"
+        )
+    columns = side_columns(frame, specs, label)
+    keys = frame["userId"].map(_key)
+    if user_keys is not None:
+        code = {k: i for i, k in enumerate(user_keys)}
+        ids = pd.array([code.get(k) for k in keys], dtype="Int64")
+    else:
+        numbers = _as_numbers(frame["userId"])
+        if numbers is None:
+            raise DataError(
+                f"{label}: its user ids are not whole numbers, but the ratings' are; "
+                "use the ratings' ids"
+            )
+        ids = pd.array(numbers, dtype="Int64")
+    twice = keys.duplicated(keep=False) & keys.notna()
+    if twice.any():
+        rows = list(keys.index[twice][:2])
+        raise DataError(
+            f"{label} rows {rows[0]!r} and {rows[1]!r}: user '{keys[rows[0]]}' appears twice; "
+            "keep one of the two rows"
+        )
+    known = ~pd.isna(ids)
+    keep = np.flatnonzero(np.asarray(known, dtype=bool))
+    side = {name: type(c)(c.name, c.kind, _taken(c.values, keep)) for name, c in columns.items()}
+    return Users(np.asarray(ids[keep], dtype=np.int64), side)
+
+
+def _taken(values, keep: np.ndarray):
+    """The entries of a side column's values at positions `keep`."""
+    if isinstance(values, np.ndarray):
+        return values[keep]
+    return [values[i] for i in keep]
 
 
 def _implicit(frame, label: str, user_col, item_col, weight_col, time_col):

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from fmstore.datasets.cache import cache_key, cache_lookup, cache_store
-from fmstore.datasets.csvfile import load_csv
+from fmstore.datasets.csvfile import SIDE_READ_AS, add_side_columns, load_csv
 from fmstore.datasets.sources import open_source
 from fmstore.datasets.types import (
     LINKS_FILE,
@@ -37,7 +37,16 @@ def load_dataset(
     With `cache_dir`, the validated arrays of a folder or zip are kept there so a second load of
     unchanged files skips parsing and hashing (keyed by the files' path, size and mtime).
     """
-    if read_as or Path(path).suffix.lower() in (".csv", ".tsv"):
+    own_csv = Path(path).suffix.lower() in (".csv", ".tsv")
+    side = read_as and (read_as.get("movie_features") or read_as.get("user_features"))
+    if side and not own_csv and set(read_as) <= set(SIDE_READ_AS):
+        # a MovieLens folder or zip read as always, then the side columns asked for (of the
+        # folder's own movies.csv unless another file is named)
+        dataset = load_dataset(path, cache_dir)
+        if not read_as.get("movies") and (Path(path) / MOVIES_FILE).is_file():
+            read_as = read_as | {"movies": str(Path(path) / MOVIES_FILE)}
+        return add_side_columns(dataset, **read_as)
+    if read_as or own_csv:
         return load_csv(path, **(read_as or {}))
     source = open_source(path)
     key = cache_key(source) if cache_dir is not None else None

@@ -6,11 +6,15 @@ Every other file of the package speaks in these names; this one imports nothing 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fmstore.serving import YEAR_SUFFIX
+
+if TYPE_CHECKING:
+    from fmstore.datasets.side import SideColumn, Users
 
 RATINGS_FILE = "ratings.csv"
 MOVIES_FILE = "movies.csv"
@@ -76,6 +80,9 @@ class Movies:
     year: np.ndarray  # int32 release year parsed from the title, 0 when none
     imdb_id: list[str | None]  # text as in links.csv, e.g. "0114709"
     tmdb_id: list[int | None]
+    # Side columns asked for (datasets.side: categorical, multi-valued or numeric), in the rows'
+    # order; each becomes an FM field "movie:<name>".
+    side: dict[str, SideColumn] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.movie_id.shape[0])
@@ -104,6 +111,9 @@ class Dataset:
     # Implicit-only data (clicks, plays: no rating column): a rating of 1 for the pairs weighed
     # above the median, 0.5 for the others (frames._implicit); no rating model is fit.
     implicit: bool = False
+    # The users table (datasets.side.Users) when side columns of users were asked for: each
+    # becomes an FM field "user:<name>".
+    users: Users | None = None
 
 
 def parse_year(title: str) -> int:

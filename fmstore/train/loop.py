@@ -220,7 +220,7 @@ def prepare(dataset: Dataset, train_ratings: Ratings, valid_ratings: Ratings, co
     `train_ratings`, a fresh model seeded by the config, training rows, validation rows), the
     rows as tensors on `device`."""
     torch.manual_seed(config.seed)
-    vocab = Vocabulary.build(train_ratings, dataset.movies, config.fields)
+    vocab = Vocabulary.build(train_ratings, dataset.movies, config.fields, dataset.users)
     model = new_model(vocab, dataset, train_ratings, config, device)
     train_rows = rating_tensors(encode(train_ratings, vocab, dataset.movies), device)
     valid_rows = rating_tensors(encode(valid_ratings, vocab, dataset.movies), device)
@@ -235,7 +235,7 @@ def new_model(
     model = FactorizationMachine(
         vocab.n_features,
         config.factors,
-        user_rows(vocab),
+        user_rows(vocab, dataset.users),
         item_rows(vocab, dataset.movies),
         link=config.link,
         rating_range=(config.rating_min, config.rating_max),

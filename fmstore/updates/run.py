@@ -170,7 +170,8 @@ class LiveRun:
         )
         rows = item_rows(vocab, one)
         first = _feature_span(vocab)[0]
-        keep = (rows.index[0] >= first) & (rows.weight[0] != 0)  # its genres and year
+        # its genres and year (a movie added live has no side columns: unknown there)
+        keep = (rows.index[0] >= first) & (rows.weight[0] != 0)
         index, weight = rows.index[0][keep] - first, rows.weight[0][keep]
         q, b = serving.side_terms(v[index], w[index], weight)
         vectors = {"score": np.append(q, np.float32(b))}
@@ -230,9 +231,8 @@ class LiveRun:
 
 
 def _feature_span(vocab) -> tuple[int, int]:
-    """[first, end) of the genre and year rows in the FM's feature table (they are adjacent)."""
-    offsets, sizes = vocab.offsets(), vocab.sizes()
-    used = [f for f in ("genre", "year") if f in offsets]
-    if not used:
-        return 0, 0
-    return min(offsets[f] for f in used), max(offsets[f] + sizes[f] for f in used)
+    """[first, end) of the genre, year and movie side rows in the FM's feature table (one
+    block: features.item_feature_span)."""
+    from fmstore.features import item_feature_span
+
+    return item_feature_span(vocab)
