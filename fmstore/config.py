@@ -157,7 +157,7 @@ class TrainConfig:
     # keeps w0 alone, every prediction the same) and the ranking model serves alone.
     rating_model: bool = True
     ranking_config: RankingConfig = field(default_factory=RankingConfig)
-    # search the ranking model's reg, alpha0 and conf_alpha on an inner split of the training
+    # search the ranking model's nu, reg, alpha0 and conf_alpha on an inner split of the training
     # ratings before fitting it (fmstore/ranking_search.py); False keeps ranking_config as given
     tune_ranking: bool = True
     ranking_pinned: tuple[str, ...] = ()  # ranking_config settings given by hand: not searched

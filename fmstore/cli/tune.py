@@ -98,7 +98,7 @@ def tune(
     ranking: bool = typer.Option(
         True,
         "--ranking/--no-ranking",
-        help="Also search the ranking model's reg, alpha0 and conf_alpha (what `fmstore train` "
+        help="Also search the ranking model's nu, reg, alpha0 and conf_alpha (what `fmstore train` "
         "does before every fit unless --no-tune-ranking).",
     ),
     threads: Optional[int] = ThreadsOpt,
