@@ -13,7 +13,9 @@ split of a 50% sample of users (a sparser catalogue per movie). Relevant = held-
 each user ranks every movie they did not rate in training. Recall@10 = hits / relevant (the
 tables' definition; implicit's, hits / min(10, relevant), is printed beside it).
 
-    python benchmarks/ranking_splits.py [DATA]      # ~15 minutes on 2 busy cores
+    python benchmarks/ranking_splits.py [DATA]      # ~15 minutes on 2 quiet cores, 100 at load 8
+    python benchmarks/ranking_splits.py [DATA] --no-peers   # fmstore's rows only (the peers'
+                                                            # rows do not change with fmstore)
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def als_scores(held: Held, factors: int, reg: float):
     return lambda rows: U[rows] @ V.T
 
 
-def run_split(name, data: Dataset, train, test, seed) -> list[tuple]:
+def run_split(name, data: Dataset, train, test, seed, peers: bool = True) -> list[tuple]:
     movies = data.movies
     user_ids = np.unique(train.user_id)
     held = Held(train, test, movies, user_ids)
@@ -120,6 +122,8 @@ def run_split(name, data: Dataset, train, test, seed) -> list[tuple]:
         (name, "fmstore (defaults: searched " + ", ".join(f"{k} {v:g}" for k, v in chosen.items()) + ")",
          *held.score(ranking.scores), time.perf_counter() - t0)
     )  # fmt: skip
+    if not peers:
+        return rows
     # EASE and ALS: the grid judged on an inner split of `train`
     inner, check = split_indices(len(train), 0.1, seed + 1000)
     inner_held = Held(train.take(inner), train.take(check), movies, np.unique(train.user_id[inner]))
@@ -143,7 +147,8 @@ def run_split(name, data: Dataset, train, test, seed) -> list[tuple]:
 
 
 def main(argv: list[str]) -> int:
-    data = load_from_argv(argv)
+    peers = "--no-peers" not in argv
+    data = load_from_argv([a for a in argv if a != "--no-peers"])
     r = data.ratings
     splits = []
     for seed in (1, 2, 0):
@@ -167,7 +172,7 @@ def main(argv: list[str]) -> int:
     print("| split | system | NDCG@10 | Recall@10 | Recall@10 (implicit's) | seconds |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, train, test, seed in splits:
-        for row in run_split(name, data, train, test, seed):
+        for row in run_split(name, data, train, test, seed, peers):
             print(
                 f"| {row[0]} | {row[1]} | {row[2]:.4f} | {row[3]:.4f} | {row[4]:.4f} | {row[5]:.0f} |",
                 flush=True,

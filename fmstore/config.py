@@ -86,7 +86,7 @@ class RankingConfig:
     factors: int = 256
     alpha0: float = 1.0  # weight of every unobserved pair as a weak negative
     reg: float = 0.003  # L2, scaled by each row's frequency ** nu
-    nu: float = 1.0
+    nu: float = 1.0  # the search moves it (RankingGrid.nu), keeping an average user's L2
     confidence: str = "liked"  # binary | liked (1 + conf_alpha * (rating >= 4))
     conf_alpha: float = 1.0
     item_bias: bool = False  # learn the per-movie scalar c_i
@@ -157,7 +157,7 @@ class TrainConfig:
     # keeps w0 alone, every prediction the same) and the ranking model serves alone.
     rating_model: bool = True
     ranking_config: RankingConfig = field(default_factory=RankingConfig)
-    # search the ranking model's reg, alpha0 and conf_alpha on an inner split of the training
+    # search the ranking model's nu, reg, alpha0 and conf_alpha on an inner split of the training
     # ratings before fitting it (fmstore/ranking_search.py); False keeps ranking_config as given
     tune_ranking: bool = True
     ranking_pinned: tuple[str, ...] = ()  # ranking_config settings given by hand: not searched
@@ -415,8 +415,9 @@ def insecure_api_key(settings: Settings) -> bool:
 # ---- the search of the ranking model's settings (fmstore.ranking_search) ------------------------
 
 
-# The ranking model's settings its search moves (and `--ranking-set` may pin), in visiting order.
-RANKING_SEARCHED = ("reg", "alpha0", "conf_alpha")
+# The ranking model's settings its search moves (and `--ranking-set` may pin), in visiting order:
+# nu first, the one that moved on ml-latest-small's splits (README), so the others are walked at it
+RANKING_SEARCHED = ("nu", "reg", "alpha0", "conf_alpha")
 
 
 @dataclass(frozen=True)
@@ -428,6 +429,11 @@ class RankingGrid:
     reg: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
     alpha0: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0, 3.0)
     conf_alpha: tuple[float, ...] = (0.0, 1.0, 3.0, 10.0)
+    # the frequency exponent of the L2 (Rendle et al. 2022); walked at the same L2 for an average
+    # user (ranking_search: reg is that user's, whatever nu), so that below 1 it moves L2 from the
+    # users, whose counts are alpha0 n_items + n_u, to the movies, whose alpha0 n_users + n_i are
+    # smaller, and onto rare rows
+    nu: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
 
     def axes(self) -> dict[str, tuple[float, ...]]:
         """{setting: its values}, in the order the search visits them (RANKING_SEARCHED)."""

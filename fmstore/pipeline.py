@@ -143,7 +143,7 @@ def _searches_ranking(config: TrainConfig, parallel) -> bool:
 
 
 def _search_ranking(dataset: Dataset, config: TrainConfig, progress) -> RankingSearch | None:
-    """The ranking model's reg, alpha0 and conf_alpha searched on an inner split of the training
+    """The ranking model's nu, reg, alpha0 and conf_alpha searched on an inner split of the training
     ratings (ranking_search), reporting its choice."""
     from fmstore.ranking_search import search_ranking
 
@@ -155,7 +155,7 @@ def _search_ranking(dataset: Dataset, config: TrainConfig, progress) -> RankingS
     if progress:
         chosen = found.chosen
         progress(
-            f"ranking model: reg {chosen['reg']:g}, alpha0 {chosen['alpha0']:g}, conf_alpha "
+            f"ranking model: nu {chosen['nu']:g}, reg {chosen['reg']:g}, alpha0 {chosen['alpha0']:g}, conf_alpha "
             f"{chosen['conf_alpha']:g} (inner NDCG@10 {found.points[found.best].ndcg:.4f}, "
             f"{len(found.points)} points, {found.seconds:.0f}s)",
             0,

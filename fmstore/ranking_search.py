@@ -1,4 +1,4 @@
-"""The ranking model's settings found on the user's own data: reg, alpha0 and conf_alpha chosen by
+"""The ranking model's settings found on the user's own data: nu, reg, alpha0 and conf_alpha chosen by
 the served NDCG@10 on an inner split of the training ratings, never by constants tuned once on
 ml-latest-small (measured on a MovieLens set they were not chosen on, the constants lost 27% NDCG
 to EASE while the same model searched this way beat it).
@@ -13,6 +13,14 @@ settles early). Not warm started from the incumbent: measured on the planted dat
 started from the incumbent's vectors stays near them for a few sweeps (NDCG 0.247 against 0.322
 from scratch at conf_alpha 1, starting from conf_alpha 0), which biases every comparison towards
 the incumbent.
+
+The walk's reg is the L2 of an average user, whatever nu: a point is fitted with reg * S^(1 - nu),
+S = alpha0 n_items + the mean ratings per user (the frequency scale of an average user), which is
+the model's own reg at nu 1. So a step along nu keeps the users' L2 where it was and moves L2 onto
+the movies (whose scale alpha0 n_users + n_i is smaller) and onto rarely rated rows; with the raw
+reg, nu 0.5 at reg 0.003 is a hundred times less L2 (held-out NDCG@10 0.097 against 0.239 on
+ml-latest-small's half-users split), a step the walk would never take. nu below 1 is what closed
+EASE's lead on that sparser split (README). A pinned reg (`--ranking-set reg=`) is fitted as given.
 
 Large datasets: the inner split is carved from a sample of users above `max_ratings` training
 ratings (train.tune.search_split), so a point costs a fit of that sample.
@@ -50,6 +58,7 @@ class RankingPoint:
     ndcg: float
     seconds: float
     gain_se: float | None = None  # standard errors above the incumbent it was compared with
+    fitted_reg: float | None = None  # the model's reg at this point: values' reg * S^(1 - nu)
 
 
 @dataclass
@@ -67,8 +76,9 @@ class RankingSearch:
 
     @property
     def chosen(self) -> dict:
-        """{reg, alpha0, conf_alpha} of the best point."""
-        return dict(self.points[self.best].values)
+        """{nu, reg, alpha0, conf_alpha} of the best point, reg as the model takes it."""
+        best = self.points[self.best]
+        return dict(best.values) | {"reg": best.fitted_reg}
 
     def apply(self, config: TrainConfig) -> TrainConfig:
         """`config` with the chosen values in its ranking_config."""
@@ -84,7 +94,8 @@ class RankingSearch:
             "points": [dataclasses.asdict(p) for p in self.points],
             "selection": "coordinate walk from the given values; a neighbour replaces the "
             "incumbent only with an inner NDCG@10 more than one standard error higher (paired "
-            "over users)",
+            "over users); a point's reg is an average user's L2, fitted as reg * S^(1 - nu) "
+            "(fitted_reg; S = alpha0 n_items + mean ratings per user) unless reg was given",
             "sweeps_per_point": SEARCH_SWEEPS,
             "n_search_train": self.n_train,
             "n_search_valid": self.n_valid,
@@ -104,7 +115,7 @@ def search_ranking(
     sweeps: int = SEARCH_SWEEPS,
     progress=None,
 ) -> RankingSearch | None:
-    """Search reg, alpha0 and conf_alpha of `config.ranking_config` on an inner split of the
+    """Search nu, reg, alpha0 and conf_alpha of `config.ranking_config` on an inner split of the
     run's training ratings (never its validation split). `progress(message, done, total)`
     hears each point. None when the ratings are too few to judge anything on (fewer than
     MIN_SEARCH_USERS users with a liked movie in the inner split)."""
@@ -120,8 +131,12 @@ def search_ranking(
     if len(problem.users) < MIN_SEARCH_USERS:
         return None
     base = dataclasses.replace(config.ranking_config, iterations=sweeps)
+    reg_follows_nu = "reg" not in config.ranking_pinned
+    start = {name: getattr(base, name) for name in grid.axes()}
+    if reg_follows_nu:  # the config's reg as the walk's coordinate: an average user's L2
+        start["reg"] = start["reg"] / problem.reg_factor(start)
     axes = {
-        name: _with_value(values, getattr(base, name))
+        name: _with_value(values, start[name])
         for name, values in grid.axes().items()
         if name not in config.ranking_pinned
     }
@@ -137,14 +152,16 @@ def search_ranking(
         if progress:
             progress(f"ranking search: {_describe(values)} ({len(points) + 1})", len(points), 0)
         t0 = time.perf_counter()
-        model = problem.fit(fit_ratings, dataclasses.replace(base, **values))
+        reg = values["reg"] * problem.reg_factor(values) if reg_follows_nu else values["reg"]
+        model = problem.fit(fit_ratings, dataclasses.replace(base, **values | {"reg": reg}))
         ndcg = problem.ndcg(model)
-        points.append(RankingPoint(values, float(ndcg.mean()), round(time.perf_counter() - t0, 3)))
+        seconds = round(time.perf_counter() - t0, 3)
+        points.append(RankingPoint(values, float(ndcg.mean()), seconds, fitted_reg=reg))
         per_user.append(-ndcg)
         fitted[key] = len(points) - 1
         return fitted[key]
 
-    incumbent = evaluate({name: getattr(base, name) for name in grid.axes()})
+    incumbent = evaluate(start)
     for _ in range(MAX_ROUNDS):
         moved = False
         for name, values in axes.items():
@@ -188,6 +205,7 @@ class _InnerProblem:
         self.vocab = Vocabulary.build(self.train, dataset.movies, config.fields, dataset.users)
         self.seed = config.seed
         n_users = len(self.vocab.user_ids)
+        self.mean_count = len(self.train) / max(n_users, 1)  # ratings of an average user
         seen = encode(self.train, self.vocab, dataset.movies)
         held = encode(dataset.ratings.take(split.valid_rows), self.vocab, dataset.movies)
         liked = config.ranking_config.liked_at  # RELEVANT_MIN on MovieLens's scale
@@ -195,6 +213,12 @@ class _InnerProblem:
         self.exclude = CSR.build(seen.user, seen.item, n_users)
         self.relevant = CSR.build(held.user[good], held.item[good], n_users)
         self.users = np.unique(held.user[good])
+
+    def reg_factor(self, values: dict) -> float:
+        """S^(1 - nu): the model's reg over the walk's (an average user's L2 at any nu), S =
+        alpha0 n_items + the mean ratings per user, the frequency scale of an average user."""
+        scale = values["alpha0"] * len(self.movies) + self.mean_count
+        return float(scale ** (1.0 - values["nu"]))
 
     def fit(self, fit_ratings, ranking_config):
         """The ranking model of the inner training ratings at `ranking_config`."""

@@ -4,11 +4,12 @@ a run records the search."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
 import pytest
-from planted import write_planted
+from planted import GROUPS, USERS_PER_GROUP, write_planted
 
 from fmstore import datasets, pipeline
 from fmstore.config import RankingConfig, TrainConfig
@@ -30,7 +31,7 @@ def planted(tmp_path_factory):
 def test_the_search_finds_the_confidence_the_planted_data_needs(planted):
     found = search_ranking(planted, TrainConfig(ranking_config=BLIND), inner_fraction=0.25)
     start, best = found.points[0], found.points[found.best]
-    assert start.values == {"reg": 0.1, "alpha0": 1.0, "conf_alpha": 0.0}
+    assert start.values == {"nu": 1.0, "reg": 0.1, "alpha0": 1.0, "conf_alpha": 0.0}
     assert found.chosen["conf_alpha"] >= 3.0
     assert best.ndcg > start.ndcg + 0.2  # from about chance (0.24) to the planted groups (0.6)
     assert best.gain_se > 1.0  # it replaced an incumbent by more than one standard error
@@ -94,14 +95,67 @@ def test_ranking_set_pins_values_from_the_cli(tmp_path, fmstore_cli):
         "--ranking-factors",
         "8",
         "--ranking-set",
-        "reg=0.1,alpha0=1,conf_alpha=5",
+        "nu=1,reg=0.1,alpha0=1,conf_alpha=5",
         "--json",
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert "ranking_search" not in summary  # all three pinned: nothing to search
+    assert "ranking_search" not in summary  # all four pinned: nothing to search
     manifest = json.loads(
         (tmp_path / "home" / "runs" / summary["run_id"] / "manifest.json").read_text()
     )
     assert manifest["config"]["ranking_config"]["conf_alpha"] == 5.0
-    assert manifest["config"]["ranking_pinned"] == ["reg", "alpha0", "conf_alpha"]
+    assert manifest["config"]["ranking_pinned"] == ["nu", "reg", "alpha0", "conf_alpha"]
+
+
+def with_rare_movies(folder, n_movies=400, raters=2, seed=1):
+    """The planted data plus `n_movies` documentaries, each loved (5 stars) by `raters` users
+    drawn at random: many more movies than users, most of them rare. At nu 1 the movies' L2
+    (reg (n_i + alpha0 n_users)) is far below the users' (reg (n_u + alpha0 n_items)); nu
+    below 1 at the same L2 for an average user moves L2 onto the movies."""
+    rng = np.random.default_rng(seed)
+    n_users = USERS_PER_GROUP * len(GROUPS)
+    with open(folder / "movies.csv", "a", newline="") as f:
+        csv.writer(f).writerows(
+            [1000 + j, f"Rare {j} (2000)", "Documentary"] for j in range(n_movies)
+        )
+    with open(folder / "ratings.csv", "a", newline="") as f:
+        csv.writer(f).writerows(
+            [int(u) + 1, 1000 + j, 5.0, 2_000_000 + j]
+            for j in range(n_movies)
+            for u in rng.choice(n_users, raters, replace=False)
+        )
+    return folder
+
+
+def test_the_search_lowers_nu_where_the_movies_need_more_l2(tmp_path):
+    data = datasets.load_dataset(with_rare_movies(write_planted(tmp_path / "data")))
+    ranking = RankingConfig(factors=8, reg=0.03, conf_alpha=3.0, iterations=8)
+    config = TrainConfig(ranking_config=ranking, ranking_pinned=("alpha0", "conf_alpha"))
+    found = search_ranking(data, config, inner_fraction=0.25)
+    start, best = found.points[0], found.points[found.best]
+    assert start.values["nu"] == 1.0 and start.fitted_reg == 0.03  # nu 1: reg as given
+    assert found.chosen["nu"] <= 0.5
+    assert best.ndcg > start.ndcg + 0.02
+    # each step down nu gained more than one standard error over the incumbent of its time
+    steps = [
+        p for p in found.points if p.values["reg"] == 0.03 and p.values["nu"] >= best.values["nu"]
+    ]
+    assert all(p.gain_se > 1.0 for p in steps if p is not start)
+    # the walk's reg is an average user's L2 at any nu: reg S = fitted_reg S^nu
+    n_users = len(np.unique(data.ratings.user_id))
+    split = search_split(data, config, 0.25)
+    scale = len(data.movies) + len(split.train_rows) / n_users  # alpha0 1
+    for p in found.points:
+        assert p.fitted_reg * scale ** p.values["nu"] == pytest.approx(p.values["reg"] * scale)
+    applied = found.apply(config).ranking_config
+    assert (applied.nu, applied.reg) == (found.chosen["nu"], best.fitted_reg)
+
+
+def test_a_pinned_reg_is_fitted_as_given_at_every_nu(tmp_path):
+    data = datasets.load_dataset(with_rare_movies(write_planted(tmp_path / "data")))
+    ranking = RankingConfig(factors=8, reg=0.03, conf_alpha=3.0, iterations=4)
+    config = TrainConfig(ranking_config=ranking, ranking_pinned=("reg", "alpha0", "conf_alpha"))
+    found = search_ranking(data, config, inner_fraction=0.25)
+    assert len({p.values["nu"] for p in found.points}) > 1
+    assert {p.fitted_reg for p in found.points} == {0.03}

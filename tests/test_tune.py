@@ -153,13 +153,13 @@ def test_tune_prints_a_table_and_json_and_writes_nothing(planted, fmstore_cli, t
     assert len(marked) == 1 and "0.001" in marked[0]
     assert "* chosen: --factors 4 --weight-decay 0.001 --prior-reg 0.1" in shown.stdout
     assert len([line for line in ranking_table.splitlines() if line.startswith("│ *")]) == 1
-    assert "* chosen: --ranking-set reg=" in ranking_table
+    assert "* chosen: --ranking-set nu=" in ranking_table
     printed = fmstore_cli(home, "tune", "--data", str(folder), *grid, *FAST_FLAGS, "--json")
     assert printed.returncode == 0, printed.stderr
     result = json.loads(printed.stdout)
     assert result["chosen"] == {"factors": 4, "weight_decay": 0.001, "prior_reg": 0.1}
     assert len(result["points"]) == 2
-    assert set(result["ranking"]["chosen"]) == {"reg", "alpha0", "conf_alpha"}
+    assert set(result["ranking"]["chosen"]) == {"nu", "reg", "alpha0", "conf_alpha"}
     rating_only = fmstore_cli(
         home, "tune", "--data", str(folder), *grid, *FAST_FLAGS, "--no-ranking"
     )

@@ -186,15 +186,16 @@ def train(
     tune_ranking: bool = typer.Option(
         TrainConfig.tune_ranking,
         "--tune-ranking/--no-tune-ranking",
-        help="Search the ranking model's reg, alpha0 and conf_alpha on an inner split of the "
+        help="Search the ranking model's nu, reg, alpha0 and conf_alpha on an inner split of the "
         "training ratings (never the validation split) before fitting it; the manifest records "
-        "the search. About 7-12 short fits of the ranking model.",
+        "the search. About 8-17 short fits of the ranking model.",
     ),
     ranking_set: Optional[str] = typer.Option(
         None,
         "--ranking-set",
         help="Pin ranking model settings instead of searching them, e.g. "
-        "'reg=0.01,alpha0=0.3,conf_alpha=1' (any of the three).",
+        "'nu=0.75,reg=0.01,alpha0=0.3,conf_alpha=1' (any of the four; a pinned reg is fitted "
+        "as given at any nu).",
     ),
     tune: bool = typer.Option(
         False,

@@ -98,7 +98,7 @@ def tune(
     ranking: bool = typer.Option(
         True,
         "--ranking/--no-ranking",
-        help="Also search the ranking model's reg, alpha0 and conf_alpha (what `fmstore train` "
+        help="Also search the ranking model's nu, reg, alpha0 and conf_alpha (what `fmstore train` "
         "does before every fit unless --no-tune-ranking).",
     ),
     threads: Optional[int] = ThreadsOpt,
@@ -244,6 +244,7 @@ def print_ranking_table(found, name: str) -> None:
     """One row per point of the ranking model's search, the chosen one marked."""
     table = Table(
         "",
+        "nu",
         "reg",
         "alpha0",
         "conf_alpha",
@@ -255,7 +256,8 @@ def print_ranking_table(found, name: str) -> None:
     for n, p in enumerate(found.points):
         table.add_row(
             "*" if n == found.best else "",
-            f"{p.values['reg']:g}",
+            f"{p.values['nu']:g}",
+            f"{p.fitted_reg:g}",
             f"{p.values['alpha0']:g}",
             f"{p.values['conf_alpha']:g}",
             f"{p.ndcg:.4f}",
@@ -265,8 +267,8 @@ def print_ranking_table(found, name: str) -> None:
     out.print(table)
     chosen = found.chosen
     out.print(
-        f"* chosen: --ranking-set reg={chosen['reg']:g},alpha0={chosen['alpha0']:g},"
-        f"conf_alpha={chosen['conf_alpha']:g} (inner NDCG@10 "
+        f"* chosen: --ranking-set nu={chosen['nu']:g},reg={chosen['reg']:g},"
+        f"alpha0={chosen['alpha0']:g},conf_alpha={chosen['conf_alpha']:g} (inner NDCG@10 "
         f"{found.points[found.best].ndcg:.4f} over {found.users_ranked:,} users), in "
         f"{found.seconds:.0f}s; gain (SE): standard errors of the per-user NDCG above the "
         "incumbent it was compared with (more than 1 to move)",
