@@ -61,10 +61,87 @@ def _add_row(out, coef, A, i, n):
         out[c] += coef * A[i, c]
 
 
+@njit(inline="always", fastmath=True)
+def _residual_pass(V, indices, start, weights, z, n_free, r, buf, buffered, dots, track, dz):
+    """r[:n_free] += sum_t w_t (1 - <z, v_t>) v_t over the row's n = len(dz) rated vectors
+    v_t = V[indices[start + t]] (all d coordinates in the dot), copying them into buf when
+    buffered and writing <z, v_t> to dots when tracked. Four rows at a time: four gathers in
+    flight from all over V, and z and r read once for four."""
+    n, d = len(dz), V.shape[1]
+    t = 0
+    while t + 4 <= n:
+        j0, j1 = indices[start + t], indices[start + t + 1]
+        j2, j3 = indices[start + t + 2], indices[start + t + 3]
+        s0 = s1 = s2 = s3 = np.float32(0.0)
+        for c in range(d):
+            zc = z[c]
+            s0 += V[j0, c] * zc
+            s1 += V[j1, c] * zc
+            s2 += V[j2, c] * zc
+            s3 += V[j3, c] * zc
+        dz[t], dz[t + 1], dz[t + 2], dz[t + 3] = s0, s1, s2, s3
+        one = np.float32(1.0)
+        c0, c1 = weights[start + t] * (one - s0), weights[start + t + 1] * (one - s1)
+        c2, c3 = weights[start + t + 2] * (one - s2), weights[start + t + 3] * (one - s3)
+        for c in range(n_free):
+            r[c] += c0 * V[j0, c] + c1 * V[j1, c] + c2 * V[j2, c] + c3 * V[j3, c]
+        if buffered:
+            for c in range(n_free):
+                buf[t, c] = V[j0, c]
+                buf[t + 1, c] = V[j1, c]
+                buf[t + 2, c] = V[j2, c]
+                buf[t + 3, c] = V[j3, c]
+        t += 4
+    while t < n:
+        j = indices[start + t]
+        dz[t] = _dot_row(V, j, z, d)
+        _add_row(r, weights[start + t] * (np.float32(1.0) - dz[t]), V, j, n_free)
+        if buffered:
+            for c in range(n_free):
+                buf[t, c] = V[j, c]
+        t += 1
+    if track:
+        for t in range(n):
+            dots[start + t] = dz[t]
+
+
+@njit(inline="always", fastmath=True)
+def _hessian_pass(B, buffered, indices, start, weights, p, n_free, ap, dp):
+    """ap[:n_free] += sum_t w_t <p, b_t> b_t over the row's n = len(dp) entries, b_t its t-th
+    rated vector (B[t] when buffered, else B[indices[start + t]]); dp[t] = <p, b_t>. Four entries
+    at a time: p and ap are read once for four rated vectors (SIMD over the coordinates)."""
+    n = len(dp)
+    t = 0
+    while t + 4 <= n:
+        j0, j1, j2, j3 = t, t + 1, t + 2, t + 3
+        if not buffered:
+            j0, j1 = indices[start + t], indices[start + t + 1]
+            j2, j3 = indices[start + t + 2], indices[start + t + 3]
+        s0 = s1 = s2 = s3 = np.float32(0.0)
+        for c in range(n_free):
+            pc = p[c]
+            s0 += B[j0, c] * pc
+            s1 += B[j1, c] * pc
+            s2 += B[j2, c] * pc
+            s3 += B[j3, c] * pc
+        dp[t], dp[t + 1], dp[t + 2], dp[t + 3] = s0, s1, s2, s3
+        c0, c1 = weights[start + t] * s0, weights[start + t + 1] * s1
+        c2, c3 = weights[start + t + 2] * s2, weights[start + t + 3] * s3
+        for c in range(n_free):
+            ap[c] += c0 * B[j0, c] + c1 * B[j1, c] + c2 * B[j2, c] + c3 * B[j3, c]
+        t += 4
+    while t < n:
+        j = t if buffered else indices[start + t]
+        s = _dot_row(B, j, p, n_free)
+        dp[t] = s
+        _add_row(ap, weights[start + t] * s, B, j, n_free)
+        t += 1
+
+
 @njit(fastmath=True)
 def _cg_row(
     row, indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, z, r, p, ap,
-    buf, dots,
+    buf, dp, dots,
 ):  # fmt: skip
     """CG on row `row`: min_x sum_j w_j (<x + o, v_j> - 1)^2 + (x + o)^T G (x + o) + lam |x|^2
     over x[:n_free], warm-started from X[row] (updated in place), in the basis where G's free
@@ -80,15 +157,12 @@ def _cg_row(
         for c in range(n_free, d):
             r[a] -= C[a, c - n_free] * z[c]
     start, n = indptr[row], indptr[row + 1] - indptr[row]
-    # The row's rated columns are gathered from all over V once, into a contiguous buffer that
-    # stays in cache for the CG steps (a row too long for it reads V again at every step).
+    # The row's rated columns are gathered from all over V once, into a contiguous buffer read
+    # sequentially at every CG step (a row too long for it gathers from V again at every step).
     buffered = n <= buf.shape[0]
-    for t in range(n):
-        j = indices[start + t]
-        _add_row(r, weights[start + t] * (np.float32(1.0) - _dot_row(V, j, z, d)), V, j, n_free)
-        if buffered:
-            for c in range(n_free):
-                buf[t, c] = V[j, c]
+    track = len(dots) > 0
+    _residual_pass(V, indices, start, weights, z, n_free, r, buf, buffered, dots, track, dp[:n])
+    B = buf if buffered else V
     rs = 0.0  # float64 scalars: the step sizes must not underflow near convergence
     for a in range(n_free):
         p[a] = r[a]
@@ -99,13 +173,7 @@ def _cg_row(
         # ap = A p = G p + lam p + sum_j w_j <p, v_j> v_j  (p is 0 on the fixed coordinates)
         for a in range(n_free):
             ap[a] = (eig[a] + lam[row]) * p[a]
-        if buffered:
-            for t in range(n):
-                _add_row(ap, weights[start + t] * _dot_row(buf, t, p, n_free), buf, t, n_free)
-        else:
-            for t in range(n):
-                j = indices[start + t]
-                _add_row(ap, weights[start + t] * _dot_row(V, j, p, n_free), V, j, n_free)
+        _hessian_pass(B, buffered, indices, start, weights, p, n_free, ap, dp[:n])
         pap = 0.0
         for a in range(n_free):
             pap += p[a] * ap[a]
@@ -117,39 +185,37 @@ def _cg_row(
             X[row, a] += alpha * p[a]
             r[a] -= alpha * ap[a]
             rs_new += r[a] * r[a]
+        # <z, v_j> moves by alpha <p, v_j>: the dots follow without another pass over the row
+        if track:
+            for t in range(n):
+                dots[start + t] += alpha * dp[t]
         beta = np.float32(rs_new / rs)
         for a in range(n_free):
             p[a] = r[a] + beta * p[a]
         rs = rs_new
-    if len(dots):
-        for c in range(d):
-            z[c] = X[row, c] + offset[row, c] if has_offset else X[row, c]
-        for t in range(n):
-            j = indices[start + t]
-            if buffered:
-                s = _dot_row(buf, t, z, n_free)
-                for c in range(n_free, d):
-                    s += V[j, c] * z[c]
-                dots[start + t] = s
-            else:
-                dots[start + t] = _dot_row(V, j, z, d)
 
 
 @njit(parallel=True, cache=True)
 def _cg_rows(
-    indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks, dots
-):
+    indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks, dots,
+    buffer_rows,
+):  # fmt: skip
     n_rows, d = X.shape
     for b in prange(n_blocks):
+        first, end = b * n_rows // n_blocks, (b + 1) * n_rows // n_blocks
+        longest = 0
+        for row in range(first, end):
+            longest = max(longest, indptr[row + 1] - indptr[row])
         z = np.empty(d, np.float32)
         r = np.zeros(d, np.float32)
         p = np.zeros(d, np.float32)
         ap = np.zeros(d, np.float32)
-        buf = np.empty((_BUFFER_ROWS, d), np.float32)
-        for row in range(b * n_rows // n_blocks, (b + 1) * n_rows // n_blocks):
+        buf = np.empty((min(longest, buffer_rows), d), np.float32)
+        dp = np.empty(longest, np.float32)
+        for row in range(first, end):
             _cg_row(
                 row, indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free,
-                steps, z, r, p, ap, buf, dots,
+                steps, z, r, p, ap, buf, dp, dots,
             )  # fmt: skip
 
 
@@ -191,7 +257,7 @@ def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None) -> No
     with numba.parallel_chunksize(1):  # a block to whichever thread is free
         _cg_rows(
             indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks,
-            np.zeros(0, np.float32) if dots is None else dots,
+            np.zeros(0, np.float32) if dots is None else dots, _BUFFER_ROWS,
         )  # fmt: skip
     for A in turned:
         _rotate(A, U.T.copy())
