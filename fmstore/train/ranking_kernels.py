@@ -318,11 +318,27 @@ def feature_users(Z: np.ndarray):
 
 @njit(fastmath=True, cache=True)
 def _hessian_times_part(users, z, P, v, n_free, first, end, out):
-    """out[:n_free] = sum_t z_t <p_u, v> p_u over users[first:end] (u = users[t])."""
+    """out[:n_free] = sum_t z_t <p_u, v> p_u over users[first:end] (u = users[t]), four users at a
+    time (v and out read once for four rows)."""
     out[:] = 0.0
-    for t in range(first, end):
+    t = first
+    while t + 4 <= end:
+        u0, u1, u2, u3 = users[t], users[t + 1], users[t + 2], users[t + 3]
+        s0 = s1 = s2 = s3 = np.float32(0.0)
+        for c in range(n_free):
+            vc = v[c]
+            s0 += P[u0, c] * vc
+            s1 += P[u1, c] * vc
+            s2 += P[u2, c] * vc
+            s3 += P[u3, c] * vc
+        s0, s1, s2, s3 = z[t] * s0, z[t + 1] * s1, z[t + 2] * s2, z[t + 3] * s3
+        for c in range(n_free):
+            out[c] += s0 * P[u0, c] + s1 * P[u1, c] + s2 * P[u2, c] + s3 * P[u3, c]
+        t += 4
+    while t < end:
         u = users[t]
         _add_row(out, z[t] * _dot_row(P, u, v, n_free), P, u, n_free)
+        t += 1
 
 
 @njit(parallel=True, cache=True)
@@ -403,11 +419,19 @@ def feature_update(items, xs, r_indptr, r_users, r_weights, moved, res):
 
 @njit(fastmath=True, cache=True)
 def _rows_sum_part(users, coef, P, first, end, out):
-    """out = sum_t coef[u] p_u over users[first:end] (u = users[t])."""
+    """out = sum_t coef[u] p_u over users[first:end] (u = users[t]), four users at a time."""
     out[:] = 0.0
-    for t in range(first, end):
-        u = users[t]
-        _add_row(out, coef[u], P, u, P.shape[1])
+    d = P.shape[1]
+    t = first
+    while t + 4 <= end:
+        u0, u1, u2, u3 = users[t], users[t + 1], users[t + 2], users[t + 3]
+        c0, c1, c2, c3 = coef[u0], coef[u1], coef[u2], coef[u3]
+        for c in range(d):
+            out[c] += c0 * P[u0, c] + c1 * P[u1, c] + c2 * P[u2, c] + c3 * P[u3, c]
+        t += 4
+    while t < end:
+        _add_row(out, coef[users[t]], P, users[t], d)
+        t += 1
 
 
 @njit(parallel=True, cache=True)
@@ -435,8 +459,23 @@ def rows_sum(users, coef, P) -> np.ndarray:
 
 @njit(fastmath=True, cache=True)
 def _rows_dot_part(users, P, v, first, end, out):
-    for t in range(first, end):
-        out[users[t]] = _dot_row(P, users[t], v, P.shape[1])
+    """out[u] = <p_u, v> for u in users[first:end], four users at a time."""
+    d = P.shape[1]
+    t = first
+    while t + 4 <= end:
+        u0, u1, u2, u3 = users[t], users[t + 1], users[t + 2], users[t + 3]
+        s0 = s1 = s2 = s3 = np.float32(0.0)
+        for c in range(d):
+            vc = v[c]
+            s0 += P[u0, c] * vc
+            s1 += P[u1, c] * vc
+            s2 += P[u2, c] * vc
+            s3 += P[u3, c] * vc
+        out[u0], out[u1], out[u2], out[u3] = s0, s1, s2, s3
+        t += 4
+    while t < end:
+        out[users[t]] = _dot_row(P, users[t], v, d)
+        t += 1
 
 
 @njit(parallel=True, cache=True)
