@@ -21,9 +21,13 @@ numba is a required dependency: there is no NumPy twin to keep in step.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
 import numpy as np
 from numba import njit, prange
+
+from fmstore.threads import one_blas_thread
 
 # Rows per scratch block: enough blocks that threads stay busy when row lengths differ a lot or
 # when one thread is descheduled on a shared machine: blocks are handed out as threads come free
@@ -219,12 +223,25 @@ def _cg_rows(
             )  # fmt: skip
 
 
+def _each_block(fn, n_rows: int) -> list:
+    """[fn(a, b) for each block of rows a:b], the blocks shared among numba's thread count of
+    Python threads, each block one BLAS call on one OpenBLAS thread: OpenBLAS's own threads spin
+    while they wait, which on a shared machine cost as much CPU as the products themselves
+    (the Gramians: 8.4 CPU-s on its threads at load 10, 0.5 on one); a waiting Python thread
+    sleeps."""
+    blocks = [(a, min(a + _BLOCK_ROWS, n_rows)) for a in range(0, n_rows, _BLOCK_ROWS)]
+    with one_blas_thread(), ThreadPoolExecutor(numba.get_num_threads()) as pool:
+        return list(pool.map(lambda block: fn(*block), blocks))
+
+
 def _rotate(A: np.ndarray, U: np.ndarray) -> None:
     """A[:, :n] = A[:, :n] @ U in place (n = len(U)), a block of rows at a time."""
     n = len(U)
-    for a in range(0, A.shape[0], _BLOCK_ROWS):
-        block = A[a : a + _BLOCK_ROWS, :n]
-        block[...] = block @ U
+
+    def turn(a, b):
+        A[a:b, :n] = A[a:b, :n] @ U
+
+    _each_block(turn, A.shape[0])
 
 
 def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None) -> None:
@@ -243,7 +260,8 @@ def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None) -> No
     float32 matrix products per half step. The CG iterates are the same, the basis being
     orthonormal."""
     indptr, indices, weights = csr
-    eig, U = np.linalg.eigh(G[:n_free, :n_free].astype(np.float64))
+    with one_blas_thread():  # a d x d problem: OpenBLAS's threads would spin more than work
+        eig, U = np.linalg.eigh(G[:n_free, :n_free].astype(np.float64))
     C = (U.T @ G[:n_free, n_free:].astype(np.float64)).astype(np.float32)
     eig, U = eig.astype(np.float32), U.astype(np.float32)
     has_offset = offset is not None
@@ -286,9 +304,8 @@ def gramian(X: np.ndarray, alpha0: float) -> np.ndarray:
     """alpha0 * X^T X as float32, accumulated in float64 across blocks of rows (each block one
     float32 BLAS product): the sum over 283k users keeps float64's accuracy at float32's speed."""
     G = np.zeros((X.shape[1], X.shape[1]))
-    for a in range(0, X.shape[0], _BLOCK_ROWS):
-        block = X[a : a + _BLOCK_ROWS]
-        G += block.T @ block
+    for part in _each_block(lambda a, b: X[a:b].T @ X[a:b], X.shape[0]):
+        G += part  # in block order: the same sum whatever the threads
     return (alpha0 * G).astype(np.float32)
 
 
