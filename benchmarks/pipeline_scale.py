@@ -45,6 +45,8 @@ import tempfile
 import time
 from pathlib import Path
 
+# fit_ranking's parts of a sweep (the others, setup and the final exact user step, run once)
+SWEEP_PARTS = ("user", "item", "features")
 FULL = dict(ratings=27_753_444, users=283_228, movies=53_889)
 
 
@@ -229,6 +231,7 @@ def child_ranking(args, features_on: bool = True) -> dict:
         "sweep_seconds": sweeps,
         "sweep_mean": sum(sweeps) / len(sweeps),
         "final_user_seconds": total - (heard[-1] - started),
+        "phase_cpu_seconds": model.phase_cpu_seconds,
         "fit_peak_rss_gb": _peak_rss_gb(),
         "fit_peak_is_own": own,
         "rss_before_fit_gb": before_gb,
@@ -335,6 +338,12 @@ def table(report: dict) -> str:
                     f"**{x['ratio']:.2f}**, CPU {x['sweep_cpu_mean']:.1f} / "
                     f"{i['sweep_cpu_mean']:.1f} = **{x['cpu_ratio']:.2f}** (goal <= 0.5)"
                 )
+    lines += ["", "fmstore's CPU seconds by part (a sweep's parts: mean over the sweeps):"]
+    for name, what in (("ranking", "the ranking model"), ("plain", "without features")):
+        parts = report.get(name, {}).get("phase_cpu_seconds", {})
+        per = {p: s / (report["sweeps"] if p in SWEEP_PARTS else 1) for p, s in parts.items()}
+        if per:
+            lines.append(f"- {what}: " + ", ".join(f"{p} {s:.1f}" for p, s in per.items()))
     return "\n".join(lines)
 
 

@@ -17,7 +17,11 @@ ARCHITECTURE = ROOT / "docs" / "architecture.md"
 # numba kernels are long straight-line code that reads best in one file; the Recommender is one
 # class read top to bottom (as implicit keeps one model per file), its math in plain functions
 # elsewhere (fmstore.serving, recommend/explain.py)
-LONG_FILES_ALLOWED = {"train/numba_kernels.py": 700, "recommend/recommender.py": 720}
+LONG_FILES_ALLOWED = {
+    "train/numba_kernels.py": 700,
+    "train/ranking_kernels.py": 600,
+    "recommend/recommender.py": 720,
+}
 MAX_LINES = 450
 
 

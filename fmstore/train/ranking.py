@@ -70,6 +70,9 @@ class RankingModel:
     n_items_train: int  # the n_items the regularisation was scaled with
     seconds: float = 0.0
     sweep_seconds: list[float] = field(default_factory=list)  # wall time of each sweep
+    # CPU seconds (all threads) of each part of the fit, the sweeps' parts summed over sweeps:
+    # setup, user, item, features, final user (the exact last user step)
+    phase_cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def item_rows(self) -> np.ndarray:
@@ -151,6 +154,7 @@ def fit_ranking(
     done, total) hears after each sweep. torch_device: run the rows' CG half steps in torch on
     that device (ranking_torch: "cuda" when training on a GPU) instead of the numba kernels."""
     started = time.perf_counter()
+    phases = _PhaseTimer()
     cg_rows = kernels.cg_rows
     if torch_device is not None:
         from fmstore.train.ranking_torch import TorchRows
@@ -177,22 +181,28 @@ def fit_ranking(
     dots = np.empty(len(by_item[1]), F32) if features.n else None
 
     seconds: list[float] = []
+    phases.lap("setup")
     for sweep in range(1, c.iterations + 1):
         began = time.perf_counter()
         Q = M + S
         cg_rows(by_user, Q, kernels.gramian(Q, c.alpha0), lam_u, P, None, k, c.cg_steps)
         del Q
+        phases.lap("user")
         G_p = kernels.gramian(P, c.alpha0)
         offset = S if features.n else None
         cg_rows(by_item, P, G_p, lam_i, M, offset, n_free_item, c.cg_steps, dots)
         M[unrated] = 0.0
+        phases.lap("item")
         if features.n:
             S = features.step(P, G_p, M, S, by_item, dots)
+        phases.lap("features")
         seconds.append(time.perf_counter() - began)
         if progress:
             progress(_progress_line(sweep, c.iterations, seconds), sweep, c.iterations)
+        phases.skip()  # the caller's time in progress() is no part of the fit
     Q = M + S
     cg_rows(by_user, Q, kernels.gramian(Q, c.alpha0), lam_u, P, None, k, FINAL_USER_CG_STEPS)
+    phases.lap("final user")
     return RankingModel(
         user_vectors=np.ascontiguousarray(P[:, :k]),
         item_vectors=np.ascontiguousarray(Q[:, :k]),
@@ -202,7 +212,24 @@ def fit_ranking(
         n_items_train=n_items,
         seconds=time.perf_counter() - started,
         sweep_seconds=seconds,
+        phase_cpu_seconds=phases.seconds,
     )
+
+
+class _PhaseTimer:
+    """CPU seconds of this process (all threads) between laps, summed per phase name."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.process_time()
+
+    def lap(self, name: str) -> None:
+        now = time.process_time()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now
+
+    def skip(self) -> None:
+        self._last = time.process_time()
 
 
 class _Features:

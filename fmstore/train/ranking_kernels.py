@@ -21,9 +21,13 @@ numba is a required dependency: there is no NumPy twin to keep in step.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numba
 import numpy as np
 from numba import njit, prange
+
+from fmstore.threads import one_blas_thread
 
 # Rows per scratch block: enough blocks that threads stay busy when row lengths differ a lot or
 # when one thread is descheduled on a shared machine: blocks are handed out as threads come free
@@ -61,10 +65,87 @@ def _add_row(out, coef, A, i, n):
         out[c] += coef * A[i, c]
 
 
+@njit(inline="always", fastmath=True)
+def _residual_pass(V, indices, start, weights, z, n_free, r, buf, buffered, dots, track, dz):
+    """r[:n_free] += sum_t w_t (1 - <z, v_t>) v_t over the row's n = len(dz) rated vectors
+    v_t = V[indices[start + t]] (all d coordinates in the dot), copying them into buf when
+    buffered and writing <z, v_t> to dots when tracked. Four rows at a time: four gathers in
+    flight from all over V, and z and r read once for four."""
+    n, d = len(dz), V.shape[1]
+    t = 0
+    while t + 4 <= n:
+        j0, j1 = indices[start + t], indices[start + t + 1]
+        j2, j3 = indices[start + t + 2], indices[start + t + 3]
+        s0 = s1 = s2 = s3 = np.float32(0.0)
+        for c in range(d):
+            zc = z[c]
+            s0 += V[j0, c] * zc
+            s1 += V[j1, c] * zc
+            s2 += V[j2, c] * zc
+            s3 += V[j3, c] * zc
+        dz[t], dz[t + 1], dz[t + 2], dz[t + 3] = s0, s1, s2, s3
+        one = np.float32(1.0)
+        c0, c1 = weights[start + t] * (one - s0), weights[start + t + 1] * (one - s1)
+        c2, c3 = weights[start + t + 2] * (one - s2), weights[start + t + 3] * (one - s3)
+        for c in range(n_free):
+            r[c] += c0 * V[j0, c] + c1 * V[j1, c] + c2 * V[j2, c] + c3 * V[j3, c]
+        if buffered:
+            for c in range(n_free):
+                buf[t, c] = V[j0, c]
+                buf[t + 1, c] = V[j1, c]
+                buf[t + 2, c] = V[j2, c]
+                buf[t + 3, c] = V[j3, c]
+        t += 4
+    while t < n:
+        j = indices[start + t]
+        dz[t] = _dot_row(V, j, z, d)
+        _add_row(r, weights[start + t] * (np.float32(1.0) - dz[t]), V, j, n_free)
+        if buffered:
+            for c in range(n_free):
+                buf[t, c] = V[j, c]
+        t += 1
+    if track:
+        for t in range(n):
+            dots[start + t] = dz[t]
+
+
+@njit(inline="always", fastmath=True)
+def _hessian_pass(B, buffered, indices, start, weights, p, n_free, ap, dp):
+    """ap[:n_free] += sum_t w_t <p, b_t> b_t over the row's n = len(dp) entries, b_t its t-th
+    rated vector (B[t] when buffered, else B[indices[start + t]]); dp[t] = <p, b_t>. Four entries
+    at a time: p and ap are read once for four rated vectors (SIMD over the coordinates)."""
+    n = len(dp)
+    t = 0
+    while t + 4 <= n:
+        j0, j1, j2, j3 = t, t + 1, t + 2, t + 3
+        if not buffered:
+            j0, j1 = indices[start + t], indices[start + t + 1]
+            j2, j3 = indices[start + t + 2], indices[start + t + 3]
+        s0 = s1 = s2 = s3 = np.float32(0.0)
+        for c in range(n_free):
+            pc = p[c]
+            s0 += B[j0, c] * pc
+            s1 += B[j1, c] * pc
+            s2 += B[j2, c] * pc
+            s3 += B[j3, c] * pc
+        dp[t], dp[t + 1], dp[t + 2], dp[t + 3] = s0, s1, s2, s3
+        c0, c1 = weights[start + t] * s0, weights[start + t + 1] * s1
+        c2, c3 = weights[start + t + 2] * s2, weights[start + t + 3] * s3
+        for c in range(n_free):
+            ap[c] += c0 * B[j0, c] + c1 * B[j1, c] + c2 * B[j2, c] + c3 * B[j3, c]
+        t += 4
+    while t < n:
+        j = t if buffered else indices[start + t]
+        s = _dot_row(B, j, p, n_free)
+        dp[t] = s
+        _add_row(ap, weights[start + t] * s, B, j, n_free)
+        t += 1
+
+
 @njit(fastmath=True)
 def _cg_row(
     row, indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, z, r, p, ap,
-    buf, dots,
+    buf, dp, dots,
 ):  # fmt: skip
     """CG on row `row`: min_x sum_j w_j (<x + o, v_j> - 1)^2 + (x + o)^T G (x + o) + lam |x|^2
     over x[:n_free], warm-started from X[row] (updated in place), in the basis where G's free
@@ -80,15 +161,12 @@ def _cg_row(
         for c in range(n_free, d):
             r[a] -= C[a, c - n_free] * z[c]
     start, n = indptr[row], indptr[row + 1] - indptr[row]
-    # The row's rated columns are gathered from all over V once, into a contiguous buffer that
-    # stays in cache for the CG steps (a row too long for it reads V again at every step).
+    # The row's rated columns are gathered from all over V once, into a contiguous buffer read
+    # sequentially at every CG step (a row too long for it gathers from V again at every step).
     buffered = n <= buf.shape[0]
-    for t in range(n):
-        j = indices[start + t]
-        _add_row(r, weights[start + t] * (np.float32(1.0) - _dot_row(V, j, z, d)), V, j, n_free)
-        if buffered:
-            for c in range(n_free):
-                buf[t, c] = V[j, c]
+    track = len(dots) > 0
+    _residual_pass(V, indices, start, weights, z, n_free, r, buf, buffered, dots, track, dp[:n])
+    B = buf if buffered else V
     rs = 0.0  # float64 scalars: the step sizes must not underflow near convergence
     for a in range(n_free):
         p[a] = r[a]
@@ -99,13 +177,7 @@ def _cg_row(
         # ap = A p = G p + lam p + sum_j w_j <p, v_j> v_j  (p is 0 on the fixed coordinates)
         for a in range(n_free):
             ap[a] = (eig[a] + lam[row]) * p[a]
-        if buffered:
-            for t in range(n):
-                _add_row(ap, weights[start + t] * _dot_row(buf, t, p, n_free), buf, t, n_free)
-        else:
-            for t in range(n):
-                j = indices[start + t]
-                _add_row(ap, weights[start + t] * _dot_row(V, j, p, n_free), V, j, n_free)
+        _hessian_pass(B, buffered, indices, start, weights, p, n_free, ap, dp[:n])
         pap = 0.0
         for a in range(n_free):
             pap += p[a] * ap[a]
@@ -117,48 +189,59 @@ def _cg_row(
             X[row, a] += alpha * p[a]
             r[a] -= alpha * ap[a]
             rs_new += r[a] * r[a]
+        # <z, v_j> moves by alpha <p, v_j>: the dots follow without another pass over the row
+        if track:
+            for t in range(n):
+                dots[start + t] += alpha * dp[t]
         beta = np.float32(rs_new / rs)
         for a in range(n_free):
             p[a] = r[a] + beta * p[a]
         rs = rs_new
-    if len(dots):
-        for c in range(d):
-            z[c] = X[row, c] + offset[row, c] if has_offset else X[row, c]
-        for t in range(n):
-            j = indices[start + t]
-            if buffered:
-                s = _dot_row(buf, t, z, n_free)
-                for c in range(n_free, d):
-                    s += V[j, c] * z[c]
-                dots[start + t] = s
-            else:
-                dots[start + t] = _dot_row(V, j, z, d)
 
 
 @njit(parallel=True, cache=True)
 def _cg_rows(
-    indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks, dots
-):
+    indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks, dots,
+    buffer_rows,
+):  # fmt: skip
     n_rows, d = X.shape
     for b in prange(n_blocks):
+        first, end = b * n_rows // n_blocks, (b + 1) * n_rows // n_blocks
+        longest = 0
+        for row in range(first, end):
+            longest = max(longest, indptr[row + 1] - indptr[row])
         z = np.empty(d, np.float32)
         r = np.zeros(d, np.float32)
         p = np.zeros(d, np.float32)
         ap = np.zeros(d, np.float32)
-        buf = np.empty((_BUFFER_ROWS, d), np.float32)
-        for row in range(b * n_rows // n_blocks, (b + 1) * n_rows // n_blocks):
+        buf = np.empty((min(longest, buffer_rows), d), np.float32)
+        dp = np.empty(longest, np.float32)
+        for row in range(first, end):
             _cg_row(
                 row, indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free,
-                steps, z, r, p, ap, buf, dots,
+                steps, z, r, p, ap, buf, dp, dots,
             )  # fmt: skip
+
+
+def _each_block(fn, n_rows: int) -> list:
+    """[fn(a, b) for each block of rows a:b], the blocks shared among numba's thread count of
+    Python threads, each block one BLAS call on one OpenBLAS thread: OpenBLAS's own threads spin
+    while they wait, which on a shared machine cost as much CPU as the products themselves
+    (the Gramians: 8.4 CPU-s on its threads at load 10, 0.5 on one); a waiting Python thread
+    sleeps."""
+    blocks = [(a, min(a + _BLOCK_ROWS, n_rows)) for a in range(0, n_rows, _BLOCK_ROWS)]
+    with one_blas_thread(), ThreadPoolExecutor(numba.get_num_threads()) as pool:
+        return list(pool.map(lambda block: fn(*block), blocks))
 
 
 def _rotate(A: np.ndarray, U: np.ndarray) -> None:
     """A[:, :n] = A[:, :n] @ U in place (n = len(U)), a block of rows at a time."""
     n = len(U)
-    for a in range(0, A.shape[0], _BLOCK_ROWS):
-        block = A[a : a + _BLOCK_ROWS, :n]
-        block[...] = block @ U
+
+    def turn(a, b):
+        A[a:b, :n] = A[a:b, :n] @ U
+
+    _each_block(turn, A.shape[0])
 
 
 def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None) -> None:
@@ -177,7 +260,8 @@ def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None) -> No
     float32 matrix products per half step. The CG iterates are the same, the basis being
     orthonormal."""
     indptr, indices, weights = csr
-    eig, U = np.linalg.eigh(G[:n_free, :n_free].astype(np.float64))
+    with one_blas_thread():  # a d x d problem: OpenBLAS's threads would spin more than work
+        eig, U = np.linalg.eigh(G[:n_free, :n_free].astype(np.float64))
     C = (U.T @ G[:n_free, n_free:].astype(np.float64)).astype(np.float32)
     eig, U = eig.astype(np.float32), U.astype(np.float32)
     has_offset = offset is not None
@@ -191,7 +275,7 @@ def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None) -> No
     with numba.parallel_chunksize(1):  # a block to whichever thread is free
         _cg_rows(
             indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks,
-            np.zeros(0, np.float32) if dots is None else dots,
+            np.zeros(0, np.float32) if dots is None else dots, _BUFFER_ROWS,
         )  # fmt: skip
     for A in turned:
         _rotate(A, U.T.copy())
@@ -220,9 +304,8 @@ def gramian(X: np.ndarray, alpha0: float) -> np.ndarray:
     """alpha0 * X^T X as float32, accumulated in float64 across blocks of rows (each block one
     float32 BLAS product): the sum over 283k users keeps float64's accuracy at float32's speed."""
     G = np.zeros((X.shape[1], X.shape[1]))
-    for a in range(0, X.shape[0], _BLOCK_ROWS):
-        block = X[a : a + _BLOCK_ROWS]
-        G += block.T @ block
+    for part in _each_block(lambda a, b: X[a:b].T @ X[a:b], X.shape[0]):
+        G += part  # in block order: the same sum whatever the threads
     return (alpha0 * G).astype(np.float32)
 
 
@@ -252,11 +335,27 @@ def feature_users(Z: np.ndarray):
 
 @njit(fastmath=True, cache=True)
 def _hessian_times_part(users, z, P, v, n_free, first, end, out):
-    """out[:n_free] = sum_t z_t <p_u, v> p_u over users[first:end] (u = users[t])."""
+    """out[:n_free] = sum_t z_t <p_u, v> p_u over users[first:end] (u = users[t]), four users at a
+    time (v and out read once for four rows)."""
     out[:] = 0.0
-    for t in range(first, end):
+    t = first
+    while t + 4 <= end:
+        u0, u1, u2, u3 = users[t], users[t + 1], users[t + 2], users[t + 3]
+        s0 = s1 = s2 = s3 = np.float32(0.0)
+        for c in range(n_free):
+            vc = v[c]
+            s0 += P[u0, c] * vc
+            s1 += P[u1, c] * vc
+            s2 += P[u2, c] * vc
+            s3 += P[u3, c] * vc
+        s0, s1, s2, s3 = z[t] * s0, z[t + 1] * s1, z[t + 2] * s2, z[t + 3] * s3
+        for c in range(n_free):
+            out[c] += s0 * P[u0, c] + s1 * P[u1, c] + s2 * P[u2, c] + s3 * P[u3, c]
+        t += 4
+    while t < end:
         u = users[t]
         _add_row(out, z[t] * _dot_row(P, u, v, n_free), P, u, n_free)
+        t += 1
 
 
 @njit(parallel=True, cache=True)
@@ -337,11 +436,19 @@ def feature_update(items, xs, r_indptr, r_users, r_weights, moved, res):
 
 @njit(fastmath=True, cache=True)
 def _rows_sum_part(users, coef, P, first, end, out):
-    """out = sum_t coef[u] p_u over users[first:end] (u = users[t])."""
+    """out = sum_t coef[u] p_u over users[first:end] (u = users[t]), four users at a time."""
     out[:] = 0.0
-    for t in range(first, end):
-        u = users[t]
-        _add_row(out, coef[u], P, u, P.shape[1])
+    d = P.shape[1]
+    t = first
+    while t + 4 <= end:
+        u0, u1, u2, u3 = users[t], users[t + 1], users[t + 2], users[t + 3]
+        c0, c1, c2, c3 = coef[u0], coef[u1], coef[u2], coef[u3]
+        for c in range(d):
+            out[c] += c0 * P[u0, c] + c1 * P[u1, c] + c2 * P[u2, c] + c3 * P[u3, c]
+        t += 4
+    while t < end:
+        _add_row(out, coef[users[t]], P, users[t], d)
+        t += 1
 
 
 @njit(parallel=True, cache=True)
@@ -369,8 +476,23 @@ def rows_sum(users, coef, P) -> np.ndarray:
 
 @njit(fastmath=True, cache=True)
 def _rows_dot_part(users, P, v, first, end, out):
-    for t in range(first, end):
-        out[users[t]] = _dot_row(P, users[t], v, P.shape[1])
+    """out[u] = <p_u, v> for u in users[first:end], four users at a time."""
+    d = P.shape[1]
+    t = first
+    while t + 4 <= end:
+        u0, u1, u2, u3 = users[t], users[t + 1], users[t + 2], users[t + 3]
+        s0 = s1 = s2 = s3 = np.float32(0.0)
+        for c in range(d):
+            vc = v[c]
+            s0 += P[u0, c] * vc
+            s1 += P[u1, c] * vc
+            s2 += P[u2, c] * vc
+            s3 += P[u3, c] * vc
+        out[u0], out[u1], out[u2], out[u3] = s0, s1, s2, s3
+        t += 4
+    while t < end:
+        out[users[t]] = _dot_row(P, users[t], v, d)
+        t += 1
 
 
 @njit(parallel=True, cache=True)
