@@ -35,8 +35,10 @@ from fmstore.train import (
 REPO = Path(__file__).resolve().parent.parent
 
 
-def small_problem(link: str, seed: int = 0, k: int = 6):
-    """An FM over 12 users and 15 movies with shared genre/year features, and 400 ratings."""
+def small_problem(link: str, seed: int = 0, k: int = 6, user_columns: bool = False):
+    """An FM over 12 users and 15 movies with shared genre/year features, and 400 ratings;
+    `user_columns`: two user side fields too, shared by many users (a category at weight 1, and
+    a multi-valued one at 1/n that some users lack), as features.SideField builds them."""
     rng = np.random.default_rng(seed)
     n_users, n_movies, n_genres = 12, 15, 4
     user_off, movie_off, genre_off = 1, 1 + n_users, 1 + n_users + n_movies
@@ -46,6 +48,8 @@ def small_problem(link: str, seed: int = 0, k: int = 6):
         np.concatenate([user_off + np.arange(n_users), [0]])[:, None].astype(np.int64),
         np.concatenate([np.ones(n_users), [0.0]])[:, None].astype(np.float32),
     )
+    if user_columns:
+        users, n_features = _with_user_columns(users, n_features, seed)
     index = np.zeros((n_movies, 4), np.int64)
     weight = np.zeros((n_movies, 4), np.float32)
     for m in range(n_movies):
@@ -64,6 +68,23 @@ def small_problem(link: str, seed: int = 0, k: int = 6):
     i = torch.as_tensor((rng.random(n) ** 2 * n_movies).astype(np.int32))  # popular movies repeat
     r = torch.as_tensor(rng.integers(1, 11, n) * 0.5, dtype=torch.float32)
     return model, u, i, r
+
+
+def _with_user_columns(users: FeatureRows, n_features: int, seed: int):
+    """`users` plus a category of 3 values (weight 1) and a multi-valued field of 4 values
+    (0 to 2 of them at 1/n); returns the rows and the new number of features."""
+    rng = np.random.default_rng(seed + 100)
+    n_rows = len(users.index)
+    index = np.zeros((n_rows, 4), np.int64)
+    weight = np.zeros((n_rows, 4), np.float32)
+    index[:, :1], weight[:, :1] = users.index, users.weight
+    category, multi = n_features, n_features + 3
+    for r in range(n_rows - 1):  # the last row: the unseen-user padding, left empty
+        index[r, 1], weight[r, 1] = category + rng.integers(3), 1.0
+        values = rng.choice(4, rng.integers(0, 3), replace=False)
+        for j, value in enumerate(values):
+            index[r, 2 + j], weight[r, 2 + j] = multi + value, 1.0 / len(values)
+    return FeatureRows(index, weight), n_features + 7
 
 
 def reference_loss(model, u, i, r, reg_scale):
@@ -92,11 +113,13 @@ def batches(n, batch_size, steps, seed=1):
     return out[:steps]
 
 
-@pytest.mark.parametrize("link", ["identity", "sigmoid"])
-def test_torch_engine_is_dense_adam(link):
+@pytest.mark.parametrize(
+    ("link", "user_columns"), [("identity", False), ("sigmoid", False), ("identity", True)]
+)
+def test_torch_engine_is_dense_adam(link, user_columns):
     lr, batch_size = 0.01, 16
     steps = CATCH_UP_EVERY + 60  # past one table-bounding catch-up of every row
-    model, u, i, r = small_problem(link)
+    model, u, i, r = small_problem(link, user_columns=user_columns)
     reg = feature_reg(model, u, i, weight_decay=0.05, prior_reg=0.5)
     reference = copy.deepcopy(model)
     optimizer = torch.optim.Adam(reference.parameters(), lr=lr)
@@ -118,10 +141,14 @@ def test_torch_engine_is_dense_adam(link):
     torch.testing.assert_close(model.w0, reference.w0.detach(), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("link", ["identity", "sigmoid"])
-def test_numba_engine_matches_torch_engine(link):
-    lr, batch_size = 0.01, 32
-    model_t, u, i, r = small_problem(link, seed=3)
+@pytest.mark.parametrize(
+    ("link", "user_columns"), [("identity", False), ("sigmoid", False), ("identity", True)]
+)
+def test_numba_engine_matches_torch_engine(link, user_columns):
+    """With user side columns too: user features shared by many user rows, gathered over the
+    batch and updated once per step, as the item side's."""
+    lr, batch_size = 0.01, 8 if user_columns else 32  # small batches: features skip steps
+    model_t, u, i, r = small_problem(link, seed=3, user_columns=user_columns)
     reg = feature_reg(model_t, u, i, weight_decay=0.05, prior_reg=0.5)
     model_n = copy.deepcopy(model_t)
     for m in (model_t, model_n):
@@ -130,7 +157,7 @@ def test_numba_engine_matches_torch_engine(link):
     assert numba_engine.cannot_train(model_n) is None
     numba_run = numba_engine.NumbaEngine(model_n, LazyAdam(model_n, lr), reg, batch_size, u, i, r)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    for _ in range(3):  # 3 epochs of 12 steps
+    for _ in range(3):  # 3 epochs of 12 steps (50 with user columns)
         sse_t = torch_run.epoch(torch.randperm(len(r), generator=g1), CATCH_UP_EVERY)
         sse_n = numba_run.epoch(torch.randperm(len(r), generator=g2), CATCH_UP_EVERY)
         torch_run.catch_up_all()
@@ -144,10 +171,22 @@ def test_numba_engine_matches_torch_engine(link):
         )
 
 
-def test_numba_engine_refuses_shared_user_features():
-    model, *_ = small_problem("identity")
-    model.user_index[1, 0] = model.user_index[0, 0]  # two user rows share one feature
-    assert "shared" in numba_engine.cannot_train(model)
+def test_numba_engine_with_user_columns_repeats_itself():
+    """Shared user features' gradients are summed in thread order: two runs with the same
+    threads give the same bits."""
+    lr, batch_size = 0.01, 32
+    model, u, i, r = small_problem("identity", seed=3, user_columns=True)
+    model.requires_grad_(False)
+    models = [copy.deepcopy(model) for _ in range(2)]
+    for m in models:
+        run = numba_engine.NumbaEngine(
+            m, LazyAdam(m, lr), feature_reg(m, u, i, 0.05, 0.5), batch_size, u, i, r
+        )
+        for seed in range(2):
+            run.epoch(torch.randperm(len(r), generator=torch.Generator().manual_seed(seed)), 7)
+        run.catch_up_all()
+    for name in ("v", "w", "w0"):
+        assert torch.equal(getattr(models[0], name), getattr(models[1], name))
 
 
 @pytest.mark.parametrize("sums", ["numba", "torch"])

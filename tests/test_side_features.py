@@ -17,6 +17,7 @@ from fmstore import datasets, runs
 from fmstore.datasets.side import parse_specs
 from fmstore.errors import ConfigError, DataError
 from fmstore.features import SideField, Vocabulary, item_rows, user_rows
+from fmstore.train import loop
 
 N_USERS, N_MOVIES = 120, 40
 UNRATED = (N_MOVIES - 1, N_MOVIES)  # movie ids nobody rated: one of each studio
@@ -59,22 +60,52 @@ MOVIE_FEATURES = ["studio", "length:num", "tags:multi"]
 USER_FEATURES = ["tough", "age:num"]
 
 
+def _recording_engines(monkeypatch):
+    """The names of the training engines make_engine builds from now on (this test's)."""
+    built = []
+
+    def make_engine(*args, **kwargs):
+        engine = real(*args, **kwargs)
+        built.append(type(engine).__name__)
+        return engine
+
+    real = loop.make_engine
+    monkeypatch.setattr(loop, "make_engine", make_engine)
+    return built
+
+
 @pytest.fixture(scope="module")
-def side_model(tmp_path_factory):
+def side_fit(tmp_path_factory):
+    """The planted model with movie and user columns, and the engines that trained it."""
     ratings, movies, users = _planted()
-    return fmstore.fit(
-        ratings,
-        movies,
-        runs_dir=tmp_path_factory.mktemp("runs"),
-        movie_features=MOVIE_FEATURES,
-        users=users,
-        user_features=USER_FEATURES,
-        epochs=12,
-        factors=8,
-        ranking=False,
-        lr=0.03,
-        batch_size=256,
-    )
+    with pytest.MonkeyPatch.context() as patch:
+        engines = _recording_engines(patch)
+        model = fmstore.fit(
+            ratings,
+            movies,
+            runs_dir=tmp_path_factory.mktemp("runs"),
+            movie_features=MOVIE_FEATURES,
+            users=users,
+            user_features=USER_FEATURES,
+            epochs=12,
+            factors=8,
+            ranking=False,
+            lr=0.03,
+            batch_size=256,
+        )
+    return model, engines
+
+
+@pytest.fixture(scope="module")
+def side_model(side_fit):
+    return side_fit[0]
+
+
+def test_user_columns_train_on_the_numba_engine(side_fit):
+    """User side columns (features shared by many user rows) train on the fast CPU engine,
+    training and refit alike."""
+    _, engines = side_fit
+    assert engines and set(engines) == {"NumbaEngine"}
 
 
 def test_specs_name_a_kind():
@@ -176,7 +207,8 @@ def _write_csvs(folder):
     return folder
 
 
-def test_cli_trains_publishes_and_serves_side_features(tmp_path, fmstore_cli):
+def test_cli_trains_publishes_and_serves_side_features(tmp_path, fmstore_cli, monkeypatch):
+    engines = _recording_engines(monkeypatch)
     folder = _write_csvs(tmp_path)
     home = tmp_path / "home"
     side = [
@@ -192,6 +224,7 @@ def test_cli_trains_publishes_and_serves_side_features(tmp_path, fmstore_cli):
         home, "train", *data, *side, "--user-features", "tough,age:num", *small, "--json"
     )
     assert trained.returncode == 0, trained.stderr
+    assert engines and set(engines) == {"NumbaEngine"}
     run_dir = home / "runs" / json.loads(trained.stdout)["run_id"]
     read_as = runs.load_manifest(run_dir)["dataset"]["read_as"]
     assert read_as["movie_features"] == ["studio", "length:num", "tags:multi"]

@@ -16,8 +16,11 @@ Measured on 2 cores (ml-latest-shaped synthetic data, k=120, batch 2^19): about 
 against 4,400/s for the original notebook's DataLoader + dense Adam recipe
 (benchmarks/train_speed.py).
 
-The user side must be exclusive (each user feature in at most one user row, as the user-id field
-is); `cannot_train` says when it is not.
+Features shared by many rows (genres, years, side columns) are handled as the item side handles
+all of its features: caught up once per batch, their gradients gathered over the batch's rows and
+Adam applied once at the end of the step. On the user side only the features in more than one
+user row (`Rows.shared`: user side columns) take that path; the user-id field, one row each,
+is updated in the users' pass itself.
 """
 
 from __future__ import annotations
@@ -37,10 +40,6 @@ def cannot_train(model) -> str | None:
         return "the numba engine runs on CPU tensors only"
     if model.has_rated:
         return "the 'rated' field (a user-side feature of every movie) trains in the torch engine"
-    index, weight = model.user_index.cpu().numpy(), model.user_weight.cpu().numpy()
-    used = index[weight != 0]
-    if len(np.unique(used)) != len(used):
-        return "a user-side feature is shared by several user rows"
     return None
 
 
@@ -49,21 +48,26 @@ def cannot_train(model) -> str | None:
 
 class Rows(NamedTuple):
     """One side's feature rows in CSR form: row r has features feat[ptr[r]:ptr[r + 1]] with
-    weights x[ptr[r]:ptr[r + 1]] (zero weights dropped); `width`: the most features of a row."""
+    weights x[ptr[r]:ptr[r + 1]] (zero weights dropped); `width`: the most features of a row;
+    `shared`: the features in more than one row (the user side's pass updates the others, each
+    in its one row, on the spot)."""
 
     ptr: np.ndarray  # int64 [rows + 1]
     feat: np.ndarray  # int32
     x: np.ndarray  # float32
     width: int
+    shared: np.ndarray  # bool [features]
 
 
-def csr(index: np.ndarray, weight: np.ndarray) -> Rows:
+def csr(index: np.ndarray, weight: np.ndarray, n_features: int) -> Rows:
     """Padded feature rows -> `Rows` without the zero-weight entries."""
     keep = weight != 0
     ptr = np.zeros(len(index) + 1, np.int64)
     np.cumsum(keep.sum(1), out=ptr[1:])
     width = max(int(np.diff(ptr).max(initial=0)), 1)
-    return Rows(ptr, index[keep].astype(np.int32), weight[keep].astype(np.float32), width)
+    feat = index[keep].astype(np.int32)
+    shared = np.bincount(feat, minlength=n_features) > 1
+    return Rows(ptr, feat, weight[keep].astype(np.float32), width, shared)
 
 
 class Params(NamedTuple):
@@ -100,7 +104,8 @@ class Step(NamedTuple):
 
 class Scratch(NamedTuple):
     """The buffers a step reuses, sized once for the largest batch. "Slots" number the batch's
-    distinct user rows, item rows and item features in the order they are met."""
+    distinct user rows, item rows, item features and shared user features in the order they are
+    met."""
 
     u_slot: np.ndarray  # user row -> its slot in the batch, -1 if absent (reset after each step)
     i_slot: np.ndarray  # item row -> slot, -1 if absent
@@ -118,6 +123,12 @@ class Scratch(NamedTuple):
     f_x: np.ndarray  # entry -> the feature's weight in that item row
     VC: np.ndarray  # feature slot -> caught-up v row
     WC: np.ndarray  # feature slot -> caught-up w
+    g_slot: np.ndarray  # shared user feature -> its slot, -1 if absent (and for the others)
+    gf: np.ndarray  # shared slot -> user feature
+    UC: np.ndarray  # shared slot -> caught-up v row
+    UWC: np.ndarray  # shared slot -> caught-up w
+    GF: np.ndarray  # per thread, shared slot -> gradient of v
+    GFW: np.ndarray  # per thread, shared slot -> gradient of w
     QI: np.ndarray  # item slot -> q_i; later H_i = G_i + Gb_i q_i
     BI: np.ndarray  # item slot -> b_i
     GQ: np.ndarray  # per thread, item slot -> gradient of q_i
@@ -134,6 +145,7 @@ def new_scratch(users: Rows, items: Rows, n_features: int, k: int, batch_size: i
     max_du, max_di = min(batch_size, n_urows), min(batch_size, n_irows)
     max_entries = max_di * items.width
     max_fi = min(n_features, max_entries)
+    max_gf = max(min(int(users.shared.sum()), max_du * users.width), 1)
     i32 = np.int32
     i64 = np.int64
     f32 = np.float32
@@ -154,6 +166,12 @@ def new_scratch(users: Rows, items: Rows, n_features: int, k: int, batch_size: i
         f_x=np.zeros(max_entries, f32),
         VC=np.zeros((max_fi, k), f32),
         WC=np.zeros(max_fi, f32),
+        g_slot=np.full(n_features, -1, i32),
+        gf=np.zeros(max_gf, i32),
+        UC=np.zeros((max_gf, k), f32),
+        UWC=np.zeros(max_gf, f32),
+        GF=np.zeros((threads, max_gf, k), f32),
+        GFW=np.zeros((threads, max_gf), f32),
         QI=np.zeros((max_di, k), f32),
         BI=np.zeros(max_di, f32),
         GQ=np.zeros((threads, max_di, k), f32),
@@ -184,9 +202,9 @@ class NumbaEngine:
         self.model, self.opt, self.batch_size = model, optimizer, batch_size
         self.reg_scale = reg_scale.numpy().astype(np.float32)
         self.users, self.items, self.ratings = users.numpy(), items.numpy(), ratings.numpy()
-        user_rows = csr(model.user_index.numpy(), model.user_weight.numpy())
-        item_rows = csr(model.item_index.numpy(), model.item_weight.numpy())
         n_features, k = model.v.shape
+        user_rows = csr(model.user_index.numpy(), model.user_weight.numpy(), n_features)
+        item_rows = csr(model.item_index.numpy(), model.item_weight.numpy(), n_features)
         batch_size = min(batch_size, max(len(self.ratings), 1))
         # the batch's ratings, gathered from the epoch's order at the start of each step
         self.batch = (

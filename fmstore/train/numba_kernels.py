@@ -7,7 +7,10 @@ to date (the catch-up of lazy_adam.LazyAdam) and compute each distinct movie's (
 then walk the ratings grouped by user, in parallel over threads: each user's row (v, Adam's m and
 s) is read once, caught up, scored against the user's movies, given its gradient and its Adam
 update, and written once, while the movies' gradients gather in one buffer per thread. A last
-parallel pass sums those per item feature and updates the item features. Nothing of batch size x
+parallel pass sums those per item feature and updates the item features. User features shared
+by several user rows (side columns such as age or gender) are treated like item features: caught
+up once before the users' pass, their gradients gathered per thread during it, and their Adam
+update applied once after it. Nothing of batch size x
 k is allocated. The step is bound by the latency of random rows, so the next rows are prefetched.
 
 The kernels take numba_engine's NamedTuples (`Rows`, `Params`, `Step`, `Scratch`). The formulas
@@ -228,13 +231,19 @@ def catch_up_all(params, st):  # pragma: no cover
 
 def step(batch, state: State, st: Step) -> tuple[float, float]:
     """One minibatch (user rows, item rows, ratings); returns (sum of squared errors, sum of
-    dLoss/dy). Four kernels: bookkeeping, the movies' sides, the users' pass, the item update."""
+    dLoss/dy). Four kernels: bookkeeping, the movies' sides, the users' pass, the item update;
+    two more when the batch's users share features (side columns): their catch-up before the
+    users' pass and their update after it."""
     bu, bi, br = batch
     scratch = state.scratch
-    n_du, n_di, n_fi = _prologue(bu, bi, state.items, scratch)
+    n_du, n_di, n_fi, n_gf = _prologue(bu, bi, state.users, state.items, scratch)
     _item_sides(n_di, n_fi, state.items, state.params, st, scratch)
-    _user_pass(br, n_di, state.users, state.params, st, scratch)
+    if n_gf:
+        _shared_user_caught_up(n_gf, state.params, st, scratch)
+    _user_pass(br, n_di, n_gf, state.users, state.params, st, scratch)
     _item_update(n_di, n_fi, state.params, st, scratch)
+    if n_gf:
+        _shared_user_update(n_gf, state.params, st, scratch)
     return float(scratch.sse.sum()), float(scratch.gsum.sum())
 
 
@@ -249,22 +258,28 @@ def gather(order, users, items, ratings, eu, ei, er):  # pragma: no cover
 
 
 @njit(parallel=True, cache=True)
-def _prologue(bu, bi, items, scratch):  # pragma: no cover
+def _prologue(bu, bi, users, items, scratch):  # pragma: no cover
     """Bookkeeping: distinct rows and features of the batch, ratings grouped by user. The user
     side and the item side are independent: one thread each."""
-    counts = np.zeros(3, np.int64)
+    counts = np.zeros(4, np.int64)
     for task in prange(2):
         if task == 0:
-            counts[0] = _user_slots(bu, scratch)
+            counts[0], counts[3] = _user_slots(bu, users, scratch)
         else:
             counts[1], counts[2] = _item_slots(bi, items, scratch)
-    return counts[0], counts[1], counts[2]
+    return counts[0], counts[1], counts[2], counts[3]
 
 
 @njit(cache=True)
-def _user_slots(bu, scratch):  # pragma: no cover
-    """The batch's distinct user rows (slots), its ratings sorted by user slot, and the slots
-    cut into one chunk per thread; returns the number of user slots."""
+def _user_slots(bu, users, scratch):  # pragma: no cover
+    """The batch's distinct user rows (slots), its ratings sorted by user slot, the slots cut
+    into one chunk per thread, and the slots of the shared user features those rows hold;
+    returns the numbers of user slots and of shared feature slots."""
+    u_ptr = users.ptr
+    u_feat = users.feat
+    shared = users.shared
+    g_slot = scratch.g_slot
+    gf = scratch.gf
     u_slot = scratch.u_slot
     du = scratch.du
     u_start = scratch.u_start
@@ -309,7 +324,17 @@ def _user_slots(bu, scratch):  # pragma: no cover
     bounds[chunks] = n_du
     for s in range(n_du):  # reset the stamps for the next batch
         u_slot[du[s]] = -1
-    return n_du
+    # shared user features (g_slot is reset in _shared_user_update)
+    n_gf = 0
+    for s in range(n_du):
+        row = du[s]
+        for e in range(u_ptr[row], u_ptr[row + 1]):
+            f = u_feat[e]
+            if shared[f] and g_slot[f] < 0:
+                g_slot[f] = n_gf
+                gf[n_gf] = f
+                n_gf += 1
+    return n_du, n_gf
 
 
 @njit(cache=True)
@@ -426,10 +451,11 @@ def _item_sides(n_di, n_fi, items, params, st, scratch):  # pragma: no cover
 
 
 @njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
-def _user_pass(br, n_di, users, params, st, scratch):  # pragma: no cover
+def _user_pass(br, n_di, n_gf, users, params, st, scratch):  # pragma: no cover
     """Step 3: the ratings grouped by user, one chunk of users per thread: each user's row is
     caught up, scored against its movies, given its gradient and its Adam update in one go;
-    the movies' gradients gather in this thread's GQ/GBI."""
+    the movies' gradients gather in this thread's GQ/GBI, the shared user features' (caught up
+    in UC/UWC) in its GF/GFW."""
     u_ptr = users.ptr
     u_feat = users.feat
     u_x = users.x
@@ -457,6 +483,11 @@ def _user_pass(br, n_di, users, params, st, scratch):  # pragma: no cover
     BI = scratch.BI
     GQ = scratch.GQ
     GBI = scratch.GBI
+    g_slot = scratch.g_slot
+    UC = scratch.UC
+    UWC = scratch.UWC
+    GF = scratch.GF
+    GFW = scratch.GFW
     bounds = scratch.bounds
     sse_out = scratch.sse
     gsum_out = scratch.gsum
@@ -470,6 +501,12 @@ def _user_pass(br, n_di, users, params, st, scratch):  # pragma: no cover
             row_q = gq[s2]
             for c in range(k):
                 row_q[c] = 0.0
+        gf_v, gf_w = GF[ch], GFW[ch]
+        for gs in range(n_gf):
+            gf_w[gs] = 0.0
+            row_f = gf_v[gs]
+            for c in range(k):
+                row_f[c] = 0.0
         p_vec = np.empty(k, np.float32)
         gp = np.empty(k, np.float32)
         grad = np.empty(k, np.float32)
@@ -497,10 +534,17 @@ def _user_pass(br, n_di, users, params, st, scratch):  # pragma: no cover
                 f = u_feat[e]
                 x = u_x[e]
                 cur = vu[e - e0]
-                d = drift[t - 1 - last[f]]
-                _caught_up(cur, v[f], mv[f], sv[f], d, eps)
+                gs = g_slot[f]
+                if gs >= 0:  # shared: caught up once for the batch
+                    uc = UC[gs]
+                    for c in range(k):
+                        cur[c] = uc[c]
+                    wu[e - e0] = UWC[gs]
+                else:
+                    d = drift[t - 1 - last[f]]
+                    _caught_up(cur, v[f], mv[f], sv[f], d, eps)
+                    wu[e - e0] = w[f] - d * mw[f] / (math.sqrt(sw[f]) + eps)
                 sq = _add_feature(p_vec, sq, x, cur)
-                wu[e - e0] = w[f] - d * mw[f] / (math.sqrt(sw[f]) + eps)
                 b_u += x * wu[e - e0]
             if e1 - e0 > 1:
                 b_u += _pairwise(p_vec, sq)
@@ -526,22 +570,29 @@ def _user_pass(br, n_di, users, params, st, scratch):  # pragma: no cover
                 for c in range(k):
                     g_row[c] += g * p_vec[c]
                 gbi[s2] += g
-            # the user's features: gradient and Adam
+            # the user's features: gradient, and Adam (shared ones: gathered for later)
             cnt = np.float32(u_start[s + 1] - u_start[s])
             for e in range(e0, e1):
                 f = u_feat[e]
                 x = u_x[e]
                 cur = vu[e - e0]
-                lag = t - 1 - last[f]
-                d1, d2 = pow1[lag + 1], pow2[lag + 1]
                 ra = reg_a * reg_scale[f]
                 coef = x * x * (ra * cnt - gb)
                 for c in range(k):
                     grad[c] = x * (gp[c] + gb * p_vec[c])
                 for c in range(k):
                     grad[c] += coef * cur[c]
-                _adam_row(v[f], cur, mv[f], sv[f], grad, d1, d2, st)
                 gw = x * gb + ra * cnt * x * x * wu[e - e0]
+                gs = g_slot[f]
+                if gs >= 0:
+                    row_f = gf_v[gs]
+                    for c in range(k):
+                        row_f[c] += grad[c]
+                    gf_w[gs] += gw
+                    continue
+                lag = t - 1 - last[f]
+                d1, d2 = pow1[lag + 1], pow2[lag + 1]
+                _adam_row(v[f], cur, mv[f], sv[f], grad, d1, d2, st)
                 w[f], mw[f], sw[f] = _adam_scalar(wu[e - e0], mw[f], sw[f], gw, d1, d2, st)
                 last[f] = t
         sse_out[ch] = sse
@@ -625,6 +676,72 @@ def _item_update(n_di, n_fi, params, st, scratch):  # pragma: no cover
             w[f], mw[f], sw[f] = _adam_scalar(WC[fs], mw[f], sw[f], gw, d1, d2, st)
             last[f] = t
             f_slot[f] = -1
+
+
+@njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _shared_user_caught_up(n_gf, params, st, scratch):  # pragma: no cover
+    """The batch's shared user features caught up (into UC/UWC), before the users' pass reads
+    them from several threads; written back with their update in `_shared_user_update`."""
+    v = params.v
+    w = params.w
+    mv = params.mv
+    sv = params.sv
+    mw = params.mw
+    sw = params.sw
+    last = params.last
+    drift = st.drift
+    t = st.t
+    eps = st.eps
+    gf = scratch.gf
+    UC = scratch.UC
+    UWC = scratch.UWC
+    for gs in prange(n_gf):
+        f = gf[gs]
+        d = drift[t - 1 - last[f]]
+        _caught_up(UC[gs], v[f], mv[f], sv[f], d, eps)
+        UWC[gs] = w[f] - d * mw[f] / (math.sqrt(sw[f]) + eps)
+
+
+@njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
+def _shared_user_update(n_gf, params, st, scratch):  # pragma: no cover
+    """The threads' gradients of each shared user feature summed (in thread order: the same
+    sum for the same thread count), and its Adam update."""
+    v = params.v
+    w = params.w
+    mv = params.mv
+    sv = params.sv
+    mw = params.mw
+    sw = params.sw
+    last = params.last
+    pow1 = st.pow1
+    pow2 = st.pow2
+    t = st.t
+    g_slot = scratch.g_slot
+    gf = scratch.gf
+    UC = scratch.UC
+    UWC = scratch.UWC
+    GF = scratch.GF
+    GFW = scratch.GFW
+    k = v.shape[1]
+    chunks = GF.shape[0]
+    for gs in prange(n_gf):
+        f = gf[gs]
+        grad = np.empty(k, np.float32)
+        row = GF[0, gs]
+        for c in range(k):
+            grad[c] = row[c]
+        gw = GFW[0, gs]
+        for ch in range(1, chunks):
+            row = GF[ch, gs]
+            for c in range(k):
+                grad[c] += row[c]
+            gw += GFW[ch, gs]
+        lag = t - 1 - last[f]
+        d1, d2 = pow1[lag + 1], pow2[lag + 1]
+        _adam_row(v[f], UC[gs], mv[f], sv[f], grad, d1, d2, st)
+        w[f], mw[f], sw[f] = _adam_scalar(UWC[gs], mw[f], sw[f], gw, d1, d2, st)
+        last[f] = t
+        g_slot[f] = -1
 
 
 # ---- evaluation -------------------------------------------------------------------------------
