@@ -13,8 +13,9 @@ rating (`since:num`, from ratings.csv). Two experiments, the same seeds, with an
   no users held out): RMSE of their ratings, each movie served from its features alone (genre and
   year, plus its tags with the column), against w0 + b_u.
 
-A user column trains in the torch engine (numba's user pass needs each user feature in one user
-row), so its seconds show that engine's cost on CPU.
+A user column trains on the numba engine too (its values, shared by many users, are gathered
+over each batch and updated once per step, as genres are), so its seconds compare with the
+others' (they differ by the epochs early stopping takes, and by the load).
 
 It prints one table; nothing is asserted.
 """

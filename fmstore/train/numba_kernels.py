@@ -29,78 +29,13 @@ from numba import njit, prange
 
 # SIGMOID_SCALE: a module-level float, so numba compiles it into the kernels as a constant.
 from fmstore.serving import SIGMOID_SCALE
+from fmstore.train.numba_prefetch import prefetch as _prefetch
 
 if TYPE_CHECKING:
     from fmstore.train.numba_engine import State, Step
 
 # Everything but "no NaNs / no infs": lets LLVM vectorise the k-wide loops and reductions.
 _FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
-
-
-def _define_prefetch():
-    """`prefetch(arr, i)`: ask for the cache lines of row i of a C-contiguous 2D array before
-    it is needed (the step is bound by the latency of random rows: this hides some of it).
-    Built from numba/llvmlite internals; when they do not fit, prefetch does nothing."""
-    from llvmlite import ir
-    from numba import types
-    from numba.core import cgutils
-    from numba.extending import intrinsic
-
-    @intrinsic
-    def prefetch(typingctx, arr, row):
-        sig = types.void(arr, row)
-
-        def codegen(context, builder, signature, args):
-            aryty = signature.args[0]
-            ary = context.make_array(aryty)(context, builder, args[0])
-            i64 = ir.IntType(64)
-            index = context.cast(builder, args[1], signature.args[1], types.intp)
-            ptr = cgutils.get_item_pointer(
-                context, builder, aryty, ary, [index, ir.Constant(i64, 0)], wraparound=False
-            )
-            i8p = ir.IntType(8).as_pointer()
-            i32 = ir.IntType(32)
-            fn = cgutils.get_or_insert_function(
-                builder.module,
-                ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                "llvm.prefetch.p0i8",
-            )
-            base = builder.bitcast(ptr, i8p)
-            width = cgutils.unpack_tuple(builder, ary.shape, aryty.ndim)[1]
-            nbytes = builder.mul(width, ir.Constant(i64, aryty.dtype.bitwidth // 8))
-            with cgutils.for_range_slice(
-                builder, ir.Constant(i64, 0), nbytes, ir.Constant(i64, 64)
-            ) as (off, _):
-                # rw=1 (for writing), locality=3 (keep in all caches), data cache
-                builder.call(
-                    fn,
-                    [
-                        builder.gep(base, [off]),
-                        ir.Constant(i32, 1),
-                        ir.Constant(i32, 3),
-                        ir.Constant(i32, 1),
-                    ],
-                )
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    @njit
-    def probe(a):
-        prefetch(a, 0)
-
-    try:
-        probe(np.zeros((1, 4), np.float32))
-    except Exception:  # pragma: no cover - a numba/llvmlite this was not written for
-
-        @njit(inline="always")
-        def prefetch(arr, row):  # noqa: F811
-            pass
-
-    return prefetch
-
-
-_prefetch = _define_prefetch()
 
 
 # ---- the formulas, as inlined numba twins of model.py's ---------------------------------------
@@ -231,19 +166,14 @@ def catch_up_all(params, st):  # pragma: no cover
 
 def step(batch, state: State, st: Step) -> tuple[float, float]:
     """One minibatch (user rows, item rows, ratings); returns (sum of squared errors, sum of
-    dLoss/dy). Four kernels: bookkeeping, the movies' sides, the users' pass, the item update;
-    two more when the batch's users share features (side columns): their catch-up before the
-    users' pass and their update after it."""
+    dLoss/dy). Four kernels: bookkeeping, the movies' sides, the users' pass, the item update
+    (the last three also catch up, then update, the user features the batch's users share)."""
     bu, bi, br = batch
     scratch = state.scratch
     n_du, n_di, n_fi, n_gf = _prologue(bu, bi, state.users, state.items, scratch)
-    _item_sides(n_di, n_fi, state.items, state.params, st, scratch)
-    if n_gf:
-        _shared_user_caught_up(n_gf, state.params, st, scratch)
+    _item_sides(n_di, n_fi, n_gf, state.items, state.params, st, scratch)
     _user_pass(br, n_di, n_gf, state.users, state.params, st, scratch)
-    _item_update(n_di, n_fi, state.params, st, scratch)
-    if n_gf:
-        _shared_user_update(n_gf, state.params, st, scratch)
+    _item_update(n_di, n_fi, n_gf, state.params, st, scratch)
     return float(scratch.sse.sum()), float(scratch.gsum.sum())
 
 
@@ -324,7 +254,7 @@ def _user_slots(bu, users, scratch):  # pragma: no cover
     bounds[chunks] = n_du
     for s in range(n_du):  # reset the stamps for the next batch
         u_slot[du[s]] = -1
-    # shared user features (g_slot is reset in _shared_user_update)
+    # shared user features (g_slot is reset in _item_update)
     n_gf = 0
     for s in range(n_du):
         row = du[s]
@@ -399,9 +329,10 @@ def _item_slots(bi, items, scratch):  # pragma: no cover
 
 
 @njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
-def _item_sides(n_di, n_fi, items, params, st, scratch):  # pragma: no cover
+def _item_sides(n_di, n_fi, n_gf, items, params, st, scratch):  # pragma: no cover
     """Steps 1-2: the batch's item features caught up (into VC/WC; written back with their
-    update in `_item_update`), then each distinct movie's q_i and b_i (into QI/BI)."""
+    update in `_item_update`), then each distinct movie's q_i and b_i (into QI/BI); the shared
+    user features caught up too (into UC/UWC), before the users' pass reads them."""
     i_ptr = items.ptr
     i_feat = items.feat
     i_x = items.x
@@ -422,7 +353,16 @@ def _item_sides(n_di, n_fi, items, params, st, scratch):  # pragma: no cover
     WC = scratch.WC
     QI = scratch.QI
     BI = scratch.BI
+    gf = scratch.gf
+    UC = scratch.UC
+    UWC = scratch.UWC
     k = v.shape[1]
+    for gs in prange(n_gf):
+        f = gf[gs]
+        d = drift[t - 1 - last[f]]
+        _caught_up(UC[gs], v[f], mv[f], sv[f], d, eps)
+        UWC[gs] = w[f] - d * mw[f] / (math.sqrt(sw[f]) + eps)
+
     for fs in prange(n_fi):
         if fs + 1 < n_fi:
             _prefetch(v, fi[fs + 1])
@@ -534,7 +474,7 @@ def _user_pass(br, n_di, n_gf, users, params, st, scratch):  # pragma: no cover
                 f = u_feat[e]
                 x = u_x[e]
                 cur = vu[e - e0]
-                gs = g_slot[f]
+                gs = g_slot[f] if n_gf > 0 else -1  # (no extra read without side columns)
                 if gs >= 0:  # shared: caught up once for the batch
                     uc = UC[gs]
                     for c in range(k):
@@ -583,7 +523,7 @@ def _user_pass(br, n_di, n_gf, users, params, st, scratch):  # pragma: no cover
                 for c in range(k):
                     grad[c] += coef * cur[c]
                 gw = x * gb + ra * cnt * x * x * wu[e - e0]
-                gs = g_slot[f]
+                gs = g_slot[f] if n_gf > 0 else -1
                 if gs >= 0:
                     row_f = gf_v[gs]
                     for c in range(k):
@@ -600,9 +540,10 @@ def _user_pass(br, n_di, n_gf, users, params, st, scratch):  # pragma: no cover
 
 
 @njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
-def _item_update(n_di, n_fi, params, st, scratch):  # pragma: no cover
-    """Steps 4-5: the threads' item gradients summed per movie, then per item feature, and the
-    item features' Adam update."""
+def _item_update(n_di, n_fi, n_gf, params, st, scratch):  # pragma: no cover
+    """Steps 4-6: the threads' item gradients summed per movie, then per item feature, and the
+    item features' Adam update; the shared user features' gradients summed over the threads (in
+    thread order: the same sums for the same thread count), and their Adam update."""
     v = params.v
     w = params.w
     mv = params.mv
@@ -626,6 +567,12 @@ def _item_update(n_di, n_fi, params, st, scratch):  # pragma: no cover
     QI = scratch.QI
     GQ = scratch.GQ
     GBI = scratch.GBI
+    g_slot = scratch.g_slot
+    gf = scratch.gf
+    UC = scratch.UC
+    UWC = scratch.UWC
+    GF = scratch.GF
+    GFW = scratch.GFW
     k = v.shape[1]
     chunks = GQ.shape[0]
     # 4. per movie: H_i = G_i + Gb_i q_i (into QI), Gb_i (into GBI[0])
@@ -677,53 +624,7 @@ def _item_update(n_di, n_fi, params, st, scratch):  # pragma: no cover
             last[f] = t
             f_slot[f] = -1
 
-
-@njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
-def _shared_user_caught_up(n_gf, params, st, scratch):  # pragma: no cover
-    """The batch's shared user features caught up (into UC/UWC), before the users' pass reads
-    them from several threads; written back with their update in `_shared_user_update`."""
-    v = params.v
-    w = params.w
-    mv = params.mv
-    sv = params.sv
-    mw = params.mw
-    sw = params.sw
-    last = params.last
-    drift = st.drift
-    t = st.t
-    eps = st.eps
-    gf = scratch.gf
-    UC = scratch.UC
-    UWC = scratch.UWC
-    for gs in prange(n_gf):
-        f = gf[gs]
-        d = drift[t - 1 - last[f]]
-        _caught_up(UC[gs], v[f], mv[f], sv[f], d, eps)
-        UWC[gs] = w[f] - d * mw[f] / (math.sqrt(sw[f]) + eps)
-
-
-@njit(parallel=True, fastmath=_FASTMATH, error_model="numpy", cache=True)
-def _shared_user_update(n_gf, params, st, scratch):  # pragma: no cover
-    """The threads' gradients of each shared user feature summed (in thread order: the same
-    sum for the same thread count), and its Adam update."""
-    v = params.v
-    w = params.w
-    mv = params.mv
-    sv = params.sv
-    mw = params.mw
-    sw = params.sw
-    last = params.last
-    pow1 = st.pow1
-    pow2 = st.pow2
-    t = st.t
-    g_slot = scratch.g_slot
-    gf = scratch.gf
-    UC = scratch.UC
-    UWC = scratch.UWC
-    GF = scratch.GF
-    GFW = scratch.GFW
-    k = v.shape[1]
-    chunks = GF.shape[0]
+    # 6. shared user features: the threads' gradients summed, then Adam
     for gs in prange(n_gf):
         f = gf[gs]
         grad = np.empty(k, np.float32)

@@ -2,8 +2,8 @@
 data-parallel path (distributed.py).
 
 How the engine is chosen (`loop.make_engine`): on a GPU and under torch.distributed always this
-one; on CPU the numba engine (numba_engine.py) when it can train the model (its user side
-exclusive, no `rated` field), else this one. Both engines have the same shape: `Engine(model,
+one; on CPU the numba engine (numba_engine.py) when it can train the model (no `rated` field),
+else this one. Both engines have the same shape: `Engine(model,
 optimizer, reg_scale, batch_size, users, items, ratings)`, then `epoch(order, catch_up_every) ->
 sum of squared errors`, `step(users, items, ratings)` for one minibatch and `catch_up_all()`; they
 learn the same model.
