@@ -15,6 +15,7 @@ from fmstore.config import RankingConfig
 from fmstore.features import Vocabulary, encode, ranking_item_features
 from fmstore.serving import implicit_weight, ranking_lambda, whiten_items, whitened_fold_in
 from fmstore.threads import apply_threads
+from fmstore.train import ranking_blocks
 from fmstore.train.ranking import fit_ranking
 
 # planted users rate at random: only the confidence in liked movies tells their taste
@@ -198,4 +199,30 @@ def test_the_torch_half_steps_fit_the_same_model(planted_data):
     for name in ("user_vectors", "item_vectors", "feature_vectors"):
         np.testing.assert_allclose(
             getattr(torch_fit, name), getattr(numba_fit, name), rtol=1e-3, atol=1e-4
+        )
+
+
+def test_grouping_the_long_movies_fits_the_same_model(planted_data, monkeypatch):
+    """The item step's grouped path (ranking_blocks) for every movie with more than 20 raters,
+    in small groups, tiles and chunks, against the per-row path for all: the same model to
+    float32 rounding (here the same bits: each row's rated columns come in the same order, so
+    each row's sums are the same sequence of operations)."""
+    config = RankingConfig(factors=8, reg=0.1, conf_alpha=5.0, iterations=3)
+    monkeypatch.setattr(ranking_blocks, "LONG_ROW", 1 << 40)
+    per_row = _fit(planted_data, config, seed=4)
+    for name, value in [("LONG_ROW", 20), ("GROUP_ROWS", 7), ("TILE_ROWS", 2), ("CHUNK_COLS", 40)]:
+        monkeypatch.setattr(ranking_blocks, name, value)
+    grouped_rows = []
+    solve = ranking_blocks.cg_groups
+
+    def spy(plan, *args):
+        grouped_rows.append(len(plan.rows))
+        solve(plan, *args)
+
+    monkeypatch.setattr(ranking_blocks, "cg_groups", spy)
+    grouped = _fit(planted_data, config, seed=4)
+    assert len(grouped_rows) == config.iterations and min(grouped_rows) > 10
+    for name in ("user_vectors", "item_vectors", "feature_vectors"):
+        np.testing.assert_allclose(
+            getattr(grouped, name), getattr(per_row, name), rtol=1e-3, atol=1e-5
         )

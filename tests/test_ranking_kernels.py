@@ -1,12 +1,15 @@
 """The ranking model's row solver (fmstore/train/ranking_kernels.cg_rows) against a dense solve of
 each row's normal equations: with an offset, fixed coordinates, rows short enough for the cache
-buffer and a row longer than it."""
+buffer and a row longer than it; and its grouped path for long rows (ranking_blocks) against its
+per-row one."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
+from fmstore.train import ranking_blocks
 from fmstore.train import ranking_kernels as kernels
 
 
@@ -84,3 +87,105 @@ def test_the_torch_twin_takes_the_same_cg_steps(n_free, with_offset):
         max_entries=100,
     )
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-5)
+
+
+def _long_problem(seed, d=9, n_rows=40, n_cols=300):
+    """Rows of all lengths (a few past the grouped path's threshold used below, some sharing
+    most of their columns, as popular movies share their raters)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 20, n_rows)
+    lengths[:14] = rng.integers(40, n_cols, 14)
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    indices = np.concatenate([rng.choice(n_cols, n, replace=False) for n in lengths])
+    weights = rng.uniform(1.0, 3.0, indptr[-1]).astype(np.float32)
+    V = (rng.normal(size=(n_cols, d)) / np.sqrt(d)).astype(np.float32)
+    G = kernels.gramian(V, 0.5)
+    lam = rng.uniform(0.1, 1.0, n_rows).astype(np.float32)
+    X = rng.normal(size=(n_rows, d)).astype(np.float32)
+    offset = (0.3 * rng.normal(size=(n_rows, d))).astype(np.float32)
+    return (indptr, indices.astype(np.int32), weights), V, G, lam, X, offset
+
+
+def _small_plan(csr, n_cols):
+    """Groups of at most 5 rows and 900 entries, tiles of 2 rows, chunks of 50 columns: a few of
+    each at this size."""
+    return ranking_blocks.plan_rows(
+        csr, n_cols, long_row=30, group_rows=5, group_entries=900, tile_rows=2, chunk_cols=50
+    )
+
+
+def test_the_plan_holds_each_long_rows_entry_once():
+    csr, V, *_ = _long_problem(seed=1)
+    indptr, indices, weights = csr
+    plan = _small_plan(csr, len(V))
+    lengths = np.diff(indptr)
+    assert sorted(plan.rows) == list(np.flatnonzero(lengths > 30))
+    assert sorted(plan.short) == list(np.flatnonzero(lengths <= 30))
+    assert len(plan.group_rows) > 3  # several groups, cut by rows and by entries
+    long_entries = np.concatenate([np.arange(indptr[r], indptr[r + 1]) for r in plan.rows])
+    assert sorted(plan.entry_pos) == sorted(long_entries)
+    np.testing.assert_array_equal(plan.entry_weight, weights[plan.entry_pos])
+    for g in range(len(plan.group_rows) - 1):
+        rows = plan.rows[plan.group_rows[g] : plan.group_rows[g + 1]]
+        first, end = plan.group_entries[g], plan.group_entries[g + 1]
+        ends = plan.col_end[plan.group_cols[g] : plan.group_cols[g + 1]]
+        starts = np.concatenate([[0], ends[:-1]])
+        for j, a, b in zip(plan.cols[plan.group_cols[g] : plan.group_cols[g + 1]], starts, ends):
+            pos = plan.entry_pos[first + a : first + b]
+            assert (indices[pos] == j).all()  # a segment: one column's entries
+            row = rows[plan.entry_row[first + a : first + b]]
+            assert ((indptr[row] <= pos) & (pos < indptr[row + 1])).all()
+        assert ends[-1] == end - first
+
+
+@pytest.mark.parametrize("n_free", [9, 7])
+@pytest.mark.parametrize("with_offset", [False, True])
+def test_grouped_long_rows_take_the_per_row_steps(n_free, with_offset):
+    """The grouped path (ranking_blocks) against the per-row one: three steps, far from
+    converged, so the iterates themselves and the dots are compared, to float32 summation
+    order."""
+    csr, V, G, lam, X, offset = _long_problem(seed=n_free + 2 * with_offset)
+    offset = offset if with_offset else None
+    plan = _small_plan(csr, len(V))
+    expected, got = X.copy(), X.copy()
+    expected_dots = np.zeros(len(csr[1]), np.float32)
+    got_dots = np.full(len(csr[1]), np.nan, np.float32)
+    kernels.cg_rows(csr, V.copy(), G, lam, expected, offset, n_free, 3, expected_dots)
+    kernels.cg_rows(csr, V.copy(), G, lam, got, offset, n_free, 3, got_dots, plan)
+    assert np.abs(got[plan.rows] - X[plan.rows]).max() > 0.1  # the long rows moved
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got_dots, expected_dots, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_free", [9, 7])
+def test_grouped_rows_reach_the_dense_solve_and_stop_there(n_free):
+    """Enough steps that rows converge at different steps: a converged row stops while its
+    group goes on, and every row ends at its dense solve."""
+    csr, V, G, lam, X, offset = _long_problem(seed=20 + n_free)
+    expected = _exact(csr, V, G, lam, X, offset, n_free)
+    kernels.cg_rows(csr, V, G, lam, X, offset, n_free, 40, plan=_small_plan(csr, len(V)))
+    np.testing.assert_allclose(X, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_grouped_rows_do_not_depend_on_the_thread_count():
+    """The grouped kernel itself (cg_rows' basis turn is BLAS's, outside this test): a group is
+    one thread's work, so one thread or many give the same bits."""
+    csr, V, G, lam, X, offset = _long_problem(seed=5)
+    plan = _small_plan(csr, len(V))
+    n_free = 8
+    eig = np.diag(G)[:n_free].copy()
+    C = G[:n_free, n_free:].copy()
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS, 1):
+        numba.set_num_threads(threads)
+        try:
+            out, dots = X.copy(), np.zeros(len(csr[1]), np.float32)
+            with numba.parallel_chunksize(1):
+                ranking_blocks.cg_groups(plan, V, eig, C, lam, out, offset, True, n_free, 3, dots)
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        assert np.abs(out[plan.rows] - X[plan.rows]).max() > 0.1
+        results.append((out, dots))
+    for out, dots in results[1:]:
+        np.testing.assert_array_equal(out, results[0][0])
+        np.testing.assert_array_equal(dots, results[0][1])

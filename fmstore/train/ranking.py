@@ -33,12 +33,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numba
 import numpy as np
 
 from fmstore.config import RankingConfig
 from fmstore.serving import implicit_weight
+from fmstore.train import ranking_blocks
 from fmstore.train import ranking_kernels as kernels
 
 F32 = np.float32
@@ -179,6 +181,9 @@ def fit_ranking(
     S = features.sum_of(features.E, n_items)  # sum_f x_if e_f
     # <p_u, q_i> of each rating (by_item order) after the item step: the feature step's start
     dots = np.empty(len(by_item[1]), F32) if features.n else None
+    item_rows = cg_rows  # the item step's long rows (popular movies) grouped, on the CPU
+    if torch_device is None:
+        item_rows = partial(kernels.cg_rows, plan=ranking_blocks.plan_rows(by_item, n_users))
 
     seconds: list[float] = []
     phases.lap("setup")
@@ -190,7 +195,7 @@ def fit_ranking(
         phases.lap("user")
         G_p = kernels.gramian(P, c.alpha0)
         offset = S if features.n else None
-        cg_rows(by_item, P, G_p, lam_i, M, offset, n_free_item, c.cg_steps, dots)
+        item_rows(by_item, P, G_p, lam_i, M, offset, n_free_item, c.cg_steps, dots)
         M[unrated] = 0.0
         phases.lap("item")
         if features.n:

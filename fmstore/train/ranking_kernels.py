@@ -28,6 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from fmstore.threads import one_blas_thread
+from fmstore.train import ranking_blocks
 
 # Rows per scratch block: enough blocks that threads stay busy when row lengths differ a lot or
 # when one thread is descheduled on a shared machine: blocks are handed out as threads come free
@@ -202,23 +203,23 @@ def _cg_row(
 @njit(parallel=True, cache=True)
 def _cg_rows(
     indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks, dots,
-    buffer_rows,
+    buffer_rows, rows,
 ):  # fmt: skip
-    n_rows, d = X.shape
+    n_rows, d = len(rows), X.shape[1]
     for b in prange(n_blocks):
         first, end = b * n_rows // n_blocks, (b + 1) * n_rows // n_blocks
         longest = 0
-        for row in range(first, end):
-            longest = max(longest, indptr[row + 1] - indptr[row])
+        for t in range(first, end):
+            longest = max(longest, indptr[rows[t] + 1] - indptr[rows[t]])
         z = np.empty(d, np.float32)
         r = np.zeros(d, np.float32)
         p = np.zeros(d, np.float32)
         ap = np.zeros(d, np.float32)
         buf = np.empty((min(longest, buffer_rows), d), np.float32)
         dp = np.empty(longest, np.float32)
-        for row in range(first, end):
+        for t in range(first, end):
             _cg_row(
-                row, indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free,
+                rows[t], indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free,
                 steps, z, r, p, ap, buf, dp, dots,
             )  # fmt: skip
 
@@ -244,7 +245,7 @@ def _rotate(A: np.ndarray, U: np.ndarray) -> None:
     _each_block(turn, A.shape[0])
 
 
-def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None) -> None:
+def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None, plan=None) -> None:
     """`steps` CG steps for every row of X (float32, updated in place) on
 
         min_x  sum_{j in row r} w_rj (<x + o_r, v_j> - 1)^2 + (x + o_r)^T G (x + o_r) + lam_r |x|^2
@@ -253,6 +254,8 @@ def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None) -> No
     csr = (indptr, indices, weights) of the rows' rated columns of V. `dots` (float32, one per
     entry of csr): filled with <x_r + o_r, v_j> of the solution at each entry, which the feature
     step's gradients start from (the rows are in cache here; a pass of its own was most of it).
+    `plan` (ranking_blocks.plan_rows of csr): its long rows are solved in groups, a pass over a
+    group's columns serving all its rows (the same iterates up to float32 summation order).
 
     The free coordinates are first turned (in place; turned back at the end) into the
     eigenbasis of G's free block, where G p costs d multiplications instead of d^2: the d^2 part
@@ -270,12 +273,17 @@ def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None) -> No
     turned = [V, X, offset] if has_offset else [V, X]
     for A in turned:
         _rotate(A, U)
+    dots = np.zeros(0, np.float32) if dots is None else dots
+    rows = np.arange(X.shape[0], dtype=np.int32) if plan is None else plan.short
     # blocks only share out the rows: each row's arithmetic is the same whatever their number
-    n_blocks = max(1, min(X.shape[0], _BLOCKS_PER_THREAD * numba.get_num_threads()))
-    with numba.parallel_chunksize(1):  # a block to whichever thread is free
+    n_blocks = max(1, min(len(rows), _BLOCKS_PER_THREAD * numba.get_num_threads()))
+    with numba.parallel_chunksize(1):  # a block (a group) to whichever thread is free
+        if plan is not None:
+            ranking_blocks.cg_groups(plan, V, eig, C, lam, X, offset, has_offset, n_free, steps,
+                                     dots)  # fmt: skip
         _cg_rows(
             indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks,
-            np.zeros(0, np.float32) if dots is None else dots, _BUFFER_ROWS,
+            dots, _BUFFER_ROWS, rows,
         )  # fmt: skip
     for A in turned:
         _rotate(A, U.T.copy())

@@ -1,0 +1,330 @@
+"""CG half steps for long rows in groups (ranking_kernels.cg_rows' path for rows with many rated
+columns, the popular movies of the item step).
+
+A row too long for the per-row path's cache buffer gathers its rated vectors from all over V at
+every CG step: at 27.75M ratings, 73% of the item step's entries are such movies', and each step
+reads a 1 KB user vector per entry from a 290 MB matrix (DRAM-bound random gathers). Here the
+long rows are cut into groups of up to GROUP_ROWS rows, and each group's entries are stored
+transposed (`plan`: sorted by column). A group's residual pass and each of its CG steps are one
+pass over its distinct columns in increasing order: v_u is loaded once and applied to every row
+of the group that rated u (s = <p_row, v_u>; ap_row += w s v_u), the group's p and ap
+(GROUP_ROWS x d float32 each) staying in L2. Popular movies share most of their raters, so one
+load serves many entries, and V streams nearly in order. Between passes each row takes the
+per-row path's CG update (the same float64 scalars and early exits: a converged row stops while
+its group goes on), so the iterates are the per-row path's up to float32 summation order.
+
+Groups are fixed by the CSR alone (not the thread count) and each is solved by one thread: the
+result is the same whatever the threads.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit, prange
+
+from fmstore.train.numba_prefetch import prefetch as _prefetch
+
+# Rows with more entries than this take the grouped path (the per-row path buffers up to 512).
+LONG_ROW = 512
+# Rows per group: more rows, more entries per column vector fetched from far away (at 27.75M
+# ratings, 512 rows: 3.9 CPU-s for the long rows' step, 128: 4.5; the per-row path 6.8).
+GROUP_ROWS = 512
+# Entries per group at most: a group is one thread's work, so the first (most popular) groups
+# must not hold a large part of the step; also bounds the per-group scratch (4 bytes an entry).
+GROUP_ENTRIES = 1 << 22
+# Rows per tile: a tile's p and ap (2 KB a row at d = 257) stay in a 48 KB L1 while it runs.
+TILE_ROWS = 8
+# Distinct columns per chunk: their vectors (1 KB each) stay in L2 while the group's tiles use
+# them, beside the group's p and ap.
+CHUNK_COLS = 512
+# How many segments ahead a pass asks for a column's vector.
+PREFETCH_COLS = 4
+
+
+class Plan(NamedTuple):
+    """The long rows of a CSR, grouped, with each group's entries sorted by column. Groups are
+    cut from the rows in decreasing length (rows that share columns together; the longest
+    groups are handed out first). Per rating: 2 + 4 + 4 bytes (row in group, weight, position),
+    plus 8 bytes per distinct column of a group."""
+
+    short: np.ndarray  # int32: rows left to the per-row path
+    rows: np.ndarray  # int32: the grouped rows, group after group
+    group_rows: np.ndarray  # int64 [n_groups + 1]: a group's slice of rows
+    group_cols: np.ndarray  # int64 [n_groups + 1]: its slice of cols / col_end
+    cols: np.ndarray  # int32: a group's distinct columns, increasing
+    col_end: np.ndarray  # int32: end of a column's entries, from the group's first entry
+    group_entries: np.ndarray  # int64 [n_groups + 1]: its slice of the entries
+    entry_row: np.ndarray  # int16: the entry's row, as an index into the group's rows
+    entry_weight: np.ndarray  # float32
+    entry_pos: np.ndarray  # int32 (int64 past 2^31 entries): its position in the CSR
+
+
+def plan_rows(csr, n_cols, long_row=None, group_rows=None, group_entries=None, tile_rows=None,
+              chunk_cols=None):  # fmt: skip
+    """The Plan of a CSR (indptr, indices, weights) over n_cols columns; built once per fit (the
+    CSR is the same every sweep). The sizes default to the module's constants (read at the call);
+    group_rows must stay below 2^15 (int16 row indices)."""
+    long_row = LONG_ROW if long_row is None else long_row
+    group_rows = GROUP_ROWS if group_rows is None else group_rows
+    group_entries = GROUP_ENTRIES if group_entries is None else group_entries
+    tile_rows = TILE_ROWS if tile_rows is None else tile_rows
+    chunk_cols = CHUNK_COLS if chunk_cols is None else chunk_cols
+    indptr, indices, weights = csr
+    lengths = np.diff(indptr)
+    long = np.flatnonzero(lengths > long_row)
+    long = long[np.argsort(-lengths[long], kind="stable")].astype(np.int32)
+    cuts = [0]
+    size = 0
+    for t, row in enumerate(long):
+        if t > cuts[-1] and (t - cuts[-1] == group_rows or size + lengths[row] > group_entries):
+            cuts.append(t)
+            size = 0
+        size += lengths[row]
+    if len(long):
+        cuts.append(len(long))
+    g_rows = np.asarray(cuts, np.int64)
+    g_entries = np.zeros(len(g_rows), np.int64)
+    np.cumsum(np.add.reduceat(lengths[long], g_rows[:-1]) if len(long) else [], out=g_entries[1:])
+    pos_type = np.int32 if len(indices) < 2**31 else np.int64
+    entry_row = np.empty(g_entries[-1], np.int16)
+    entry_weight = np.empty(g_entries[-1], np.float32)
+    entry_pos = np.empty(g_entries[-1], pos_type)
+    n_segments = _transpose(indptr, indices, weights, n_cols, long, g_rows, g_entries,
+                            tile_rows, chunk_cols, entry_row, entry_weight, entry_pos)  # fmt: skip
+    g_cols = np.zeros(len(g_rows), np.int64)
+    np.cumsum(n_segments, out=g_cols[1:])
+    cols = np.empty(g_cols[-1], np.int32)
+    col_end = np.empty(g_cols[-1], np.int32)
+    _segments(indices, g_entries, g_cols, entry_row, entry_pos, tile_rows, cols, col_end)
+    short = np.flatnonzero(lengths <= long_row).astype(np.int32)
+    return Plan(short, long, g_rows, g_cols, cols, col_end, g_entries, entry_row, entry_weight,
+                entry_pos)  # fmt: skip
+
+
+def plan_bytes(plan: Plan) -> int:
+    """Memory held by the plan's arrays."""
+    return sum(a.nbytes for a in plan)
+
+
+@njit(parallel=True, cache=True)
+def _transpose(indptr, indices, weights, n_cols, rows, g_rows, g_entries, tile_rows, chunk_cols,
+               entry_row, entry_weight, entry_pos):  # fmt: skip
+    """Each group's entries as (row in group, weight, CSR position), in segment order: by chunk
+    of columns (about chunk_cols of the group's distinct columns, whose vectors stay in L2 while
+    the group's tiles use them), then by tile of tile_rows rows (whose p and ap stay in L1),
+    then by column; within a segment (a column's entries in one tile), by row. Two counting
+    sorts. Returns each group's segment count."""
+    n_groups = len(g_rows) - 1
+    n_segments = np.zeros(n_groups, np.int64)
+    for g in prange(n_groups):
+        first, n = g_entries[g], g_entries[g + 1] - g_entries[g]
+        # by column, rows in group order within a column
+        count = np.zeros(n_cols + 1, np.int64)
+        for b in range(g_rows[g], g_rows[g + 1]):
+            for k in range(indptr[rows[b]], indptr[rows[b] + 1]):
+                count[indices[k] + 1] += 1
+        n_distinct = 0
+        for j in range(n_cols):
+            if count[j + 1] > 0:
+                n_distinct += 1
+            count[j + 1] += count[j]
+        by_col = np.empty(n, np.int64)  # CSR positions in column order
+        row_of = np.empty(n, np.int32)
+        for b in range(g_rows[g], g_rows[g + 1]):
+            for k in range(indptr[rows[b]], indptr[rows[b] + 1]):
+                t = count[indices[k]]
+                count[indices[k]] += 1
+                by_col[t], row_of[t] = k, b - g_rows[g]
+        # then stably by (chunk, tile): chunks of column ids holding ~chunk_cols distinct ones
+        width = max(1, (n_cols * chunk_cols) // max(n_distinct, 1))
+        n_tiles = (g_rows[g + 1] - g_rows[g] + tile_rows - 1) // tile_rows
+        n_keys = (n_cols // width + 1) * n_tiles
+        key_count = np.zeros(n_keys + 1, np.int64)
+        for t in range(n):
+            key = (indices[by_col[t]] // width) * n_tiles + row_of[t] // tile_rows
+            key_count[key + 1] += 1
+        for key in range(n_keys):
+            key_count[key + 1] += key_count[key]
+        for t in range(n):
+            key = (indices[by_col[t]] // width) * n_tiles + row_of[t] // tile_rows
+            e = first + key_count[key]
+            key_count[key] += 1
+            entry_row[e], entry_weight[e], entry_pos[e] = row_of[t], weights[by_col[t]], by_col[t]
+        for e in range(first, first + n):
+            if _new_segment(indices, entry_row, entry_pos, first, e, tile_rows):
+                n_segments[g] += 1
+    return n_segments
+
+
+@njit(inline="always")
+def _new_segment(indices, entry_row, entry_pos, first, e, tile_rows):
+    """Whether entry e starts a segment: another column, or another tile."""
+    if e == first:
+        return True
+    same_col = indices[entry_pos[e]] == indices[entry_pos[e - 1]]
+    return not same_col or entry_row[e] // tile_rows != entry_row[e - 1] // tile_rows
+
+
+@njit(parallel=True, cache=True)
+def _segments(indices, g_entries, g_cols, entry_row, entry_pos, tile_rows, cols, col_end):
+    """Each group's segments: their column, and where their entries end (from the group's
+    first entry)."""
+    for g in prange(len(g_entries) - 1):
+        k = g_cols[g]
+        first = g_entries[g]
+        for e in range(first, g_entries[g + 1]):
+            if _new_segment(indices, entry_row, entry_pos, first, e, tile_rows):
+                cols[k] = indices[entry_pos[e]]
+                k += 1
+            col_end[k - 1] = e + 1 - first
+
+
+# The helpers index 2-D arrays by (row, column), as ranking_kernels' do: numba vectorises these.
+
+
+@njit(inline="always", fastmath=True)
+def _dot_rows(A, a, B, b, n):
+    """<A[a, :n], B[b, :n]> in float32."""
+    s = np.float32(0.0)
+    for c in range(n):
+        s += A[a, c] * B[b, c]
+    return s
+
+
+@njit(inline="always", fastmath=True)
+def _add_rows(A, a, coef, B, b, n):
+    """A[a, :n] += coef * B[b, :n]."""
+    for c in range(n):
+        A[a, c] += coef * B[b, c]
+
+
+@njit(inline="always", fastmath=True)
+def _pass(plan, g, V, Y, n_dot, Out, n_add, active, residual, dp):
+    """One pass over group g's columns in increasing order: for each entry (row b, column j,
+    weight w), dp = <Y[b, :n_dot], v_j> and Out[b, :n_add] += w * (1 - dp if residual else dp)
+    * v_j, for the rows still active."""
+    first = plan.group_entries[g]
+    t = first
+    one = np.float32(1.0)
+    last = plan.group_cols[g + 1] - 1
+    for k in range(plan.group_cols[g], last + 1):
+        j = plan.cols[k]
+        # the columns are far apart in V: ask for a later one's vector while this one works
+        _prefetch(V, plan.cols[min(k + PREFETCH_COLS, last)])
+        end = first + plan.col_end[k]
+        # four rows of this column at a time: four independent dot products (one chain of
+        # dependent additions is latency-bound), v_j read once for four
+        while t + 4 <= end:
+            b0, b1 = plan.entry_row[t], plan.entry_row[t + 1]
+            b2, b3 = plan.entry_row[t + 2], plan.entry_row[t + 3]
+            s0 = s1 = s2 = s3 = np.float32(0.0)
+            for c in range(n_dot):
+                vc = V[j, c]
+                s0 += Y[b0, c] * vc
+                s1 += Y[b1, c] * vc
+                s2 += Y[b2, c] * vc
+                s3 += Y[b3, c] * vc
+            dp[t - first], dp[t + 1 - first] = s0, s1
+            dp[t + 2 - first], dp[t + 3 - first] = s2, s3
+            for e in range(t, t + 4):
+                b = plan.entry_row[e]
+                if active[b]:
+                    s = dp[e - first]
+                    coef = plan.entry_weight[e] * (one - s if residual else s)
+                    _add_rows(Out, b, coef, V, j, n_add)
+            t += 4
+        while t < end:
+            b = plan.entry_row[t]
+            if active[b]:
+                s = _dot_rows(Y, b, V, j, n_dot)
+                dp[t - first] = s
+                coef = plan.entry_weight[t] * (one - s if residual else s)
+                _add_rows(Out, b, coef, V, j, n_add)
+            t += 1
+
+
+@njit(fastmath=True)
+def _cg_group(plan, g, V, eig, C, lam, X, offset, has_offset, n_free, steps, dots):
+    """_cg_row's CG (ranking_kernels) for every row of group g in lockstep: the same initial
+    residual, the same float64 step sizes and early exits per row, each pass over the rated
+    columns one pass over the group's columns."""
+    d = X.shape[1]
+    rows = plan.rows[plan.group_rows[g] : plan.group_rows[g + 1]]
+    first = plan.group_entries[g]
+    n_rows, n_entries = len(rows), plan.group_entries[g + 1] - first
+    Z = np.empty((n_rows, d), np.float32)
+    R = np.empty((n_rows, d), np.float32)
+    P = np.zeros((n_rows, d), np.float32)
+    AP = np.zeros((n_rows, d), np.float32)
+    dp = np.empty(n_entries, np.float32)
+    rs = np.zeros(n_rows)
+    alpha = np.zeros(n_rows, np.float32)
+    active = np.ones(n_rows, np.bool_)
+    moved = np.zeros(n_rows, np.bool_)
+    track = len(dots) > 0
+    # r = b - A x = sum_j w_j (1 - <z, v_j>) v_j - G z - lam x, on the free coordinates only
+    for b in range(n_rows):
+        row = rows[b]
+        for c in range(d):
+            Z[b, c] = X[row, c] + offset[row, c] if has_offset else X[row, c]
+        for a in range(n_free):
+            R[b, a] = -eig[a] * Z[b, a] - lam[row] * X[row, a]
+            for c in range(n_free, d):
+                R[b, a] -= C[a, c - n_free] * Z[b, c]
+    _pass(plan, g, V, Z, d, R, n_free, active, True, dp)
+    if track:
+        for t in range(n_entries):
+            dots[plan.entry_pos[first + t]] = dp[t]
+    for b in range(n_rows):
+        for a in range(n_free):
+            P[b, a] = R[b, a]
+            rs[b] += R[b, a] * R[b, a]
+    for _ in range(steps):
+        any_active = False
+        for b in range(n_rows):
+            active[b] = active[b] and rs[b] > 1e-30
+            any_active = any_active or active[b]
+            if active[b]:
+                for a in range(n_free):
+                    AP[b, a] = (eig[a] + lam[rows[b]]) * P[b, a]
+        if not any_active:
+            break
+        _pass(plan, g, V, P, n_free, AP, n_free, active, False, dp)
+        for b in range(n_rows):
+            moved[b] = False
+            if not active[b]:
+                continue
+            pap = 0.0
+            for a in range(n_free):
+                pap += P[b, a] * AP[b, a]
+            if pap <= 1e-30:
+                active[b] = False
+                continue
+            row = rows[b]
+            alpha[b] = np.float32(rs[b] / pap)
+            rs_new = 0.0
+            for a in range(n_free):
+                X[row, a] += alpha[b] * P[b, a]
+                R[b, a] -= alpha[b] * AP[b, a]
+                rs_new += R[b, a] * R[b, a]
+            beta = np.float32(rs_new / rs[b])
+            for a in range(n_free):
+                P[b, a] = R[b, a] + beta * P[b, a]
+            rs[b] = rs_new
+            moved[b] = True
+        # <z, v_j> moves by alpha <p, v_j>: the dots follow without another pass
+        if track:
+            for t in range(n_entries):
+                b = plan.entry_row[first + t]
+                if moved[b]:
+                    dots[plan.entry_pos[first + t]] += alpha[b] * dp[t]
+
+
+@njit(parallel=True, cache=True)
+def cg_groups(plan, V, eig, C, lam, X, offset, has_offset, n_free, steps, dots):
+    """_cg_group for every group of the plan, a group to whichever thread is free (the caller
+    sets parallel_chunksize(1)); groups come longest first."""
+    for g in prange(len(plan.group_rows) - 1):
+        _cg_group(plan, g, V, eig, C, lam, X, offset, has_offset, n_free, steps, dots)
