@@ -204,13 +204,13 @@ def test_the_torch_half_steps_fit_the_same_model(planted_data):
 
 def test_grouping_the_long_movies_fits_the_same_model(planted_data, monkeypatch):
     """The item step's grouped path (ranking_blocks) for every movie with more than 20 raters,
-    in small groups, tiles and chunks, against the per-row path for all: the same model to
+    in small groups, against the per-row path for all: the same model to
     float32 rounding (here the same bits: each row's rated columns come in the same order, so
     each row's sums are the same sequence of operations)."""
     config = RankingConfig(factors=8, reg=0.1, conf_alpha=5.0, iterations=3)
     monkeypatch.setattr(ranking_blocks, "LONG_ROW", 1 << 40)
     per_row = _fit(planted_data, config, seed=4)
-    for name, value in [("LONG_ROW", 20), ("GROUP_ROWS", 7), ("TILE_ROWS", 2), ("CHUNK_COLS", 40)]:
+    for name, value in [("LONG_ROW", 20), ("GROUP_ROWS", 7), ("GROUP_ENTRIES", 300)]:
         monkeypatch.setattr(ranking_blocks, name, value)
     grouped_rows = []
     solve = ranking_blocks.cg_groups

@@ -107,11 +107,8 @@ def _long_problem(seed, d=9, n_rows=40, n_cols=300):
 
 
 def _small_plan(csr, n_cols):
-    """Groups of at most 5 rows and 900 entries, tiles of 2 rows, chunks of 50 columns: a few of
-    each at this size."""
-    return ranking_blocks.plan_rows(
-        csr, n_cols, long_row=30, group_rows=5, group_entries=900, tile_rows=2, chunk_cols=50
-    )
+    """Groups of at most 5 rows and 900 entries: several at this size."""
+    return ranking_blocks.plan_rows(csr, n_cols, long_row=30, group_rows=5, group_entries=900)
 
 
 def test_the_plan_holds_each_long_rows_entry_once():
@@ -130,9 +127,11 @@ def test_the_plan_holds_each_long_rows_entry_once():
         first, end = plan.group_entries[g], plan.group_entries[g + 1]
         ends = plan.col_end[plan.group_cols[g] : plan.group_cols[g + 1]]
         starts = np.concatenate([[0], ends[:-1]])
-        for j, a, b in zip(plan.cols[plan.group_cols[g] : plan.group_cols[g + 1]], starts, ends):
+        cols = plan.cols[plan.group_cols[g] : plan.group_cols[g + 1]]
+        assert (np.diff(cols) > 0).all()
+        for j, a, b in zip(cols, starts, ends):
             pos = plan.entry_pos[first + a : first + b]
-            assert (indices[pos] == j).all()  # a segment: one column's entries
+            assert (indices[pos] == j).all()  # one column's entries
             row = rows[plan.entry_row[first + a : first + b]]
             assert ((indptr[row] <= pos) & (pos < indptr[row + 1])).all()
         assert ends[-1] == end - first

@@ -92,7 +92,8 @@ _DATA_BYTES_PER_RATING = 3 * 28
 # The ranking model's fit (train/ranking.py, docs/scaling.md "The ranking model's fit"): per
 # rating its two CSR copies (int32 column + float32 weight each) and the feature step's float32
 # residual, and the item step's plan for popular movies (ranking_blocks: 10 B per rating of a
-# movie with over 512 raters plus 8 B per segment, 11.2 B per rating at 27.75M; 12 counted);
+# movie with over 512 raters plus 8 B per distinct rater of its group: 8.1 B per rating at
+# 27.75M; 12 counted);
 # per user its d floats and ~48 genre/year weights (dense and sparse copies); per movie about
 # five rows of d floats (M, S, Q and the feature step's temporaries).
 _RANKING_BYTES_PER_RATING = 32

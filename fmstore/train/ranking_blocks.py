@@ -3,13 +3,16 @@ columns, the popular movies of the item step).
 
 A row too long for the per-row path's cache buffer gathers its rated vectors from all over V at
 every CG step: at 27.75M ratings, 73% of the item step's entries are such movies', and each step
-reads a 1 KB user vector per entry from a 290 MB matrix (DRAM-bound random gathers). Here the
+reads a 1 KB user vector per entry from a 290 MB matrix (latency-bound random gathers). Here the
 long rows are cut into groups of up to GROUP_ROWS rows, and each group's entries are stored
 transposed (`plan`: sorted by column). A group's residual pass and each of its CG steps are one
 pass over its distinct columns in increasing order: v_u is loaded once and applied to every row
 of the group that rated u (s = <p_row, v_u>; ap_row += w s v_u), the group's p and ap
-(GROUP_ROWS x d float32 each) staying in L2. Popular movies share most of their raters, so one
-load serves many entries, and V streams nearly in order. Between passes each row takes the
+(GROUP_ROWS x d float32 each, 1 MB together at d = 257) staying in L2. Popular movies share most
+of their raters, so one load serves many entries (7.5 on average at 27.75M), and V streams in
+order. Tiles of rows whose p and ap stay in L1, within chunks of columns whose vectors stay in
+L2, were tried: no faster (the passes are bound by the L2 traffic of a row's p and ap per entry,
+about as the per-row path's buffered rows are by their vectors'), and 40% more memory. Between passes each row takes the
 per-row path's CG update (the same float64 scalars and early exits: a converged row stops while
 its group goes on), so the iterates are the per-row path's up to float32 summation order.
 
@@ -28,18 +31,15 @@ from fmstore.train.numba_prefetch import prefetch as _prefetch
 
 # Rows with more entries than this take the grouped path (the per-row path buffers up to 512).
 LONG_ROW = 512
-# Rows per group: more rows, more entries per column vector fetched from far away (at 27.75M
-# ratings, 512 rows: 3.9 CPU-s for the long rows' step, 128: 4.5; the per-row path 6.8).
+# Rows per group: more rows, more entries per column vector fetched from far away (the long
+# rows' item step at 27.75M, k = 256, one thread: 4.0 CPU-s with 512, 4.3 with 256, 4.5 with 128;
+# the per-row path 7.1).
 GROUP_ROWS = 512
 # Entries per group at most: a group is one thread's work, so the first (most popular) groups
-# must not hold a large part of the step; also bounds the per-group scratch (4 bytes an entry).
+# must not hold a large part of the step (4M of 20M at 27.75M: enough for a few threads, where
+# 8M was no faster); also bounds the per-group scratch (4 bytes an entry).
 GROUP_ENTRIES = 1 << 22
-# Rows per tile: a tile's p and ap (2 KB a row at d = 257) stay in a 48 KB L1 while it runs.
-TILE_ROWS = 8
-# Distinct columns per chunk: their vectors (1 KB each) stay in L2 while the group's tiles use
-# them, beside the group's p and ap.
-CHUNK_COLS = 512
-# How many segments ahead a pass asks for a column's vector.
+# How many columns ahead a pass asks for a column's vector.
 PREFETCH_COLS = 4
 
 
@@ -61,16 +61,13 @@ class Plan(NamedTuple):
     entry_pos: np.ndarray  # int32 (int64 past 2^31 entries): its position in the CSR
 
 
-def plan_rows(csr, n_cols, long_row=None, group_rows=None, group_entries=None, tile_rows=None,
-              chunk_cols=None):  # fmt: skip
+def plan_rows(csr, n_cols, long_row=None, group_rows=None, group_entries=None):
     """The Plan of a CSR (indptr, indices, weights) over n_cols columns; built once per fit (the
     CSR is the same every sweep). The sizes default to the module's constants (read at the call);
     group_rows must stay below 2^15 (int16 row indices)."""
     long_row = LONG_ROW if long_row is None else long_row
     group_rows = GROUP_ROWS if group_rows is None else group_rows
     group_entries = GROUP_ENTRIES if group_entries is None else group_entries
-    tile_rows = TILE_ROWS if tile_rows is None else tile_rows
-    chunk_cols = CHUNK_COLS if chunk_cols is None else chunk_cols
     indptr, indices, weights = csr
     lengths = np.diff(indptr)
     long = np.flatnonzero(lengths > long_row)
@@ -91,13 +88,13 @@ def plan_rows(csr, n_cols, long_row=None, group_rows=None, group_entries=None, t
     entry_row = np.empty(g_entries[-1], np.int16)
     entry_weight = np.empty(g_entries[-1], np.float32)
     entry_pos = np.empty(g_entries[-1], pos_type)
-    n_segments = _transpose(indptr, indices, weights, n_cols, long, g_rows, g_entries,
-                            tile_rows, chunk_cols, entry_row, entry_weight, entry_pos)  # fmt: skip
+    n_distinct = _transpose(indptr, indices, weights, n_cols, long, g_rows, g_entries,
+                            entry_row, entry_weight, entry_pos)  # fmt: skip
     g_cols = np.zeros(len(g_rows), np.int64)
-    np.cumsum(n_segments, out=g_cols[1:])
+    np.cumsum(n_distinct, out=g_cols[1:])
     cols = np.empty(g_cols[-1], np.int32)
     col_end = np.empty(g_cols[-1], np.int32)
-    _segments(indices, g_entries, g_cols, entry_row, entry_pos, tile_rows, cols, col_end)
+    _columns(indices, g_entries, g_cols, entry_pos, cols, col_end)
     short = np.flatnonzero(lengths <= long_row).astype(np.int32)
     return Plan(short, long, g_rows, g_cols, cols, col_end, g_entries, entry_row, entry_weight,
                 entry_pos)  # fmt: skip
@@ -109,74 +106,39 @@ def plan_bytes(plan: Plan) -> int:
 
 
 @njit(parallel=True, cache=True)
-def _transpose(indptr, indices, weights, n_cols, rows, g_rows, g_entries, tile_rows, chunk_cols,
-               entry_row, entry_weight, entry_pos):  # fmt: skip
-    """Each group's entries as (row in group, weight, CSR position), in segment order: by chunk
-    of columns (about chunk_cols of the group's distinct columns, whose vectors stay in L2 while
-    the group's tiles use them), then by tile of tile_rows rows (whose p and ap stay in L1),
-    then by column; within a segment (a column's entries in one tile), by row. Two counting
-    sorts. Returns each group's segment count."""
+def _transpose(indptr, indices, weights, n_cols, rows, g_rows, g_entries, entry_row,
+               entry_weight, entry_pos):  # fmt: skip
+    """Each group's entries as (row in group, weight, CSR position), sorted by column (a counting
+    sort; rows in group order within a column); returns each group's distinct column count."""
     n_groups = len(g_rows) - 1
-    n_segments = np.zeros(n_groups, np.int64)
+    n_distinct = np.zeros(n_groups, np.int64)
     for g in prange(n_groups):
-        first, n = g_entries[g], g_entries[g + 1] - g_entries[g]
-        # by column, rows in group order within a column
         count = np.zeros(n_cols + 1, np.int64)
         for b in range(g_rows[g], g_rows[g + 1]):
             for k in range(indptr[rows[b]], indptr[rows[b] + 1]):
                 count[indices[k] + 1] += 1
-        n_distinct = 0
         for j in range(n_cols):
             if count[j + 1] > 0:
-                n_distinct += 1
+                n_distinct[g] += 1
             count[j + 1] += count[j]
-        by_col = np.empty(n, np.int64)  # CSR positions in column order
-        row_of = np.empty(n, np.int32)
         for b in range(g_rows[g], g_rows[g + 1]):
             for k in range(indptr[rows[b]], indptr[rows[b] + 1]):
-                t = count[indices[k]]
+                t = g_entries[g] + count[indices[k]]
                 count[indices[k]] += 1
-                by_col[t], row_of[t] = k, b - g_rows[g]
-        # then stably by (chunk, tile): chunks of column ids holding ~chunk_cols distinct ones
-        width = max(1, (n_cols * chunk_cols) // max(n_distinct, 1))
-        n_tiles = (g_rows[g + 1] - g_rows[g] + tile_rows - 1) // tile_rows
-        n_keys = (n_cols // width + 1) * n_tiles
-        key_count = np.zeros(n_keys + 1, np.int64)
-        for t in range(n):
-            key = (indices[by_col[t]] // width) * n_tiles + row_of[t] // tile_rows
-            key_count[key + 1] += 1
-        for key in range(n_keys):
-            key_count[key + 1] += key_count[key]
-        for t in range(n):
-            key = (indices[by_col[t]] // width) * n_tiles + row_of[t] // tile_rows
-            e = first + key_count[key]
-            key_count[key] += 1
-            entry_row[e], entry_weight[e], entry_pos[e] = row_of[t], weights[by_col[t]], by_col[t]
-        for e in range(first, first + n):
-            if _new_segment(indices, entry_row, entry_pos, first, e, tile_rows):
-                n_segments[g] += 1
-    return n_segments
-
-
-@njit(inline="always")
-def _new_segment(indices, entry_row, entry_pos, first, e, tile_rows):
-    """Whether entry e starts a segment: another column, or another tile."""
-    if e == first:
-        return True
-    same_col = indices[entry_pos[e]] == indices[entry_pos[e - 1]]
-    return not same_col or entry_row[e] // tile_rows != entry_row[e - 1] // tile_rows
+                entry_row[t], entry_weight[t], entry_pos[t] = b - g_rows[g], weights[k], k
+    return n_distinct
 
 
 @njit(parallel=True, cache=True)
-def _segments(indices, g_entries, g_cols, entry_row, entry_pos, tile_rows, cols, col_end):
-    """Each group's segments: their column, and where their entries end (from the group's
-    first entry)."""
+def _columns(indices, g_entries, g_cols, entry_pos, cols, col_end):
+    """Each group's distinct columns, and where their entries end (from the group's first)."""
     for g in prange(len(g_entries) - 1):
         k = g_cols[g]
         first = g_entries[g]
         for e in range(first, g_entries[g + 1]):
-            if _new_segment(indices, entry_row, entry_pos, first, e, tile_rows):
-                cols[k] = indices[entry_pos[e]]
+            j = indices[entry_pos[e]]
+            if e == first or j != cols[k - 1]:
+                cols[k] = j
                 k += 1
             col_end[k - 1] = e + 1 - first
 
