@@ -68,6 +68,8 @@ def plan_rows(csr, n_cols, long_row=None, group_rows=None, group_entries=None):
     long_row = LONG_ROW if long_row is None else long_row
     group_rows = GROUP_ROWS if group_rows is None else group_rows
     group_entries = GROUP_ENTRIES if group_entries is None else group_entries
+    if not 0 < group_rows < 2**15:
+        raise ValueError(f"group_rows {group_rows}: use 1 to 32767 (int16 row indices)")
     indptr, indices, weights = csr
     lengths = np.diff(indptr)
     long = np.flatnonzero(lengths > long_row)
