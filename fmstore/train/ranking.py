@@ -34,12 +34,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 
 from fmstore.config import RankingConfig
 from fmstore.serving import implicit_weight
 from fmstore.train import ranking_kernels as kernels
+from fmstore.train.ranking_features import FeatureStep
 
 F32 = np.float32
 ProgressFn = Callable[[str, int, int], None]  # (message, done, total)
@@ -50,11 +50,6 @@ ProgressFn = Callable[[str, int, int], None]  # (message, done, total)
 # where 8 steps left up to 1.1e-4 against a direct solve (benchmarks/explain.py prints the first
 # figure). Eight more user steps: about a second a fit.
 FINAL_USER_CG_STEPS = 16
-# CG steps on each genre or year embedding per sweep (rows get config.cg_steps). The feature step
-# used to be an exact solve; 8 steps from the current embedding keep its served ranking on
-# ml-latest-small (`fmstore train`: Recall@10 0.2530, NDCG@10 0.2648 vs 0.2530, 0.2647 with the
-# exact solve; 3 steps: 0.2528, 0.2643) and cost a pass over the users that touch the feature each.
-FEATURE_CG_STEPS = 8
 
 
 @dataclass
@@ -172,7 +167,7 @@ def fit_ranking(
     lam_i = (c.reg * (n_i + c.alpha0 * n_users) ** c.nu).astype(F32)
     unrated = n_i == 0
     n_free_item = d if c.item_bias else k
-    features = _Features(item_features, n_features, by_user, n_i, n_users, c)
+    features = FeatureStep(item_features, n_features, by_user, by_item, user, item, n_users, c)
     start = _Start(n_users, n_items, features.n, c, seed, init, features)
     P, M, features.E = start.P, start.M, start.E
     M[unrated] = 0.0  # a movie without ratings is its features alone
@@ -194,7 +189,7 @@ def fit_ranking(
         M[unrated] = 0.0
         phases.lap("item")
         if features.n:
-            S = features.step(P, G_p, M, S, by_item, dots)
+            S = features.step(P, G_p, M, S, dots)
         phases.lap("features")
         seconds.append(time.perf_counter() - began)
         if progress:
@@ -230,82 +225,6 @@ class _PhaseTimer:
 
     def skip(self) -> None:
         self._last = time.process_time()
-
-
-class _Features:
-    """The item features' embeddings E and their step: Gauss-Seidel over the features, each e_f
-    given FEATURE_CG_STEPS CG steps on its own system with the rest fixed."""
-
-    def __init__(self, item_features, n_features, by_user, n_i, n_users, c):
-        self.c = c
-        self.n = 0 if item_features is None else int(n_features)
-        self.E = np.zeros((self.n, c.factors + 1), F32)
-        if not self.n:
-            return
-        indptr, cols, x = item_features
-        n_items = len(indptr) - 1
-        rows = np.repeat(np.arange(n_items), np.diff(indptr))
-        cols, x = np.asarray(cols, np.int64), np.asarray(x, np.float64)
-        self.by_feature = _csr(cols, rows, x, self.n)
-        # Z[u, f] = sum_{i rated by u} w_ui x_if^2: e_f's data Hessian is sum_u Z[u, f] p_u p_u^T
-        Z = kernels.feature_weights(*by_user, indptr, cols.astype(np.int32), x.astype(F32), self.n)
-        self.users = kernels.feature_users(Z)
-        occurrence = np.zeros(self.n)
-        np.add.at(occurrence, cols, x**2 * (n_i[rows] + c.alpha0 * n_users))
-        self.lam = c.reg * occurrence**c.nu
-
-    def sum_of(self, E: np.ndarray, n_items: int) -> np.ndarray:
-        """S = sum_f x_if e_f for every movie (float32 [n_items, d]; zeros without features)."""
-        S = np.zeros((n_items, E.shape[1]), F32)
-        for f in range(self.n):
-            items, x = self._of(f, self.by_feature)
-            S[items] += x[:, None] * E[f]
-        return S
-
-    @staticmethod
-    def _of(f, csr):
-        indptr, columns, values = csr
-        return columns[indptr[f] : indptr[f + 1]], values[indptr[f] : indptr[f + 1]]
-
-    def step(self, P, G_p, M, S, by_item, dots) -> np.ndarray:
-        """One Gauss-Seidel pass over the features; returns the new sum_f x_if e_f. `dots`:
-        <p_u, q_i> of each rating in by_item order (cg_rows fills it in the item step); it is
-        turned in place into the residuals w_ui (1 - <p_u, q_i>), kept up to date as each e_f
-        moves, so that no gradient needs a pass of vectors over a feature's ratings."""
-        d = P.shape[1]
-        n_free = d if self.c.item_bias else d - 1
-        Q = M + S
-        G = G_p.astype(np.float64)
-        res = dots
-        np.subtract(1.0, dots, out=res)
-        res *= by_item[2]
-        # per user: a feature's gradient coefficient, then <p_u, delta> (zeroed after each use)
-        scratch = np.zeros(P.shape[0], F32)
-        with numba.parallel_chunksize(1):  # blocks to whichever thread is free
-            for f in range(self.n):
-                items, x = self._of(f, self.by_feature)
-                if len(items) == 0:
-                    continue
-                users, z = self._of(f, self.users)
-                delta = self._solve(f, items, x, users, z, P, G, Q, by_item, res, scratch, n_free)
-                self.E[f] += delta
-                Q[items] += x[:, None] * delta
-                kernels.rows_dot(users, P, delta, scratch)
-                kernels.feature_update(items, x, *by_item, scratch, res)
-                scratch[users] = 0.0
-        return Q - M
-
-    def _solve(self, f, items, x, users, z, P, G, Q, by_item, res, coef, n_free) -> np.ndarray:
-        """CG from delta = 0 on e_f's system: (H_f + sum_i x_if^2 G + lam_f I) delta = -gradient,
-        H_f = sum_u Z[u, f] p_u p_u^T applied by a pass over the users that touch f; the data
-        gradient sum_i x_if sum_u w_ui (1 - <p_u, q_i>) p_u = sum_u coef[u] p_u likewise."""
-        kernels.feature_scatter(items, x, by_item[0], by_item[1], res, coef)
-        data = kernels.rows_sum(users, coef, P)
-        coef[users] = 0.0
-        qsum = x.astype(np.float64) @ Q[items].astype(np.float64)
-        r = data - G @ qsum - self.lam[f] * self.E[f]
-        x2 = float(x.astype(np.float64) @ x)
-        return kernels.feature_cg(users, z, P, G, r, x2, self.lam[f], n_free, FEATURE_CG_STEPS)
 
 
 def fit_ratings(
