@@ -24,8 +24,8 @@ item vectors (with c_i = 0; A_u = alpha0 R^T R + sum_j w_uj r_j r_j^T + lam_u I)
 independent within a half step: a seed gives the same vectors whatever the thread count. Factors
 are float32 (Gramians summed in float64); the inner loops are fused per-row numba kernels
 (ranking_kernels.py), so memory is the factor matrices, the ratings' two CSR copies and a float32
-residual per rating for the feature step. The genre and year embeddings get a Gauss-Seidel pass a
-sweep, each FEATURE_CG_STEPS CG steps on its own system with the rest fixed (`_Features`).
+<p_u, q_i> per rating for the feature step. The genre and year embeddings get a few steps of one
+preconditioned CG on all of them together a sweep (ranking_features.py).
 """
 
 from __future__ import annotations

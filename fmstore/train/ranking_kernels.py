@@ -6,15 +6,7 @@
   each step is one Hessian-vector product over the same rated columns. Rows run in parallel
   (`prange`) with a few d-sized scratch vectors per block of rows: no [n_rows, d] temporaries.
 - `gramian`: alpha0 * X^T X, summed in float64 over float32 blocks (one BLAS call each).
-- `feature_weights`: Z[u, f] = sum_{i rated by u} w_ui x_if^2, the data part of the Hessian of
-  feature f's embedding, one pass over the ratings.
-- `feature_cg`: CG steps on one feature's system, its data Hessian sum_u Z[u, f] p_u p_u^T
-  applied by a pass over the users that touch f (the d x d Hessians themselves, for 40 features
-  x 283k users, would cost more than the rest of a sweep).
-- `feature_scatter`, `rows_sum`, `feature_update`, `rows_dot`: one feature's data gradient from
-  the residuals w_ui (1 - <p_u, q_i>) kept per rating (the item step's `dots` start them), and
-  their update when its embedding moves: scalar passes over its ratings, vector passes over its
-  users (a pass of d-vectors over its ratings cost 40% of a sweep at ml-latest scale).
+- `each_block`: row blocks of a matrix product on Python threads, one BLAS thread each.
 
 numba is a required dependency: there is no NumPy twin to keep in step.
 """
@@ -33,12 +25,6 @@ from fmstore.threads import one_blas_thread
 # when one thread is descheduled on a shared machine: blocks are handed out as threads come free
 # (numba.parallel_chunksize(1)) rather than split evenly up front, as implicit's OpenMP loops do.
 _BLOCKS_PER_THREAD = 16
-# rows_sum and _hessian_times sum their blocks' partial sums: a fixed block
-# count (not one per thread) keeps that order, and so the model, the same whatever the threads.
-_GRADIENT_BLOCKS = 64
-# Users of a feature from which its Hessian-vector products and its gradient run on every thread
-# (a few milliseconds on one).
-_PARALLEL_USERS = 1 << 15
 # Rated columns a row may copy into its cache-resident buffer: 512 x 257 floats = 0.5 MB.
 _BUFFER_ROWS = 512
 # Rows per BLAS block in `gramian`: 16k x 257 floats = 16 MB.
