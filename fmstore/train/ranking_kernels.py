@@ -220,7 +220,7 @@ def each_block(fn, n_rows: int) -> list:
         return list(pool.map(lambda block: fn(*block), blocks))
 
 
-def _rotate(A: np.ndarray, U: np.ndarray) -> None:
+def rotate(A: np.ndarray, U: np.ndarray) -> None:
     """A[:, :n] = A[:, :n] @ U in place (n = len(U)), a block of rows at a time."""
     n = len(U)
 
@@ -230,7 +230,13 @@ def _rotate(A: np.ndarray, U: np.ndarray) -> None:
     each_block(turn, A.shape[0])
 
 
-def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None) -> None:
+def eigenbasis(G: np.ndarray, n_free: int) -> tuple[np.ndarray, np.ndarray]:
+    """(eigenvalues, eigenvectors) of G's free block, in float64."""
+    with one_blas_thread():  # a d x d problem: OpenBLAS's threads would spin more than work
+        return np.linalg.eigh(G[:n_free, :n_free].astype(np.float64))
+
+
+def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None, basis=None) -> None:
     """`steps` CG steps for every row of X (float32, updated in place) on
 
         min_x  sum_{j in row r} w_rj (<x + o_r, v_j> - 1)^2 + (x + o_r)^T G (x + o_r) + lam_r |x|^2
@@ -244,18 +250,18 @@ def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None) -> No
     eigenbasis of G's free block, where G p costs d multiplications instead of d^2: the d^2 part
     of every row's every step (the larger part at k=256 and ~100 ratings a row) becomes six
     float32 matrix products per half step. The CG iterates are the same, the basis being
-    orthonormal."""
+    orthonormal. basis = eigenbasis(G, n_free) when V, X and offset are in that basis already
+    (fit_ranking keeps its factors there between half steps): nothing is turned."""
     indptr, indices, weights = csr
-    with one_blas_thread():  # a d x d problem: OpenBLAS's threads would spin more than work
-        eig, U = np.linalg.eigh(G[:n_free, :n_free].astype(np.float64))
+    eig, U = eigenbasis(G, n_free) if basis is None else basis
     C = (U.T @ G[:n_free, n_free:].astype(np.float64)).astype(np.float32)
     eig, U = eig.astype(np.float32), U.astype(np.float32)
     has_offset = offset is not None
     if not has_offset:
         offset = np.zeros((1, X.shape[1]), np.float32)
-    turned = [V, X, offset] if has_offset else [V, X]
+    turned = [] if basis is not None else [V, X, offset] if has_offset else [V, X]
     for A in turned:
-        _rotate(A, U)
+        rotate(A, U)
     # blocks only share out the rows: each row's arithmetic is the same whatever their number
     n_blocks = max(1, min(X.shape[0], _BLOCKS_PER_THREAD * numba.get_num_threads()))
     with numba.parallel_chunksize(1):  # a block to whichever thread is free
@@ -264,7 +270,7 @@ def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None) -> No
             np.zeros(0, np.float32) if dots is None else dots, _BUFFER_ROWS,
         )  # fmt: skip
     for A in turned:
-        _rotate(A, U.T.copy())
+        rotate(A, U.T.copy())
 
 
 @njit(cache=True)
