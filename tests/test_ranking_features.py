@@ -17,6 +17,7 @@ def _problem(seed, item_bias):
     rng = np.random.default_rng(seed)
     pairs = rng.random((N_USERS, N_ITEMS)) < 0.3
     pairs[0, :] = True  # a user who rated everything
+    pairs[:, N_ITEMS - 1] = False  # and a movie nobody rated
     user, item = np.nonzero(pairs)
     order = rng.permutation(len(user))  # the CSRs keep the triples' order: not sorted
     user, item = user[order], item[order]
@@ -29,24 +30,40 @@ def _problem(seed, item_bias):
     by_user = kernels.csr(user, item, w, N_USERS)
     by_item = kernels.csr(item, user, w, N_ITEMS)
     step = ranking_features.FeatureStep(
-        (indptr, np.concatenate(cols), x), N_FEATURES, by_user, by_item, user, item, N_USERS, config
+        (indptr, np.concatenate(cols), x), N_FEATURES, by_user, by_item, N_USERS, config
     )
     P = rng.normal(size=(N_USERS, K + 1)).astype(np.float32)
     P[:, K] = 1.0
     M = rng.normal(size=(N_ITEMS, K + 1)).astype(np.float32)
     M[:, K] = rng.normal(size=N_ITEMS) if item_bias else 0.0
+    M[N_ITEMS - 1] = 0.0  # the movie nobody rated is its features alone
     step.E[:] = 0.3 * rng.normal(size=step.E.shape)
     step.E[:, K] = step.E[:, K] if item_bias else 0.0
     step.E[N_FEATURES - 1] = 0.0  # no movie has it: nothing moves it
     return step, (user, item, w), P, M, config
 
 
-def _dots(step, P, M, by_item):
-    """<p_u, q_i> of each rating in by_item order, q = M + S: what the item step leaves."""
-    Q = M.astype(np.float64) + step.X @ step.E
-    indptr, users, _ = by_item
-    items = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-    return np.einsum("nd,nd->n", P[users].astype(np.float64), Q[items]).astype(np.float32)
+LAM_ITEMS = np.linspace(0.5, 2.0, N_ITEMS).astype(np.float32)
+UNRATED = np.arange(N_ITEMS) == N_ITEMS - 1
+
+
+def _residuals(step, ratings, P, M, G, n_free):
+    """What the item step leaves: b_i - A_i q_i - lam_i m_i for q = M + S (free coordinates)."""
+    user, item, w = ratings
+    P64, G = P.astype(np.float64), G.astype(np.float64)
+    Q = M + step.X @ step.E.astype(np.float64)
+    out = np.zeros(M.shape, np.float32)
+    for i in range(N_ITEMS):
+        raters, wi = user[item == i], w[item == i].astype(np.float64)
+        full = (wi * (1.0 - P64[raters] @ Q[i])) @ P64[raters] - G @ Q[i] - LAM_ITEMS[i] * M[i]
+        out[i, :n_free] = full[:n_free]
+    return out
+
+
+def _step(step, ratings, P, M, G, n_free):
+    residuals = _residuals(step, ratings, P, M, G, n_free)
+    S = step.sum_of(step.E, N_ITEMS)
+    return step.step(P, G, M, S, residuals, LAM_ITEMS, UNRATED)
 
 
 def _exact(step, ratings, P, M, G, n_free):
@@ -76,12 +93,11 @@ def _exact(step, ratings, P, M, G, n_free):
 @pytest.mark.parametrize("item_bias", [False, True])
 def test_enough_steps_reach_the_dense_solve(item_bias, monkeypatch):
     step, ratings, P, M, config = _problem(0, item_bias)
-    by_item = kernels.csr(ratings[1], ratings[0], ratings[2], N_ITEMS)
     G = kernels.gramian(P, config.alpha0)
     n_free = K + 1 if item_bias else K
     expected = _exact(step, ratings, P, M, G, n_free)
     monkeypatch.setattr(ranking_features, "FEATURE_CG_STEPS", 60)
-    S = step.step(P, G, M, step.sum_of(step.E, N_ITEMS), _dots(step, P, M, by_item))
+    S = _step(step, ratings, P, M, G, n_free)
     np.testing.assert_allclose(step.E, expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(S, step.X @ expected, rtol=1e-4, atol=1e-5)
     assert not step.E[N_FEATURES - 1].any()  # the feature no movie has stays 0
@@ -90,11 +106,10 @@ def test_enough_steps_reach_the_dense_solve(item_bias, monkeypatch):
 def test_the_default_steps_go_most_of_the_way():
     """FEATURE_CG_STEPS steps from the current embeddings: most of the distance to the solve."""
     step, ratings, P, M, config = _problem(1, item_bias=False)
-    by_item = kernels.csr(ratings[1], ratings[0], ratings[2], N_ITEMS)
     G = kernels.gramian(P, config.alpha0)
     expected = _exact(step, ratings, P, M, G, K)
     before = np.linalg.norm(step.E - expected)
-    step.step(P, G, M, step.sum_of(step.E, N_ITEMS), _dots(step, P, M, by_item))
+    _step(step, ratings, P, M, G, K)
     assert np.linalg.norm(step.E - expected) < 0.05 * before
 
 
@@ -110,13 +125,3 @@ def test_user_pairs_are_each_users_feature_weights():
         stored[f[span], g[span]] = v[span]
         assert (f[span] <= g[span]).all()
         np.testing.assert_allclose(np.triu(Z), stored, rtol=1e-5, atol=1e-7)
-
-
-def test_rating_positions_pair_the_two_csrs():
-    step, (user, item, w), *_ = _problem(3, item_bias=False)
-    by_user = kernels.csr(user, item, w, N_USERS)
-    by_item = kernels.csr(item, user, w, N_ITEMS)
-    items_by_user = np.repeat(np.arange(N_ITEMS), np.diff(by_item[0]))[step.position]
-    users_by_user = np.repeat(np.arange(N_USERS), np.diff(by_user[0]))
-    assert (by_item[1][step.position] == users_by_user).all()
-    assert (items_by_user == by_user[1]).all()

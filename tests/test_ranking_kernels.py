@@ -68,9 +68,9 @@ def test_the_torch_twin_takes_the_same_cg_steps(n_free, with_offset):
 
     csr, V, G, lam, X, offset = _problem(seed=7 + n_free)
     offset = offset if with_offset else None
-    expected = X.copy()
-    kernels.cg_rows(csr, V.copy(), G, lam, expected, offset, n_free, steps=3)
-    got = torch.from_numpy(X.copy())
+    expected, expected_residuals = X.copy(), np.empty_like(X)
+    kernels.cg_rows(csr, V.copy(), G, lam, expected, offset, n_free, 3, expected_residuals)
+    got, residuals = torch.from_numpy(X.copy()), torch.empty(X.shape)
     tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in csr]
     ranking_torch.cg_rows(
         tensors,
@@ -82,5 +82,44 @@ def test_the_torch_twin_takes_the_same_cg_steps(n_free, with_offset):
         n_free,
         steps=3,
         max_entries=100,
+        residuals=residuals,
     )
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(residuals.numpy(), expected_residuals, rtol=1e-3, atol=1e-5)
+
+
+def _residual(csr, V, G, lam, X, offset, n_free):
+    """b - A x of each row on its free coordinates (0 past them), in float64."""
+    indptr, indices, weights = csr
+    V, G = V.astype(np.float64), G.astype(np.float64)
+    out = np.zeros(X.shape)
+    for r in range(len(X)):
+        cols, w = indices[indptr[r] : indptr[r + 1]], weights[indptr[r] : indptr[r + 1]]
+        z = X[r].astype(np.float64) + offset[r]
+        full = (w * (1.0 - V[cols] @ z)) @ V[cols] - G @ z - lam[r] * X[r]
+        out[r, :n_free] = full[:n_free]
+    return out
+
+
+@pytest.mark.parametrize("n_free", [9, 8])
+@pytest.mark.parametrize("given_basis", [False, True])
+def test_residuals_are_each_rows_b_minus_a_x(n_free, given_basis):
+    """cg_rows(residuals=) gives b - A x at the rows' new x (what the feature step's gradient is
+    summed from), in the callers' coordinates, or in the given basis's when the rows are there."""
+    csr, V, G, lam, X, offset = _problem(seed=20 + n_free)
+    basis = kernels.eigenbasis(G, n_free) if given_basis else None
+    if given_basis:  # the rows, columns and offsets in G's eigenbasis, as fit_ranking keeps them
+        for A in (V, X, offset):
+            kernels.rotate(A, basis[1].astype(np.float32))
+    residuals = np.empty_like(X)
+    kernels.cg_rows(csr, V, G, lam, X, offset, n_free, 3, residuals, basis=basis)
+    if given_basis:
+        for A in (V, X, offset, residuals):
+            kernels.rotate(A, basis[1].T.astype(np.float32))
+    expected = _residual(csr, V, G, lam, X, offset, n_free)
+    # float32 CG updates r by recursion (r -= alpha A p): it drifts from b - A x by rounding of
+    # the terms it sums, a few 1e-6 of b's size
+    indptr, indices, weights = csr
+    b = max(np.abs(weights[indptr[r] : indptr[r + 1]] @ V[indices[indptr[r] : indptr[r + 1]]]).max()
+            for r in range(len(X)))  # fmt: skip
+    np.testing.assert_allclose(residuals, expected, atol=2e-5 * b)

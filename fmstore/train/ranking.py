@@ -167,13 +167,13 @@ def fit_ranking(
     lam_i = (c.reg * (n_i + c.alpha0 * n_users) ** c.nu).astype(F32)
     unrated = n_i == 0
     n_free_item = d if c.item_bias else k
-    features = FeatureStep(item_features, n_features, by_user, by_item, user, item, n_users, c)
+    features = FeatureStep(item_features, n_features, by_user, by_item, n_users, c)
     start = _Start(n_users, n_items, features.n, c, seed, init, features)
     P, M, features.E = start.P, start.M, start.E
     M[unrated] = 0.0  # a movie without ratings is its features alone
     S = features.sum_of(features.E, n_items)  # sum_f x_if e_f
-    # <p_u, q_i> of each rating (by_item order) after the item step: the feature step's start
-    dots = np.empty(len(by_item[1]), F32) if features.n else None
+    # the item step's final CG residuals: the feature step's gradient is their sum over movies
+    residuals = np.empty_like(M) if features.n else None
 
     # the numba kernels' CG wants each half step's Gramian diagonal: the factors are kept turned
     basis = _Basis(k) if torch_device is None and not c.item_bias else None
@@ -200,12 +200,21 @@ def fit_ranking(
             turn, G_turned = basis.turn(G_p, P, M, S, features.E)
         offset = S if features.n else None
         cg_rows(
-            by_item, P, G_p, lam_i, M, offset, n_free_item, c.cg_steps, dots, **_given(basis=turn)
+            by_item,
+            P,
+            G_p,
+            lam_i,
+            M,
+            offset,
+            n_free_item,
+            c.cg_steps,
+            residuals,
+            **_given(basis=turn),
         )
         M[unrated] = 0.0
         phases.lap("item")
         if features.n:
-            S = features.step(P, G_turned, M, S, dots)
+            S = features.step(P, G_turned, M, S, residuals, lam_i, unrated)
         phases.lap("features")
         seconds.append(time.perf_counter() - began)
         if progress:

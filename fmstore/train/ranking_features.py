@@ -41,7 +41,7 @@ FEATURE_CG_STEPS = 4
 class FeatureStep:
     """The item features' embeddings E (float32 [n_features, d]) and their joint CG step."""
 
-    def __init__(self, item_features, n_features, by_user, by_item, user, item, n_users, c):
+    def __init__(self, item_features, n_features, by_user, by_item, n_users, c):
         self.c = c
         self.n = 0 if item_features is None else int(n_features)
         self.E = np.zeros((self.n, c.factors + 1), F32)
@@ -59,12 +59,7 @@ class FeatureStep:
         np.add.at(self.X, (rows, np.asarray(cols, np.int64)), np.asarray(x, np.float64))
         self.XtX = self.X.T @ self.X
         self.X32 = self.X.astype(F32)
-        self.by_user = by_user
         self.pairs = user_pairs(by_user, self.csr, self.n)
-        # by_user's entry t is by_item's entry position[t]: the item step leaves <p_u, q_i> in
-        # by_item order, the passes here go by user
-        self.position = np.empty(len(user), np.int32 if len(user) < 2**31 else np.int64)
-        rating_positions(user, item, by_user[0], by_item[0], self.position)
         n_i = np.diff(by_item[0]).astype(np.float64)
         x2 = self.X**2
         self.lam = c.reg * (x2.T @ (n_i + c.alpha0 * n_users)) ** c.nu
@@ -78,14 +73,15 @@ class FeatureStep:
             return np.zeros((n_items, E.shape[1]), F32)
         return self.X32 @ E
 
-    def step(self, P, G_p, M, S, dots) -> np.ndarray:
+    def step(self, P, G_p, M, S, residuals, lam_items, unrated) -> np.ndarray:
         """FEATURE_CG_STEPS preconditioned CG steps on all the embeddings; returns the new S.
-        dots: <p_u, q_i> of each rating in by_item order (the item step's, for q = M + S)."""
+        residuals: the item step's final CG residuals b_i - A_i q_i - lam_i m_i (cg_rows), for
+        M, S as given; lam_items: its lam_i; unrated: the movies without ratings (M = 0)."""
         # small products: OpenBLAS's own threads would spin more than they work (ranking_kernels)
         with one_blas_thread():
-            return self._step(P, G_p, M, S, dots)
+            return self._step(P, G_p, M, S, residuals, lam_items, unrated)
 
-    def _step(self, P, G_p, M, S, dots) -> np.ndarray:
+    def _step(self, P, G_p, M, S, residuals, lam_items, unrated) -> np.ndarray:
         d = P.shape[1]
         n_free = d if self.c.item_bias else d - 1
         Pf = P[:, :n_free]
@@ -104,15 +100,11 @@ class FeatureStep:
             _hessian_weights(*self.pairs, Y, K)
             return _users_sum(K, Pf) + self.XtX @ D @ Gf + self.lam[:, None] * D
 
-        # the negative gradient at E: data sum_u T[u, f] p_u, T from the residuals per rating
-        T = np.empty((P.shape[0], self.n), F32)
-        _gradient_weights(*self.by_user, *self.csr, self.position, dots, T)
-        Q = M + S
-        R = (
-            _users_sum(T, Pf)
-            - (_users_sum(self.X32, Q) @ G)[:, :n_free]
-            - self.lam[:, None] * self.E[:, :n_free]
-        )
+        # the negative gradient at E, sum_i x_if (b_i - A_i q_i) - lam_f e_f, from the item step's
+        # residuals b_i - A_i q_i - lam_i m_i; a movie nobody rated has b_i = 0, A_i = G, m_i = 0
+        item_gradient = residuals[:, :n_free] + lam_items[:, None] * M[:, :n_free]
+        item_gradient[unrated] = -(S[unrated] @ G_p)[:, :n_free]
+        R = _users_sum(self.X32, item_gradient) - self.lam[:, None] * self.E[:, :n_free]
         delta = np.zeros_like(R)
         Z = precondition(R)
         direction = Z
@@ -173,18 +165,6 @@ def _users_sum(W: np.ndarray, Pf: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def rating_positions(user, item, u_indptr, i_indptr, position):
-    """For each entry of the by-user CSR, its entry in the by-item CSR: both are stable counting
-    sorts of the same (user, item) triples (ranking_kernels.csr), so the t-th triple lands at the
-    next free slot of its user's row and of its item's row."""
-    u_fill, i_fill = u_indptr[:-1].copy(), i_indptr[:-1].copy()
-    for t in range(len(user)):
-        position[u_fill[user[t]]] = i_fill[item[t]]
-        u_fill[user[t]] += 1
-        i_fill[item[t]] += 1
-
-
-@njit(cache=True)
 def row_sums(indptr, columns, values):
     """The sum of each CSR row's values (float64)."""
     out = np.zeros(len(indptr) - 1)
@@ -242,16 +222,3 @@ def _hessian_weights(indptr, f, g, v, Y, K):
             K[u, a] += v[s] * Y[u, b]
             if a != b:
                 K[u, b] += v[s] * Y[u, a]
-
-
-@njit(parallel=True, fastmath=True, cache=True)
-def _gradient_weights(u_indptr, u_items, u_weights, f_indptr, f_cols, f_x, position, dots, T):
-    """T[u, f] = sum_{i rated by u} x_if w_ui (1 - <p_u, q_i>), <p_u, q_i> = dots[position[t]]."""
-    for u in prange(len(u_indptr) - 1):
-        for f in range(T.shape[1]):
-            T[u, f] = 0.0
-        for t in range(u_indptr[u], u_indptr[u + 1]):
-            i = u_items[t]
-            residual = u_weights[t] * (np.float32(1.0) - dots[position[t]])
-            for s in range(f_indptr[i], f_indptr[i + 1]):
-                T[u, f_cols[s]] += f_x[s] * residual

@@ -52,12 +52,12 @@ def _add_row(out, coef, A, i, n):
 
 
 @njit(inline="always", fastmath=True)
-def _residual_pass(V, indices, start, weights, z, n_free, r, buf, buffered, dots, track, dz):
-    """r[:n_free] += sum_t w_t (1 - <z, v_t>) v_t over the row's n = len(dz) rated vectors
+def _residual_pass(V, indices, start, n, weights, z, n_free, r, buf, buffered):
+    """r[:n_free] += sum_t w_t (1 - <z, v_t>) v_t over the row's n rated vectors
     v_t = V[indices[start + t]] (all d coordinates in the dot), copying them into buf when
-    buffered and writing <z, v_t> to dots when tracked. Four rows at a time: four gathers in
-    flight from all over V, and z and r read once for four."""
-    n, d = len(dz), V.shape[1]
+    buffered. Four rows at a time: four gathers in flight from all over V, and z and r read
+    once for four."""
+    d = V.shape[1]
     t = 0
     while t + 4 <= n:
         j0, j1 = indices[start + t], indices[start + t + 1]
@@ -69,7 +69,6 @@ def _residual_pass(V, indices, start, weights, z, n_free, r, buf, buffered, dots
             s1 += V[j1, c] * zc
             s2 += V[j2, c] * zc
             s3 += V[j3, c] * zc
-        dz[t], dz[t + 1], dz[t + 2], dz[t + 3] = s0, s1, s2, s3
         one = np.float32(1.0)
         c0, c1 = weights[start + t] * (one - s0), weights[start + t + 1] * (one - s1)
         c2, c3 = weights[start + t + 2] * (one - s2), weights[start + t + 3] * (one - s3)
@@ -84,23 +83,18 @@ def _residual_pass(V, indices, start, weights, z, n_free, r, buf, buffered, dots
         t += 4
     while t < n:
         j = indices[start + t]
-        dz[t] = _dot_row(V, j, z, d)
-        _add_row(r, weights[start + t] * (np.float32(1.0) - dz[t]), V, j, n_free)
+        _add_row(r, weights[start + t] * (np.float32(1.0) - _dot_row(V, j, z, d)), V, j, n_free)
         if buffered:
             for c in range(n_free):
                 buf[t, c] = V[j, c]
         t += 1
-    if track:
-        for t in range(n):
-            dots[start + t] = dz[t]
 
 
 @njit(inline="always", fastmath=True)
-def _hessian_pass(B, buffered, indices, start, weights, p, n_free, ap, dp):
-    """ap[:n_free] += sum_t w_t <p, b_t> b_t over the row's n = len(dp) entries, b_t its t-th
-    rated vector (B[t] when buffered, else B[indices[start + t]]); dp[t] = <p, b_t>. Four entries
-    at a time: p and ap are read once for four rated vectors (SIMD over the coordinates)."""
-    n = len(dp)
+def _hessian_pass(B, buffered, indices, start, n, weights, p, n_free, ap):
+    """ap[:n_free] += sum_t w_t <p, b_t> b_t over the row's n entries, b_t its t-th rated vector
+    (B[t] when buffered, else B[indices[start + t]]). Four entries at a time: p and ap are read
+    once for four rated vectors (SIMD over the coordinates)."""
     t = 0
     while t + 4 <= n:
         j0, j1, j2, j3 = t, t + 1, t + 2, t + 3
@@ -114,7 +108,6 @@ def _hessian_pass(B, buffered, indices, start, weights, p, n_free, ap, dp):
             s1 += B[j1, c] * pc
             s2 += B[j2, c] * pc
             s3 += B[j3, c] * pc
-        dp[t], dp[t + 1], dp[t + 2], dp[t + 3] = s0, s1, s2, s3
         c0, c1 = weights[start + t] * s0, weights[start + t + 1] * s1
         c2, c3 = weights[start + t + 2] * s2, weights[start + t + 3] * s3
         for c in range(n_free):
@@ -122,22 +115,19 @@ def _hessian_pass(B, buffered, indices, start, weights, p, n_free, ap, dp):
         t += 4
     while t < n:
         j = t if buffered else indices[start + t]
-        s = _dot_row(B, j, p, n_free)
-        dp[t] = s
-        _add_row(ap, weights[start + t] * s, B, j, n_free)
+        _add_row(ap, weights[start + t] * _dot_row(B, j, p, n_free), B, j, n_free)
         t += 1
 
 
 @njit(fastmath=True)
 def _cg_row(
     row, indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, z, r, p, ap,
-    buf, dp, dots,
+    buf, residuals,
 ):  # fmt: skip
     """CG on row `row`: min_x sum_j w_j (<x + o, v_j> - 1)^2 + (x + o)^T G (x + o) + lam |x|^2
     over x[:n_free], warm-started from X[row] (updated in place), in the basis where G's free
     block is diagonal: G[:n_free, :n_free] = diag(eig), G[:n_free, n_free:] = C (see cg_rows).
-    With `dots` (one slot per entry of the CSR, else empty): <x + o, v_j> of the solution at each
-    of the row's entries."""
+    With `residuals` (a row per row of X, else empty): the final residual r = b - A x."""
     d = X.shape[1]
     for c in range(d):
         z[c] = X[row, c] + offset[row, c] if has_offset else X[row, c]
@@ -150,8 +140,7 @@ def _cg_row(
     # The row's rated columns are gathered from all over V once, into a contiguous buffer read
     # sequentially at every CG step (a row too long for it gathers from V again at every step).
     buffered = n <= buf.shape[0]
-    track = len(dots) > 0
-    _residual_pass(V, indices, start, weights, z, n_free, r, buf, buffered, dots, track, dp[:n])
+    _residual_pass(V, indices, start, n, weights, z, n_free, r, buf, buffered)
     B = buf if buffered else V
     rs = 0.0  # float64 scalars: the step sizes must not underflow near convergence
     for a in range(n_free):
@@ -163,7 +152,7 @@ def _cg_row(
         # ap = A p = G p + lam p + sum_j w_j <p, v_j> v_j  (p is 0 on the fixed coordinates)
         for a in range(n_free):
             ap[a] = (eig[a] + lam[row]) * p[a]
-        _hessian_pass(B, buffered, indices, start, weights, p, n_free, ap, dp[:n])
+        _hessian_pass(B, buffered, indices, start, n, weights, p, n_free, ap)
         pap = 0.0
         for a in range(n_free):
             pap += p[a] * ap[a]
@@ -175,20 +164,19 @@ def _cg_row(
             X[row, a] += alpha * p[a]
             r[a] -= alpha * ap[a]
             rs_new += r[a] * r[a]
-        # <z, v_j> moves by alpha <p, v_j>: the dots follow without another pass over the row
-        if track:
-            for t in range(n):
-                dots[start + t] += alpha * dp[t]
         beta = np.float32(rs_new / rs)
         for a in range(n_free):
             p[a] = r[a] + beta * p[a]
         rs = rs_new
+    if len(residuals):
+        for a in range(n_free):
+            residuals[row, a] = r[a]
 
 
 @njit(parallel=True, cache=True)
 def _cg_rows(
-    indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks, dots,
-    buffer_rows,
+    indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks,
+    residuals, buffer_rows,
 ):  # fmt: skip
     n_rows, d = X.shape
     for b in prange(n_blocks):
@@ -201,11 +189,10 @@ def _cg_rows(
         p = np.zeros(d, np.float32)
         ap = np.zeros(d, np.float32)
         buf = np.empty((min(longest, buffer_rows), d), np.float32)
-        dp = np.empty(longest, np.float32)
         for row in range(first, end):
             _cg_row(
                 row, indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free,
-                steps, z, r, p, ap, buf, dp, dots,
+                steps, z, r, p, ap, buf, residuals,
             )  # fmt: skip
 
 
@@ -236,15 +223,16 @@ def eigenbasis(G: np.ndarray, n_free: int) -> tuple[np.ndarray, np.ndarray]:
         return np.linalg.eigh(G[:n_free, :n_free].astype(np.float64))
 
 
-def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None, basis=None) -> None:
+def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, residuals=None, basis=None) -> None:
     """`steps` CG steps for every row of X (float32, updated in place) on
 
         min_x  sum_{j in row r} w_rj (<x + o_r, v_j> - 1)^2 + (x + o_r)^T G (x + o_r) + lam_r |x|^2
 
     over its first n_free coordinates (the others stay fixed); o_r = offset[r] (None: 0).
-    csr = (indptr, indices, weights) of the rows' rated columns of V. `dots` (float32, one per
-    entry of csr): filled with <x_r + o_r, v_j> of the solution at each entry, which the feature
-    step's gradients start from (the rows are in cache here; a pass of its own was most of it).
+    csr = (indptr, indices, weights) of the rows' rated columns of V. `residuals` (float32, the
+    shape of X): filled with each row's final CG residual b - A x on its free coordinates (0 on
+    the others), from which the feature step's gradient is a sum over movies (a pass of its own
+    over the ratings cost more than the rest of that step).
 
     The free coordinates are first turned (in place; turned back at the end) into the
     eigenbasis of G's free block, where G p costs d multiplications instead of d^2: the d^2 part
@@ -267,8 +255,12 @@ def cg_rows(csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None, basis
     with numba.parallel_chunksize(1):  # a block to whichever thread is free
         _cg_rows(
             indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks,
-            np.zeros(0, np.float32) if dots is None else dots, _BUFFER_ROWS,
+            np.zeros((0, 0), np.float32) if residuals is None else residuals, _BUFFER_ROWS,
         )  # fmt: skip
+    if residuals is not None:
+        residuals[:, n_free:] = 0.0
+        if turned:  # into the callers' coordinates, as the rows
+            turned.append(residuals)
     for A in turned:
         rotate(A, U.T.copy())
 
