@@ -25,7 +25,7 @@ Each phase runs in its own process, so its peak RSS is its own:
 
 ratio = fmstore's mean seconds per sweep / implicit's, on the wall clock and in CPU seconds of
 all threads (steadier when other work shares the machine; sweeps after the first). fmstore's sweep
-also fits the genre and year embeddings (a Gauss-Seidel pass over the features), which implicit
+also fits the genre and year embeddings (a few preconditioned CG steps on all of them), which implicit
 has no part of, so a fit without features is measured too (5.; --skip-plain leaves it out).
 Both use the same thread count (fmstore.threads: FMSTORE_THREADS, else the CPUs this process may
 use). The load average before and after each phase says how busy the machine was.

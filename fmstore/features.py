@@ -422,8 +422,8 @@ def item_feature_span(vocab: Vocabulary, side: bool = True) -> tuple[int, int]:
 def ranking_item_features(vocab: Vocabulary, movies: Movies):
     """The FM's genre and year features (genres at 1/n_genres, the year bucket) as one CSR row
     per movie: (indptr, column, weight), n_columns; for the ranking model. Not the side fields:
-    its feature step keeps a dense weight per user and feature column (Z, 4 B each: 283k users x
-    a column of 5,000 values would be 5.7 GB)."""
+    its feature step keeps dense [users, feature columns] float32 matrices (ranking_features: 283k
+    users x a column of 5,000 values would be 5.7 GB each) and each user's feature pairs."""
     rows = item_rows(vocab, movies)
     first, end = item_feature_span(vocab, side=False)
     keep = (rows.index >= first) & (rows.index < end) & (rows.weight != 0)

@@ -15,7 +15,7 @@ from fmstore.config import RankingConfig
 from fmstore.features import Vocabulary, encode, ranking_item_features
 from fmstore.serving import implicit_weight, ranking_lambda, whiten_items, whitened_fold_in
 from fmstore.threads import apply_threads
-from fmstore.train import ranking_blocks
+from fmstore.train import ranking, ranking_blocks
 from fmstore.train.ranking import fit_ranking
 
 # planted users rate at random: only the confidence in liked movies tells their taste
@@ -199,6 +199,19 @@ def test_the_torch_half_steps_fit_the_same_model(planted_data):
     for name in ("user_vectors", "item_vectors", "feature_vectors"):
         np.testing.assert_allclose(
             getattr(torch_fit, name), getattr(numba_fit, name), rtol=1e-3, atol=1e-4
+        )
+
+
+def test_factors_kept_in_the_eigenbasis_fit_the_same_model(planted_data, monkeypatch):
+    """fit_ranking turns the factors once a half step and keeps them turned (_Basis); the model
+    is the one a fit turning into each half step's basis and back gives, to float32 rounding."""
+    config = RankingConfig(factors=8, reg=0.1, conf_alpha=5.0, iterations=3)
+    kept = _fit(planted_data, config, seed=2)
+    monkeypatch.setattr(ranking, "_Basis", lambda k: None)
+    turned_back = _fit(planted_data, config, seed=2)
+    for name in ("user_vectors", "item_vectors", "feature_vectors"):
+        np.testing.assert_allclose(
+            getattr(kept, name), getattr(turned_back, name), rtol=1e-4, atol=2e-6
         )
 
 

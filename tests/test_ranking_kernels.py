@@ -71,9 +71,9 @@ def test_the_torch_twin_takes_the_same_cg_steps(n_free, with_offset):
 
     csr, V, G, lam, X, offset = _problem(seed=7 + n_free)
     offset = offset if with_offset else None
-    expected = X.copy()
-    kernels.cg_rows(csr, V.copy(), G, lam, expected, offset, n_free, steps=3)
-    got = torch.from_numpy(X.copy())
+    expected, expected_residuals = X.copy(), np.empty_like(X)
+    kernels.cg_rows(csr, V.copy(), G, lam, expected, offset, n_free, 3, expected_residuals)
+    got, residuals = torch.from_numpy(X.copy()), torch.empty(X.shape)
     tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in csr]
     ranking_torch.cg_rows(
         tensors,
@@ -85,8 +85,47 @@ def test_the_torch_twin_takes_the_same_cg_steps(n_free, with_offset):
         n_free,
         steps=3,
         max_entries=100,
+        residuals=residuals,
     )
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(residuals.numpy(), expected_residuals, rtol=1e-3, atol=1e-5)
+
+
+def _residual(csr, V, G, lam, X, offset, n_free):
+    """b - A x of each row on its free coordinates (0 past them), in float64."""
+    indptr, indices, weights = csr
+    V, G = V.astype(np.float64), G.astype(np.float64)
+    out = np.zeros(X.shape)
+    for r in range(len(X)):
+        cols, w = indices[indptr[r] : indptr[r + 1]], weights[indptr[r] : indptr[r + 1]]
+        z = X[r].astype(np.float64) + offset[r]
+        full = (w * (1.0 - V[cols] @ z)) @ V[cols] - G @ z - lam[r] * X[r]
+        out[r, :n_free] = full[:n_free]
+    return out
+
+
+@pytest.mark.parametrize("n_free", [9, 8])
+@pytest.mark.parametrize("given_basis", [False, True])
+def test_residuals_are_each_rows_b_minus_a_x(n_free, given_basis):
+    """cg_rows(residuals=) gives b - A x at the rows' new x (what the feature step's gradient is
+    summed from), in the callers' coordinates, or in the given basis's when the rows are there."""
+    csr, V, G, lam, X, offset = _problem(seed=20 + n_free)
+    basis = kernels.eigenbasis(G, n_free) if given_basis else None
+    if given_basis:  # the rows, columns and offsets in G's eigenbasis, as fit_ranking keeps them
+        for A in (V, X, offset):
+            kernels.rotate(A, basis[1].astype(np.float32))
+    residuals = np.empty_like(X)
+    kernels.cg_rows(csr, V, G, lam, X, offset, n_free, 3, residuals, basis=basis)
+    if given_basis:
+        for A in (V, X, offset, residuals):
+            kernels.rotate(A, basis[1].T.astype(np.float32))
+    expected = _residual(csr, V, G, lam, X, offset, n_free)
+    # float32 CG updates r by recursion (r -= alpha A p): it drifts from b - A x by rounding of
+    # the terms it sums, a few 1e-6 of b's size
+    indptr, indices, weights = csr
+    b = max(np.abs(weights[indptr[r] : indptr[r + 1]] @ V[indices[indptr[r] : indptr[r + 1]]]).max()
+            for r in range(len(X)))  # fmt: skip
+    np.testing.assert_allclose(residuals, expected, atol=2e-5 * b)
 
 
 def _long_problem(seed, d=9, n_rows=40, n_cols=300):
@@ -119,41 +158,38 @@ def test_the_plan_holds_each_long_rows_entry_once():
     assert sorted(plan.rows) == list(np.flatnonzero(lengths > 30))
     assert sorted(plan.short) == list(np.flatnonzero(lengths <= 30))
     assert len(plan.group_rows) > 3  # several groups, cut by rows and by entries
-    long_entries = np.concatenate([np.arange(indptr[r], indptr[r + 1]) for r in plan.rows])
-    assert sorted(plan.entry_pos) == sorted(long_entries)
-    np.testing.assert_array_equal(plan.entry_weight, weights[plan.entry_pos])
+    expected = {(r, indices[k]): weights[k] for r in plan.rows for k in range(*indptr[r : r + 2])}
+    got = {}
     for g in range(len(plan.group_rows) - 1):
         rows = plan.rows[plan.group_rows[g] : plan.group_rows[g + 1]]
         first, end = plan.group_entries[g], plan.group_entries[g + 1]
         ends = plan.col_end[plan.group_cols[g] : plan.group_cols[g + 1]]
         starts = np.concatenate([[0], ends[:-1]])
         cols = plan.cols[plan.group_cols[g] : plan.group_cols[g + 1]]
-        assert (np.diff(cols) > 0).all()
+        assert (np.diff(cols) > 0).all()  # each column once, in increasing order
         for j, a, b in zip(cols, starts, ends):
-            pos = plan.entry_pos[first + a : first + b]
-            assert (indices[pos] == j).all()  # one column's entries
-            row = rows[plan.entry_row[first + a : first + b]]
-            assert ((indptr[row] <= pos) & (pos < indptr[row + 1])).all()
+            for t in range(first + a, first + b):
+                got[rows[plan.entry_row[t]], j] = plan.entry_weight[t]
         assert ends[-1] == end - first
+    assert got == expected
 
 
 @pytest.mark.parametrize("n_free", [9, 7])
 @pytest.mark.parametrize("with_offset", [False, True])
 def test_grouped_long_rows_take_the_per_row_steps(n_free, with_offset):
     """The grouped path (ranking_blocks) against the per-row one: three steps, far from
-    converged, so the iterates themselves and the dots are compared, to float32 summation
+    converged, so the iterates themselves and the residuals are compared, to float32 summation
     order."""
     csr, V, G, lam, X, offset = _long_problem(seed=n_free + 2 * with_offset)
     offset = offset if with_offset else None
     plan = _small_plan(csr, len(V))
     expected, got = X.copy(), X.copy()
-    expected_dots = np.zeros(len(csr[1]), np.float32)
-    got_dots = np.full(len(csr[1]), np.nan, np.float32)
-    kernels.cg_rows(csr, V.copy(), G, lam, expected, offset, n_free, 3, expected_dots)
-    kernels.cg_rows(csr, V.copy(), G, lam, got, offset, n_free, 3, got_dots, plan)
+    expected_residuals, got_residuals = np.empty_like(X), np.full_like(X, np.nan)
+    kernels.cg_rows(csr, V.copy(), G, lam, expected, offset, n_free, 3, expected_residuals)
+    kernels.cg_rows(csr, V.copy(), G, lam, got, offset, n_free, 3, got_residuals, plan=plan)
     assert np.abs(got[plan.rows] - X[plan.rows]).max() > 0.1  # the long rows moved
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(got_dots, expected_dots, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got_residuals, expected_residuals, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("n_free", [9, 7])
@@ -178,13 +214,14 @@ def test_grouped_rows_do_not_depend_on_the_thread_count():
     for threads in (1, numba.config.NUMBA_NUM_THREADS, 1):
         numba.set_num_threads(threads)
         try:
-            out, dots = X.copy(), np.zeros(len(csr[1]), np.float32)
+            out, residuals = X.copy(), np.zeros_like(X)
             with numba.parallel_chunksize(1):
-                ranking_blocks.cg_groups(plan, V, eig, C, lam, out, offset, True, n_free, 3, dots)
+                ranking_blocks.cg_groups(plan, V, eig, C, lam, out, offset, True, n_free, 3,
+                                         residuals)  # fmt: skip
         finally:
             numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
         assert np.abs(out[plan.rows] - X[plan.rows]).max() > 0.1
-        results.append((out, dots))
-    for out, dots in results[1:]:
+        results.append((out, residuals))
+    for out, residuals in results[1:]:
         np.testing.assert_array_equal(out, results[0][0])
-        np.testing.assert_array_equal(dots, results[0][1])
+        np.testing.assert_array_equal(residuals, results[0][1])

@@ -90,19 +90,19 @@ _BYTES_PER_WEIGHT = 4 * 4
 # (docs/scaling.md: ~3x the arithmetic was measured on the host).
 _DATA_BYTES_PER_RATING = 3 * 28
 # The ranking model's fit (train/ranking.py, docs/scaling.md "The ranking model's fit"): per
-# rating its two CSR copies (int32 column + float32 weight each) and the feature step's float32
-# residual, and the item step's plan for popular movies (ranking_blocks: 10 B per rating of a
-# movie with over 512 raters plus 8 B per distinct rater of its group: 8.1 B per rating at
-# 27.75M; 12 counted);
-# per user its d floats and ~48 genre/year weights (dense and sparse copies); per movie about
-# five rows of d floats (M, S, Q and the feature step's temporaries).
+# rating its two CSR copies (int32 column + float32 weight each), the users' feature pairs
+# (6 B each, 1.35 a rating at 27.75M) and the item step's plan for popular movies
+# (ranking_blocks: 6 B per rating of a movie with over 512 raters plus 8 B per distinct rater of
+# its group: 5.2 B per rating at 27.75M; 8 counted); per user its d floats and two float32 rows
+# over ~48 genre/year columns (the feature step's Y, K); per movie about six rows of d floats
+# (M, S, Q, the item step's residuals, temporaries).
 _RANKING_BYTES_PER_RATING = 32
 
 
 def ranking_bytes(n_ratings: int, n_users: int, n_movies: int, factors: int) -> int:
     """Bytes the ranking model's fit holds on top of the data (its model in docs/scaling.md)."""
     d = factors + 1
-    return n_ratings * _RANKING_BYTES_PER_RATING + n_users * (4 * d + 8 * 48) + n_movies * 20 * d
+    return n_ratings * _RANKING_BYTES_PER_RATING + n_users * (4 * d + 8 * 48) + n_movies * 24 * d
 
 
 def check_memory(dataset, config: TrainConfig, device: torch.device) -> None:

@@ -24,8 +24,8 @@ item vectors (with c_i = 0; A_u = alpha0 R^T R + sum_j w_uj r_j r_j^T + lam_u I)
 independent within a half step: a seed gives the same vectors whatever the thread count. Factors
 are float32 (Gramians summed in float64); the inner loops are fused per-row numba kernels
 (ranking_kernels.py), so memory is the factor matrices, the ratings' two CSR copies and a float32
-residual per rating for the feature step. The genre and year embeddings get a Gauss-Seidel pass a
-sweep, each FEATURE_CG_STEPS CG steps on its own system with the rest fixed (`_Features`).
+<p_u, q_i> per rating for the feature step. The genre and year embeddings get a few steps of one
+preconditioned CG on all of them together a sweep (ranking_features.py).
 """
 
 from __future__ import annotations
@@ -33,15 +33,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 
-import numba
 import numpy as np
 
 from fmstore.config import RankingConfig
 from fmstore.serving import implicit_weight
 from fmstore.train import ranking_blocks
 from fmstore.train import ranking_kernels as kernels
+from fmstore.train.ranking_features import FeatureStep
 
 F32 = np.float32
 ProgressFn = Callable[[str, int, int], None]  # (message, done, total)
@@ -52,11 +51,6 @@ ProgressFn = Callable[[str, int, int], None]  # (message, done, total)
 # where 8 steps left up to 1.1e-4 against a direct solve (benchmarks/explain.py prints the first
 # figure). Eight more user steps: about a second a fit.
 FINAL_USER_CG_STEPS = 16
-# CG steps on each genre or year embedding per sweep (rows get config.cg_steps). The feature step
-# used to be an exact solve; 8 steps from the current embedding keep its served ranking on
-# ml-latest-small (`fmstore train`: Recall@10 0.2530, NDCG@10 0.2648 vs 0.2530, 0.2647 with the
-# exact solve; 3 steps: 0.2528, 0.2643) and cost a pass over the users that touch the feature each.
-FEATURE_CG_STEPS = 8
 
 
 @dataclass
@@ -174,39 +168,64 @@ def fit_ranking(
     lam_i = (c.reg * (n_i + c.alpha0 * n_users) ** c.nu).astype(F32)
     unrated = n_i == 0
     n_free_item = d if c.item_bias else k
-    features = _Features(item_features, n_features, by_user, n_i, n_users, c)
+    features = FeatureStep(item_features, n_features, by_user, by_item, n_users, c)
     start = _Start(n_users, n_items, features.n, c, seed, init, features)
     P, M, features.E = start.P, start.M, start.E
     M[unrated] = 0.0  # a movie without ratings is its features alone
     S = features.sum_of(features.E, n_items)  # sum_f x_if e_f
-    # <p_u, q_i> of each rating (by_item order) after the item step: the feature step's start
-    dots = np.empty(len(by_item[1]), F32) if features.n else None
-    item_rows = cg_rows  # the item step's long rows (popular movies) grouped, on the CPU
-    if torch_device is None:
-        item_rows = partial(kernels.cg_rows, plan=ranking_blocks.plan_rows(by_item, n_users))
+    # the item step's final CG residuals: the feature step's gradient is their sum over movies
+    residuals = np.empty_like(M) if features.n else None
+
+    # the numba kernels' CG wants each half step's Gramian diagonal: the factors are kept turned
+    basis = _Basis(k) if torch_device is None and not c.item_bias else None
+    # the item step's long rows (popular movies) in groups that share their raters' vectors
+    item_plan = ranking_blocks.plan_rows(by_item, n_users) if torch_device is None else None
+
+    def user_step(steps: int) -> np.ndarray:
+        Q = M + S
+        G_q = kernels.gramian(Q, c.alpha0)
+        turn = None
+        if basis is not None:
+            turn, _ = basis.turn(G_q, P, M, S, features.E)
+            Q = M + S
+        cg_rows(by_user, Q, G_q, lam_u, P, None, k, steps, **_given(basis=turn))
+        return Q
 
     seconds: list[float] = []
     phases.lap("setup")
     for sweep in range(1, c.iterations + 1):
         began = time.perf_counter()
-        Q = M + S
-        cg_rows(by_user, Q, kernels.gramian(Q, c.alpha0), lam_u, P, None, k, c.cg_steps)
-        del Q
+        user_step(c.cg_steps)
         phases.lap("user")
-        G_p = kernels.gramian(P, c.alpha0)
+        G_p = G_turned = kernels.gramian(P, c.alpha0)
+        turn = None
+        if basis is not None:  # cg_rows takes G as it was, the feature step G as the factors are
+            turn, G_turned = basis.turn(G_p, P, M, S, features.E)
         offset = S if features.n else None
-        item_rows(by_item, P, G_p, lam_i, M, offset, n_free_item, c.cg_steps, dots)
+        cg_rows(
+            by_item,
+            P,
+            G_p,
+            lam_i,
+            M,
+            offset,
+            n_free_item,
+            c.cg_steps,
+            residuals,
+            **_given(basis=turn, plan=item_plan),
+        )
         M[unrated] = 0.0
         phases.lap("item")
         if features.n:
-            S = features.step(P, G_p, M, S, by_item, dots)
+            S = features.step(P, G_turned, M, S, residuals, lam_i, unrated)
         phases.lap("features")
         seconds.append(time.perf_counter() - began)
         if progress:
             progress(_progress_line(sweep, c.iterations, seconds), sweep, c.iterations)
         phases.skip()  # the caller's time in progress() is no part of the fit
-    Q = M + S
-    cg_rows(by_user, Q, kernels.gramian(Q, c.alpha0), lam_u, P, None, k, FINAL_USER_CG_STEPS)
+    Q = user_step(FINAL_USER_CG_STEPS)
+    if basis is not None:
+        basis.back(P, Q, features.E)
     phases.lap("final user")
     return RankingModel(
         user_vectors=np.ascontiguousarray(P[:, :k]),
@@ -219,6 +238,41 @@ def fit_ranking(
         sweep_seconds=seconds,
         phase_cpu_seconds=phases.seconds,
     )
+
+
+class _Basis:
+    """The factors' first k coordinates (P, M, S and E alike, so every <p_u, q_i> is unchanged)
+    turned before each half step into the eigenbasis of its Gramian's free block, and left there:
+    cg_rows needs that basis, and turning the factors once a half step rather than into it and
+    back halves those [rows, k] x [k, k] products (P's four a sweep were ~1.2 CPU-s at 27.75M).
+    Not on torch (its CG does not turn) nor with item_bias (the item step's free block then
+    includes the users' fixed last coordinate)."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.total = np.eye(k)  # the turns so far: original coordinates = turned @ total.T
+
+    def turn(self, G: np.ndarray, *factors: np.ndarray):
+        """Turn `factors` in place into G's eigenbasis: ((eig, U) for cg_rows(basis=), G there)."""
+        eig, U = kernels.eigenbasis(G, self.k)
+        U32 = U.astype(F32)
+        for A in factors:
+            kernels.rotate(A, U32)
+        self.total = self.total @ U
+        R = np.eye(len(G))
+        R[: self.k, : self.k] = U
+        return (eig, U), (R.T @ G.astype(np.float64) @ R).astype(F32)
+
+    def back(self, *factors: np.ndarray) -> None:
+        """Turn `factors` back into the original coordinates."""
+        back = self.total.T.astype(F32)
+        for A in factors:
+            kernels.rotate(A, back)
+
+
+def _given(**options) -> dict:
+    """The options that are not None (TorchRows takes no basis nor plan)."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 class _PhaseTimer:
@@ -235,82 +289,6 @@ class _PhaseTimer:
 
     def skip(self) -> None:
         self._last = time.process_time()
-
-
-class _Features:
-    """The item features' embeddings E and their step: Gauss-Seidel over the features, each e_f
-    given FEATURE_CG_STEPS CG steps on its own system with the rest fixed."""
-
-    def __init__(self, item_features, n_features, by_user, n_i, n_users, c):
-        self.c = c
-        self.n = 0 if item_features is None else int(n_features)
-        self.E = np.zeros((self.n, c.factors + 1), F32)
-        if not self.n:
-            return
-        indptr, cols, x = item_features
-        n_items = len(indptr) - 1
-        rows = np.repeat(np.arange(n_items), np.diff(indptr))
-        cols, x = np.asarray(cols, np.int64), np.asarray(x, np.float64)
-        self.by_feature = _csr(cols, rows, x, self.n)
-        # Z[u, f] = sum_{i rated by u} w_ui x_if^2: e_f's data Hessian is sum_u Z[u, f] p_u p_u^T
-        Z = kernels.feature_weights(*by_user, indptr, cols.astype(np.int32), x.astype(F32), self.n)
-        self.users = kernels.feature_users(Z)
-        occurrence = np.zeros(self.n)
-        np.add.at(occurrence, cols, x**2 * (n_i[rows] + c.alpha0 * n_users))
-        self.lam = c.reg * occurrence**c.nu
-
-    def sum_of(self, E: np.ndarray, n_items: int) -> np.ndarray:
-        """S = sum_f x_if e_f for every movie (float32 [n_items, d]; zeros without features)."""
-        S = np.zeros((n_items, E.shape[1]), F32)
-        for f in range(self.n):
-            items, x = self._of(f, self.by_feature)
-            S[items] += x[:, None] * E[f]
-        return S
-
-    @staticmethod
-    def _of(f, csr):
-        indptr, columns, values = csr
-        return columns[indptr[f] : indptr[f + 1]], values[indptr[f] : indptr[f + 1]]
-
-    def step(self, P, G_p, M, S, by_item, dots) -> np.ndarray:
-        """One Gauss-Seidel pass over the features; returns the new sum_f x_if e_f. `dots`:
-        <p_u, q_i> of each rating in by_item order (cg_rows fills it in the item step); it is
-        turned in place into the residuals w_ui (1 - <p_u, q_i>), kept up to date as each e_f
-        moves, so that no gradient needs a pass of vectors over a feature's ratings."""
-        d = P.shape[1]
-        n_free = d if self.c.item_bias else d - 1
-        Q = M + S
-        G = G_p.astype(np.float64)
-        res = dots
-        np.subtract(1.0, dots, out=res)
-        res *= by_item[2]
-        # per user: a feature's gradient coefficient, then <p_u, delta> (zeroed after each use)
-        scratch = np.zeros(P.shape[0], F32)
-        with numba.parallel_chunksize(1):  # blocks to whichever thread is free
-            for f in range(self.n):
-                items, x = self._of(f, self.by_feature)
-                if len(items) == 0:
-                    continue
-                users, z = self._of(f, self.users)
-                delta = self._solve(f, items, x, users, z, P, G, Q, by_item, res, scratch, n_free)
-                self.E[f] += delta
-                Q[items] += x[:, None] * delta
-                kernels.rows_dot(users, P, delta, scratch)
-                kernels.feature_update(items, x, *by_item, scratch, res)
-                scratch[users] = 0.0
-        return Q - M
-
-    def _solve(self, f, items, x, users, z, P, G, Q, by_item, res, coef, n_free) -> np.ndarray:
-        """CG from delta = 0 on e_f's system: (H_f + sum_i x_if^2 G + lam_f I) delta = -gradient,
-        H_f = sum_u Z[u, f] p_u p_u^T applied by a pass over the users that touch f; the data
-        gradient sum_i x_if sum_u w_ui (1 - <p_u, q_i>) p_u = sum_u coef[u] p_u likewise."""
-        kernels.feature_scatter(items, x, by_item[0], by_item[1], res, coef)
-        data = kernels.rows_sum(users, coef, P)
-        coef[users] = 0.0
-        qsum = x.astype(np.float64) @ Q[items].astype(np.float64)
-        r = data - G @ qsum - self.lam[f] * self.E[f]
-        x2 = float(x.astype(np.float64) @ x)
-        return kernels.feature_cg(users, z, P, G, r, x2, self.lam[f], n_free, FEATURE_CG_STEPS)
 
 
 def fit_ratings(

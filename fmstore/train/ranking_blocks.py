@@ -37,7 +37,7 @@ LONG_ROW = 512
 GROUP_ROWS = 512
 # Entries per group at most: a group is one thread's work, so the first (most popular) groups
 # must not hold a large part of the step (4M of 20M at 27.75M: enough for a few threads, where
-# 8M was no faster); also bounds the per-group scratch (4 bytes an entry).
+# 8M was no faster).
 GROUP_ENTRIES = 1 << 22
 # How many columns ahead a pass asks for a column's vector.
 PREFETCH_COLS = 4
@@ -46,8 +46,8 @@ PREFETCH_COLS = 4
 class Plan(NamedTuple):
     """The long rows of a CSR, grouped, with each group's entries sorted by column. Groups are
     cut from the rows in decreasing length (rows that share columns together; the longest
-    groups are handed out first). Per rating: 2 + 4 + 4 bytes (row in group, weight, position),
-    plus 8 bytes per distinct column of a group."""
+    groups are handed out first). Per rating: 2 + 4 bytes (row in group, weight), plus 8 bytes
+    per distinct column of a group."""
 
     short: np.ndarray  # int32: rows left to the per-row path
     rows: np.ndarray  # int32: the grouped rows, group after group
@@ -58,7 +58,6 @@ class Plan(NamedTuple):
     group_entries: np.ndarray  # int64 [n_groups + 1]: its slice of the entries
     entry_row: np.ndarray  # int16: the entry's row, as an index into the group's rows
     entry_weight: np.ndarray  # float32
-    entry_pos: np.ndarray  # int32 (int64 past 2^31 entries): its position in the CSR
 
 
 def plan_rows(csr, n_cols, long_row=None, group_rows=None, group_entries=None):
@@ -86,7 +85,7 @@ def plan_rows(csr, n_cols, long_row=None, group_rows=None, group_entries=None):
     g_rows = np.asarray(cuts, np.int64)
     g_entries = np.zeros(len(g_rows), np.int64)
     np.cumsum(np.add.reduceat(lengths[long], g_rows[:-1]) if len(long) else [], out=g_entries[1:])
-    pos_type = np.int32 if len(indices) < 2**31 else np.int64
+    pos_type = np.int32 if len(indices) < 2**31 else np.int64  # read only while building
     entry_row = np.empty(g_entries[-1], np.int16)
     entry_weight = np.empty(g_entries[-1], np.float32)
     entry_pos = np.empty(g_entries[-1], pos_type)
@@ -98,8 +97,7 @@ def plan_rows(csr, n_cols, long_row=None, group_rows=None, group_entries=None):
     col_end = np.empty(g_cols[-1], np.int32)
     _columns(indices, g_entries, g_cols, entry_pos, cols, col_end)
     short = np.flatnonzero(lengths <= long_row).astype(np.int32)
-    return Plan(short, long, g_rows, g_cols, cols, col_end, g_entries, entry_row, entry_weight,
-                entry_pos)  # fmt: skip
+    return Plan(short, long, g_rows, g_cols, cols, col_end, g_entries, entry_row, entry_weight)
 
 
 def plan_bytes(plan: Plan) -> int:
@@ -165,13 +163,12 @@ def _add_rows(A, a, coef, B, b, n):
 
 
 @njit(inline="always", fastmath=True)
-def _pass(plan, g, V, Y, n_dot, Out, n_add, active, residual, dp):
+def _pass(plan, g, V, Y, n_dot, Out, n_add, active, residual):
     """One pass over group g's columns in increasing order: for each entry (row b, column j,
-    weight w), dp = <Y[b, :n_dot], v_j> and Out[b, :n_add] += w * (1 - dp if residual else dp)
-    * v_j, for the rows still active."""
+    weight w), s = <Y[b, :n_dot], v_j> and Out[b, :n_add] += w * (1 - s if residual else s) * v_j,
+    for the rows still active."""
     first = plan.group_entries[g]
     t = first
-    one = np.float32(1.0)
     last = plan.group_cols[g + 1] - 1
     for k in range(plan.group_cols[g], last + 1):
         j = plan.cols[k]
@@ -190,44 +187,42 @@ def _pass(plan, g, V, Y, n_dot, Out, n_add, active, residual, dp):
                 s1 += Y[b1, c] * vc
                 s2 += Y[b2, c] * vc
                 s3 += Y[b3, c] * vc
-            dp[t - first], dp[t + 1 - first] = s0, s1
-            dp[t + 2 - first], dp[t + 3 - first] = s2, s3
-            for e in range(t, t + 4):
-                b = plan.entry_row[e]
-                if active[b]:
-                    s = dp[e - first]
-                    coef = plan.entry_weight[e] * (one - s if residual else s)
-                    _add_rows(Out, b, coef, V, j, n_add)
+            _apply(plan, t, s0, V, j, Out, n_add, active, residual)
+            _apply(plan, t + 1, s1, V, j, Out, n_add, active, residual)
+            _apply(plan, t + 2, s2, V, j, Out, n_add, active, residual)
+            _apply(plan, t + 3, s3, V, j, Out, n_add, active, residual)
             t += 4
         while t < end:
-            b = plan.entry_row[t]
-            if active[b]:
-                s = _dot_rows(Y, b, V, j, n_dot)
-                dp[t - first] = s
-                coef = plan.entry_weight[t] * (one - s if residual else s)
-                _add_rows(Out, b, coef, V, j, n_add)
+            if active[plan.entry_row[t]]:
+                s = _dot_rows(Y, plan.entry_row[t], V, j, n_dot)
+                _apply(plan, t, s, V, j, Out, n_add, active, residual)
             t += 1
 
 
+@njit(inline="always", fastmath=True)
+def _apply(plan, t, s, V, j, Out, n_add, active, residual):
+    """Entry t's term, given s = <y_b, v_j>: Out[b, :n_add] += w (1 - s if residual else s) v_j."""
+    b = plan.entry_row[t]
+    if active[b]:
+        coef = plan.entry_weight[t] * (np.float32(1.0) - s if residual else s)
+        _add_rows(Out, b, coef, V, j, n_add)
+
+
 @njit(fastmath=True)
-def _cg_group(plan, g, V, eig, C, lam, X, offset, has_offset, n_free, steps, dots):
+def _cg_group(plan, g, V, eig, C, lam, X, offset, has_offset, n_free, steps, residuals):
     """_cg_row's CG (ranking_kernels) for every row of group g in lockstep: the same initial
     residual, the same float64 step sizes and early exits per row, each pass over the rated
-    columns one pass over the group's columns."""
+    columns one pass over the group's columns. With `residuals` (a row per row of X, else
+    empty): each row's final residual r = b - A x."""
     d = X.shape[1]
     rows = plan.rows[plan.group_rows[g] : plan.group_rows[g + 1]]
-    first = plan.group_entries[g]
-    n_rows, n_entries = len(rows), plan.group_entries[g + 1] - first
+    n_rows = len(rows)
     Z = np.empty((n_rows, d), np.float32)
     R = np.empty((n_rows, d), np.float32)
     P = np.zeros((n_rows, d), np.float32)
     AP = np.zeros((n_rows, d), np.float32)
-    dp = np.empty(n_entries, np.float32)
     rs = np.zeros(n_rows)
-    alpha = np.zeros(n_rows, np.float32)
     active = np.ones(n_rows, np.bool_)
-    moved = np.zeros(n_rows, np.bool_)
-    track = len(dots) > 0
     # r = b - A x = sum_j w_j (1 - <z, v_j>) v_j - G z - lam x, on the free coordinates only
     for b in range(n_rows):
         row = rows[b]
@@ -237,10 +232,7 @@ def _cg_group(plan, g, V, eig, C, lam, X, offset, has_offset, n_free, steps, dot
             R[b, a] = -eig[a] * Z[b, a] - lam[row] * X[row, a]
             for c in range(n_free, d):
                 R[b, a] -= C[a, c - n_free] * Z[b, c]
-    _pass(plan, g, V, Z, d, R, n_free, active, True, dp)
-    if track:
-        for t in range(n_entries):
-            dots[plan.entry_pos[first + t]] = dp[t]
+    _pass(plan, g, V, Z, d, R, n_free, active, True)
     for b in range(n_rows):
         for a in range(n_free):
             P[b, a] = R[b, a]
@@ -255,9 +247,8 @@ def _cg_group(plan, g, V, eig, C, lam, X, offset, has_offset, n_free, steps, dot
                     AP[b, a] = (eig[a] + lam[rows[b]]) * P[b, a]
         if not any_active:
             break
-        _pass(plan, g, V, P, n_free, AP, n_free, active, False, dp)
+        _pass(plan, g, V, P, n_free, AP, n_free, active, False)
         for b in range(n_rows):
-            moved[b] = False
             if not active[b]:
                 continue
             pap = 0.0
@@ -267,28 +258,25 @@ def _cg_group(plan, g, V, eig, C, lam, X, offset, has_offset, n_free, steps, dot
                 active[b] = False
                 continue
             row = rows[b]
-            alpha[b] = np.float32(rs[b] / pap)
+            alpha = np.float32(rs[b] / pap)
             rs_new = 0.0
             for a in range(n_free):
-                X[row, a] += alpha[b] * P[b, a]
-                R[b, a] -= alpha[b] * AP[b, a]
+                X[row, a] += alpha * P[b, a]
+                R[b, a] -= alpha * AP[b, a]
                 rs_new += R[b, a] * R[b, a]
             beta = np.float32(rs_new / rs[b])
             for a in range(n_free):
                 P[b, a] = R[b, a] + beta * P[b, a]
             rs[b] = rs_new
-            moved[b] = True
-        # <z, v_j> moves by alpha <p, v_j>: the dots follow without another pass
-        if track:
-            for t in range(n_entries):
-                b = plan.entry_row[first + t]
-                if moved[b]:
-                    dots[plan.entry_pos[first + t]] += alpha[b] * dp[t]
+    if len(residuals):
+        for b in range(n_rows):
+            for a in range(n_free):
+                residuals[rows[b], a] = R[b, a]
 
 
 @njit(parallel=True, cache=True)
-def cg_groups(plan, V, eig, C, lam, X, offset, has_offset, n_free, steps, dots):
+def cg_groups(plan, V, eig, C, lam, X, offset, has_offset, n_free, steps, residuals):
     """_cg_group for every group of the plan, a group to whichever thread is free (the caller
     sets parallel_chunksize(1)); groups come longest first."""
     for g in prange(len(plan.group_rows) - 1):
-        _cg_group(plan, g, V, eig, C, lam, X, offset, has_offset, n_free, steps, dots)
+        _cg_group(plan, g, V, eig, C, lam, X, offset, has_offset, n_free, steps, residuals)

@@ -19,7 +19,16 @@ MAX_ENTRIES = 1 << 20
 
 
 def cg_rows(
-    csr, V, G, lam, X, offset, n_free: int, steps: int, max_entries: int = MAX_ENTRIES, dots=None
+    csr,
+    V,
+    G,
+    lam,
+    X,
+    offset,
+    n_free: int,
+    steps: int,
+    max_entries: int = MAX_ENTRIES,
+    residuals=None,
 ):
     """`steps` CG steps for every row of X (float32 tensor, updated in place) on
 
@@ -27,7 +36,7 @@ def cg_rows(
 
     over its first n_free coordinates (the others stay fixed); o_r = offset[r] (None: 0).
     csr = (indptr int64, indices, weights) tensors on X's device, as in ranking_kernels.cg_rows;
-    `dots` (float32, one per entry): <x_r + o_r, v_j> of the solution at each entry."""
+    `residuals` (float32, X's shape): each row's final residual b - A x (0 past n_free)."""
     indptr = csr[0]
     n_rows = X.shape[0]
     ends = indptr.cpu()  # one copy to plan the blocks; the work stays on the device
@@ -37,11 +46,11 @@ def cg_rows(
         limit = int(ends[first]) + max_entries
         last = int(torch.searchsorted(ends, limit, right=True)) - 1
         last = min(max(last, first + 1), n_rows)
-        _cg_block(csr, V, G, lam, X, offset, n_free, steps, first, last, dots)
+        _cg_block(csr, V, G, lam, X, offset, n_free, steps, first, last, residuals)
         first = last
 
 
-def _cg_block(csr, V, G, lam, X, offset, n_free, steps, first, last, out_dots):
+def _cg_block(csr, V, G, lam, X, offset, n_free, steps, first, last, residuals):
     indptr, indices, weights = csr
     start, end = int(indptr[first]), int(indptr[last])
     lengths = indptr[first + 1 : last + 1] - indptr[first:last]
@@ -75,8 +84,8 @@ def _cg_block(csr, V, G, lam, X, offset, n_free, steps, first, last, out_dots):
         beta = torch.where(rs > tiny, rs_new / rs.clamp_min(tiny), torch.zeros_like(rs))
         p = r + beta[:, None] * p
         rs = rs_new
-    if out_dots is not None:
-        out_dots[start:end] = dots(x + offset[first:last] if offset is not None else x)
+    if residuals is not None:
+        residuals[first:last] = r
 
 
 class TorchRows:
@@ -91,12 +100,12 @@ class TorchRows:
     def _tensor(self, a):
         return None if a is None else torch.from_numpy(a).to(self.device)
 
-    def __call__(self, csr, V, G, lam, X, offset, n_free: int, steps: int, dots=None) -> None:
+    def __call__(self, csr, V, G, lam, X, offset, n_free: int, steps: int, residuals=None) -> None:
         key = id(csr[0])
         if key not in self._csr:
             self._csr[key] = tuple(self._tensor(a) for a in csr)
         X_t = self._tensor(X)
-        dots_t = None if dots is None else torch.empty(len(dots), device=self.device)
+        residuals_t = None if residuals is None else torch.empty_like(X_t)
         cg_rows(
             self._csr[key],
             self._tensor(V),
@@ -106,8 +115,8 @@ class TorchRows:
             self._tensor(offset),
             n_free,
             steps,
-            dots=dots_t,
+            residuals=residuals_t,
         )
         X[:] = X_t.cpu().numpy()
-        if dots is not None:
-            dots[:] = dots_t.cpu().numpy()
+        if residuals is not None:
+            residuals[:] = residuals_t.cpu().numpy()
