@@ -93,7 +93,7 @@ _DATA_BYTES_PER_RATING = 3 * 28
 # rating its two CSR copies (int32 column + float32 weight each), the users' feature pairs
 # (6 B each, 1.35 a rating at 27.75M) and the item step's plan for popular movies
 # (ranking_blocks: 6 B per rating of a movie with over 512 raters plus 8 B per distinct rater of
-# its group: 5.2 B per rating at 27.75M; 8 counted); per user its d floats and two float32 rows
+# its group: 5.1 B per rating at 27.75M; 8 counted); per user its d floats and two float32 rows
 # over ~48 genre/year columns (the feature step's Y, K); per movie about six rows of d floats
 # (M, S, Q, the item step's residuals, temporaries).
 _RANKING_BYTES_PER_RATING = 32
