@@ -10,11 +10,14 @@ pass over its distinct columns in increasing order: v_u is loaded once and appli
 of the group that rated u (s = <p_row, v_u>; ap_row += w s v_u), the group's p and ap
 (GROUP_ROWS x d float32 each, 1 MB together at d = 257) staying in L2. Popular movies share most
 of their raters, so one load serves many entries (7.5 on average at 27.75M), and V streams in
-order. Tiles of rows whose p and ap stay in L1, within chunks of columns whose vectors stay in
-L2, were tried: no faster (the passes are bound by the L2 traffic of a row's p and ap per entry,
-about as the per-row path's buffered rows are by their vectors'), and 40% more memory. Between passes each row takes the
-per-row path's CG update (the same float64 scalars and early exits: a converged row stops while
-its group goes on), so the iterates are the per-row path's up to float32 summation order.
+order. Between passes each row takes the per-row path's CG update (the same float64 scalars and
+early exits: a converged row stops while its group goes on), so the iterates are the per-row
+path's up to float32 summation order (the same bits when the CSR lists each row's columns in
+increasing order: each row's sums then add the same terms in the same order).
+
+Tried and left: tiles of rows whose p and ap stay in L1, within chunks of columns whose vectors
+stay in L2: no faster (a pass is bound by the L2 traffic of a row's p and ap per entry, about as
+the per-row path's buffered rows are by their vectors'), and more memory.
 
 Groups are fixed by the CSR alone (not the thread count) and each is solved by one thread: the
 result is the same whatever the threads.
