@@ -23,9 +23,10 @@ solve, so the stored user vectors are the closed form r_u = A_u^-1 sum_j w_uj r_
 item vectors (with c_i = 0; A_u = alpha0 R^T R + sum_j w_uj r_j r_j^T + lam_u I). Rows are
 independent within a half step: a seed gives the same vectors whatever the thread count. Factors
 are float32 (Gramians summed in float64); the inner loops are fused per-row numba kernels
-(ranking_kernels.py), so memory is the factor matrices, the ratings' two CSR copies and a float32
-<p_u, q_i> per rating for the feature step. The genre and year embeddings get a few steps of one
-preconditioned CG on all of them together a sweep (ranking_features.py).
+(ranking_kernels.py; the popular movies of the item step in groups, ranking_blocks.py), so memory
+is the factor matrices, the ratings' two CSR copies, the groups' plan and each user's genre/year
+pairs. The genre and year embeddings get a few steps of one preconditioned CG on all of them
+together a sweep (ranking_features.py).
 """
 
 from __future__ import annotations

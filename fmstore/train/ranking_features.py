@@ -13,10 +13,12 @@ features at once. A step's Hessian product for a direction D (one row d_f per fe
     K[u, f] = sum_{i rated by u} w_ui x_if <p_u, D_i>,   <p_u, D_i> = sum_g x_ig <p_u, d_g>
 
 so it reads every user vector twice, in two float32 matrix products (Y = P D^T, then K^T P),
-around a scalar pass over each user's ratings (`_hessian_weights`: a few multiplications per
-rating). The Gauss-Seidel pass this replaces solved one feature at a time and read each user
-vector once per CG step of every feature the user touches, about 25 times more (8.4 CPU-s a
-sweep at 27.75M ratings, where this step takes about 1; benchmarks/pipeline_scale.py).
+around a scalar pass over each user's feature pairs (`_hessian_weights`: K[u] = Z_u Y[u], Z_u[f,
+g] = sum_{i rated by u} w_ui x_if x_ig built once a fit, `user_pairs`). The gradient is a sum
+over movies of the item step's final CG residuals (no pass over the ratings). The Gauss-Seidel
+pass this replaces solved one feature at a time and read each user vector once per CG step of
+every feature the user touches, about 25 times more (8.4 CPU-s a sweep at 27.75M ratings, where
+this step takes 1.3; benchmarks/pipeline_scale.py).
 
 The preconditioner is block diagonal: feature f's own Hessian sum_u Z[u, f] p_u p_u^T + x2_f G +
 lam_f I, taking the users' weights Z[u, f] = sum_{i rated by u} w_ui x_if^2 as their mean (so
