@@ -16,7 +16,13 @@ from fmstore.train import ranking_kernels as kernels
 def _problem(seed, n_rows=12, n_cols=700, d=9):
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, 30, n_rows)
-    lengths[0] = kernels._BUFFER_ROWS + 50  # one row past the buffer
+    lengths[0] = 562  # one long row
+    return _rows_of(rng, lengths, n_cols, d)
+
+
+def _rows_of(rng, lengths, n_cols, d):
+    """(csr, V, G, lam, X, offset): rows of these lengths over random columns of V."""
+    n_rows = len(lengths)
     indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     indices = np.concatenate([rng.choice(n_cols, n, replace=False) for n in lengths])
     weights = rng.uniform(1.0, 3.0, indptr[-1]).astype(np.float32)
@@ -134,15 +140,7 @@ def _long_problem(seed, d=9, n_rows=40, n_cols=300):
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, 20, n_rows)
     lengths[:14] = rng.integers(40, n_cols, 14)
-    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    indices = np.concatenate([rng.choice(n_cols, n, replace=False) for n in lengths])
-    weights = rng.uniform(1.0, 3.0, indptr[-1]).astype(np.float32)
-    V = (rng.normal(size=(n_cols, d)) / np.sqrt(d)).astype(np.float32)
-    G = kernels.gramian(V, 0.5)
-    lam = rng.uniform(0.1, 1.0, n_rows).astype(np.float32)
-    X = rng.normal(size=(n_rows, d)).astype(np.float32)
-    offset = (0.3 * rng.normal(size=(n_rows, d))).astype(np.float32)
-    return (indptr, indices.astype(np.int32), weights), V, G, lam, X, offset
+    return _rows_of(rng, lengths, n_cols, d)
 
 
 def _small_plan(csr, n_cols):

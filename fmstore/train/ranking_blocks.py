@@ -1,9 +1,9 @@
 """CG half steps for long rows in groups (ranking_kernels.cg_rows' path for rows with many rated
 columns, the popular movies of the item step).
 
-A row too long for the per-row path's cache buffer gathers its rated vectors from all over V at
-every CG step: at 27.75M ratings, 73% of the item step's entries are such movies', and each step
-reads a 1 KB user vector per entry from a 290 MB matrix (latency-bound random gathers). Here the
+The per-row path gathers a row's rated vectors from all over V at every CG step: in the item
+step at 27.75M ratings, 64% of the entries belong to movies with over LONG_ROW raters, and each
+step reads a 1 KB user vector per entry from a 290 MB matrix (latency-bound random gathers). Here the
 long rows are cut into groups of up to GROUP_ROWS rows, and each group's entries are stored
 transposed (`plan`: sorted by column). A group's residual pass and each of its CG steps are one
 pass over its distinct columns in increasing order: v_u is loaded once and applied to every row
@@ -16,8 +16,8 @@ path's up to float32 summation order (the same bits when the CSR lists each row'
 increasing order: each row's sums then add the same terms in the same order).
 
 Tried and left: tiles of rows whose p and ap stay in L1, within chunks of columns whose vectors
-stay in L2: no faster (a pass is bound by the L2 traffic of a row's p and ap per entry, about as
-the per-row path's buffered rows are by their vectors'), and more memory.
+stay in L2: no faster (a pass is bound by the L2 traffic of a row's p and ap per entry), and
+more memory.
 
 Groups are fixed by the CSR alone (not the thread count) and each is solved by one thread: the
 result is the same whatever the threads.
@@ -32,8 +32,9 @@ from numba import njit, prange
 
 from fmstore.train.numba_prefetch import prefetch as _prefetch
 
-# Rows with more entries than this take the grouped path (the per-row path buffers up to 512).
-LONG_ROW = 512
+# Rows with more entries than this take the grouped path: at 27.75M (2 sweeps, the item step's
+# CPU-s a sweep) 1,024 gave 5.35-5.54, 512 5.67-5.79, 2,048 5.61, 256 6.32.
+LONG_ROW = 1024
 # Rows per group: more rows, more entries per column vector fetched from far away (the long
 # rows' item step at 27.75M, k = 256, one thread: 4.0 CPU-s with 512, 4.3 with 256, 4.5 with 128;
 # the per-row path 7.1).

@@ -26,8 +26,6 @@ from fmstore.train import ranking_blocks
 # when one thread is descheduled on a shared machine: blocks are handed out as threads come free
 # (numba.parallel_chunksize(1)) rather than split evenly up front, as implicit's OpenMP loops do.
 _BLOCKS_PER_THREAD = 16
-# Rated columns a row may copy into its cache-resident buffer: 512 x 257 floats = 0.5 MB.
-_BUFFER_ROWS = 512
 # Rows per BLAS block in `gramian`: 16k x 257 floats = 16 MB.
 _BLOCK_ROWS = 1 << 14
 
@@ -53,11 +51,10 @@ def _add_row(out, coef, A, i, n):
 
 
 @njit(inline="always", fastmath=True)
-def _residual_pass(V, indices, start, n, weights, z, n_free, r, buf, buffered):
+def _residual_pass(V, indices, start, n, weights, z, n_free, r):
     """r[:n_free] += sum_t w_t (1 - <z, v_t>) v_t over the row's n rated vectors
-    v_t = V[indices[start + t]] (all d coordinates in the dot), copying them into buf when
-    buffered. Four rows at a time: four gathers in flight from all over V, and z and r read
-    once for four."""
+    v_t = V[indices[start + t]] (all d coordinates in the dot). Four rows at a time: four
+    gathers in flight from all over V, and z and r read once for four."""
     d = V.shape[1]
     t = 0
     while t + 4 <= n:
@@ -75,55 +72,43 @@ def _residual_pass(V, indices, start, n, weights, z, n_free, r, buf, buffered):
         c2, c3 = weights[start + t + 2] * (one - s2), weights[start + t + 3] * (one - s3)
         for c in range(n_free):
             r[c] += c0 * V[j0, c] + c1 * V[j1, c] + c2 * V[j2, c] + c3 * V[j3, c]
-        if buffered:
-            for c in range(n_free):
-                buf[t, c] = V[j0, c]
-                buf[t + 1, c] = V[j1, c]
-                buf[t + 2, c] = V[j2, c]
-                buf[t + 3, c] = V[j3, c]
         t += 4
     while t < n:
         j = indices[start + t]
         _add_row(r, weights[start + t] * (np.float32(1.0) - _dot_row(V, j, z, d)), V, j, n_free)
-        if buffered:
-            for c in range(n_free):
-                buf[t, c] = V[j, c]
         t += 1
 
 
 @njit(inline="always", fastmath=True)
-def _hessian_pass(B, buffered, indices, start, n, weights, p, n_free, ap):
-    """ap[:n_free] += sum_t w_t <p, b_t> b_t over the row's n entries, b_t its t-th rated vector
-    (B[t] when buffered, else B[indices[start + t]]). Four entries at a time: p and ap are read
-    once for four rated vectors (SIMD over the coordinates)."""
+def _hessian_pass(V, indices, start, n, weights, p, n_free, ap):
+    """ap[:n_free] += sum_t w_t <p, v_t> v_t over the row's n rated vectors. Four at a time: p
+    and ap are read once for four rated vectors (SIMD over the coordinates)."""
     t = 0
     while t + 4 <= n:
-        j0, j1, j2, j3 = t, t + 1, t + 2, t + 3
-        if not buffered:
-            j0, j1 = indices[start + t], indices[start + t + 1]
-            j2, j3 = indices[start + t + 2], indices[start + t + 3]
+        j0, j1 = indices[start + t], indices[start + t + 1]
+        j2, j3 = indices[start + t + 2], indices[start + t + 3]
         s0 = s1 = s2 = s3 = np.float32(0.0)
         for c in range(n_free):
             pc = p[c]
-            s0 += B[j0, c] * pc
-            s1 += B[j1, c] * pc
-            s2 += B[j2, c] * pc
-            s3 += B[j3, c] * pc
+            s0 += V[j0, c] * pc
+            s1 += V[j1, c] * pc
+            s2 += V[j2, c] * pc
+            s3 += V[j3, c] * pc
         c0, c1 = weights[start + t] * s0, weights[start + t + 1] * s1
         c2, c3 = weights[start + t + 2] * s2, weights[start + t + 3] * s3
         for c in range(n_free):
-            ap[c] += c0 * B[j0, c] + c1 * B[j1, c] + c2 * B[j2, c] + c3 * B[j3, c]
+            ap[c] += c0 * V[j0, c] + c1 * V[j1, c] + c2 * V[j2, c] + c3 * V[j3, c]
         t += 4
     while t < n:
-        j = t if buffered else indices[start + t]
-        _add_row(ap, weights[start + t] * _dot_row(B, j, p, n_free), B, j, n_free)
+        j = indices[start + t]
+        _add_row(ap, weights[start + t] * _dot_row(V, j, p, n_free), V, j, n_free)
         t += 1
 
 
 @njit(fastmath=True)
 def _cg_row(
     row, indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, z, r, p, ap,
-    buf, residuals,
+    residuals,
 ):  # fmt: skip
     """CG on row `row`: min_x sum_j w_j (<x + o, v_j> - 1)^2 + (x + o)^T G (x + o) + lam |x|^2
     over x[:n_free], warm-started from X[row] (updated in place), in the basis where G's free
@@ -138,11 +123,9 @@ def _cg_row(
         for c in range(n_free, d):
             r[a] -= C[a, c - n_free] * z[c]
     start, n = indptr[row], indptr[row + 1] - indptr[row]
-    # The row's rated columns are gathered from all over V once, into a contiguous buffer read
-    # sequentially at every CG step (a row too long for it gathers from V again at every step).
-    buffered = n <= buf.shape[0]
-    _residual_pass(V, indices, start, n, weights, z, n_free, r, buf, buffered)
-    B = buf if buffered else V
+    # Every pass gathers the row's rated vectors from V again: a copy into a row buffer, read at
+    # each step, cost more than it saved (the user step: 5.2 CPU-s with it, 4.4 without at 27.75M)
+    _residual_pass(V, indices, start, n, weights, z, n_free, r)
     rs = 0.0  # float64 scalars: the step sizes must not underflow near convergence
     for a in range(n_free):
         p[a] = r[a]
@@ -153,7 +136,7 @@ def _cg_row(
         # ap = A p = G p + lam p + sum_j w_j <p, v_j> v_j  (p is 0 on the fixed coordinates)
         for a in range(n_free):
             ap[a] = (eig[a] + lam[row]) * p[a]
-        _hessian_pass(B, buffered, indices, start, n, weights, p, n_free, ap)
+        _hessian_pass(V, indices, start, n, weights, p, n_free, ap)
         pap = 0.0
         for a in range(n_free):
             pap += p[a] * ap[a]
@@ -177,23 +160,18 @@ def _cg_row(
 @njit(parallel=True, cache=True)
 def _cg_rows(
     indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks,
-    residuals, buffer_rows, rows,
+    residuals, rows,
 ):  # fmt: skip
     n_rows, d = len(rows), X.shape[1]
     for b in prange(n_blocks):
-        first, end = b * n_rows // n_blocks, (b + 1) * n_rows // n_blocks
-        longest = 0
-        for t in range(first, end):
-            longest = max(longest, indptr[rows[t] + 1] - indptr[rows[t]])
         z = np.empty(d, np.float32)
         r = np.zeros(d, np.float32)
         p = np.zeros(d, np.float32)
         ap = np.zeros(d, np.float32)
-        buf = np.empty((min(longest, buffer_rows), d), np.float32)
-        for t in range(first, end):
+        for t in range(b * n_rows // n_blocks, (b + 1) * n_rows // n_blocks):
             _cg_row(
                 rows[t], indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free,
-                steps, z, r, p, ap, buf, residuals,
+                steps, z, r, p, ap, residuals,
             )  # fmt: skip
 
 
@@ -265,7 +243,7 @@ def cg_rows(
                                      out)  # fmt: skip
         _cg_rows(
             indptr, indices, weights, V, eig, C, lam, X, offset, has_offset, n_free, steps, n_blocks,
-            out, _BUFFER_ROWS, rows,
+            out, rows,
         )  # fmt: skip
     if residuals is not None:
         residuals[:, n_free:] = 0.0
